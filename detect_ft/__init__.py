@@ -1,0 +1,16 @@
+"""detect-ft: fine-tune pretrained torchvision detectors on your own classes."""
+
+__version__ = "0.1.0"
+
+
+def list_models() -> list[str]:
+    from detect_ft.models import list_models as _list_models
+
+    return _list_models()
+
+
+def build_model(name: str, num_classes: int, weights: str = "coco", class_names=None, **options):
+    """See :func:`detect_ft.models.build_model`."""
+    from detect_ft.models import build_model as _build_model
+
+    return _build_model(name, num_classes, weights=weights, class_names=class_names, **options)

@@ -1,0 +1,5 @@
+import sys
+
+from detect_ft.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Command-line front end; the library never imports from here."""

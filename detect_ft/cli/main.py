@@ -1,0 +1,49 @@
+"""``detect-ft`` command line: one sub-command per module in this package.
+
+Each sub-command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``,
+and imports heavy libraries inside ``run`` so that ``detect-ft --help`` stays fast. A
+:class:`~detect_ft.errors.DetectFTError` becomes one ``error:`` line and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from types import ModuleType
+
+from detect_ft import __version__
+from detect_ft.errors import DetectFTError
+from detect_ft.cli import models_cmd
+
+COMMANDS: dict[str, ModuleType] = {
+    "models": models_cmd,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="detect-ft", description="Fine-tune, evaluate and export torchvision object detectors."
+    )
+    parser.add_argument("--version", action="version", version=f"detect-ft {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except DetectFTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

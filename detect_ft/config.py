@@ -1,0 +1,316 @@
+"""The one typed config: dataclass sections loaded from YAML, overridden by dotted ``key=value`` pairs.
+
+    cfg = load_config("configs/demo.yaml", ["train.epochs=5", "data.classes=[cat,dog]"])
+    save_config(cfg, run_dir / "config.yaml")     # loads back to an equal Config
+
+Every value is checked against its field's type hint (``Literal`` lists the allowed values) and each
+section's ``check()`` before any work starts; a mistake raises :class:`ConfigError` with one line naming
+the key, what was given and what is allowed. Components never take a ``Config``: callers pass them the
+plain values they need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from detect_ft.errors import ConfigError
+from detect_ft.io import write_text_atomic
+
+Policy = Literal["error", "drop", "clip"]
+
+
+@dataclass
+class ModelConfig:
+    name: str = "ssdlite320_mobilenet_v3_large"
+    weights: str = "coco"  # coco | imagenet | none | path to a state dict or detect-ft checkpoint
+    init_from_coco_names: bool = True  # start head rows of classes named like COCO classes from COCO rows
+    trainable_backbone_layers: Optional[int] = None  # torchvision semantics; None = torchvision default
+    frozen_bn: bool = True  # BatchNorm statistics and affine parameters stay as pretrained
+    min_size: Optional[int] = None  # model input size (short side / square side); None = model default
+    max_size: Optional[int] = None
+    score_thresh: Optional[float] = None  # model-internal score threshold; None = model default
+    detections_per_img: int = 100
+
+    def check(self) -> None:
+        from detect_ft.models import list_models
+
+        if self.name not in list_models():
+            _fail("model.name", self.name, f"one of {', '.join(list_models())}")
+        _positive("model.detections_per_img", self.detections_per_img)
+        for key in ("min_size", "max_size"):
+            value = getattr(self, key)
+            if value is not None:
+                _positive(f"model.{key}", value)
+        if self.trainable_backbone_layers is not None and not 0 <= self.trainable_backbone_layers <= 6:
+            _fail("model.trainable_backbone_layers", self.trainable_backbone_layers, "0..6 or null")
+
+
+@dataclass
+class DataConfig:
+    format: Literal["coco", "voc", "yolo"] = "coco"
+    root: str = ""  # dataset folder; relative paths below are resolved against it
+    train: str = ""  # coco: annotation JSON; voc: split name or list file; yolo: split folder or list file
+    val: str = ""
+    images: str = ""  # coco: image folder (default: the JSON's folder); unused by voc/yolo
+    classes: list[str] = field(default_factory=list)  # empty: take the names from the dataset
+    keep_background: bool = True  # keep images without boxes
+    # What to do about each kind of problem the dataset doctor finds (detect_ft.data.doctor).
+    on_missing_image: Policy = "error"
+    on_size_mismatch: Policy = "error"
+    on_degenerate_box: Policy = "drop"
+    on_box_outside: Policy = "clip"
+    on_duplicate_box: Policy = "drop"
+    on_unknown_class: Policy = "error"
+
+    def check(self) -> None:
+        for key in ("on_missing_image", "on_size_mismatch", "on_unknown_class"):
+            if getattr(self, key) == "clip":
+                _fail(f"data.{key}", "clip", "error or drop (only boxes can be clipped)")
+        if self.on_duplicate_box == "clip":
+            _fail("data.on_duplicate_box", "clip", "error or drop")
+        if len(set(self.classes)) != len(self.classes):
+            _fail("data.classes", self.classes, "distinct class names")
+
+
+@dataclass
+class AugmentConfig:
+    preset: Literal["none", "light", "ssd", "strong"] = "light"
+    min_area: float = 4.0  # boxes smaller than this (pixels^2) after augmentation are dropped
+    min_visibility: float = 0.2  # boxes keeping less than this fraction of their area are dropped
+
+    def check(self) -> None:
+        if self.min_area < 0:
+            _fail("augment.min_area", self.min_area, "a number >= 0")
+        if not 0 <= self.min_visibility <= 1:
+            _fail("augment.min_visibility", self.min_visibility, "a number in [0, 1]")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 8
+    lr: float = 0.01
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    workers: int = 2
+    seed: int = 0
+    deterministic: bool = False
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    backbone_lr_mult: float = 1.0  # backbone LR = lr * this (discriminative learning rates)
+    scheduler: Literal["cosine", "multistep", "constant"] = "cosine"
+    warmup_iters: int = 100
+    milestones: list[int] = field(default_factory=list)  # epochs, for scheduler=multistep
+    gamma: float = 0.1
+    clip_grad_norm: Optional[float] = None
+    accumulate: int = 1  # gradient accumulation steps
+    freeze_backbone_epochs: int = 0  # train only the heads for this many epochs, then unfreeze
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler)
+    channels_last: bool = False
+    ema: bool = False
+    ema_decay: float = 0.9998
+    eval_interval: int = 1  # validate every N epochs (0: never)
+    best_metric: Literal["map", "map50", "map75"] = "map"
+    patience: int = 0  # early stopping after N validations without improvement (0: off)
+    max_nonfinite: int = 10  # stop after this many non-finite losses in a row
+    resume: str = ""  # "" | auto | path to a checkpoint
+    sync_bn: bool = False
+    aspect_ratio_grouping: bool = False
+    max_iters_per_epoch: Optional[int] = None  # cap iterations per epoch (quick runs, tests)
+
+    def check(self) -> None:
+        for key in ("epochs", "batch_size", "accumulate", "max_nonfinite"):
+            _positive(f"train.{key}", getattr(self, key))
+        for key in ("workers", "warmup_iters", "freeze_backbone_epochs", "eval_interval", "patience"):
+            if getattr(self, key) < 0:
+                _fail(f"train.{key}", getattr(self, key), "an integer >= 0")
+        if self.lr <= 0:
+            _fail("train.lr", self.lr, "a number > 0")
+        if self.backbone_lr_mult < 0:
+            _fail("train.backbone_lr_mult", self.backbone_lr_mult, "a number >= 0")
+        if not 0 < self.ema_decay < 1:
+            _fail("train.ema_decay", self.ema_decay, "a number in (0, 1)")
+        if self.max_iters_per_epoch is not None:
+            _positive("train.max_iters_per_epoch", self.max_iters_per_epoch)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            _fail("train.device", self.device, "auto, cpu, cuda or cuda:N")
+
+
+@dataclass
+class EvalConfig:
+    backend: Literal["faster_coco_eval", "hotcoco", "pycocotools"] = "faster_coco_eval"
+    batch_size: int = 8
+    score_thresh: float = 0.001  # detections below this score are not scored
+    plots: bool = True
+
+    def check(self) -> None:
+        _positive("eval.batch_size", self.batch_size)
+        if not 0 <= self.score_thresh < 1:
+            _fail("eval.score_thresh", self.score_thresh, "a number in [0, 1)")
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 17
+    verify: bool = True
+    max_map_drop: float = 0.5  # AP points the ONNX model may lose against PyTorch before export fails
+    calib_images: int = 32  # INT8 calibration images from the training split
+
+    def check(self) -> None:
+        if not 11 <= self.opset <= 21:
+            _fail("export.opset", self.opset, "an integer in 11..21")
+        _positive("export.calib_images", self.calib_images)
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs/exp"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def check(self) -> None:
+        for section in dataclasses.fields(self):
+            check = getattr(getattr(self, section.name), "check", None)
+            if check is not None:
+                check()
+
+
+def _fail(key: str, given: Any, allowed: str) -> typing.NoReturn:
+    raise ConfigError(f"config key '{key}': got {given!r}; allowed: {allowed}")
+
+
+def _positive(key: str, value: Any) -> None:
+    if value <= 0:
+        _fail(key, value, "an integer > 0")
+
+
+def _convert(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against a field's type ``hint``; convert where it is lossless (int -> float)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(key, value, inner[0])
+    if origin is Literal:
+        if value not in args:
+            _fail(key, value, ", ".join(map(str, args)))
+        return value
+    if origin is list:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # data.classes=raccoon means a one-element list
+        if not isinstance(value, (list, tuple)):
+            _fail(key, value, f"a list of {args[0].__name__}")
+        return [_convert(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            _fail(key, value, "true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(key, value, "an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(key, value, "a number")
+        return float(value)
+    if hint is str:
+        if value is None:
+            _fail(key, value, "a string")
+        return str(value)  # YAML reads `weights: none` as a string but `classes: [1]` items as ints
+    raise TypeError(f"unsupported config type {hint!r} for {key}")
+
+
+def _section_hints(section_cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(section_cls, globalns=globals())
+
+
+def _apply(cfg: Config, key: str, value: Any) -> None:
+    parts = key.split(".")
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    if parts[0] not in sections:
+        _unknown(key, list(sections))
+    section = getattr(cfg, parts[0])
+    if len(parts) != 2:
+        if len(parts) == 1 and isinstance(value, dict):
+            for sub_key, sub_value in value.items():
+                _apply(cfg, f"{key}.{sub_key}", sub_value)
+            return
+        _fail(key, value, f"a key of the form {parts[0]}.<name>")
+    hints = _section_hints(type(section))
+    if parts[1] not in hints:
+        _unknown(key, [f"{parts[0]}.{name}" for name in hints])
+    setattr(section, parts[1], _convert(key, value, hints[parts[1]]))
+
+
+def _unknown(key: str, known: list[str]) -> typing.NoReturn:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
+    raise ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.epochs=5"`` -> ``("train.epochs", 5)``; the value is read as YAML (``[a,b]`` is a list)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value (for example train.epochs=5)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc.problem})") from None
+    return key.strip(), value
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file at ``path`` (if any), then each ``key=value`` override; then check."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found; pass a YAML file such as configs/demo.yaml")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                _fail(str(section), values, "a mapping of keys, for example\n  train:\n    epochs: 5")
+            for key, value in values.items():
+                _apply(cfg, f"{section}.{key}", value)
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _apply(cfg, key, value)
+    cfg.check()
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML, atomically; ``load_config(path)`` gives an equal Config."""
+    write_text_atomic(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
