@@ -1,0 +1,302 @@
+"""Box-aware training augmentation built on albumentations.
+
+    transform = build_transform("light", train=True)
+    image, boxes, labels = transform(image, boxes, labels)
+
+``image`` is an (H, W, 3) uint8 RGB array, ``boxes`` an (N, 4) float32 array in xyxy absolute pixels and
+``labels`` an (N,) int64 array; the same triple comes back. Boxes leaving the image are clipped; boxes
+shrunk below ``min_area`` pixels^2 or keeping less than ``min_visibility`` of their area are dropped with
+their labels, so an image can come back as a background image with (0, 4) boxes.
+
+Presets (``PRESETS``): ``none``, ``light`` (flip, scale/translate, colour jitter), ``ssd`` (the SSD
+paper's photometric distortion, zoom-out on a mean-filled canvas, min-IoU random crop, flip) and
+``strong`` (a 2x2 mosaic with three other dataset images, then ``light``). A transform that wants other
+dataset samples says so in ``num_extra``; :class:`~detect_ft.data.dataset.DetectionDataset` passes them
+as ``extra``. Eval-time transforms do nothing: torchvision detectors resize and normalise inside the model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+from albumentations.augmentations.crops import functional as fcrops
+from albumentations.core.transforms_interface import BaseTransformInitSchema
+
+from detect_ft.errors import ConfigError
+
+Sample = tuple[np.ndarray, np.ndarray, np.ndarray]  # image (H,W,3) uint8, boxes (N,4) xyxy, labels (N,)
+
+# ImageNet mean in 0..255 RGB: the colour SSD fills its zoom-out canvas with, so that after the model's
+# normalisation the padding is close to zero.
+MEAN_RGB = (124.0, 116.0, 104.0)
+
+
+def bbox_params(min_area: float, min_visibility: float) -> A.BboxParams:
+    """The one box contract with albumentations: xyxy absolute pixels, labels carried along, clipped."""
+    return A.BboxParams(
+        format="pascal_voc",
+        label_fields=["labels"],
+        min_area=min_area,
+        min_visibility=min_visibility,
+        clip=True,
+    )
+
+
+def sanitize_boxes(boxes: np.ndarray, labels: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clip xyxy ``boxes`` (N, 4) to the image and drop those left with no area, with their labels.
+
+    albumentations raises on boxes outside the image or with x2 <= x1, so every input is passed through
+    this first, and every output too (its float round trip can leave a box a hair outside the image).
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(boxes) != len(labels):
+        raise ValueError(f"{len(boxes)} boxes but {len(labels)} labels")
+    boxes = boxes.copy()
+    np.clip(boxes[:, 0::2], 0, width, out=boxes[:, 0::2])
+    np.clip(boxes[:, 1::2], 0, height, out=boxes[:, 1::2])
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & np.isfinite(boxes).all(axis=1)
+    return boxes[keep], labels[keep]
+
+
+class ZoomOut(A.DualTransform):
+    """SSD's "expand": place the image at a random spot of a canvas ``side_range`` times larger.
+
+    Small objects become smaller, which SSD needs to learn them; the canvas is filled with ``fill``.
+    """
+
+    class InitSchema(BaseTransformInitSchema):
+        side_range: tuple[float, float]
+        fill: tuple[float, ...] | float
+
+    def __init__(self, side_range: tuple[float, float] = (1.0, 4.0), fill: Any = MEAN_RGB, p: float = 0.5):
+        super().__init__(p=p)
+        if not 1.0 <= side_range[0] <= side_range[1]:
+            raise ValueError(f"side_range must satisfy 1 <= low <= high, got {side_range}")
+        self.side_range = side_range
+        self.fill = fill
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        ratio = self.py_random.uniform(*self.side_range)
+        canvas_h, canvas_w = int(height * ratio), int(width * ratio)
+        top = int((canvas_h - height) * self.py_random.random())
+        left = int((canvas_w - width) * self.py_random.random())
+        return {"pad": (top, canvas_h - height - top, left, canvas_w - width - left)}
+
+    def apply(self, img: np.ndarray, pad: tuple[int, int, int, int], **params: Any) -> np.ndarray:
+        top, bottom, left, right = pad
+        fill = self.fill if isinstance(self.fill, (int, float)) else tuple(self.fill)
+        return cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=fill)
+
+    def apply_to_bboxes(self, bboxes: np.ndarray, pad: tuple[int, int, int, int], **params: Any) -> np.ndarray:
+        # Inside a Compose boxes are normalised xyxy followed by encoded label columns.
+        height, width = params["shape"][:2]
+        top, bottom, left, right = pad
+        out = bboxes.copy()
+        out[:, [0, 2]] = (out[:, [0, 2]] * width + left) / (width + left + right)
+        out[:, [1, 3]] = (out[:, [1, 3]] * height + top) / (height + top + bottom)
+        return out
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("side_range", "fill")
+
+
+class MinIoURandomCrop(A.DualTransform):
+    """SSD's random crop: a patch whose IoU with some box is at least a randomly chosen minimum.
+
+    As in the SSD paper (and torchvision's ``RandomIoUCrop``): pick a minimum IoU from ``min_ious``
+    (1.0 meaning "keep the whole image"), then try up to ``trials`` patches of ``scale`` of each side and
+    aspect ratio within ``aspect_range``; a patch qualifies when some box centre lies inside it and one
+    of those boxes overlaps it by at least the minimum. Only boxes whose centre lies inside the patch are
+    kept. A background image gets an unconstrained random patch.
+    """
+
+    class InitSchema(BaseTransformInitSchema):
+        min_ious: Sequence[float]
+        scale: tuple[float, float]
+        aspect_range: tuple[float, float]
+        trials: int
+
+    def __init__(
+        self,
+        min_ious: Sequence[float] = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0),
+        scale: tuple[float, float] = (0.3, 1.0),
+        aspect_range: tuple[float, float] = (0.5, 2.0),
+        trials: int = 40,
+        p: float = 1.0,
+    ):
+        super().__init__(p=p)
+        self.min_ious = tuple(min_ious)
+        self.scale = scale
+        self.aspect_range = aspect_range
+        self.trials = trials
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        full = (0, 0, width, height)
+        bboxes = data.get("bboxes")
+        boxes = np.zeros((0, 4), np.float32) if bboxes is None else np.asarray(bboxes)[:, :4] * np.array([width, height, width, height])
+        # torchvision loops until a patch is found; a bound keeps a pathological image from hanging a worker.
+        for _ in range(50):
+            min_iou = self.py_random.choice(self.min_ious)
+            if min_iou >= 1.0:
+                return {"crop_coords": full}
+            for _ in range(self.trials):
+                crop = self._sample_patch(width, height)
+                if crop is None:
+                    continue
+                if not len(boxes):
+                    return {"crop_coords": crop}
+                inside = _centres_inside(boxes, crop)
+                if inside.any() and _iou_with(boxes[inside], crop).max() >= min_iou:
+                    return {"crop_coords": crop}
+        return {"crop_coords": full}
+
+    def _sample_patch(self, width: int, height: int) -> tuple[int, int, int, int] | None:
+        new_w = int(width * self.py_random.uniform(*self.scale))
+        new_h = int(height * self.py_random.uniform(*self.scale))
+        if new_w < 1 or new_h < 1 or not self.aspect_range[0] <= new_w / new_h <= self.aspect_range[1]:
+            return None
+        left = int((width - new_w) * self.py_random.random())
+        top = int((height - new_h) * self.py_random.random())
+        return (left, top, left + new_w, top + new_h)
+
+    def apply(self, img: np.ndarray, crop_coords: tuple[int, int, int, int], **params: Any) -> np.ndarray:
+        return fcrops.crop(img, *crop_coords)
+
+    def apply_to_bboxes(self, bboxes: np.ndarray, crop_coords: tuple[int, int, int, int], **params: Any) -> np.ndarray:
+        height, width = params["shape"][:2]
+        if not len(bboxes):
+            return bboxes
+        # Rows carry the encoded labels in extra columns, so dropping a row drops its label too.
+        bboxes = bboxes[_centres_inside(bboxes[:, :4] * np.array([width, height, width, height]), crop_coords)]
+        return fcrops.crop_bboxes_by_coords(bboxes, crop_coords, (height, width))
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("min_ious", "scale", "aspect_range", "trials")
+
+
+def _centres_inside(boxes: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    return (crop[0] < cx) & (cx < crop[2]) & (crop[1] < cy) & (cy < crop[3])
+
+
+def _iou_with(boxes: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
+    ix = np.clip(np.minimum(boxes[:, 2], crop[2]) - np.maximum(boxes[:, 0], crop[0]), 0, None)
+    iy = np.clip(np.minimum(boxes[:, 3], crop[3]) - np.maximum(boxes[:, 1], crop[1]), 0, None)
+    inter = ix * iy
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    crop_area = (crop[2] - crop[0]) * (crop[3] - crop[1])
+    return inter / np.maximum(area + crop_area - inter, 1e-9)
+
+
+class SizeKeepingMosaic(A.Mosaic):
+    """albumentations' Mosaic with the output (and cell) size set to the primary image's size.
+
+    Keeping each sample's size and orientation keeps aspect-ratio batch grouping, which reads the
+    annotated sizes, truthful.
+    """
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        self.target_size = (height, width)
+        self.cell_shape = (height, width)
+        return super().get_params_dependent_on_data(params, data)
+
+
+def _light() -> list[A.BasicTransform]:
+    return [
+        A.HorizontalFlip(p=0.5),
+        A.Affine(scale=(0.8, 1.2), translate_percent=(-0.1, 0.1), fill=MEAN_RGB, p=0.5),
+        A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5),
+    ]
+
+
+def _ssd() -> list[A.BasicTransform]:
+    # Photometric distortion as in the SSD reference code: jitter, then sometimes a channel swap.
+    return [
+        A.ColorJitter(brightness=(0.875, 1.125), contrast=(0.5, 1.5), saturation=(0.5, 1.5), hue=0.05, p=0.5),
+        A.ChannelShuffle(p=0.1),
+        ZoomOut(side_range=(1.0, 4.0), fill=MEAN_RGB, p=0.5),
+        MinIoURandomCrop(),
+        A.HorizontalFlip(p=0.5),
+    ]
+
+
+def _strong() -> list[A.BasicTransform]:
+    return [SizeKeepingMosaic(grid_yx=(2, 2), center_range=(0.3, 0.7), fill=MEAN_RGB, p=0.5), *_light()]
+
+
+# preset name -> (builder of the albumentations steps, number of extra dataset samples it wants)
+PRESETS: dict[str, tuple[Callable[[], list[A.BasicTransform]], int]] = {
+    "none": (list, 0),
+    "light": (_light, 0),
+    "ssd": (_ssd, 0),
+    "strong": (_strong, 3),
+}
+
+
+class BoxTransform:
+    """Callable ``(image, boxes, labels, extra=None) -> (image, boxes, labels)`` around an A.Compose.
+
+    ``extra`` is a list of ``num_extra`` other samples (image, boxes, labels) for mixing transforms.
+    """
+
+    def __init__(self, steps: list[A.BasicTransform], min_area: float, min_visibility: float, num_extra: int = 0):
+        self.num_extra = num_extra
+        self.compose = A.Compose(steps, bbox_params=bbox_params(min_area, min_visibility)) if steps else None
+
+    def set_seed(self, seed: int) -> None:
+        """Seed the augmentation's own generators (albumentations ignores numpy's and Python's global ones)."""
+        if self.compose is not None:
+            self.compose.set_random_seed(seed)
+
+    def __call__(
+        self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, extra: list[Sample] | None = None
+    ) -> Sample:
+        height, width = image.shape[:2]
+        boxes, labels = sanitize_boxes(boxes, labels, width, height)
+        if self.compose is None:
+            return image, boxes, labels
+        inputs: dict[str, Any] = {"image": image, "bboxes": boxes, "labels": labels}
+        if self.num_extra:
+            inputs["mosaic_metadata"] = [_metadata(*sample) for sample in extra or []]
+        out = self.compose(**inputs)
+        image = out["image"]
+        boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
+        labels = np.asarray(out["labels"], dtype=np.int64).reshape(-1)
+        return (image, *sanitize_boxes(boxes, labels, image.shape[1], image.shape[0]))
+
+    def __repr__(self) -> str:
+        return f"BoxTransform(num_extra={self.num_extra}, compose={self.compose!r})"
+
+
+def _metadata(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    boxes, labels = sanitize_boxes(boxes, labels, image.shape[1], image.shape[0])
+    return {"image": image, "bboxes": boxes, "labels": labels}
+
+
+def identity_transform(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, extra: Any = None) -> Sample:
+    """The eval-time transform: the model's own transform resizes and normalises."""
+    return image, boxes, labels
+
+
+def build_transform(
+    preset: str, *, train: bool, min_area: float = 4.0, min_visibility: float = 0.2
+) -> Callable[..., Sample]:
+    """The augmentation for ``preset`` (a key of ``PRESETS``); ``train=False`` gives the identity.
+
+    The result maps (image (H,W,3) uint8 RGB, boxes (N,4) float xyxy absolute, labels (N,) int64) to the
+    same triple, with boxes clipped to the output image and too-small ones dropped with their labels.
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"config key 'augment.preset': got {preset!r}; allowed: {', '.join(PRESETS)}")
+    if not train:
+        return identity_transform
+    builder, num_extra = PRESETS[preset]
+    return BoxTransform(builder(), min_area=min_area, min_visibility=min_visibility, num_extra=num_extra)
