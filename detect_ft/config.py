@@ -148,7 +148,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    backend: Literal["faster_coco_eval", "hotcoco", "pycocotools"] = "faster_coco_eval"
+    backend: Literal["faster_coco_eval", "hotcoco", "pycocotools"] = "hotcoco"  # fastest exact (docs/benchmarks.md)
     batch_size: int = 8
     score_thresh: float = 0.001  # detections below this score are not scored
     plots: bool = True
