@@ -1,0 +1,138 @@
+"""Evaluation plots: precision-recall curves per class and a confusion matrix with a background class.
+
+Both are written as PNG through matplotlib's Agg backend (no display needed) and atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from detect_ft.data.records import DatasetRecords
+from detect_ft.evaluation.checks import check_predictions, ground_truth_ignore
+from detect_ft.evaluation.voc_eval import average_precision, box_iou, match_class, precision_recall
+from detect_ft.io import atomic_path
+
+_LEGEND_MAX = 20  # beyond this many classes a legend hides the curves
+
+
+def confusion_matrix(
+    dataset: DatasetRecords, predictions: list[dict], *, iou: float = 0.5, score_thresh: float = 0.25
+) -> np.ndarray:
+    """Detection confusion matrix, (K+1, K+1) int64.
+
+    Rows are ground truth, columns predictions; index k-1 is class k and the last index is background.
+    Per image, detections scoring >= ``score_thresh`` are paired one-to-one with ground-truth boxes of
+    any class by descending IoU (pairs with IoU >= ``iou``): a pair adds to [gt class, predicted class],
+    an unpaired ground-truth box to [gt class, background] (missed), an unpaired detection to
+    [background, predicted class] (false alarm). Detections overlapping a difficult or crowd box by
+    >= ``iou`` and left unpaired are not counted, as in the metrics.
+    """
+    preds = check_predictions(dataset, predictions)
+    k = dataset.num_classes
+    matrix = np.zeros((k + 1, k + 1), np.int64)
+    for record, pred in zip(dataset.records, preds):
+        keep = pred["scores"] >= score_thresh
+        det_boxes, det_labels = pred["boxes"][keep], pred["labels"][keep]
+        ignore = ground_truth_ignore(record)
+        gt_boxes, gt_labels = record.boxes[~ignore].astype(np.float64), record.labels[~ignore]
+        gt_used = np.zeros(len(gt_boxes), bool)
+        det_used = np.zeros(len(det_boxes), bool)
+        if len(gt_boxes) and len(det_boxes):
+            ious = box_iou(gt_boxes, det_boxes)
+            gi, di = np.nonzero(ious >= iou)
+            for g, d in sorted(zip(gi.tolist(), di.tolist()), key=lambda p: -ious[p]):
+                if not gt_used[g] and not det_used[d]:
+                    gt_used[g] = det_used[d] = True
+                    matrix[gt_labels[g] - 1, det_labels[d] - 1] += 1
+        for g in np.flatnonzero(~gt_used):
+            matrix[gt_labels[g] - 1, k] += 1
+        spare = np.flatnonzero(~det_used)
+        if ignore.any() and len(spare):
+            on_ignored = box_iou(det_boxes[spare], record.boxes[ignore].astype(np.float64)).max(1) >= iou
+            spare = spare[~on_ignored]
+        for d in spare:
+            matrix[k, det_labels[d] - 1] += 1
+    return matrix
+
+
+def write_plots(
+    dataset: DatasetRecords,
+    predictions: list[dict],
+    out_dir: str | Path,
+    *,
+    iou: float = 0.5,
+    score_thresh: float = 0.25,
+) -> list[Path]:
+    """Write ``pr_curves.png`` (one VOC-matched precision-recall curve per class at IoU ``iou``, AP in
+    the legend) and ``confusion_matrix.png`` (see :func:`confusion_matrix`) into ``out_dir``.
+
+    Returns the paths written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    preds = check_predictions(dataset, predictions)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [_plot_pr(plt, dataset, preds, out_dir / "pr_curves.png", iou)]
+    matrix = confusion_matrix(dataset, preds, iou=iou, score_thresh=score_thresh)
+    written.append(_plot_confusion(plt, matrix, dataset.class_names, out_dir / "confusion_matrix.png",
+                                   iou, score_thresh))  # fmt: skip
+    return written
+
+
+def _plot_pr(plt, dataset: DatasetRecords, preds: list[dict], path: Path, iou: float) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 6))
+    aps = []
+    for label, name in enumerate(dataset.class_names, start=1):
+        _, tp, npos = match_class(dataset, preds, label, iou=iou)
+        if npos == 0:
+            continue  # no curve exists without ground truth
+        precision, recall = precision_recall(tp, npos)
+        ap = average_precision(precision, recall)
+        aps.append(ap)
+        ax.plot(np.concatenate(([0.0], recall)), np.concatenate(([1.0], precision)), linewidth=1.2,
+                label=f"{name} {ap:.3f}")  # fmt: skip
+    title = f"Precision-recall at IoU {iou:g}"
+    if aps:
+        title += f" (mAP {np.mean(aps):.3f})"
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    if 0 < len(aps) <= _LEGEND_MAX:
+        ax.legend(loc="lower left", fontsize=8)
+    return _save(plt, fig, path)
+
+
+def _plot_confusion(plt, matrix: np.ndarray, class_names: list[str], path: Path, iou: float,
+                    score_thresh: float) -> Path:  # fmt: skip
+    names = list(class_names) + ["background"]
+    side = min(max(4.0, 0.45 * len(names) + 2), 30.0)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    # Row-normalised colours make rare classes readable; the cells print raw counts.
+    totals = matrix.sum(1, keepdims=True)
+    shade = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    image = ax.imshow(shade, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the row")
+    ticks = np.arange(len(names))
+    ax.set_xticks(ticks, names, rotation=90 if len(names) > 6 else 0, fontsize=8)
+    ax.set_yticks(ticks, names, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="ground truth",
+           title=f"Confusion matrix (IoU >= {iou:g}, score >= {score_thresh:g})")  # fmt: skip
+    if len(names) <= 30:
+        for (r, c), count in np.ndenumerate(matrix):
+            if count:
+                ax.text(c, r, str(count), ha="center", va="center", fontsize=7,
+                        color="white" if shade[r, c] > 0.5 else "black")  # fmt: skip
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
