@@ -34,7 +34,7 @@ class ModelConfig:
     weights: str = "coco"  # coco | imagenet | none | path to a state dict or detect-ft checkpoint
     init_from_coco_names: bool = True  # start head rows of classes named like COCO classes from COCO rows
     trainable_backbone_layers: Optional[int] = None  # torchvision semantics; None = torchvision default
-    frozen_bn: bool = True  # BatchNorm statistics and affine parameters stay as pretrained
+    frozen_bn: Optional[bool] = None  # freeze backbone BatchNorm; None: as torchvision does for this model
     min_size: Optional[int] = None  # model input size (short side / square side); None = model default
     max_size: Optional[int] = None
     score_thresh: Optional[float] = None  # model-internal score threshold; None = model default

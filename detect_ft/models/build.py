@@ -1,0 +1,250 @@
+"""``build_model``: a registered torchvision detector with a new class head for the user's classes.
+
+The detector is built for ``num_classes + 1`` outputs (row 0 is background), so its class-dependent
+tensors (see the table in :mod:`detect_ft.models.registry`) start from torchvision's own initialisation.
+Every other tensor is then copied bit-identical from the source weights. Head rows of user classes whose
+names match a class of the source (COCO's 80 names, or the classes of a detect-ft checkpoint), and the
+background row, are copied from the source rows too, unless ``init_from_coco_names=False``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+
+from detect_ft.errors import ConfigError, WeightsError
+from detect_ft.models.finetune import backbone_stages, freeze_batchnorm, set_trainable_backbone_layers
+from detect_ft.models.registry import MODELS, ModelSpec, coco_category_names
+from detect_ft.models.weights import SourceWeights, fetch_state_dict, read_weights_file
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    weights: str = "coco",
+    class_names: Sequence[str] | None = None,
+    *,
+    init_from_coco_names: bool = True,
+    trainable_backbone_layers: int | None = None,
+    frozen_bn: bool | None = None,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    score_thresh: float | None = None,
+    detections_per_img: int = 100,
+) -> nn.Module:
+    """Build detector ``name`` for ``num_classes`` user classes (labels 1..K; 0 is background).
+
+    Args:
+        weights: ``coco`` (torchvision's COCO detector weights), ``imagenet`` (ImageNet backbone only),
+            ``none`` (random init) or a path to a full-detector state dict / detect-ft checkpoint of the
+            same architecture with any class count.
+        class_names: K names, used to start head rows from matching source classes.
+        trainable_backbone_layers: backbone stages that train, counted from the heads (torchvision's
+            meaning); default: torchvision's default with pretrained weights, all stages without.
+        frozen_bn: replace backbone BatchNorm by FrozenBatchNorm2d; default: as torchvision does for
+            pretrained weights of this model.
+        min_size, max_size: input resize bounds (SSD models: the square input side).
+        score_thresh, detections_per_img: post-processing of the model's predictions.
+
+    Returns:
+        The torchvision detector. ``model(images)`` takes a list of float tensors (3, H, W) in [0, 1] and,
+        in eval mode, returns per image ``{"boxes": (N, 4) xyxy pixels, "scores": (N,), "labels": (N,)}``.
+    """
+    if name not in MODELS:
+        raise ConfigError(f"model.name: unknown model {name!r}; allowed: {', '.join(MODELS)}")
+    if num_classes < 1:
+        raise ConfigError(f"num_classes must be >= 1 (the user's classes, background excluded), got {num_classes}")
+    if class_names is not None and len(class_names) != num_classes:
+        raise ConfigError(f"{len(class_names)} class names given for num_classes={num_classes}")
+    spec = MODELS[name]
+    if weights == "imagenet":
+        # The builder knows which backbone variant the ImageNet weights fit (SSDlite's full-width tail).
+        with _download_errors(spec.backbone_weights):
+            model = spec.builder(weights=None, weights_backbone=spec.backbone_weights, num_classes=num_classes + 1)
+        pretrained = True
+    else:
+        model = spec.builder(weights=None, weights_backbone=None, num_classes=num_classes + 1)
+        source = _source_weights(weights, name, spec)
+        if source is not None:
+            load_pretrained(model, name, source, class_names, match_names=init_from_coco_names)
+        pretrained = source is not None
+
+    if frozen_bn if frozen_bn is not None else (pretrained and spec.frozen_bn):
+        _freeze_backbone_bn(model, spec)
+    stages = len(backbone_stages(model, spec.family))
+    if trainable_backbone_layers is None:
+        trainable_backbone_layers = min(spec.default_trainable, stages) if pretrained else stages
+    set_trainable_backbone_layers(model, name, trainable_backbone_layers)
+    _set_input_size(model, name, spec, min_size, max_size)
+    _set_postprocess(model, spec, score_thresh, detections_per_img)
+    return model
+
+
+@contextlib.contextmanager
+def _download_errors(weights) -> Iterator[None]:
+    """Turn a failed download inside a torchvision builder into the WeightsError that names the fix."""
+    try:
+        yield
+    except OSError:  # URLError and socket errors are OSErrors
+        fetch_state_dict(weights)  # raises the WeightsError when neither cached nor downloadable
+        raise
+
+
+def _freeze_backbone_bn(model: nn.Module, spec: ModelSpec) -> None:
+    for stage in backbone_stages(model, spec.family):
+        for module in stage:
+            freeze_batchnorm(module)
+
+
+def _backbone_bn_was_frozen(model: nn.Module, name: str, state: dict[str, torch.Tensor]) -> bool:
+    """True when ``state`` lacks the BatchNorm counters of the backbone stages (saved with frozen BN)."""
+    stage_modules = {id(m) for stage in backbone_stages(model, MODELS[name].family) for top in stage for m in top.modules()}
+    counters = [
+        f"{module_name}.num_batches_tracked"
+        for module_name, module in model.named_modules()
+        if id(module) in stage_modules and isinstance(module, nn.BatchNorm2d)
+    ]
+    return bool(counters) and not any(key in state for key in counters)
+
+
+def _source_weights(weights: str, name: str, spec: ModelSpec) -> SourceWeights | None:
+    if weights == "none":
+        return None
+    if weights == "coco":
+        return SourceWeights(fetch_state_dict(spec.coco_weights), coco_category_names(), f"torchvision {spec.coco_weights}")
+    if os.path.sep in weights or weights.endswith((".pt", ".pth")) or os.path.exists(weights):
+        return read_weights_file(weights, name)
+    raise ConfigError(f"model.weights: got {weights!r}; allowed: coco, imagenet, none, or a path to a weights file")
+
+
+def _normalise(class_name: str) -> str:
+    return class_name.strip().lower().replace("_", " ").replace("-", " ")
+
+
+def load_pretrained(
+    model: nn.Module,
+    name: str,
+    source: SourceWeights,
+    class_names: Sequence[str] | None,
+    *,
+    match_names: bool = True,
+) -> None:
+    """Copy every non-head tensor of ``source`` into ``model``; fill head rows as the module doc says."""
+    spec = MODELS[name]
+    target = model.state_dict()
+    optional = lambda key: key.endswith("num_batches_tracked")  # absent where BatchNorm was frozen
+    missing = [k for k in target if k not in source.state and not optional(k)]
+    unexpected = [k for k in source.state if k not in target and not optional(k)]
+    if missing or unexpected:
+        raise WeightsError(
+            f"model.weights: {source.origin} does not fit {name} ({len(missing)} tensors missing, e.g. "
+            f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]}); pick weights of a {name}"
+        )
+    new_names = ["__background__", *class_names] if class_names is not None else None
+    loaded: dict[str, torch.Tensor] = {}
+    for key, tensor in target.items():
+        if key not in source.state:
+            continue
+        if spec.is_head_key(key):
+            loaded[key] = _head_tensor(key, tensor, source.state[key], spec, new_names, source.class_names, match_names)
+        elif source.state[key].shape != tensor.shape:
+            raise WeightsError(
+                f"model.weights: {source.origin} tensor {key} has shape {tuple(source.state[key].shape)}, "
+                f"{name} needs {tuple(tensor.shape)}; pick weights of the same architecture"
+            )
+        else:
+            loaded[key] = source.state[key]
+    model.load_state_dict(loaded, strict=False)
+
+
+def _head_tensor(
+    key: str,
+    fresh: torch.Tensor,
+    source: torch.Tensor,
+    spec: ModelSpec,
+    new_names: list[str] | None,
+    source_names: list[str] | None,
+    match_names: bool,
+) -> torch.Tensor:
+    """The new head tensor: the source one where classes are the same, else fresh with matched rows copied."""
+    if source.shape == fresh.shape and (source_names is None or new_names is None or source_names == new_names):
+        return source.clone()
+    out = fresh.clone()
+    if not match_names or new_names is None or source_names is None:
+        return out
+    index = {_normalise(n): j for j, n in enumerate(source_names) if n != "N/A"}
+    pairs = [(i, index[_normalise(n)]) for i, n in enumerate(new_names) if _normalise(n) in index]
+    rows_per_class = 4 if "bbox_pred" in key else 1
+    if spec.head_layout == "rcnn":
+        groups, new_c, src_c = 1, fresh.shape[0] // rows_per_class, source.shape[0] // rows_per_class
+    else:
+        new_c, src_c = len(new_names), len(source_names)
+        groups = fresh.shape[0] // new_c
+        if source.shape[0] != groups * src_c:
+            return out
+    for group in range(groups):
+        for i, j in pairs:
+            dst = (group * new_c + i) * rows_per_class
+            src = (group * src_c + j) * rows_per_class
+            out[dst : dst + rows_per_class] = source[src : src + rows_per_class]
+    return out
+
+
+def _set_input_size(model: nn.Module, name: str, spec: ModelSpec, min_size: int | None, max_size: int | None) -> None:
+    transform = model.transform
+    if spec.fixed_size:
+        if max_size is not None and min_size is not None and max_size != min_size:
+            raise ConfigError(f"model.max_size: {name} takes a square input; set only model.min_size")
+        side = min_size or max_size
+        if side is None:
+            return
+        if name == "ssd300_vgg16" and side != 300:
+            # SSD300's default boxes use fixed pixel steps [8 .. 300], so other input sizes misplace them.
+            raise ConfigError(f"model.min_size: ssd300_vgg16 takes 300 px inputs only, got {side}")
+        transform.min_size, transform.max_size, transform.fixed_size = (side,), side, (side, side)
+        return
+    if min_size is not None:
+        transform.min_size = (min_size,)
+    if max_size is not None:
+        transform.max_size = max_size
+
+
+def _set_postprocess(model: nn.Module, spec: ModelSpec, score_thresh: float | None, detections_per_img: int) -> None:
+    owner = model.roi_heads if spec.head_layout == "rcnn" else model
+    if score_thresh is not None:
+        owner.score_thresh = score_thresh
+    owner.detections_per_img = detections_per_img
+
+
+def load_detector(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the detector saved in a detect-ft checkpoint, in eval mode.
+
+    Returns:
+        ``(model, meta)`` where meta holds ``model_name``, ``num_classes``, ``class_names``,
+        ``category_ids``, ``config`` (plain dict) and ``epoch`` from the checkpoint.
+    """
+    if not os.path.isfile(path):
+        raise WeightsError(f"checkpoint {path} not found; pass a run's checkpoints/best.pt or last.pt")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise WeightsError(f"checkpoint {path} is not a readable torch file ({exc})") from None
+    if not isinstance(checkpoint, dict) or "model_name" not in checkpoint or "model" not in checkpoint:
+        raise WeightsError(f"{path} is not a detect-ft checkpoint (no model_name/model); train one with detect-ft train")
+    options = checkpoint.get("config", {}).get("model", {})
+    sizes = {k: options[k] for k in ("min_size", "max_size", "score_thresh", "detections_per_img") if k in options}
+    model = build_model(
+        checkpoint["model_name"], checkpoint["num_classes"], weights="none", class_names=checkpoint.get("class_names"),
+        frozen_bn=False, **sizes,
+    )
+    source = SourceWeights(checkpoint["model"], None, str(path))
+    if _backbone_bn_was_frozen(model, checkpoint["model_name"], source.state):
+        _freeze_backbone_bn(model, MODELS[checkpoint["model_name"]])
+    load_pretrained(model, checkpoint["model_name"], source, checkpoint.get("class_names"))
+    model.to(map_location).eval()
+    meta = {k: checkpoint.get(k) for k in ("model_name", "num_classes", "class_names", "category_ids", "config", "epoch")}
+    return model, meta

@@ -1,0 +1,88 @@
+"""Where pretrained tensors come from: torchvision's COCO or ImageNet weights, or a local file.
+
+torchvision's ``load_state_dict_from_url`` looks in the torch hub cache (``$TORCH_HOME/hub/checkpoints``)
+before downloading, so a cached file works offline; when neither works the error names the file, the
+cache folder and how to pass a local file instead.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.models._api import WeightsEnum
+
+from detect_ft.errors import WeightsError
+
+
+@dataclass
+class SourceWeights:
+    """A full-detector state dict and the class names its head rows stand for.
+
+    Attributes:
+        state: state dict of the whole detector (any class count).
+        class_names: names for head rows 0..C-1 (row 0 background), or None when unknown.
+        origin: where it came from, for messages.
+    """
+
+    state: dict[str, torch.Tensor]
+    class_names: list[str] | None
+    origin: str
+
+
+def cache_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def fetch_state_dict(weights: WeightsEnum) -> dict[str, torch.Tensor]:
+    """torchvision's weights from the hub cache, downloading them when absent.
+
+    Raises:
+        WeightsError: offline (or the download failed) and the file is not cached.
+    """
+    file_name = os.path.basename(weights.url)
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+        raise WeightsError(
+            f"cannot download pretrained weights {file_name} ({exc}); put the file into the torch hub cache "
+            f"{cache_dir()} (from {weights.url}), or pass a local file with model.weights=/path/to/weights.pth, "
+            f"or train from scratch with model.weights=none"
+        ) from None
+
+
+def read_weights_file(path: str | os.PathLike, model_name: str) -> SourceWeights:
+    """Load a full-detector state dict or a detect-ft checkpoint from ``path``.
+
+    A detect-ft checkpoint carries its model name and class names, so its head rows can be matched by
+    name; a bare 91-class state dict is taken to use torchvision's COCO class order.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(
+            f"model.weights: file {path} not found; give coco, imagenet, none or the path of a state dict / "
+            f"detect-ft checkpoint"
+        )
+    try:
+        obj: Any = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        raise WeightsError(f"model.weights: {path} is not a readable torch file ({exc})") from None
+    class_names = None
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        saved_name = obj.get("model_name")
+        if saved_name is not None and saved_name != model_name:
+            raise WeightsError(
+                f"model.weights: {path} holds a {saved_name} checkpoint but model.name is {model_name}; "
+                f"set model.name={saved_name} or pick another weights file"
+            )
+        if obj.get("class_names") is not None:
+            class_names = ["__background__", *obj["class_names"]]
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"model.weights: {path} is neither a state dict nor a detect-ft checkpoint")
+    state = {k.removeprefix("module."): v for k, v in obj.items()}  # DDP-saved files prefix every key
+    return SourceWeights(state=state, class_names=class_names, origin=str(path))
