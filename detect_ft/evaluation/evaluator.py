@@ -1,0 +1,175 @@
+"""Run a detector over a split's records and score it.
+
+One loop, :func:`predict_records`, serves every runtime: it decodes images and hands batches to a
+``predict_batch(images) -> predictions`` callable. :func:`torch_predictor` makes that callable for a
+torchvision detector; the ONNX edge runtime provides its own with the same signature.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator
+
+import numpy as np
+
+from detect_ft.data.image import read_image
+from detect_ft.data.records import DatasetRecords, ImageRecord
+from detect_ft.errors import DataError, DetectFTError
+
+PredictBatch = Callable[[list[np.ndarray]], list[dict]]
+
+
+def predict_records(
+    predict_batch: PredictBatch,
+    dataset: DatasetRecords,
+    *,
+    batch_size: int = 8,
+    workers: int = 0,
+    progress: bool = True,
+) -> list[dict]:
+    """Predictions for every record, in the records' order.
+
+    Args:
+        predict_batch: maps a list of RGB uint8 images (H, W, 3) to one dict per image with ``boxes``
+            (N, 4) float xyxy in that image's pixels, ``scores`` (N,) and ``labels`` (N,) in 1..K.
+        dataset: the split; images are read from ``record.image_path``.
+        batch_size: images per ``predict_batch`` call.
+        workers: decoding threads (0: decode in this thread). OpenCV releases the GIL while decoding,
+            so threads overlap decoding with inference without a process pool.
+        progress: show a tqdm bar.
+
+    Returns:
+        One dict per record with numpy ``boxes`` float32 (N, 4), ``scores`` float32 (N,), ``labels``
+        int64 (N,).
+    """
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise DetectFTError(f"batch_size must be >= 1, got {batch_size}; set eval.batch_size to a positive integer")
+    batches = [dataset.records[i : i + batch_size] for i in range(0, len(dataset.records), batch_size)]
+    predictions: list[dict] = []
+    with tqdm(total=len(dataset.records), unit="img", desc="predict", disable=not progress, leave=False) as bar:
+        for records, images in _decoded_batches(batches, workers):
+            outputs = list(predict_batch(images))
+            if len(outputs) != len(images):
+                raise DetectFTError(
+                    f"the predictor returned {len(outputs)} results for a batch of {len(images)} images; "
+                    "predict_batch must return one dict per image"
+                )
+            predictions.extend(_as_numpy(out) for out in outputs)
+            bar.update(len(records))
+    return predictions
+
+
+def _decoded_batches(batches: list[list[ImageRecord]], workers: int) -> Iterator[tuple[list, list[np.ndarray]]]:
+    if workers <= 0:
+        for records in batches:
+            yield records, [_read(r) for r in records]
+        return
+    # Decode at most two batches ahead, so memory stays bounded on large splits.
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending: deque = deque()
+        upcoming = iter(batches)
+        for records in upcoming:
+            pending.append((records, [pool.submit(_read, r) for r in records]))
+            if len(pending) > 2:
+                break
+        while pending:
+            records, futures = pending.popleft()
+            yield records, [f.result() for f in futures]
+            nxt = next(upcoming, None)
+            if nxt is not None:
+                pending.append((nxt, [pool.submit(_read, r) for r in nxt]))
+
+
+def _read(record: ImageRecord) -> np.ndarray:
+    image = read_image(record.image_path)
+    height, width = image.shape[:2]
+    if (width, height) != (record.width, record.height):
+        # Boxes are in the annotated size; scoring predictions made on another size would be wrong.
+        raise DataError(
+            f"image file {record.image_path} decodes to {width}x{height} but is annotated as "
+            f"{record.width}x{record.height}; fix the annotation, or run `detect-ft doctor` with "
+            "data.on_size_mismatch=drop"
+        )
+    return image
+
+
+def _as_numpy(out: dict) -> dict:
+    return {
+        "boxes": np.asarray(out["boxes"], np.float32).reshape(-1, 4),
+        "scores": np.asarray(out["scores"], np.float32).reshape(-1),
+        "labels": np.asarray(out["labels"], np.int64).reshape(-1),
+    }
+
+
+def torch_predictor(model, device) -> PredictBatch:
+    """``predict_batch`` for a torchvision-style detector.
+
+    The model is put in eval mode and on ``device``. Images go in as float (3, H, W) tensors in [0, 1]
+    (torchvision detectors resize and normalise inside their ``transform``, and return boxes in the
+    input image's pixels); outputs come back as numpy arrays on the CPU.
+    """
+    import torch
+
+    device = torch.device(device)
+    model.eval().to(device)
+
+    def predict_batch(images: list[np.ndarray]) -> list[dict]:
+        # uint8 crosses to the device (4x fewer bytes than float), the scaling happens there.
+        tensors = [torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1).float().div_(255)
+                   for img in images]  # fmt: skip
+        with torch.inference_mode():
+            outputs = model(tensors)
+        return [{key: out[key].detach().float().cpu().numpy() if key != "labels" else out[key].cpu().numpy()
+                 for key in ("boxes", "scores", "labels")} for out in outputs]  # fmt: skip
+
+    return predict_batch
+
+
+def filter_predictions(predictions: list[dict], score_thresh: float) -> list[dict]:
+    """Drop detections scoring below ``score_thresh`` (a new list; the inputs are left as they are)."""
+    out = []
+    for pred in predictions:
+        keep = np.asarray(pred["scores"]) >= score_thresh
+        out.append({key: np.asarray(pred[key])[keep] for key in ("boxes", "scores", "labels")})
+    return out
+
+
+def evaluate_model(
+    model,
+    dataset: DatasetRecords,
+    *,
+    device="cpu",
+    batch_size: int = 8,
+    workers: int = 0,
+    score_thresh: float = 0.001,
+    backend: str = "hotcoco",
+    progress: bool = False,
+) -> dict:
+    """Validation metrics of a torch detector on a split (the trainer's per-epoch evaluation).
+
+    Returns:
+        :func:`coco_metrics`'s dict plus ``voc_map50`` (VOC all-point AP at IoU 0.5, mean over
+        classes), ``seconds`` (prediction + scoring wall time) and ``images_per_s`` (prediction only).
+        The model's train/eval mode is restored afterwards.
+    """
+    from detect_ft.evaluation.coco_eval import coco_metrics
+    from detect_ft.evaluation.voc_eval import voc_metrics
+
+    was_training = model.training
+    start = time.perf_counter()
+    try:
+        raw = predict_records(torch_predictor(model, device), dataset, batch_size=batch_size, workers=workers,
+                              progress=progress)  # fmt: skip
+    finally:
+        model.train(was_training)
+    predict_s = time.perf_counter() - start
+    preds = filter_predictions(raw, score_thresh)
+    metrics = coco_metrics(dataset, preds, backend=backend, source="model predictions")
+    metrics["voc_map50"] = voc_metrics(dataset, preds, source="model predictions")["map50"]
+    metrics["seconds"] = time.perf_counter() - start
+    metrics["images_per_s"] = len(dataset.records) / predict_s if predict_s > 0 else None
+    return metrics
