@@ -1,0 +1,168 @@
+"""COCO JSON adapter: ``{"images", "annotations", "categories"}`` -> DatasetRecords.
+
+Category ids may be non-contiguous or start at 0: they are mapped to labels 1..K in order of id (or in
+the order of a user ``classes`` list), and the original ids are kept in ``DatasetRecords.category_ids``
+so predictions can be written back. COCO ``bbox`` is ``[x, y, w, h]`` in absolute pixels and becomes
+xyxy. Crowd annotations are kept with ``iscrowd=True`` (evaluation ignore regions only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from detect_ft.data.findings import UNKNOWN_CLASS, Finding
+from detect_ft.data.paths import BACKGROUND_NAMES, select_classes, size_or_finding
+from detect_ft.data.records import DatasetRecords, ImageRecord
+from detect_ft.errors import DataError
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; a syntax error becomes a DataError naming the line and column."""
+    if not path.is_file():
+        raise DataError(f"annotation file {path} does not exist; fix data.root / data.train / data.val")
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"annotation file {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"annotation file {path} is not UTF-8 text ({exc.reason}); re-save it as UTF-8") from None
+
+
+def load_coco(
+    json_path: str | os.PathLike,
+    image_dir: str | os.PathLike | None = None,
+    classes: Optional[list[str]] = None,
+    keep_background: bool = True,
+) -> tuple[DatasetRecords, list[Finding]]:
+    """Read a COCO detection JSON.
+
+    Args:
+        json_path: the annotation file.
+        image_dir: folder that ``file_name`` is relative to; default: the JSON's folder.
+        classes: optional user class list selecting and ordering the categories by name; annotations
+            of other categories become ``unknown_class`` findings (and are left out of the records).
+        keep_background: keep images without any annotation.
+
+    Returns:
+        The records (boxes float32 xyxy, absolute pixels) and the findings made while reading.
+    """
+    json_path = Path(json_path)
+    image_dir = Path(image_dir) if image_dir else json_path.parent
+    data = read_json(json_path)
+    if not isinstance(data, dict):
+        raise DataError(f"{json_path}: top level must be an object with images, annotations, categories")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DataError(f"{json_path}: missing or non-list field '{key}'; this is not a COCO detection file")
+
+    categories = {}
+    for i, cat in enumerate(data["categories"]):
+        cid = _field(cat, "id", int, json_path, f"categories[{i}]")
+        name = _field(cat, "name", str, json_path, f"categories[{i}]")
+        if cid in categories:
+            raise DataError(f"{json_path}: category id {cid} appears twice in 'categories'; make ids unique")
+        categories[cid] = name
+    ordered = [cid for cid in sorted(categories) if categories[cid].lower() not in BACKGROUND_NAMES]
+    names, label_of_name = select_classes([categories[c] for c in ordered], classes, str(json_path))
+    id_of_name = {categories[c]: c for c in ordered}
+    label_of_id = {id_of_name[n]: label_of_name[n] for n in names}
+
+    findings: list[Finding] = []
+    images: dict[int, dict] = {}
+    for i, img in enumerate(data["images"]):
+        where = f"images[{i}]"
+        image_id = _field(img, "id", int, json_path, where)
+        if image_id in images:
+            raise DataError(f"{json_path}: image id {image_id} appears twice in 'images'; make ids unique")
+        images[image_id] = {
+            "file_name": _field(img, "file_name", str, json_path, where),
+            "width": img.get("width"),
+            "height": img.get("height"),
+            "anns": [],
+        }
+    for i, ann in enumerate(data["annotations"]):
+        where = f"annotations[{i}]"
+        image_id = _field(ann, "image_id", int, json_path, where)
+        if image_id not in images:
+            raise DataError(f"{json_path}: {where} refers to image_id {image_id}, which is not in 'images'")
+        images[image_id]["anns"].append((i, ann))
+
+    records = []
+    for image_id, img in images.items():
+        image_path = image_dir / img["file_name"]
+        width, height = img["width"], img["height"]
+        if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
+            # some exporters leave the size out; the header gives it without decoding
+            size, finding = size_or_finding(image_path)
+            if finding is not None:
+                findings.append(finding)
+                continue
+            width, height = size
+        boxes, labels, crowd = [], [], []
+        for ann_index, ann in img["anns"]:
+            where = f"annotations[{ann_index}]"
+            cid = _field(ann, "category_id", int, json_path, where)
+            bbox = ann.get("bbox")
+            if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+                raise DataError(
+                    f"{json_path}: {where} (id {ann.get('id')}) 'bbox' must be 4 numbers [x, y, w, h], got {bbox!r}"
+                )
+            x, y, w, h = (float(v) for v in bbox)
+            if cid not in label_of_id:
+                findings.append(_unknown(cid, categories, json_path, where, img["file_name"], [x, y, x + w, y + h]))
+                continue
+            boxes.append([x, y, x + w, y + h])
+            labels.append(label_of_id[cid])
+            crowd.append(bool(ann.get("iscrowd", 0)))
+        if not boxes and not keep_background:
+            continue
+        records.append(
+            ImageRecord(
+                image_path=str(image_path),
+                width=int(width),
+                height=int(height),
+                boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+                labels=labels,
+                iscrowd=crowd,
+                image_id=image_id,
+                file_name=img["file_name"],
+            )
+        )
+    categories_out = [id_of_name[n] for n in names]
+    return DatasetRecords(records, names, categories_out, source=str(json_path)), findings
+
+
+def _unknown(cid: int, categories: dict, json_path: Path, where: str, file_name: str, box: list) -> Finding:
+    if cid not in categories:
+        why = f"category_id {cid} is not in 'categories'"
+    elif categories[cid].lower() in BACKGROUND_NAMES:
+        why = f"category {cid} '{categories[cid]}' is the background class (label 0) and cannot be a box label"
+    else:
+        why = f"category {cid} '{categories[cid]}' is not in data.classes"
+    return Finding(UNKNOWN_CLASS, str(json_path), f"{where} (image {file_name}): {why}", None, box)
+
+
+def _field(obj: Any, key: str, kind: type, path: Path, where: str) -> Any:
+    if not isinstance(obj, dict) or key not in obj:
+        raise DataError(f"{path}: {where} is missing the field '{key}'")
+    value = obj[key]
+    ok = _is_int(value) if kind is int else isinstance(value, kind)
+    if not ok:
+        raise DataError(f"{path}: {where} field '{key}' must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

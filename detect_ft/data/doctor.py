@@ -1,0 +1,254 @@
+"""The dataset doctor: find problems in a split's records, apply the per-kind policies, report.
+
+    records, report = prepare_split(format="voc", root="data/VOC2007", split="trainval", images="",
+                                    classes=None, keep_background=True, policies={"on_box_outside": "clip"})
+
+:func:`prepare_split` is what the trainer and evaluator call: it loads (``load_split``), checks the image
+files (fast: header sizes only; ``decode=True`` decodes every image to find truncated ones), checks every
+box, applies the policies and raises :class:`DataError` listing the findings at policy ``error``.
+:func:`check_split` does the same without raising, for ``detect-ft check-data``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import numpy as np
+from PIL import Image
+
+from detect_ft.data.findings import (
+    BOX_OUTSIDE,
+    DEGENERATE_BOX,
+    DUPLICATE_BOX,
+    MISSING_IMAGE,
+    SIZE_MISMATCH,
+    Finding,
+    format_errors,
+    policy_for,
+    resolve_policies,
+)
+from detect_ft.data.image import read_image_size
+from detect_ft.data.load import load_split
+from detect_ft.data.records import DatasetRecords, ImageRecord
+from detect_ft.errors import DataError
+
+# Boxes may reach this far (pixels) past the border before they count as outside: float32 rounding of
+# coordinates written as exact edges must not flood reports.
+OUTSIDE_TOLERANCE = 1e-3
+
+
+@dataclass
+class Report:
+    """What the doctor found in one split and what it did about it.
+
+    ``images``/``boxes`` count the records as loaded (after the adapter left out unknown classes),
+    ``kept_images``/``kept_boxes`` what remains after the policies.
+    """
+
+    source: str
+    findings: list[Finding] = field(default_factory=list)
+    images: int = 0
+    boxes: int = 0
+    kept_images: int = 0
+    kept_boxes: int = 0
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.action == "error"]
+
+    def counts(self) -> dict[str, int]:
+        """Number of findings per kind."""
+        return dict(Counter(f.kind for f in self.findings))
+
+
+def image_file_status(path: str, decode: bool = False) -> Union[tuple[int, int], str]:
+    """(width, height) of a readable image file, else a message saying what is wrong with it.
+
+    With ``decode`` the pixels are decoded too, which is the only way to find truncated files.
+    """
+    try:
+        size = read_image_size(path)
+    except DataError as exc:
+        return str(exc).split(" ", 3)[-1] if str(exc).startswith("image file ") else str(exc)
+    if decode:
+        try:
+            with Image.open(path) as image:
+                image.load()  # raises OSError "image file is truncated" on cut-off JPEG/PNG data
+        except (OSError, ValueError, SyntaxError) as exc:
+            return f"cannot be decoded ({exc}); re-save or remove it"
+    return size
+
+
+def check_images(records: list[ImageRecord], decode: bool = False, workers: int = 8) -> list[Union[tuple[int, int], str]]:
+    """:func:`image_file_status` of every record's image, in order (threads: PIL releases the GIL)."""
+    if not records:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(records)))) as pool:
+        return list(pool.map(lambda r: image_file_status(r.image_path, decode), records))
+
+
+def box_problems(record: ImageRecord) -> dict[str, np.ndarray]:
+    """Boolean masks (N,) per kind over the record's boxes: degenerate, outside, duplicate.
+
+    Degenerate: non-finite coordinates or width/height <= 0. Outside: finite, not degenerate, reaching
+    past the image border (annotated width/height). Duplicate: equal coordinates and label to an
+    earlier box of the same image (the first copy is not flagged).
+    """
+    boxes = record.boxes.astype(np.float64)
+    n = len(boxes)
+    finite = np.isfinite(boxes).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        degenerate = ~finite | ~(boxes[:, 2] > boxes[:, 0]) | ~(boxes[:, 3] > boxes[:, 1])
+        t = OUTSIDE_TOLERANCE
+        outside = ~degenerate & (
+            (boxes[:, 0] < -t) | (boxes[:, 1] < -t) | (boxes[:, 2] > record.width + t) | (boxes[:, 3] > record.height + t)
+        )
+    duplicate = np.zeros(n, bool)
+    seen: set[tuple] = set()
+    for i in np.flatnonzero(~degenerate):
+        key = (*record.boxes[i].tolist(), int(record.labels[i]))
+        duplicate[i] = key in seen
+        seen.add(key)
+    return {DEGENERATE_BOX: degenerate, BOX_OUTSIDE: outside, DUPLICATE_BOX: duplicate}
+
+
+_BOX_MESSAGES = {
+    DEGENERATE_BOX: "box has zero or negative width/height or a non-finite coordinate",
+    DUPLICATE_BOX: "exact duplicate of an earlier box with the same label",
+}
+
+
+def clean_record(
+    record: ImageRecord, status: Union[tuple[int, int], str, None], policies: dict[str, str]
+) -> tuple[Optional[ImageRecord], list[Finding]]:
+    """Apply the policies to one record; ``status`` is :func:`image_file_status` (None: not checked).
+
+    Returns the cleaned record (None when the image is dropped) and the findings with their action.
+    Boxes whose policy is ``error`` are left as they are (the caller stops anyway).
+    """
+    findings = []
+    path = record.image_path
+    if isinstance(status, str) or (status is not None and status != (record.width, record.height)):
+        kind = MISSING_IMAGE if isinstance(status, str) else SIZE_MISMATCH
+        message = status if isinstance(status, str) else (
+            f"annotated size {record.width}x{record.height} but the file is {status[0]}x{status[1]}"
+        )
+        policy = policy_for(kind, policies)
+        findings.append(Finding(kind, path, message, action="error" if policy == "error" else "dropped image"))
+        if policy == "drop":
+            return None, findings
+
+    masks = box_problems(record)
+    boxes = record.boxes.copy()
+    keep = np.ones(len(boxes), bool)
+    for kind in (DEGENERATE_BOX, BOX_OUTSIDE, DUPLICATE_BOX):
+        policy = policy_for(kind, policies)
+        for i in np.flatnonzero(masks[kind]):
+            box = record.boxes[i].tolist()
+            if kind == BOX_OUTSIDE:
+                message = f"box reaches outside the {record.width}x{record.height} image"
+            else:
+                message = _BOX_MESSAGES[kind]
+            action = {"error": "error", "drop": "dropped box", "clip": "clipped"}[policy]
+            if policy == "drop":
+                keep[i] = False
+            elif policy == "clip":
+                clipped = np.clip(boxes[i], 0, [record.width, record.height, record.width, record.height])
+                boxes[i] = clipped
+                if not (clipped[2] > clipped[0] and clipped[3] > clipped[1]):
+                    keep[i] = False
+                    action = "dropped box (nothing left inside the image after clipping)"
+            findings.append(Finding(kind, path, message, int(i), box, action))
+    cleaned = record.select(keep)
+    cleaned.boxes = boxes[keep]
+    return cleaned, findings
+
+
+def check_records(
+    records: DatasetRecords,
+    policies: Optional[dict[str, str]] = None,
+    decode: bool = False,
+    keep_background: bool = True,
+    check_files: bool = True,
+) -> tuple[DatasetRecords, Report]:
+    """Check loaded records and apply ``policies`` (``on_<kind>`` keys, defaults as in DataConfig).
+
+    Never raises for findings; the returned Report lists them with their action.
+    """
+    policies = resolve_policies(policies)
+    statuses = check_images(records.records, decode) if check_files else [None] * len(records)
+    report = Report(source=records.source, images=len(records), boxes=records.num_boxes)
+    kept = []
+    for record, status in zip(records.records, statuses):
+        cleaned, findings = clean_record(record, status, policies)
+        report.findings += findings
+        if cleaned is not None and (keep_background or cleaned.num_boxes):
+            kept.append(cleaned)
+    out = DatasetRecords(kept, list(records.class_names), list(records.category_ids), records.source)
+    report.kept_images, report.kept_boxes = len(out), out.num_boxes
+    return out, report
+
+
+def check_split(
+    *,
+    format: str,
+    root: str | os.PathLike,
+    split: str,
+    images: str = "",
+    classes: Optional[list[str]] = None,
+    keep_background: bool = True,
+    policies: Optional[dict[str, str]] = None,
+    decode: bool = False,
+) -> tuple[DatasetRecords, Report]:
+    """:func:`load_split` + :func:`check_records`; findings at ``error`` are reported, not raised."""
+    policies = resolve_policies(policies)
+    records, load_findings = load_split(
+        format=format, root=root, split=split, images=images, classes=classes, keep_background=keep_background
+    )
+    for finding in load_findings:
+        # the adapter has already left these boxes/images out of the records
+        policy = policy_for(finding.kind, policies)
+        finding.action = "error" if policy == "error" else ("dropped box" if finding.box is not None else "dropped image")
+    cleaned, report = check_records(records, policies, decode, keep_background)
+    report.findings = load_findings + report.findings
+    return cleaned, report
+
+
+def prepare_split(
+    *,
+    format: str,
+    root: str | os.PathLike,
+    split: str,
+    images: str,
+    classes: Optional[list[str]],
+    keep_background: bool,
+    policies: dict[str, str],
+    decode: bool = False,
+) -> tuple[DatasetRecords, Report]:
+    """Load, check and clean a split for training or evaluation.
+
+    Args: as :func:`detect_ft.data.load.load_split`, plus ``policies`` ({``on_<kind>``: error|drop|clip},
+    the DataConfig keys; missing keys take the defaults) and ``decode`` (decode every image instead of
+    reading header sizes only). When ``data.classes`` is set, pass the training split's
+    ``class_names`` as ``classes`` for the validation split.
+
+    Returns:
+        The cleaned records (boxes float32 xyxy, absolute pixels) and the Report.
+
+    Raises:
+        DataError: a malformed annotation file, or findings at policy ``error`` (the first ten listed,
+        then a count, and the config keys that would leave them out).
+    """
+    records, report = check_split(
+        format=format, root=root, split=split, images=images, classes=classes,
+        keep_background=keep_background, policies=policies, decode=decode,
+    )
+    if report.errors:
+        raise DataError(format_errors(report.errors, report.source))
+    if not records.records:
+        raise DataError(f"{report.source}: no images left after applying the data.on_* policies; check the data")
+    return records, report

@@ -1,0 +1,101 @@
+"""Dataset problems found by the adapters and the doctor, and the per-kind policies applied to them.
+
+A :class:`Finding` names the file, the box (index and xyxy coordinates, absolute pixels) and what is
+wrong. Each kind is governed by one ``data.on_<kind>`` config key whose value is ``error`` (stop),
+``drop`` (remove the box or image) or ``clip`` (boxes outside the image only).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+MISSING_IMAGE = "missing_image"  # missing, unreadable or truncated image file
+SIZE_MISMATCH = "size_mismatch"  # annotated size differs from the file's size
+DEGENERATE_BOX = "degenerate_box"  # zero/negative width or height, NaN or inf
+BOX_OUTSIDE = "box_outside"  # box reaches outside the image
+DUPLICATE_BOX = "duplicate_box"  # exact copy of an earlier box of the same image and label
+UNKNOWN_CLASS = "unknown_class"  # class name/id not in the class list, or one that would map to background
+
+KINDS = (MISSING_IMAGE, SIZE_MISMATCH, DEGENERATE_BOX, BOX_OUTSIDE, DUPLICATE_BOX, UNKNOWN_CLASS)
+
+# config key (data.<key>) for each kind; policy dicts are keyed by these names
+POLICY_KEYS: dict[str, str] = {kind: f"on_{kind}" for kind in KINDS}
+
+DEFAULT_POLICIES: dict[str, str] = {
+    "on_missing_image": "error",
+    "on_size_mismatch": "error",
+    "on_degenerate_box": "drop",
+    "on_box_outside": "clip",
+    "on_duplicate_box": "drop",
+    "on_unknown_class": "error",
+}
+
+# which policies make sense for which kind: only boxes can be clipped, and only boxes that stick out
+_ALLOWED = {kind: ("error", "drop") for kind in KINDS}
+_ALLOWED[BOX_OUTSIDE] = ("error", "drop", "clip")
+
+
+@dataclass
+class Finding:
+    """One problem. ``box`` is xyxy in absolute pixels (as loaded), ``box_index`` its index in the image.
+
+    ``action`` is filled in when a policy is applied: ``error``, ``dropped box``, ``dropped image``,
+    ``clipped`` or ``skipped`` (already left out by the adapter).
+    """
+
+    kind: str
+    file: str
+    message: str
+    box_index: Optional[int] = None
+    box: Optional[Sequence[float]] = None
+    action: str = ""
+
+    def describe(self) -> str:
+        where = self.file
+        if self.box_index is not None:
+            where += f" box {self.box_index}"
+        if self.box is not None:
+            where += " [" + ", ".join(_num(v) for v in self.box) + "]"
+        action = f" -> {self.action}" if self.action else ""
+        return f"{self.kind}: {where}: {self.message}{action}"
+
+
+def _num(value: float) -> str:
+    value = float(value)
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.6g}"
+
+
+def resolve_policies(policies: dict[str, str] | None) -> dict[str, str]:
+    """Defaults overridden by ``policies`` (keys ``on_<kind>`` as in DataConfig); checked.
+
+    Raises ValueError for unknown keys or values: these come from code, the config was checked already.
+    """
+    resolved = dict(DEFAULT_POLICIES)
+    for key, value in (policies or {}).items():
+        if key not in resolved:
+            raise ValueError(f"unknown policy key {key!r}; expected one of {sorted(resolved)}")
+        resolved[key] = value
+    for kind, key in POLICY_KEYS.items():
+        if resolved[key] not in _ALLOWED[kind]:
+            raise ValueError(f"policy {key}={resolved[key]!r} is not one of {_ALLOWED[kind]}")
+    return resolved
+
+
+def policy_for(kind: str, policies: dict[str, str]) -> str:
+    return policies[POLICY_KEYS[kind]]
+
+
+def format_errors(findings: list[Finding], source: str, limit: int = 10) -> str:
+    """The DataError message for findings at policy ``error``: the first ``limit``, then a count."""
+    kinds = sorted({f.kind for f in findings})
+    lines = [f"{len(findings)} dataset problem(s) at policy 'error' in {source}:"]
+    lines += ["  " + f.describe() for f in findings[:limit]]
+    if len(findings) > limit:
+        lines.append(f"  ... and {len(findings) - limit} more (run `detect-ft check-data` for all)")
+    keys = ", ".join(f"data.{POLICY_KEYS[k]}=drop" for k in kinds)
+    lines.append(f"fix the files, or set {keys} to leave them out")
+    return "\n".join(lines)

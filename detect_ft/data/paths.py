@@ -1,0 +1,60 @@
+"""Small helpers the adapters share: path resolution, image sizes that become findings, class lists."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from detect_ft.data.findings import MISSING_IMAGE, Finding
+from detect_ft.data.image import read_image_size
+from detect_ft.errors import DataError
+
+# Names that mean "background" in other tools; a class by this name would collide with label 0.
+BACKGROUND_NAMES = {"background", "__background__", "__background", "bg"}
+
+
+def resolve(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """``path`` if absolute, else ``root / path`` (``root`` "" means the current directory)."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    return Path(root or ".").expanduser() / path
+
+
+def size_or_finding(image_path: Path) -> tuple[Optional[tuple[int, int]], Optional[Finding]]:
+    """(width, height) from the image header, or a missing_image finding when it cannot be read."""
+    try:
+        return read_image_size(image_path), None
+    except DataError as exc:
+        return None, Finding(MISSING_IMAGE, str(image_path), _short(str(exc)))
+
+
+def _short(message: str) -> str:
+    # read_image_size's messages start with "image file <path> ..."; the finding names the file already
+    parts = message.split(" ", 3)
+    return parts[3] if len(parts) == 4 and parts[0] == "image" and parts[1] == "file" else message
+
+
+def select_classes(
+    dataset_names: list[str], classes: Optional[list[str]], source: str
+) -> tuple[list[str], dict[str, int]]:
+    """The class list and a name -> label (1..K) map.
+
+    Without ``classes`` the dataset's names are used as given; with it, the user's list selects and
+    orders the classes, and each of its names must exist in the dataset (else DataError).
+    """
+    if not classes:
+        names = list(dataset_names)
+    else:
+        missing = [c for c in classes if c not in dataset_names]
+        if missing:
+            raise DataError(
+                f"{source}: data.classes names {missing} are not classes of this dataset "
+                f"(it has {sorted(dataset_names)}); fix data.classes"
+            )
+        names = list(classes)
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DataError(f"{source}: class names {duplicates} appear more than once; make them unique")
+    return names, {name: i + 1 for i, name in enumerate(names)}

@@ -1,0 +1,195 @@
+"""YOLO txt adapter: ``images/`` + ``labels/`` with one ``class cx cy w h`` line per box (normalised).
+
+Layouts: a split folder holding ``images/`` and ``labels/`` (``root/train/images``), an images folder whose
+labels sit at the same place under ``labels`` (``root/images/train`` -> ``root/labels/train``), or a list
+file of image paths. Class names come from ``classes.txt`` or ``data.yaml`` (``names:`` list or dict),
+searched in the split folder, its parent and ``root``. YOLO class id ``k`` becomes label ``k + 1``.
+A missing label file means a background image. Polygon lines (``class x1 y1 x2 y2 ...``, YOLO
+segmentation) are reduced to their bounding box.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import yaml
+
+from detect_ft.data.findings import UNKNOWN_CLASS, Finding
+from detect_ft.data.image import IMAGE_SUFFIXES
+from detect_ft.data.paths import BACKGROUND_NAMES, resolve, select_classes, size_or_finding
+from detect_ft.data.records import DatasetRecords, ImageRecord
+from detect_ft.errors import DataError
+
+
+def read_yolo_names(folders: list[Path]) -> Optional[tuple[dict[int, str], Path]]:
+    """{yolo id: name} from the first ``data.yaml``/``classes.txt`` found in ``folders``, and its path."""
+    for folder in folders:
+        for name in ("data.yaml", "dataset.yaml", "classes.txt"):
+            path = folder / name
+            if not path.is_file():
+                continue
+            if path.suffix == ".txt":
+                lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+                return dict(enumerate(lines)), path
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise DataError(f"{path} is not valid YAML: {exc}") from None
+            names = data.get("names") if isinstance(data, dict) else None
+            if isinstance(names, list):
+                return {i: str(n) for i, n in enumerate(names)}, path
+            if isinstance(names, dict) and all(isinstance(k, int) for k in names):
+                return {int(k): str(v) for k, v in names.items()}, path
+            raise DataError(f"{path}: 'names' must be a list or a mapping id -> name, got {names!r}")
+    return None
+
+
+def label_path_for(image_path: Path, images_dir: Optional[Path] = None) -> Path:
+    """The label file of an image: same relative path under ``labels/`` with a ``.txt`` suffix."""
+    parts = list(image_path.parts)
+    if images_dir is not None:
+        rel = image_path.relative_to(images_dir)
+        return images_dir.parent / "labels" / rel.with_suffix(".txt")
+    for i in range(len(parts) - 1, -1, -1):  # the last "images" component, as YOLO tools do
+        if parts[i] == "images":
+            parts[i] = "labels"
+            return Path(*parts).with_suffix(".txt")
+    raise DataError(f"image {image_path} is not under an 'images' folder, so its YOLO label file cannot be found")
+
+
+def yolo_image_list(root: Path, split: str) -> tuple[list[tuple[Path, str, Path]], Path]:
+    """[(image path, file name relative to its images folder, label path)] for a split, and the split path."""
+    where = resolve(root, split)
+    if where.is_file():
+        paths = [resolve(root, line.strip()) for line in where.read_text().splitlines() if line.strip()]
+        return [(p, p.name, label_path_for(p)) for p in paths], where
+    if not where.is_dir():
+        raise DataError(f"YOLO split '{split}': {where} is neither a folder nor a list file; fix data.train/data.val")
+    images_dir = where / "images" if (where / "images").is_dir() else where
+    found = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not found:
+        raise DataError(f"YOLO split folder {images_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    base = images_dir if images_dir != where else None
+    return [(p, p.relative_to(images_dir).as_posix(), label_path_for(p, base)) for p in found], where
+
+
+def _parse_lines(label_path: Path) -> list[tuple[str, list[float]]]:
+    rows = []
+    for line_no, line in enumerate(label_path.read_text().splitlines(), 1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) < 5 or (len(tokens) > 5 and len(tokens) % 2 == 0):
+            raise DataError(
+                f"label file {label_path} line {line_no}: expected 'class cx cy w h' (or a polygon "
+                f"'class x1 y1 x2 y2 ...'), got {len(tokens)} values"
+            )
+        try:
+            values = [float(t) for t in tokens[1:]]
+        except ValueError:
+            raise DataError(f"label file {label_path} line {line_no}: coordinates must be numbers: {line!r}") from None
+        rows.append((tokens[0], values))
+    return rows
+
+
+def load_yolo(
+    root: str | os.PathLike,
+    split: str,
+    classes: Optional[list[str]] = None,
+    keep_background: bool = True,
+) -> tuple[DatasetRecords, list[Finding]]:
+    """Read a YOLO split; image sizes come from the image headers (YOLO stores normalised boxes).
+
+    Args:
+        root: dataset folder; ``split`` is resolved against it.
+        split: split folder or list file of image paths.
+        classes: optional class list: selects and orders the dataset's names; when the dataset has no
+            names file it is the names list itself (YOLO id k = classes[k]).
+        keep_background: keep images without boxes.
+
+    Returns:
+        Records (boxes float32 xyxy, absolute pixels) and findings (unknown ids, unreadable images).
+    """
+    root = Path(root or ".")
+    images, where = yolo_image_list(root, split)
+    folder = where if where.is_dir() else where.parent
+    found = read_yolo_names([folder, folder.parent, root])
+    if found is None:
+        if not classes:
+            raise DataError(
+                f"YOLO split {where}: no classes.txt or data.yaml in {folder}, {folder.parent} or {root}; "
+                "add one or set data.classes"
+            )
+        id_names, names_file = dict(enumerate(classes)), "data.classes"
+    else:
+        id_names, names_file = found
+    ids = [i for i in sorted(id_names) if id_names[i].lower() not in BACKGROUND_NAMES]
+    names, label_of_name = select_classes([id_names[i] for i in ids], classes, str(names_file))
+    id_of_name = {id_names[i]: i for i in ids}
+    label_of_id = {id_of_name[n]: label_of_name[n] for n in names}
+
+    records, findings = [], []
+    for index, (image_path, file_name, label_path) in enumerate(images):
+        size, finding = size_or_finding(image_path)
+        if finding is not None:
+            findings.append(finding)
+            continue
+        width, height = size
+        rows = _parse_lines(label_path) if label_path.is_file() else []
+        boxes, labels = [], []
+        for i, (token, values) in enumerate(rows):
+            if len(values) == 4:
+                cx, cy, w, h = values
+                box = [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height]
+            else:
+                xs, ys = values[0::2], values[1::2]
+                box = [min(xs) * width, min(ys) * height, max(xs) * width, max(ys) * height]
+            class_id = _class_id(token)
+            if class_id is None or class_id not in label_of_id:
+                findings.append(Finding(UNKNOWN_CLASS, str(label_path), _why(token, class_id, id_names), i, box))
+                continue
+            boxes.append(box)
+            labels.append(label_of_id[class_id])
+        if not boxes and not keep_background:
+            continue
+        records.append(
+            ImageRecord(
+                image_path=str(image_path),
+                width=width,
+                height=height,
+                boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+                labels=labels,
+                image_id=index + 1,
+                file_name=file_name,
+            )
+        )
+    category_ids = [id_of_name[n] + 1 for n in names]
+    return DatasetRecords(records, names, category_ids, source=str(where)), findings
+
+
+def _class_id(token: str) -> Optional[int]:
+    try:
+        value = float(token)
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value != int(value):
+        return None
+    return int(value)
+
+
+def _why(token: str, class_id: Optional[int], id_names: dict[int, str]) -> str:
+    if class_id is None:
+        return f"class id {token!r} is not an integer"
+    if class_id < 0:
+        return f"class id {class_id} is negative; id + 1 = {class_id + 1} would collide with background (label 0)"
+    if class_id in id_names and id_names[class_id].lower() in BACKGROUND_NAMES:
+        return f"class id {class_id} '{id_names[class_id]}' is the background class (label 0)"
+    if class_id in id_names:
+        return f"class id {class_id} '{id_names[class_id]}' is not in data.classes"
+    if not id_names:
+        return f"class id {class_id} is not in the class list, which is empty"
+    return f"class id {class_id} is not in the class list (ids {min(id_names)}..{max(id_names)})"

@@ -1,0 +1,201 @@
+"""COCO, VOC and YOLO adapters and load_split, on tiny datasets written in tmp_path."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from detect_ft.data.findings import MISSING_IMAGE, UNKNOWN_CLASS
+from detect_ft.data.load import load_split
+from detect_ft.errors import DataError
+
+
+def _image(path, width=64, height=48):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((height, width, 3), 127, np.uint8))
+    return path
+
+
+# ---------------------------------------------------------------- COCO
+
+
+def _coco(tmp_path, **changes):
+    _image(tmp_path / "imgs" / "sub" / "a.png")
+    _image(tmp_path / "imgs" / "b.png")
+    data = {
+        "images": [
+            {"id": 7, "file_name": "sub/a.png", "width": 64, "height": 48},
+            {"id": 9, "file_name": "b.png", "width": 64, "height": 48},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 5, "bbox": [10, 5, 20, 10], "iscrowd": 0},
+            {"id": 2, "image_id": 7, "category_id": 0, "bbox": [1, 2, 3, 4], "iscrowd": 1},
+            {"id": 3, "image_id": 7, "category_id": 3, "bbox": [0.5, 0.5, 4, 4]},
+        ],
+        "categories": [{"id": 5, "name": "dog"}, {"id": 0, "name": "cat"}, {"id": 3, "name": "bird"}],
+    }
+    data.update(changes)
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    return data
+
+
+def test_coco_maps_ids_in_order_and_keeps_crowd_and_background(tmp_path):
+    _coco(tmp_path)
+    records, findings = load_split(format="coco", root=tmp_path, split="ann.json", images="imgs")
+    assert findings == []
+    assert records.class_names == ["cat", "bird", "dog"]  # sorted by id 0, 3, 5
+    assert records.category_ids == [0, 3, 5]
+    a, b = records.records
+    assert a.image_id == 7 and a.file_name == "sub/a.png" and a.image_path.endswith("imgs/sub/a.png")
+    np.testing.assert_allclose(a.boxes, [[10, 5, 30, 15], [1, 2, 4, 6], [0.5, 0.5, 4.5, 4.5]])
+    assert a.labels.tolist() == [3, 1, 2]
+    assert a.iscrowd.tolist() == [False, True, False]
+    assert b.num_boxes == 0  # background image kept by default
+    records, _ = load_split(format="coco", root=tmp_path, split="ann.json", images="imgs", keep_background=False)
+    assert [r.image_id for r in records.records] == [7]
+
+
+def test_coco_user_classes_select_and_order(tmp_path):
+    _coco(tmp_path)
+    records, findings = load_split(format="coco", root=tmp_path, split="ann.json", images="imgs", classes=["dog", "cat"])
+    assert records.class_names == ["dog", "cat"] and records.category_ids == [5, 0]
+    assert records.records[0].labels.tolist() == [1, 2]
+    assert len(findings) == 1 and findings[0].kind == UNKNOWN_CLASS and "bird" in findings[0].message
+    with pytest.raises(DataError, match="data.classes"):
+        load_split(format="coco", root=tmp_path, split="ann.json", images="imgs", classes=["horse"])
+
+
+def test_coco_background_category_and_unknown_id_are_findings(tmp_path):
+    cats = [{"id": 0, "name": "background"}, {"id": 1, "name": "cat"}]
+    anns = [
+        {"id": 1, "image_id": 7, "category_id": 0, "bbox": [1, 1, 5, 5]},
+        {"id": 2, "image_id": 7, "category_id": 4, "bbox": [1, 1, 5, 5]},
+        {"id": 3, "image_id": 7, "category_id": 1, "bbox": [1, 1, 5, 5]},
+    ]
+    _coco(tmp_path, categories=cats, annotations=anns)
+    records, findings = load_split(format="coco", root=tmp_path, split="ann.json", images="imgs")
+    assert records.class_names == ["cat"] and records.category_ids == [1]
+    assert [f.kind for f in findings] == [UNKNOWN_CLASS, UNKNOWN_CLASS]
+    assert "background" in findings[0].message and "annotations[0]" in findings[0].message
+    assert "not in 'categories'" in findings[1].message
+
+
+def test_coco_malformed_files_name_file_and_place(tmp_path):
+    (tmp_path / "bad.json").write_text('{"images": [\n  {"id": 1,}\n]}')
+    with pytest.raises(DataError, match=r"bad.json.*line 2"):
+        load_split(format="coco", root=tmp_path, split="bad.json")
+    _coco(tmp_path, images=[{"id": 1, "width": 4, "height": 4}])
+    with pytest.raises(DataError, match=r"images\[0\].*'file_name'"):
+        load_split(format="coco", root=tmp_path, split="ann.json")
+    _coco(tmp_path, annotations=[{"id": 1, "image_id": 7, "category_id": 5, "bbox": [1, 2]}])
+    with pytest.raises(DataError, match="bbox"):
+        load_split(format="coco", root=tmp_path, split="ann.json", images="imgs")
+    with pytest.raises(DataError, match="does not exist"):
+        load_split(format="coco", root=tmp_path, split="nope.json")
+
+
+def test_coco_missing_size_is_read_from_header(tmp_path):
+    _coco(tmp_path, images=[{"id": 7, "file_name": "sub/a.png"}, {"id": 8, "file_name": "gone.png"}], annotations=[])
+    records, findings = load_split(format="coco", root=tmp_path, split="ann.json", images="imgs")
+    assert (records.records[0].width, records.records[0].height) == (64, 48)
+    assert [f.kind for f in findings] == [MISSING_IMAGE] and "gone.png" in findings[0].file
+
+
+# ---------------------------------------------------------------- VOC
+
+
+def _voc_xml(filename, objects, size=(64, 48)):
+    objs = "".join(
+        f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+        for n, b, d in objects
+    )
+    size_xml = f"<size><width>{size[0]}</width><height>{size[1]}</height></size>" if size else ""
+    return f"<annotation><filename>{filename}</filename>{size_xml}{objs}</annotation>"
+
+
+def _voc(tmp_path):
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "ImageSets" / "Main").mkdir(parents=True)
+    _image(tmp_path / "JPEGImages" / "x1.jpg")
+    _image(tmp_path / "JPEGImages" / "x2.jpg")
+    (tmp_path / "Annotations" / "x1.xml").write_text(
+        _voc_xml("x1.jpg", [("dog", (1, 1, 64, 48), 0), ("cat", (11, 6, 30, 20), 1)])
+    )
+    (tmp_path / "Annotations" / "x2.xml").write_text(_voc_xml("x2.jpg", [], size=None))
+    (tmp_path / "ImageSets" / "Main" / "train.txt").write_text("x1\nx2\n")
+    (tmp_path / "mylist.txt").write_text("x2  1\n")
+
+
+def test_voc_corners_difficult_and_sorted_names(tmp_path):
+    _voc(tmp_path)
+    records, findings = load_split(format="voc", root=tmp_path, split="train")
+    assert findings == [] and records.class_names == ["cat", "dog"]
+    x1, x2 = records.records
+    np.testing.assert_array_equal(x1.boxes, [[0, 0, 64, 48], [10, 5, 30, 20]])  # 1..W spans 0..W
+    assert x1.labels.tolist() == [2, 1] and x1.difficult.tolist() == [False, True]
+    assert (x2.width, x2.height) == (64, 48)  # no <size>: read from the header
+    records, _ = load_split(format="voc", root=tmp_path, split="mylist.txt", classes=["cat", "dog"])
+    assert [r.file_name for r in records.records] == ["x2.jpg"]
+
+
+def test_voc_user_classes_and_errors(tmp_path):
+    _voc(tmp_path)
+    records, findings = load_split(format="voc", root=tmp_path, split="train", classes=["dog"])
+    assert records.records[0].labels.tolist() == [1]
+    assert findings[0].kind == UNKNOWN_CLASS and findings[0].box_index == 1 and "cat" in findings[0].message
+    (tmp_path / "Annotations" / "x2.xml").write_text("<annotation>\n<size>\n</annotation>")
+    with pytest.raises(DataError, match=r"x2.xml: XML parse error at line 3"):
+        load_split(format="voc", root=tmp_path, split="train")
+    with pytest.raises(DataError, match="ImageSets"):
+        load_split(format="voc", root=tmp_path, split="test")
+
+
+# ---------------------------------------------------------------- YOLO
+
+
+def test_yolo_split_folder_with_data_yaml(tmp_path):
+    _image(tmp_path / "train" / "images" / "a.png", 100, 50)
+    _image(tmp_path / "train" / "images" / "b.png", 100, 50)
+    (tmp_path / "train" / "labels").mkdir()
+    (tmp_path / "train" / "labels" / "a.txt").write_text("1 0.5 0.5 0.2 0.4\n0 0.1 0.1 0.1 0.1\n\n")
+    (tmp_path / "data.yaml").write_text("names: {0: cat, 1: dog}\n")
+    records, findings = load_split(format="yolo", root=tmp_path, split="train")
+    assert findings == [] and records.class_names == ["cat", "dog"] and records.category_ids == [1, 2]
+    a, b = records.records
+    np.testing.assert_allclose(a.boxes, [[40, 15, 60, 35], [5, 2.5, 15, 7.5]], atol=1e-4)
+    assert a.labels.tolist() == [2, 1] and b.num_boxes == 0  # no label file: background
+
+
+def test_yolo_ultralytics_layout_list_file_and_bad_ids(tmp_path):
+    _image(tmp_path / "images" / "val" / "a.jpg", 40, 40)
+    (tmp_path / "labels" / "val").mkdir(parents=True)
+    (tmp_path / "labels" / "val" / "a.txt").write_text("0 0.5 0.5 0.5 0.5\n-1 0.5 0.5 0.1 0.1\n7 0.5 0.5 0.1 0.1\n")
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    for split in ("images/val", "list.txt"):
+        (tmp_path / "list.txt").write_text("images/val/a.jpg\n")
+        records, findings = load_split(format="yolo", root=tmp_path, split=split)
+        assert records.records[0].labels.tolist() == [1]
+        assert [f.box_index for f in findings] == [1, 2]
+        assert "collide with background" in findings[0].message and "not in the class list" in findings[1].message
+    (tmp_path / "labels" / "val" / "a.txt").write_text("0 0.5 0.5 0.5\n")
+    with pytest.raises(DataError, match=r"a.txt line 1"):
+        load_split(format="yolo", root=tmp_path, split="images/val")
+
+
+def test_yolo_needs_names(tmp_path):
+    _image(tmp_path / "train" / "images" / "a.png")
+    with pytest.raises(DataError, match="classes.txt or data.yaml"):
+        load_split(format="yolo", root=tmp_path, split="train")
+    records, _ = load_split(format="yolo", root=tmp_path, split="train", classes=["x", "y"])
+    assert records.class_names == ["x", "y"]
+
+
+def test_load_split_rejects_bad_arguments(tmp_path):
+    with pytest.raises(DataError, match="data.format"):
+        load_split(format="kitti", root=tmp_path, split="x")
+    with pytest.raises(DataError, match="data.root"):
+        load_split(format="voc", root=tmp_path / "missing", split="train")
