@@ -17,6 +17,7 @@ from detect_ft.cli import check_data_cmd, convert_cmd, models_cmd
 
 COMMANDS: dict[str, ModuleType] = {
     "models": models_cmd,
+    "eval": eval_cmd,
     "check-data": check_data_cmd,
     "convert": convert_cmd,
 }

@@ -1,0 +1,110 @@
+"""``detect-ft eval CONFIG --weights CHECKPOINT``: score a trained detector on a split of the dataset.
+
+Prints the overall and per-class table, writes the metrics JSON (default
+``<output.dir>/eval_<split>/metrics.json``) and, with ``eval.plots``, the PR curves and confusion matrix
+beside it; ``--predictions`` also writes the detections in COCO results format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+from detect_ft.cli.common import add_config_arguments, config_from_args
+
+HELP = "evaluate a checkpoint on the validation split: COCO mAP, VOC AP50, per-class AP, plots"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--weights", required=True, metavar="CHECKPOINT",
+                        help="a detect-ft checkpoint (runs/<exp>/checkpoints/best.pt)")  # fmt: skip
+    parser.add_argument("--split", choices=("val", "train"), default="val", help="which data split to score")
+    parser.add_argument("--json", metavar="OUT", default="",
+                        help="metrics JSON path (default <output.dir>/eval_<split>/metrics.json); plots go beside it")  # fmt: skip
+    parser.add_argument("--predictions", metavar="OUT.json", default="",
+                        help="also write the detections as a COCO results JSON (original category ids)")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from detect_ft.errors import ConfigError, DetectFTError
+    from detect_ft.evaluation.coco_eval import coco_metrics, write_coco_results
+    from detect_ft.evaluation.evaluator import filter_predictions
+    from detect_ft.evaluation.report import format_metrics
+    from detect_ft.evaluation.voc_eval import voc_metrics
+    from detect_ft.io import write_json_atomic
+
+    cfg = config_from_args(args)
+    split = getattr(cfg.data, args.split)
+    if not split:
+        raise ConfigError(f"{args.config}: config key 'data.{args.split}' is empty; set it to the split to evaluate")
+    if Path(args.weights).suffix.lower() == ".onnx":
+        raise DetectFTError(
+            f"{args.weights}: evaluating ONNX models is not available in this version (no edge runtime yet); "
+            "pass the checkpoint (.pt) the model was exported from"
+        )
+    predict_batch, meta = load_predictor(args.weights, cfg.train.device)
+    dataset = load_eval_split(cfg, split, meta["class_names"])
+
+    from detect_ft.evaluation.evaluator import predict_records
+
+    start = time.perf_counter()
+    raw = predict_records(predict_batch, dataset, batch_size=cfg.eval.batch_size, workers=cfg.train.workers)
+    seconds = time.perf_counter() - start
+    preds = filter_predictions(raw, cfg.eval.score_thresh)
+    source = str(args.weights)
+    metrics = coco_metrics(dataset, preds, backend=cfg.eval.backend, source=source)
+    voc = voc_metrics(dataset, preds, source=source)
+    metrics.update(
+        voc_map50=voc["map50"],
+        voc_per_class=voc["per_class"],
+        num_ground_truth_per_class=voc["num_ground_truth"],
+        images_per_s=len(dataset) / seconds if seconds > 0 else None,
+        score_thresh=cfg.eval.score_thresh,
+        weights=source,
+        model_name=meta.get("model_name"),
+        split=args.split,
+        dataset=dataset.source,
+    )
+    print(format_metrics(metrics))
+
+    json_path = Path(args.json) if args.json else Path(cfg.output.dir) / f"eval_{args.split}" / "metrics.json"
+    write_json_atomic(json_path, metrics)
+    print(f"\nwrote {json_path}")
+    if cfg.eval.plots:
+        from detect_ft.evaluation.plots import write_plots
+
+        for path in write_plots(dataset, preds, json_path.parent):
+            print(f"wrote {path}")
+    if args.predictions:
+        write_coco_results(args.predictions, dataset, preds)
+        print(f"wrote {args.predictions}")
+    return 0
+
+
+def load_predictor(weights: str, device: str):
+    """``(predict_batch, meta)`` for a detect-ft checkpoint on ``device`` (auto: CUDA when available)."""
+    import torch
+
+    from detect_ft.evaluation.evaluator import torch_predictor
+    from detect_ft.models import load_detector
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, meta = load_detector(weights, map_location="cpu")
+    return torch_predictor(model, device), meta
+
+
+def load_eval_split(cfg, split: str, class_names: list[str]):
+    """The split's records, checked by the doctor with the config's ``data.on_*`` policies, labelled in
+    the model's class order (label k = class_names[k-1]) so predictions and ground truth agree."""
+    from detect_ft.data.doctor import prepare_split
+
+    data = cfg.data
+    policies = {f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.name.startswith("on_")}
+    dataset, _ = prepare_split(format=data.format, root=data.root, split=split, images=data.images,
+                               classes=list(class_names), keep_background=data.keep_background,
+                               policies=policies)  # fmt: skip
+    return dataset

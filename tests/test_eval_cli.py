@@ -1,0 +1,81 @@
+"""`detect-ft eval` end to end on a tiny COCO dataset and a randomly initialised checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from detect_ft.cli.main import main
+from detect_ft.config import Config, config_to_dict
+
+MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from detect_ft.models import build_model
+
+    root = tmp_path_factory.mktemp("evalcli")
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for i in range(3):
+        cv2.imwrite(str(root / f"{i}.png"), rng.integers(0, 255, (64, 80, 3), dtype=np.uint8))
+        images.append({"id": i + 1, "file_name": f"{i}.png", "width": 80, "height": 64})
+        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 7 if i % 2 else 3,
+                            "bbox": [10, 10, 30, 20], "area": 600, "iscrowd": 0})
+    categories = [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
+    (root / "val.json").write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    cfg = {"data": {"format": "coco", "root": str(root), "train": "val.json", "val": "val.json"},
+           "model": {"name": MODEL, "weights": "none", "min_size": 64, "max_size": 96},
+           "train": {"workers": 0}, "output": {"dir": str(root / "run")}}
+    (root / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+    torch.manual_seed(0)
+    model = build_model(MODEL, 2, weights="none", class_names=["cat", "dog"], min_size=64, max_size=96,
+                        score_thresh=0.0)
+    full = Config()
+    full.model.min_size, full.model.max_size, full.model.score_thresh = 64, 96, 0.0
+    torch.save({"model": model.state_dict(), "model_name": MODEL, "num_classes": 2, "class_names": ["cat", "dog"],
+                "category_ids": [3, 7], "config": config_to_dict(full), "epoch": 1}, root / "best.pt")
+    return root
+
+
+def test_eval_writes_metrics_plots_and_predictions(setup, capsys):
+    root = setup
+    out = root / "out" / "m.json"
+    rc = main(["eval", str(root / "config.yaml"), "eval.score_thresh=0.0", "--weights", str(root / "best.pt"),
+               "--json", str(out), "--predictions", str(root / "out" / "preds.json")])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "AP @[.50:.95]" in printed and "dog" in printed
+    metrics = json.loads(out.read_text())
+    assert {"map", "map50", "map75", "per_class", "voc_map50", "images_per_s"} <= metrics.keys()
+    assert set(metrics["per_class"]) == {"cat", "dog"} and metrics["num_ground_truth"] == 3
+    assert 0.0 <= metrics["map"] <= 1.0
+    assert metrics["map_small"] is not None and metrics["map_medium"] is None  # every box is 30x20 px
+    assert (out.parent / "pr_curves.png").is_file() and (out.parent / "confusion_matrix.png").is_file()
+    results = json.loads((root / "out" / "preds.json").read_text())
+    assert len(results) == metrics["num_detections"] > 0
+    assert {r["category_id"] for r in results} <= {3, 7}
+
+
+def test_default_output_goes_to_the_run_dir(setup):
+    root = setup
+    assert main(["eval", str(root / "config.yaml"), "eval.plots=false", "--weights", str(root / "best.pt")]) == 0
+    assert (root / "run" / "eval_val" / "metrics.json").is_file()
+    assert not (root / "run" / "eval_val" / "pr_curves.png").exists()
+
+
+def test_user_mistakes_are_one_line_errors(setup, capsys):
+    root = setup
+    assert main(["eval", str(root / "config.yaml"), "--weights", str(root / "model.onnx")]) == 2
+    assert "ONNX" in capsys.readouterr().err
+    assert main(["eval", str(root / "config.yaml"), "--weights", str(root / "missing.pt")]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert main(["eval", str(root / "config.yaml"), "data.val=", "--weights", str(root / "best.pt")]) == 2
+    assert "data.val" in capsys.readouterr().err
