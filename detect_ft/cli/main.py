@@ -14,6 +14,7 @@ from types import ModuleType
 from detect_ft import __version__
 from detect_ft.errors import DetectFTError
 from detect_ft.cli import check_data_cmd, convert_cmd, models_cmd
+from detect_ft.cli import eval_cmd
 
 COMMANDS: dict[str, ModuleType] = {
     "models": models_cmd,
