@@ -41,6 +41,15 @@ def place_image(source: str | os.PathLike, target: Path, mode: ImageMode) -> Non
         shutil.copyfile(source, tmp)
 
 
+def output_name(file_name: str) -> str:
+    """Where an image goes inside a written layout: its relative ``file_name``, or only the base name when
+    ``file_name`` is absolute or climbs out with ``..`` (as COCO files written with images="none" do)."""
+    path = Path(file_name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts:
+        return path.name
+    return path.as_posix()
+
+
 def coco_dict(records: DatasetRecords, image_dir: str | os.PathLike | None = None) -> dict:
     """The COCO detection dict of ``records``; ``file_name`` relative to ``image_dir`` (None: the record's)."""
     categories = [{"id": cid, "name": name} for cid, name in zip(records.category_ids, records.class_names)]
@@ -83,9 +92,10 @@ def write_coco(
     if images != "none":
         placed = []
         for record in records.records:
-            target = json_path.parent / image_subdir / record.file_name
+            name = output_name(record.file_name)
+            target = json_path.parent / image_subdir / name
             place_image(record.image_path, target, images)
-            placed.append(ImageRecord(**{**record.__dict__, "image_path": str(target)}))
+            placed.append(ImageRecord(**{**record.__dict__, "image_path": str(target), "file_name": name}))
         records = DatasetRecords(placed, records.class_names, records.category_ids, records.source)
     write_json_atomic(json_path, coco_dict(records, json_path.parent), indent=None)
     return json_path
@@ -113,8 +123,9 @@ def write_yolo(records: DatasetRecords, out_dir: str | os.PathLike, split: str, 
     out_dir = Path(out_dir)
     split_dir = out_dir / split
     for record in records.records:
-        place_image(record.image_path, split_dir / "images" / record.file_name, images)
-        label_path = (split_dir / "labels" / record.file_name).with_suffix(".txt")
+        name = output_name(record.file_name)
+        place_image(record.image_path, split_dir / "images" / name, images)
+        label_path = (split_dir / "labels" / name).with_suffix(".txt")
         lines = yolo_lines(record)
         write_text_atomic(label_path, "".join(line + "\n" for line in lines))
     data_yaml = out_dir / "data.yaml"
@@ -155,13 +166,16 @@ def voc_xml(record: ImageRecord, class_names: list[str], file_name: str) -> str:
 def write_voc(records: DatasetRecords, out_dir: str | os.PathLike, split: str, *, images: ImageMode = "copy") -> Path:
     """Write ``Annotations/<id>.xml``, ``JPEGImages/<file>`` and ``ImageSets/Main/<split>.txt``.
 
-    VOC folders are flat: a ``file_name`` with sub-folders becomes ``a_b_c.jpg``. Crowd boxes are
-    written as ``difficult`` (the closest VOC notion of a region that is not scored).
+    VOC folders are flat: images keep their base names, unless two of them share one, in which case
+    every ``file_name`` with sub-folders becomes ``a_b_c.jpg``. Crowd boxes are written as ``difficult``
+    (the closest VOC notion of a region that is not scored).
     """
     out_dir = Path(out_dir)
+    names = [output_name(r.file_name) for r in records.records]
+    base = [Path(n).name for n in names]
+    flat = base if len(set(base)) == len(base) else [n.replace("/", "_") for n in names]
     ids, seen = [], {}
-    for record in records.records:
-        file_name = record.file_name.replace("\\", "/").replace("/", "_")
+    for record, file_name in zip(records.records, flat):
         image_id = Path(file_name).stem
         if image_id in seen:
             raise DataError(f"VOC ids must be unique: {seen[image_id]} and {record.image_path} both become '{image_id}'")
