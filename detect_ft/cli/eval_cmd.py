@@ -12,7 +12,13 @@ import dataclasses
 import time
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from detect_ft.cli.common import add_config_arguments, config_from_args
+
+if TYPE_CHECKING:
+    from detect_ft.config import Config
+    from detect_ft.data.records import DatasetRecords
 
 HELP = "evaluate a checkpoint on the validation split: COCO mAP, VOC AP50, per-class AP, plots"
 
@@ -29,41 +35,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detect_ft.errors import ConfigError, DetectFTError
-    from detect_ft.evaluation.coco_eval import coco_metrics, write_coco_results
-    from detect_ft.evaluation.evaluator import filter_predictions
+    from detect_ft.errors import ConfigError
+    from detect_ft.evaluation.coco_eval import write_coco_results
+    from detect_ft.evaluation.evaluator import filter_predictions, load_predictor, predict_records, score_predictions
     from detect_ft.evaluation.report import format_metrics
-    from detect_ft.evaluation.voc_eval import voc_metrics
     from detect_ft.io import write_json_atomic
 
     cfg = config_from_args(args)
     split = getattr(cfg.data, args.split)
     if not split:
         raise ConfigError(f"{args.config}: config key 'data.{args.split}' is empty; set it to the split to evaluate")
-    if Path(args.weights).suffix.lower() == ".onnx":
-        raise DetectFTError(
-            f"{args.weights}: evaluating ONNX models is not available in this version (no edge runtime yet); "
-            "pass the checkpoint (.pt) the model was exported from"
-        )
     predict_batch, meta = load_predictor(args.weights, cfg.train.device)
-    dataset = load_eval_split(cfg, split, meta["class_names"])
-
-    from detect_ft.evaluation.evaluator import predict_records
+    # The model's class order defines the labels; an old checkpoint without names falls back to the config.
+    dataset = load_eval_split(cfg, split, meta.get("class_names") or list(cfg.data.classes))
 
     start = time.perf_counter()
     raw = predict_records(predict_batch, dataset, batch_size=cfg.eval.batch_size, workers=cfg.train.workers)
     seconds = time.perf_counter() - start
     preds = filter_predictions(raw, cfg.eval.score_thresh)
-    source = str(args.weights)
-    metrics = coco_metrics(dataset, preds, backend=cfg.eval.backend, source=source)
-    voc = voc_metrics(dataset, preds, source=source)
+    metrics = score_predictions(dataset, preds, backend=cfg.eval.backend, source=str(args.weights))
     metrics.update(
-        voc_map50=voc["map50"],
-        voc_per_class=voc["per_class"],
-        num_ground_truth_per_class=voc["num_ground_truth"],
         images_per_s=len(dataset) / seconds if seconds > 0 else None,
         score_thresh=cfg.eval.score_thresh,
-        weights=source,
+        weights=str(args.weights),
         model_name=meta.get("model_name"),
         split=args.split,
         dataset=dataset.source,
@@ -84,20 +78,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_predictor(weights: str, device: str):
-    """``(predict_batch, meta)`` for a detect-ft checkpoint on ``device`` (auto: CUDA when available)."""
-    import torch
-
-    from detect_ft.evaluation.evaluator import torch_predictor
-    from detect_ft.models import load_detector
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, meta = load_detector(weights, map_location="cpu")
-    return torch_predictor(model, device), meta
-
-
-def load_eval_split(cfg, split: str, class_names: list[str]):
+def load_eval_split(cfg: Config, split: str, class_names: list[str]) -> DatasetRecords:
     """The split's records, checked by the doctor with the config's ``data.on_*`` policies, labelled in
     the model's class order (label k = class_names[k-1]) so predictions and ground truth agree."""
     from detect_ft.data.doctor import prepare_split
@@ -105,6 +86,6 @@ def load_eval_split(cfg, split: str, class_names: list[str]):
     data = cfg.data
     policies = {f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.name.startswith("on_")}
     dataset, _ = prepare_split(format=data.format, root=data.root, split=split, images=data.images,
-                               classes=list(class_names), keep_background=data.keep_background,
+                               classes=list(class_names) or None, keep_background=data.keep_background,
                                policies=policies)  # fmt: skip
     return dataset

@@ -129,6 +129,28 @@ def torch_predictor(model, device) -> PredictBatch:
     return predict_batch
 
 
+def load_predictor(weights: str, device: str = "auto") -> tuple[PredictBatch, dict]:
+    """``(predict_batch, meta)`` for a detect-ft checkpoint, run on ``device`` (auto: CUDA if available).
+
+    ``meta`` is :func:`detect_ft.models.load_detector`'s (model_name, class_names, category_ids, config).
+    """
+    from pathlib import Path
+
+    import torch
+
+    from detect_ft.models import load_detector
+
+    if Path(weights).suffix.lower() == ".onnx":
+        raise DetectFTError(
+            f"{weights}: evaluating ONNX models is not available in this version (no edge runtime yet); "
+            "pass the checkpoint (.pt) the model was exported from"
+        )
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, meta = load_detector(weights, map_location="cpu")
+    return torch_predictor(model, device), meta
+
+
 def filter_predictions(predictions: list[dict], score_thresh: float) -> list[dict]:
     """Drop detections scoring below ``score_thresh`` (a new list; the inputs are left as they are)."""
     out = []
@@ -136,6 +158,20 @@ def filter_predictions(predictions: list[dict], score_thresh: float) -> list[dic
         keep = np.asarray(pred["scores"]) >= score_thresh
         out.append({key: np.asarray(pred[key])[keep] for key in ("boxes", "scores", "labels")})
     return out
+
+
+def score_predictions(dataset: DatasetRecords, predictions: list[dict], *, backend: str = "hotcoco",
+                      source: str = "predictions") -> dict:  # fmt: skip
+    """:func:`coco_metrics` plus the VOC view: ``voc_map50`` (all-point AP at IoU 0.5, mean over
+    classes), ``voc_per_class`` and ``num_ground_truth_per_class`` (countable boxes per class)."""
+    from detect_ft.evaluation.coco_eval import coco_metrics
+    from detect_ft.evaluation.voc_eval import voc_metrics
+
+    metrics = coco_metrics(dataset, predictions, backend=backend, source=source)
+    voc = voc_metrics(dataset, predictions, source=source)
+    metrics.update(voc_map50=voc["map50"], voc_per_class=voc["per_class"],
+                   num_ground_truth_per_class=voc["num_ground_truth"])  # fmt: skip
+    return metrics
 
 
 def evaluate_model(
@@ -152,13 +188,9 @@ def evaluate_model(
     """Validation metrics of a torch detector on a split (the trainer's per-epoch evaluation).
 
     Returns:
-        :func:`coco_metrics`'s dict plus ``voc_map50`` (VOC all-point AP at IoU 0.5, mean over
-        classes), ``seconds`` (prediction + scoring wall time) and ``images_per_s`` (prediction only).
+        :func:`score_predictions`'s dict plus ``seconds`` (prediction + scoring wall time) and ``images_per_s`` (prediction only).
         The model's train/eval mode is restored afterwards.
     """
-    from detect_ft.evaluation.coco_eval import coco_metrics
-    from detect_ft.evaluation.voc_eval import voc_metrics
-
     was_training = model.training
     start = time.perf_counter()
     try:
@@ -167,9 +199,8 @@ def evaluate_model(
     finally:
         model.train(was_training)
     predict_s = time.perf_counter() - start
-    preds = filter_predictions(raw, score_thresh)
-    metrics = coco_metrics(dataset, preds, backend=backend, source="model predictions")
-    metrics["voc_map50"] = voc_metrics(dataset, preds, source="model predictions")["map50"]
+    metrics = score_predictions(dataset, filter_predictions(raw, score_thresh), backend=backend,
+                                source="model predictions")  # fmt: skip
     metrics["seconds"] = time.perf_counter() - start
     metrics["images_per_s"] = len(dataset.records) / predict_s if predict_s > 0 else None
     return metrics
