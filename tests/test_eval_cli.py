@@ -79,3 +79,23 @@ def test_user_mistakes_are_one_line_errors(setup, capsys):
     assert "missing.pt" in capsys.readouterr().err
     assert main(["eval", str(root / "config.yaml"), "data.val=", "--weights", str(root / "best.pt")]) == 2
     assert "data.val" in capsys.readouterr().err
+
+
+def test_benchmark_map_tool_writes_markdown_and_json(setup):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "benchmark_map.py"
+    spec = importlib.util.spec_from_file_location("benchmark_map", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    root = setup
+    out = root / "bench" / "table"
+    ckpt = str(root / "best.pt")
+    assert tool.main([str(root / "config.yaml"), "train.workers=1", "--weights", ckpt, ckpt, "--out", str(out)]) == 0
+    md = (root / "bench" / "table.md").read_text()
+    assert md.count(ckpt) == 2 and "| cat |" in md and "images/s" in md
+    results = json.loads((root / "bench" / "table.json").read_text())
+    assert [r["weights"] for r in results] == [ckpt, ckpt] and results[0]["map"] == results[1]["map"]
+    assert all(r["images_per_s"] > 0 for r in results)
+    assert tool.main([str(root / "config.yaml"), "--weights", str(root / "m.onnx"), "--out", str(out)]) == 2

@@ -193,3 +193,16 @@ def test_per_class_follows_unsorted_category_ids():
     m = coco_metrics(dataset, [_pred([[10, 10, 50, 50]], [0.9], [1])])
     assert m["per_class"] == {"a": pytest.approx(1.0), "b": 0.0}
     assert list(m["per_class"]) == ["a", "b"]
+
+
+def test_bench_eval_tool_finds_identical_stats(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "bench_eval.py"
+    spec = importlib.util.spec_from_file_location("bench_eval", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main(["--images", "40", "--classes", "5", "--backends", "hotcoco", "pycocotools"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("identical") == 2 and "4000 detections" in out
