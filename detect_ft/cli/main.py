@@ -15,12 +15,14 @@ from detect_ft import __version__
 from detect_ft.errors import DetectFTError
 from detect_ft.cli import check_data_cmd, convert_cmd, models_cmd
 from detect_ft.cli import eval_cmd
+from detect_ft.cli import train_cmd
 
 COMMANDS: dict[str, ModuleType] = {
     "models": models_cmd,
     "eval": eval_cmd,
     "check-data": check_data_cmd,
     "convert": convert_cmd,
+    "train": train_cmd,
 }
 
 

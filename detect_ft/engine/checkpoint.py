@@ -1,0 +1,154 @@
+"""Training checkpoints: atomic save, load, and everything ``train.resume`` needs to continue exactly.
+
+The file layout is the contract in docs/architecture.md ("Checkpoints"): ``model`` holds the weights to
+evaluate and deploy (the EMA weights when EMA is on) and ``ema`` then holds the raw training weights, so
+``load_detector`` always gets the deployable model. ``trainer`` holds the trainer's own bookkeeping
+(best metric, early-stopping count, non-finite count).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from detect_ft import __version__
+from detect_ft.engine.ema import ModelEMA, unwrap
+from detect_ft.errors import DetectFTError
+from detect_ft.io import torch_save_atomic
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's Python, NumPy, torch CPU and (when present) CUDA generator states."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured (CUDA states only where the device count matches)."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    model_name: str,
+    class_names: list[str],
+    category_ids: list[int],
+    config: dict[str, Any],
+    epoch: int,
+    iteration: int,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    scheduler: Optional[Any] = None,
+    scaler: Optional[Any] = None,
+    ema: Optional[ModelEMA] = None,
+    rng: Optional[list[dict[str, Any]]] = None,
+    metrics: Optional[dict[str, Any]] = None,
+    trainer: Optional[dict[str, Any]] = None,
+) -> None:
+    """Write a checkpoint atomically (temporary file, then rename): a kill mid-write leaves the old one.
+
+    Args:
+        model: the training model (wrapped in DDP or not).
+        epoch: completed epochs; iteration: optimizer steps done so far.
+        rng: one :func:`rng_state` per rank, in rank order.
+    """
+    raw = unwrap(model).state_dict()
+    checkpoint: dict[str, Any] = {
+        "model": ema.module.state_dict() if ema is not None else raw,
+        "model_name": model_name,
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "category_ids": [int(c) for c in category_ids],
+        "config": config,
+        "epoch": int(epoch),
+        "iteration": int(iteration),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "ema": {"training_model": raw, "updates": ema.updates, "decay": ema.decay, "tau": ema.tau} if ema else None,
+        "rng": rng,
+        "metrics": metrics or {},
+        "trainer": trainer or {},
+        "version": __version__,
+    }
+    torch_save_atomic(checkpoint, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a detect-ft training checkpoint onto the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise DetectFTError(f"train.resume: checkpoint {path} not found; pass a run's checkpoints/last.pt or 'auto'")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a truncated or foreign file: say which one, not a pickle traceback
+        raise DetectFTError(f"train.resume: {path} is not a readable checkpoint ({exc}); pass another one") from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "epoch" not in checkpoint:
+        raise DetectFTError(f"train.resume: {path} is not a detect-ft training checkpoint; pass checkpoints/last.pt")
+    if checkpoint.get("optimizer") is None:
+        raise DetectFTError(
+            f"train.resume: {path} holds weights but no training state; resume from last.pt, or start a new "
+            f"run with model.weights={path}"
+        )
+    return checkpoint
+
+
+def resolve_resume(resume: str, run_dir: Path) -> Optional[Path]:
+    """The checkpoint to resume from: ``""`` -> None, ``auto`` -> run_dir's last.pt if it exists, else PATH."""
+    if not resume:
+        return None
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.pt"
+        return last if last.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise DetectFTError(f"train.resume: checkpoint {path} not found; pass a run's checkpoints/last.pt or 'auto'")
+    return path
+
+
+def restore_training_state(
+    checkpoint: dict[str, Any],
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Optional[Any] = None,
+    ema: Optional[ModelEMA] = None,
+) -> None:
+    """Load weights, optimizer, scheduler, scaler and EMA state saved by :func:`save_checkpoint`.
+
+    A checkpoint written with EMA on keeps the raw weights in ``ema``; resuming it with EMA off trains
+    on from those raw weights, and with EMA newly on the average starts from the loaded weights.
+    """
+    saved_ema = checkpoint.get("ema")
+    training_weights = saved_ema["training_model"] if saved_ema else checkpoint["model"]
+    unwrap(model).load_state_dict(training_weights)
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    if checkpoint.get("scheduler") is not None:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    if scaler is not None and scaler.is_enabled() and checkpoint.get("scaler") is not None:
+        scaler.load_state_dict(checkpoint["scaler"])
+    if ema is not None:
+        if saved_ema:
+            # Decay and tau stay as configured now; only the average and its step count come back.
+            ema.load_state_dict({"module": checkpoint["model"], "updates": saved_ema["updates"]})
+        else:
+            ema.module.load_state_dict(training_weights)

@@ -1,0 +1,144 @@
+"""What a run writes besides checkpoints: metrics.jsonl, loss/mAP plots, TensorBoard events, the summary.
+
+metrics.jsonl holds one JSON object per epoch::
+
+    {"epoch": 3, "iterations": 25, "loss": 1.93, "losses": {"classification": 1.2, "bbox_regression": 0.73},
+     "lr": 0.0098, "img_s": 41.7, "time": 4.8, "skipped_steps": 0, "map": 0.412, "map50": 0.733, "map75": 0.41,
+     "val_time": 1.2}
+
+``map``/``map50``/``map75``/``val_time`` appear only on epochs that were validated. The whole file is
+rewritten atomically after each epoch (it is small), so a kill never leaves a half line, and a resumed
+run drops the rows of epochs it is about to redo.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from detect_ft.io import atomic_path, write_text_atomic
+
+
+class MetricsLog:
+    """The rows of ``metrics.jsonl``; ``keep_epochs`` keeps the existing rows up to that epoch (resume)."""
+
+    def __init__(self, path: Path, keep_epochs: int = 0):
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = []
+        if keep_epochs and self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    if row.get("epoch", 0) <= keep_epochs:
+                        self.rows.append(row)
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
+
+
+def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """``loss.png`` (total and each loss component per epoch) and, once validated, ``map.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; also keeps a notebook's backend untouched
+    import matplotlib.pyplot as plt
+
+    written: list[Path] = []
+    if not rows:
+        return written
+    epochs = [r["epoch"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(epochs, [r["loss"] for r in rows], marker="o", linewidth=2, label="total")
+    for name in rows[-1].get("losses", {}):
+        points = [(r["epoch"], r["losses"][name]) for r in rows if name in r.get("losses", {})]
+        ax.plot(*zip(*points), marker=".", linewidth=1, label=name)
+    ax.set(xlabel="epoch", ylabel="training loss (epoch mean)", title="Training loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    written.append(_save(fig, out_dir / "loss.png"))
+    validated = [r for r in rows if r.get("map") is not None]
+    if validated:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in ("map", "map50", "map75"):
+            points = [(r["epoch"], r[key]) for r in validated if r.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=key)
+        ax.set(xlabel="epoch", ylabel="validation AP", title="Validation mAP", ylim=(0, 1))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        written.append(_save(fig, out_dir / "map.png"))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def open_tensorboard(log_dir: Path):
+    """A ``SummaryWriter`` writing under ``log_dir``, or None when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # torch's writer needs the tensorboard package (pip install detect-ft[tensorboard])
+        return None
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+def log_tensorboard(writer, row: dict[str, Any]) -> None:
+    """The epoch's scalars: loss/*, lr, img_s and, when validated, val/map*."""
+    if writer is None:
+        return
+    epoch = row["epoch"]
+    writer.add_scalar("loss/total", row["loss"], epoch)
+    for name, value in row.get("losses", {}).items():
+        writer.add_scalar(f"loss/{name}", value, epoch)
+    writer.add_scalar("lr", row["lr"], epoch)
+    writer.add_scalar("img_s", row["img_s"], epoch)
+    for key in ("map", "map50", "map75"):
+        if row.get(key) is not None:
+            writer.add_scalar(f"val/{key}", row[key], epoch)
+    writer.flush()
+
+
+def format_summary(
+    *,
+    run_dir: Path,
+    model_name: str,
+    rows: list[dict[str, Any]],
+    best: dict[str, Any],
+    best_metric: str,
+    stopped: Optional[str],
+    seconds: float,
+    files: list[Path],
+) -> str:
+    """The one-screen end-of-run summary: what was trained, the best epoch and metric, where files are."""
+    lines = ["", "=" * 72, f"training finished: {model_name}, {len(rows)} epoch rows in {_duration(seconds)}"]
+    if stopped:
+        lines.append(f"stopped early: {stopped}")
+    if rows:
+        last = rows[-1]
+        lines.append(f"last epoch {last['epoch']}: loss {last['loss']:.4f}, {last['img_s']:.1f} img/s, lr {last['lr']:.3g}")
+        if last.get("map") is not None:
+            lines.append(f"  val map {last['map']:.4f}  map50 {last['map50']:.4f}  map75 {last.get('map75', float('nan')):.4f}")
+    if best.get("epoch") is not None:
+        lines.append(f"best {best_metric} {best['value']:.4f} at epoch {best['epoch']}")
+    else:
+        lines.append("no validation ran (data.val empty or train.eval_interval=0): best.pt not written")
+    lines.append(f"run directory: {run_dir}")
+    for path in files:
+        if path.exists():
+            lines.append(f"  {path.relative_to(run_dir) if path.is_relative_to(run_dir) else path}")
+    lines.append("=" * 72)
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

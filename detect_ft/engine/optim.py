@@ -1,0 +1,110 @@
+"""Optimizer and learning-rate schedule.
+
+    optimizer = build_optimizer(model, "ssdlite320_mobilenet_v3_large", optimizer="sgd", lr=0.01,
+                                momentum=0.9, nesterov=False, weight_decay=1e-4, backbone_lr_mult=0.1)
+    scheduler = build_scheduler(optimizer, scheduler="cosine", total_steps=1200, steps_per_epoch=100,
+                                warmup_iters=100, milestones=[], gamma=0.1)
+    ...  # scheduler.step() after every optimizer step
+
+The schedule is a per-optimizer-step ``LambdaLR``: a factor multiplying every group's own starting LR, so
+the backbone LR multiplier of :func:`detect_ft.models.parameter_groups` holds throughout.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+
+from detect_ft.models import parameter_groups
+
+# The LR at the first warmup step is this fraction of the base LR (torchvision's detection references).
+WARMUP_START_FACTOR = 0.001
+
+
+def build_optimizer(
+    model: nn.Module,
+    model_name: str,
+    *,
+    optimizer: str,
+    lr: float,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    weight_decay: float = 1e-4,
+    backbone_lr_mult: float = 1.0,
+) -> torch.optim.Optimizer:
+    """SGD or AdamW over ``parameter_groups``: no weight decay on norms and biases, backbone LR x mult.
+
+    Every parameter is in a group, frozen ones too, so unfreezing the backbone later needs no new
+    optimizer (parameters without a gradient are skipped by ``step``). ``momentum`` is AdamW's beta1.
+    """
+    groups = parameter_groups(model, model_name, lr=lr, weight_decay=weight_decay, backbone_lr_mult=backbone_lr_mult)
+    if optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+    if optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+    raise ValueError(f"unknown optimizer {optimizer!r}; use sgd or adamw")
+
+
+def lr_factor(
+    scheduler: str,
+    *,
+    total_steps: int,
+    steps_per_epoch: int,
+    warmup_iters: int = 0,
+    milestones: Sequence[int] = (),
+    gamma: float = 0.1,
+) -> Callable[[int], float]:
+    """``step -> factor`` of the base LR: linear warmup, then ``cosine`` | ``multistep`` | ``constant``.
+
+    ``step`` counts optimizer steps from 0. Cosine decays from 1 at the end of warmup to 0 at
+    ``total_steps``; multistep multiplies by ``gamma`` at each milestone epoch (``milestones`` are
+    epochs, converted with ``steps_per_epoch``). Warmup multiplies the schedule's own factor, so a
+    milestone inside the warmup still counts.
+    """
+    if scheduler not in ("cosine", "multistep", "constant"):
+        raise ValueError(f"unknown scheduler {scheduler!r}; use cosine, multistep or constant")
+    total_steps = max(int(total_steps), 1)
+    steps_per_epoch = max(int(steps_per_epoch), 1)
+    boundaries = sorted(int(m) * steps_per_epoch for m in milestones)
+
+    def factor(step: int) -> float:
+        if scheduler == "cosine":
+            span = max(total_steps - warmup_iters, 1)
+            progress = min(max(step - warmup_iters, 0) / span, 1.0)
+            value = 0.5 * (1.0 + math.cos(math.pi * progress))
+        elif scheduler == "multistep":
+            value = gamma ** sum(step >= b for b in boundaries)
+        else:
+            value = 1.0
+        if step < warmup_iters:
+            alpha = step / warmup_iters
+            value *= WARMUP_START_FACTOR * (1 - alpha) + alpha
+        return value
+
+    return factor
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    *,
+    scheduler: str,
+    total_steps: int,
+    steps_per_epoch: int,
+    warmup_iters: int = 0,
+    milestones: Sequence[int] = (),
+    gamma: float = 0.1,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` over :func:`lr_factor`; call ``step()`` once per optimizer step."""
+    factor = lr_factor(
+        scheduler, total_steps=total_steps, steps_per_epoch=steps_per_epoch, warmup_iters=warmup_iters,
+        milestones=milestones, gamma=gamma,
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def optimizer_steps_per_epoch(iters_per_epoch: int, accumulate: int) -> int:
+    """Optimizer steps in an epoch of ``iters_per_epoch`` batches: the last partial accumulation steps too."""
+    return math.ceil(iters_per_epoch / max(accumulate, 1))
