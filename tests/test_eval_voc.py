@@ -72,3 +72,55 @@ def test_average_precision_interpolates_the_envelope():
     precision, recall = np.array([1.0, 0.5, 2 / 3]), np.array([0.5, 0.5, 1.0])
     assert average_precision(precision, recall) == pytest.approx(0.5 + 0.5 * 2 / 3)
     assert average_precision(precision, recall, use_07_metric=True) == pytest.approx((6 * 1 + 5 * 2 / 3) / 11)
+
+
+def _devkit_ap(dataset, preds, label, iou=0.5):
+    """The devkit loop, literally: one class, detections of all images ranked by score."""
+    dets = [(s, i, d) for i, p in enumerate(preds) for d, s in enumerate(p["scores"].tolist()) if p["labels"][d] == label]
+    dets.sort(key=lambda x: -x[0])  # stable: ties keep image, then detection order
+    taken = {i: np.zeros(r.num_boxes, bool) for i, r in enumerate(dataset.records)}
+    npos = sum(int(((r.labels == label) & ~r.difficult & ~r.iscrowd).sum()) for r in dataset.records)
+    tp, fp = [], []
+    for _, i, d in dets:
+        r = dataset.records[i]
+        mask = np.flatnonzero(r.labels == label)
+        if not len(mask):
+            tp.append(0), fp.append(1)
+            continue
+        ov = box_iou(preds[i]["boxes"][d : d + 1].astype(np.float64), r.boxes[mask].astype(np.float64))[0]
+        g = mask[int(np.argmax(ov))]
+        if ov.max() > iou and (r.difficult[g] or r.iscrowd[g]):
+            continue
+        hit = ov.max() > iou and not taken[i][g]
+        if hit:
+            taken[i][g] = True
+        tp.append(int(hit)), fp.append(int(not hit))
+    if npos == 0:
+        return None
+    tp, fp = np.cumsum(tp), np.cumsum(fp)
+    return average_precision(tp / np.maximum(tp + fp, 1e-12), tp / npos)
+
+
+def test_per_image_matching_equals_the_devkit_loop_with_ties():
+    rng = np.random.default_rng(3)
+    records, preds = [], []
+    for i in range(30):
+        n = int(rng.integers(0, 6))
+        xy = rng.uniform(0, 60, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (n, 2))], 1)
+        labels = rng.integers(1, 4, n)
+        records.append(ImageRecord(f"/x/{i}.jpg", 128, 128, boxes, labels,
+                                   difficult=rng.random(n) < 0.2, iscrowd=rng.random(n) < 0.1, image_id=i + 1))
+        m = int(rng.integers(0, 10))
+        pick = rng.integers(0, max(n, 1), m)
+        det = boxes[pick] + rng.normal(0, 4, (m, 4)) if n else rng.uniform(0, 60, (m, 4))
+        det[:, 2:] = np.maximum(det[:, 2:], det[:, :2] + 1)
+        scores = rng.choice([0.2, 0.5, 0.9], m)  # many exact ties
+        det_labels = np.where(rng.random(m) < 0.8, labels[pick], rng.integers(1, 4, m)) if n else np.ones(m)
+        preds.append(_pred(det, scores, det_labels))
+    dataset = DatasetRecords(records, ["a", "b", "c"])
+    m = voc_metrics(dataset, preds)
+    for label, name in enumerate(dataset.class_names, start=1):
+        expected = _devkit_ap(dataset, [{k: np.asarray(v) for k, v in p.items()} for p in preds], label)
+        assert m["per_class"][name] == pytest.approx(expected, abs=1e-12)
+    assert 0.1 < m["map50"] < 0.95

@@ -11,7 +11,7 @@ import numpy as np
 
 from detect_ft.data.records import DatasetRecords
 from detect_ft.evaluation.checks import check_predictions, ground_truth_ignore
-from detect_ft.evaluation.voc_eval import average_precision, box_iou, match_class, precision_recall
+from detect_ft.evaluation.voc_eval import average_precision, box_iou, match_detections, precision_recall
 from detect_ft.io import atomic_path
 
 _LEGEND_MAX = 20  # beyond this many classes a legend hides the curves
@@ -88,11 +88,11 @@ def write_plots(
 def _plot_pr(plt, dataset: DatasetRecords, preds: list[dict], path: Path, iou: float) -> Path:
     fig, ax = plt.subplots(figsize=(7, 6))
     aps = []
+    labels, _, tp, npos = match_detections(dataset, preds, iou=iou)
     for label, name in enumerate(dataset.class_names, start=1):
-        _, tp, npos = match_class(dataset, preds, label, iou=iou)
-        if npos == 0:
+        if npos[label] == 0:
             continue  # no curve exists without ground truth
-        precision, recall = precision_recall(tp, npos)
+        precision, recall = precision_recall(tp[labels == label], int(npos[label]))
         ap = average_precision(precision, recall)
         aps.append(ap)
         ax.plot(np.concatenate(([0.0], recall)), np.concatenate(([1.0], precision)), linewidth=1.2,

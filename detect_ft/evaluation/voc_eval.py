@@ -28,56 +28,55 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
 
 
-def match_class(
-    dataset: DatasetRecords, predictions: list[dict], label: int, *, iou: float = 0.5
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Greedy VOC matching of one class's detections over the whole split.
+def match_detections(
+    dataset: DatasetRecords, predictions: list[dict], *, iou: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy VOC matching of every detection of the split, all classes at once.
+
+    A detection's candidate is its best-overlapping ground-truth box of the same class; detections
+    claim candidates in descending score order. That order only matters among detections of one image
+    and class, so each image is matched on its own and the results are merged by a stable sort, which
+    equals the devkit's split-wide per-class ranking, ties included.
 
     Args:
         predictions: checked predictions (see :func:`check_predictions`), same order as the records.
-        label: the class, 1..K.
 
     Returns:
-        ``scores`` (D,) in descending order, ``tp`` (D,) int8 with 1 = true positive, 0 = false
-        positive, -1 = ignored (matched a difficult/crowd box), and the number of countable ground-truth
-        boxes (``npos``).
+        ``labels`` (D,), ``scores`` (D,) in descending score order (stable), ``tp`` (D,) int8 with
+        1 = true positive, 0 = false positive, -1 = ignored (best match is a difficult/crowd box), and
+        ``npos`` (K+1,): countable ground-truth boxes per label (index 0 unused).
     """
-    image_idx, det_idx, scores = [], [], []
-    gts, npos = [], 0
-    for i, (record, pred) in enumerate(zip(dataset.records, predictions)):
-        mask = record.labels == label
-        ignore = ground_truth_ignore(record)[mask]
-        gts.append((record.boxes[mask].astype(np.float64), ignore))
-        npos += int((~ignore).sum())
-        sel = np.flatnonzero(pred["labels"] == label)
-        image_idx.append(np.full(len(sel), i))
-        det_idx.append(sel)
-        scores.append(pred["scores"][sel])
-    image_idx, det_idx, scores = np.concatenate(image_idx), np.concatenate(det_idx), np.concatenate(scores)
+    npos = np.zeros(dataset.num_classes + 1, np.int64)
+    all_labels, all_scores, all_tp = [], [], []
+    for record, pred in zip(dataset.records, predictions):
+        ignore = ground_truth_ignore(record)
+        npos += np.bincount(record.labels[~ignore], minlength=len(npos))
+        tp = np.zeros(len(pred["scores"]), np.int8)
+        if record.num_boxes and len(tp):
+            overlaps = box_iou(pred["boxes"], record.boxes.astype(np.float64))
+            overlaps[pred["labels"][:, None] != record.labels[None, :]] = -1.0
+            best = overlaps.argmax(1)
+            best_iou = overlaps[np.arange(len(tp)), best]
+            taken = np.zeros(record.num_boxes, bool)
+            order = np.argsort(-pred["scores"], kind="stable")
+            for d in order[best_iou[order] > iou].tolist():  # only these can be anything but a FP
+                g = best[d]
+                if ignore[g]:
+                    tp[d] = -1
+                elif not taken[g]:
+                    taken[g] = True
+                    tp[d] = 1
+        all_labels.append(pred["labels"])
+        all_scores.append(pred["scores"])
+        all_tp.append(tp)
+    labels, scores, tp = np.concatenate(all_labels), np.concatenate(all_scores), np.concatenate(all_tp)
     order = np.argsort(-scores, kind="stable")
-    image_idx, det_idx, scores = image_idx[order], det_idx[order], scores[order]
-    tp = np.zeros(len(scores), np.int8)
-    ious = {}  # per image IoU matrix (dets of this class x gts), computed once
-    taken = [np.zeros(len(g[0]), bool) for g in gts]
-    for rank, (i, d) in enumerate(zip(image_idx.tolist(), det_idx.tolist())):
-        gt_boxes, gt_ignore = gts[i]
-        if not len(gt_boxes):
-            continue
-        if i not in ious:
-            ious[i] = box_iou(predictions[i]["boxes"], gt_boxes)
-        overlaps = ious[i][d]
-        best = int(np.argmax(overlaps))
-        if overlaps[best] > iou:
-            if gt_ignore[best]:
-                tp[rank] = -1
-            elif not taken[i][best]:
-                taken[i][best] = True
-                tp[rank] = 1
-    return scores, tp, npos
+    return labels[order], scores[order], tp[order], npos
 
 
 def precision_recall(tp: np.ndarray, npos: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cumulative precision and recall (D',) over the non-ignored detections of :func:`match_class`."""
+    """Cumulative precision and recall (D',) over the non-ignored detections of one class, ``tp`` as
+    :func:`match_detections` marks them (in descending score order)."""
     counted = tp[tp >= 0]
     tps = np.cumsum(counted == 1)
     fps = np.cumsum(counted == 0)
@@ -120,15 +119,15 @@ def voc_metrics(
         ({class name: countable boxes}), ``metric`` ("voc07" or "voc10") and ``iou``.
     """
     preds = check_predictions(dataset, predictions, source=source)
+    labels, _, tp, npos = match_detections(dataset, preds, iou=iou)
     per_class: dict[str, Optional[float]] = {}
     counts: dict[str, int] = {}
     for label, name in enumerate(dataset.class_names, start=1):
-        _, tp, npos = match_class(dataset, preds, label, iou=iou)
-        counts[name] = npos
-        if npos == 0:
+        counts[name] = int(npos[label])
+        if npos[label] == 0:
             per_class[name] = None  # AP is undefined, not 0: no detector could score here
             continue
-        precision, recall = precision_recall(tp, npos)
+        precision, recall = precision_recall(tp[labels == label], int(npos[label]))
         per_class[name] = average_precision(precision, recall, use_07_metric=use_07_metric)
     defined = [ap for ap in per_class.values() if ap is not None]
     return {
