@@ -249,7 +249,7 @@ def _apply(cfg: Config, key: str, value: Any) -> None:
     parts = key.split(".")
     sections = {f.name: f for f in dataclasses.fields(Config)}
     if parts[0] not in sections:
-        _unknown(key, list(sections))
+        _unknown(key, list(sections), parts[0])
     section = getattr(cfg, parts[0])
     if len(parts) != 2:
         if len(parts) == 1 and isinstance(value, dict):
@@ -263,8 +263,8 @@ def _apply(cfg: Config, key: str, value: Any) -> None:
     setattr(section, parts[1], _convert(key, value, hints[parts[1]]))
 
 
-def _unknown(key: str, known: list[str]) -> typing.NoReturn:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+def _unknown(key: str, known: list[str], compare: str | None = None) -> typing.NoReturn:
+    close = difflib.get_close_matches(compare or key, known, n=1, cutoff=0.6)
     hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
     raise ConfigError(f"unknown config key '{key}'{hint}")
 

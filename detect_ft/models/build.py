@@ -73,6 +73,8 @@ def build_model(
             load_pretrained(model, name, source, class_names, match_names=init_from_coco_names)
         pretrained = source is not None
 
+    if spec.head_pattern.startswith(r"head\.classification_head\.cls_logits"):
+        _silence_background_column(model)
     if frozen_bn if frozen_bn is not None else (pretrained and spec.frozen_bn):
         _freeze_backbone_bn(model, spec)
     stages = len(backbone_stages(model, spec.family))
@@ -92,6 +94,23 @@ def _download_errors(weights) -> Iterator[None]:
     except OSError:  # URLError and socket errors are OSErrors
         fetch_state_dict(weights)  # raises the WeightsError when neither cached nor downloadable
         raise
+
+
+@torch.no_grad()
+def _silence_background_column(model: nn.Module) -> None:
+    """Make the sigmoid heads (RetinaNet, FCOS) unable to predict label 0.
+
+    Their classifier scores every column with a sigmoid, background column 0 included, so with
+    ``num_classes = K + 1`` label 0 could come out of post-processing. A zero weight and a bias of -1e4
+    give that column a score of exactly 0, which post-processing drops (it keeps ``score > thresh``);
+    its focal-loss gradient is then exactly 0 too, so training leaves it so (also under bf16/fp16).
+    """
+    head = model.head.classification_head
+    logits = head.cls_logits
+    anchors = logits.out_channels // head.num_classes
+    rows = torch.arange(anchors) * head.num_classes
+    logits.weight[rows] = 0.0
+    logits.bias[rows] = -1e4
 
 
 def _freeze_backbone_bn(model: nn.Module, spec: ModelSpec) -> None:
@@ -145,12 +164,15 @@ def load_pretrained(
             f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]}); pick weights of a {name}"
         )
     new_names = ["__background__", *class_names] if class_names is not None else None
+    new_c = _num_head_classes(model)
     loaded: dict[str, torch.Tensor] = {}
     for key, tensor in target.items():
         if key not in source.state:
             continue
         if spec.is_head_key(key):
-            loaded[key] = _head_tensor(key, tensor, source.state[key], spec, new_names, source.class_names, match_names)
+            loaded[key] = _head_tensor(
+                key, tensor, source.state[key], spec, new_c, new_names, source.class_names, match_names
+            )
         elif source.state[key].shape != tensor.shape:
             raise WeightsError(
                 f"model.weights: {source.origin} tensor {key} has shape {tuple(source.state[key].shape)}, "
@@ -161,31 +183,41 @@ def load_pretrained(
     model.load_state_dict(loaded, strict=False)
 
 
+def _num_head_classes(model: nn.Module) -> int:
+    """C = K + 1, the classifier's outputs per location (or per RoI)."""
+    if hasattr(model, "roi_heads"):
+        return model.roi_heads.box_predictor.cls_score.out_features
+    head = model.head.classification_head
+    return head.num_columns if hasattr(head, "num_columns") else head.num_classes
+
+
 def _head_tensor(
     key: str,
     fresh: torch.Tensor,
     source: torch.Tensor,
     spec: ModelSpec,
+    new_c: int,
     new_names: list[str] | None,
     source_names: list[str] | None,
     match_names: bool,
 ) -> torch.Tensor:
-    """The new head tensor: the source one where classes are the same, else fresh with matched rows copied."""
+    """The new head tensor: the source one where classes are the same, else fresh with matched rows copied.
+
+    Rows are laid out per class (``c``; Faster R-CNN's box deltas ``4c..4c+3``), repeated per anchor
+    (``a * C + c``) in the anchor-based heads.
+    """
     if source.shape == fresh.shape and (source_names is None or new_names is None or source_names == new_names):
         return source.clone()
     out = fresh.clone()
-    if not match_names or new_names is None or source_names is None:
+    rows_per_class = 4 if "bbox_pred" in key else 1
+    groups = 1 if spec.head_layout == "rcnn" else fresh.shape[0] // new_c
+    src_c = source.shape[0] // (groups * rows_per_class)
+    if source_names is None and src_c == len(coco_category_names()):
+        source_names = coco_category_names()  # a bare 91-class torchvision state dict
+    if not match_names or new_names is None or source_names is None or len(source_names) != src_c:
         return out
     index = {_normalise(n): j for j, n in enumerate(source_names) if n != "N/A"}
     pairs = [(i, index[_normalise(n)]) for i, n in enumerate(new_names) if _normalise(n) in index]
-    rows_per_class = 4 if "bbox_pred" in key else 1
-    if spec.head_layout == "rcnn":
-        groups, new_c, src_c = 1, fresh.shape[0] // rows_per_class, source.shape[0] // rows_per_class
-    else:
-        new_c, src_c = len(new_names), len(source_names)
-        groups = fresh.shape[0] // new_c
-        if source.shape[0] != groups * src_c:
-            return out
     for group in range(groups):
         for i, j in pairs:
             dst = (group * new_c + i) * rows_per_class

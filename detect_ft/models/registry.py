@@ -14,6 +14,9 @@ New (class-dependent) tensors per architecture; ``A`` = anchors per location, ``
 | fasterrcnn_* | ``roi_heads.box_predictor.cls_score`` (Linear) and ``roi_heads.box_predictor.bbox_pred`` (per-class box deltas) | ``c`` / ``4c..4c+3`` |
 | retinanet_resnet50_fpn_v2 | ``head.classification_head.cls_logits`` (3x3 conv; box regression stays) | ``a * C + c`` |
 | fcos_resnet50_fpn | ``head.classification_head.cls_logits`` (3x3 conv; box, centerness stay) | ``a * C + c`` |
+
+RetinaNet and FCOS score each column with a sigmoid; their background column 0 is fixed at score 0 (see
+``build._silence_background_column``) so that they, like the softmax models, only ever predict 1..K.
 """
 
 from __future__ import annotations
