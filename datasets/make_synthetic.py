@@ -20,11 +20,11 @@ SPLITS = {"coco": ("train.json", "val.json"), "voc": ("train", "val"), "yolo": (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(REPO / "data" / "synthetic"), help="output folder (default: data/synthetic)")
+    parser.add_argument("--out", default=str(REPO / "data" / "synthetic"), help="output folder (data/synthetic)")
     parser.add_argument("--train", type=int, default=400, help="training images")
     parser.add_argument("--val", type=int, default=100, help="validation images")
     parser.add_argument("--size", default="320", help="image size: N or WxH (default 320)")
-    parser.add_argument("--classes", default="circle,square,triangle", help=f"comma-separated, from: {', '.join(SHAPES)}")
+    parser.add_argument("--classes", default="circle,square,triangle", help=f"comma-separated: {', '.join(SHAPES)}")
     parser.add_argument("--format", choices=sorted(SPLITS), default="coco")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -43,7 +43,8 @@ def _corners(xml_path: Path) -> list[tuple[int, ...]]:
     import xml.etree.ElementTree as ET
 
     root = ET.parse(xml_path).getroot()
-    return [tuple(int(o.find("bndbox").findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax")) for o in root.iter("object")]
+    tags = ("xmin", "ymin", "xmax", "ymax")
+    return [tuple(int(o.find("bndbox").findtext(t)) for t in tags) for o in root.iter("object")]
 
 
 def _by_name(records: DatasetRecords) -> dict[str, ImageRecord]:

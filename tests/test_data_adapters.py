@@ -60,7 +60,9 @@ def test_coco_maps_ids_in_order_and_keeps_crowd_and_background(tmp_path):
 
 def test_coco_user_classes_select_and_order(tmp_path):
     _coco(tmp_path)
-    records, findings = load_split(format="coco", root=tmp_path, split="ann.json", images="imgs", classes=["dog", "cat"])
+    records, findings = load_split(
+        format="coco", root=tmp_path, split="ann.json", images="imgs", classes=["dog", "cat"]
+    )
     assert records.class_names == ["dog", "cat"] and records.category_ids == [5, 0]
     assert records.records[0].labels.tolist() == [1, 2]
     assert len(findings) == 1 and findings[0].kind == UNKNOWN_CLASS and "bird" in findings[0].message

@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _digest(folder: Path, pattern: str) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob(pattern))}
+    files = sorted(folder.rglob(pattern))
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def test_same_seed_gives_identical_files_and_other_seeds_differ(tmp_path):

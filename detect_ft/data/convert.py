@@ -178,7 +178,9 @@ def write_voc(records: DatasetRecords, out_dir: str | os.PathLike, split: str, *
     for record, file_name in zip(records.records, flat):
         image_id = Path(file_name).stem
         if image_id in seen:
-            raise DataError(f"VOC ids must be unique: {seen[image_id]} and {record.image_path} both become '{image_id}'")
+            raise DataError(
+                f"VOC ids must be unique: {seen[image_id]} and {record.image_path} both become '{image_id}'"
+            )
         seen[image_id] = record.image_path
         place_image(record.image_path, out_dir / "JPEGImages" / file_name, images)
         flagged = ImageRecord(**{**record.__dict__, "difficult": record.difficult | record.iscrowd})

@@ -33,6 +33,7 @@ from detect_ft.data.findings import (
 )
 from detect_ft.data.image import read_image_size
 from detect_ft.data.load import load_split
+from detect_ft.data.paths import without_path
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.errors import DataError
 
@@ -73,7 +74,7 @@ def image_file_status(path: str, decode: bool = False) -> Union[tuple[int, int],
     try:
         size = read_image_size(path)
     except DataError as exc:
-        return str(exc).split(" ", 3)[-1] if str(exc).startswith("image file ") else str(exc)
+        return without_path(str(exc), path)
     if decode:
         try:
             with Image.open(path) as image:
@@ -83,7 +84,9 @@ def image_file_status(path: str, decode: bool = False) -> Union[tuple[int, int],
     return size
 
 
-def check_images(records: list[ImageRecord], decode: bool = False, workers: int = 8) -> list[Union[tuple[int, int], str]]:
+def check_images(
+    records: list[ImageRecord], decode: bool = False, workers: int = 8
+) -> list[Union[tuple[int, int], str]]:
     """:func:`image_file_status` of every record's image, in order (threads: PIL releases the GIL)."""
     if not records:
         return []
@@ -105,7 +108,10 @@ def box_problems(record: ImageRecord) -> dict[str, np.ndarray]:
         degenerate = ~finite | ~(boxes[:, 2] > boxes[:, 0]) | ~(boxes[:, 3] > boxes[:, 1])
         t = OUTSIDE_TOLERANCE
         outside = ~degenerate & (
-            (boxes[:, 0] < -t) | (boxes[:, 1] < -t) | (boxes[:, 2] > record.width + t) | (boxes[:, 3] > record.height + t)
+            (boxes[:, 0] < -t)
+            | (boxes[:, 1] < -t)
+            | (boxes[:, 2] > record.width + t)
+            | (boxes[:, 3] > record.height + t)
         )
     duplicate = np.zeros(n, bool)
     seen: set[tuple] = set()
@@ -212,7 +218,8 @@ def check_split(
     for finding in load_findings:
         # the adapter has already left these boxes/images out of the records
         policy = policy_for(finding.kind, policies)
-        finding.action = "error" if policy == "error" else ("dropped box" if finding.box is not None else "dropped image")
+        dropped = "dropped box" if finding.box is not None else "dropped image"
+        finding.action = "error" if policy == "error" else dropped
     cleaned, report = check_records(records, policies, decode, keep_background)
     report.findings = load_findings + report.findings
     return cleaned, report
@@ -244,8 +251,14 @@ def prepare_split(
         then a count, and the config keys that would leave them out).
     """
     records, report = check_split(
-        format=format, root=root, split=split, images=images, classes=classes,
-        keep_background=keep_background, policies=policies, decode=decode,
+        format=format,
+        root=root,
+        split=split,
+        images=images,
+        classes=classes,
+        keep_background=keep_background,
+        policies=policies,
+        decode=decode,
     )
     if report.errors:
         raise DataError(format_errors(report.errors, report.source))

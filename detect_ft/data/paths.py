@@ -27,13 +27,13 @@ def size_or_finding(image_path: Path) -> tuple[Optional[tuple[int, int]], Option
     try:
         return read_image_size(image_path), None
     except DataError as exc:
-        return None, Finding(MISSING_IMAGE, str(image_path), _short(str(exc)))
+        return None, Finding(MISSING_IMAGE, str(image_path), without_path(str(exc), image_path))
 
 
-def _short(message: str) -> str:
-    # read_image_size's messages start with "image file <path> ..."; the finding names the file already
-    parts = message.split(" ", 3)
-    return parts[3] if len(parts) == 4 and parts[0] == "image" and parts[1] == "file" else message
+def without_path(message: str, path: str | os.PathLike) -> str:
+    """``"image file <path> is ..."`` -> ``"is ..."``: a finding names the file already."""
+    prefix = f"image file {path} "
+    return message[len(prefix):] if message.startswith(prefix) else message
 
 
 def select_classes(

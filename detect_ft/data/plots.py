@@ -20,7 +20,9 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def write_split_plots(records: DatasetRecords, out_dir: str | os.PathLike, prefix: str, samples: int = 16) -> list[Path]:
+def write_split_plots(
+    records: DatasetRecords, out_dir: str | os.PathLike, prefix: str, samples: int = 16
+) -> list[Path]:
     """Write ``<prefix>_histograms.png`` (classes, box sizes, aspects, centres) and ``<prefix>_samples.png``.
 
     The samples are the first ``samples`` images with boxes drawn (labels named); unreadable images are

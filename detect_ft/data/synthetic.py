@@ -197,6 +197,8 @@ def make_synthetic_dataset(
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
                 tmp.write_bytes(data.tobytes())
-            records.append(ImageRecord(str(path), width, height, boxes, labels, image_id=index + 1, file_name=file_name))
+            records.append(
+                ImageRecord(str(path), width, height, boxes, labels, image_id=index + 1, file_name=file_name)
+            )
         write_split(DatasetRecords(records, list(classes), source=str(out_dir)), format, out_dir, split, "none")
     return out_dir
