@@ -74,7 +74,7 @@ def test_default_output_goes_to_the_run_dir(setup):
 def test_user_mistakes_are_one_line_errors(setup, capsys):
     root = setup
     assert main(["eval", str(root / "config.yaml"), "--weights", str(root / "model.onnx")]) == 2
-    assert "ONNX" in capsys.readouterr().err
+    assert "model.onnx not found" in capsys.readouterr().err
     assert main(["eval", str(root / "config.yaml"), "--weights", str(root / "missing.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
     assert main(["eval", str(root / "config.yaml"), "data.val=", "--weights", str(root / "best.pt")]) == 2

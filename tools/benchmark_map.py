@@ -1,4 +1,4 @@
-"""Score one or more checkpoints on a dataset config; write a markdown table and a JSON side by side.
+"""Score one or more checkpoints or ONNX models on a dataset config; write a markdown table and a JSON side by side.
 
     python tools/benchmark_map.py configs/raccoon.yaml --weights runs/a/checkpoints/best.pt runs/b/checkpoints/best.pt
     python tools/benchmark_map.py CONFIG [key=value ...] --weights A.pt [B.pt ...] --out benchmarks/raccoon_val
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config", help="dataset/model YAML config")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
-    parser.add_argument("--weights", nargs="+", required=True, help="detect-ft checkpoints (.pt)")
+    parser.add_argument("--weights", nargs="+", required=True, help="detect-ft checkpoints (.pt) or exported models (.onnx)")
     parser.add_argument("--split", choices=("val", "train"), default="val")
     parser.add_argument("--out", default="benchmark_map", help="output stem: writes OUT.md and OUT.json")
     args = parser.parse_args(argv)

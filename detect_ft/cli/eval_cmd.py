@@ -1,4 +1,4 @@
-"""``detect-ft eval CONFIG --weights CHECKPOINT``: score a trained detector on a split of the dataset.
+"""``detect-ft eval CONFIG --weights CHECKPOINT|MODEL.onnx``: score a detector on a split of the dataset.
 
 Prints the overall and per-class table, writes the metrics JSON (default
 ``<output.dir>/eval_<split>/metrics.json``) and, with ``eval.plots``, the PR curves and confusion matrix
@@ -20,13 +20,13 @@ if TYPE_CHECKING:
     from detect_ft.config import Config
     from detect_ft.data.records import DatasetRecords
 
-HELP = "evaluate a checkpoint on the validation split: COCO mAP, VOC AP50, per-class AP, plots"
+HELP = "evaluate a checkpoint or ONNX model on the validation split: COCO mAP, VOC AP50, per-class AP, plots"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--weights", required=True, metavar="CHECKPOINT",
-                        help="a detect-ft checkpoint (runs/<exp>/checkpoints/best.pt)")  # fmt: skip
+    parser.add_argument("--weights", required=True, metavar="CHECKPOINT|MODEL.onnx",
+                        help="a detect-ft checkpoint (runs/<exp>/checkpoints/best.pt) or a model from detect-ft export")  # fmt: skip
     parser.add_argument("--split", choices=("val", "train"), default="val", help="which data split to score")
     parser.add_argument("--json", metavar="OUT", default="",
                         help="metrics JSON path (default <output.dir>/eval_<split>/metrics.json); plots go beside it")  # fmt: skip

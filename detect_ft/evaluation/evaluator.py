@@ -130,25 +130,38 @@ def torch_predictor(model, device) -> PredictBatch:
 
 
 def load_predictor(weights: str, device: str = "auto") -> tuple[PredictBatch, dict]:
-    """``(predict_batch, meta)`` for a detect-ft checkpoint, run on ``device`` (auto: CUDA if available).
+    """``(predict_batch, meta)`` for a detect-ft checkpoint (.pt) or exported model (.onnx).
 
-    ``meta`` is :func:`detect_ft.models.load_detector`'s (model_name, class_names, category_ids, config).
+    Checkpoints run in torch on ``device`` (auto: CUDA if available); ``.onnx`` files run through the
+    edge runtime (onnxruntime; CUDA provider when ``device`` is not cpu and onnxruntime has it).
+    ``meta`` holds ``model_name``, ``class_names`` and ``category_ids`` (plus ``config`` for checkpoints).
     """
     from pathlib import Path
+
+    if Path(weights).suffix.lower() == ".onnx":
+        return _onnx_predictor(weights, device)
 
     import torch
 
     from detect_ft.models import load_detector
 
-    if Path(weights).suffix.lower() == ".onnx":
-        raise DetectFTError(
-            f"{weights}: evaluating ONNX models is not available in this version (no edge runtime yet); "
-            "pass the checkpoint (.pt) the model was exported from"
-        )
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, meta = load_detector(weights, map_location="cpu")
     return torch_predictor(model, device), meta
+
+
+def _onnx_predictor(path: str, device: str) -> tuple[PredictBatch, dict]:
+    import onnxruntime as ort
+
+    from detect_ft.edge import EdgeDetector
+
+    providers = ["CPUExecutionProvider"]
+    if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    detector = EdgeDetector(path, providers=providers)
+    meta = {key: detector.metadata.get(key) for key in ("model_name", "class_names", "category_ids")}
+    return detector.predict_batch, meta
 
 
 def filter_predictions(predictions: list[dict], score_thresh: float) -> list[dict]:
