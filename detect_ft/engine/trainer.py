@@ -121,6 +121,8 @@ def _train(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progres
     writer = open_tensorboard(run_dir / "tensorboard") if main else None
     if main:
         save_config(cfg, run_dir / "config.yaml")
+        for stale in ckpt_dir.glob(".*.tmp"):  # left by a process killed mid-write; never a checkpoint
+            stale.unlink(missing_ok=True)
     say(_banner(cfg, info, device, amp_dtype, len(dataset), val_records, iters))
 
     started = time.perf_counter()
@@ -157,13 +159,16 @@ def _train(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progres
                     state["stale"] += 1
             rng = dist_utils.gather_objects(rng_state())
             if main:
-                save_checkpoint(ckpt_dir / "last.pt", model=model, model_name=cfg.model.name, class_names=class_names,
+                # Order matters for a kill between writes: the metrics row first (a resume drops rows past
+                # last.pt's epoch), best.pt before last.pt (a resume redoes the epoch and rewrites both).
+                log.append(row)
+                target = ckpt_dir / ("best.pt" if improved else "last.pt")
+                save_checkpoint(target, model=model, model_name=cfg.model.name, class_names=class_names,
                                 category_ids=category_ids, config=config_to_dict(cfg), epoch=epoch + 1,
                                 iteration=iteration, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                                 ema=ema, rng=rng, metrics=metrics, trainer=dict(state))  # fmt: skip
                 if improved:
-                    _copy_atomic(ckpt_dir / "last.pt", ckpt_dir / "best.pt")
-                log.append(row)
+                    _copy_atomic(target, ckpt_dir / "last.pt")
                 log_tensorboard(writer, row)
                 write_plots(log.rows, plots_dir)
                 say(_epoch_line(row, t.epochs, state, t.best_metric))

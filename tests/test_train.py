@@ -1,0 +1,199 @@
+"""End-to-end training runs on tiny synthetic data (CPU): the run directory, data checks, freezing, and
+the inner loop's accumulation, clipping and non-finite guards on a toy model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import yaml
+
+from detect_ft.config import Config, load_config
+from detect_ft.data.synthetic import make_synthetic_dataset
+from detect_ft.engine import trainer as trainer_module
+from detect_ft.engine.loop import train_one_epoch
+from detect_ft.errors import DataError, DetectFTError
+
+MODEL = "ssdlite320_mobilenet_v3_large"
+
+
+def make_tiny_data(root: Path) -> Path:
+    """12 train and 4 val images of 96x96 with two shape classes, in COCO layout."""
+    return make_synthetic_dataset(root, num_train=12, num_val=4, image_size=96, classes=("circle", "square"), seed=0)
+
+
+def tiny_overrides(data_dir: Path, out_dir: Path) -> list[str]:
+    """A run of ssdlite at 128 px from random weights: 2 images a batch, 2 batches an epoch."""
+    return [
+        f"model.name={MODEL}", "model.weights=none", "model.min_size=128", "model.max_size=128",
+        "data.format=coco", f"data.root={data_dir}", "data.train=train.json", "data.val=val.json",
+        "train.epochs=1", "train.batch_size=2", "train.workers=0", "train.max_iters_per_epoch=2",
+        "train.warmup_iters=1", "train.lr=0.01", "eval.batch_size=4", f"output.dir={out_dir}",
+    ]  # fmt: skip
+
+
+def tiny_config(data_dir: Path, out_dir: Path, *extra: str) -> Config:
+    return load_config(None, tiny_overrides(data_dir, out_dir) + list(extra))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two OpenMP threads that spin-wait for each other
+    are up to 50x slower than one, and results are only bit-identical at a fixed thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return make_tiny_data(tmp_path_factory.mktemp("synthetic"))
+
+
+def test_cli_run_writes_every_file(data_dir, tmp_path, capsys) -> None:
+    from detect_ft.cli.main import main
+    from detect_ft.models import load_detector
+
+    out = tmp_path / "run"
+    config_path = tmp_path / "config.yaml"
+    sections: dict = {}
+    for text in tiny_overrides(data_dir, out) + ["train.epochs=2", "train.ema=true"]:
+        key, value = text.split("=", 1)
+        section, name = key.split(".")
+        sections.setdefault(section, {})[name] = yaml.safe_load(value)
+    config_path.write_text(yaml.safe_dump(sections))
+
+    assert main(["train", str(config_path), "augment.preset=light", "--no-progress"]) == 0
+
+    assert load_config(out / "config.yaml").train.ema is True  # the resolved config, overrides included
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for row in rows:
+        assert {"loss", "losses", "lr", "img_s", "time", "map", "map50", "map75"} <= set(row)
+        assert math.isfinite(row["loss"]) and row["img_s"] > 0 and 0 <= row["map"] <= 1
+        assert set(row["losses"]) == {"bbox_regression", "classification"}
+    for name in ("loss.png", "map.png"):
+        assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert any((out / "tensorboard").glob("events.out.tfevents.*"))
+    else:
+        assert not (out / "tensorboard").exists()
+
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert {"model", "model_name", "num_classes", "class_names", "category_ids", "config", "epoch", "iteration",
+            "optimizer", "scheduler", "scaler", "ema", "rng", "metrics", "version"} <= set(last)  # fmt: skip
+    assert last["epoch"] == 2 and last["iteration"] == 4 and last["class_names"] == ["circle", "square"]
+    assert last["metrics"]["map"] == rows[-1]["map"]
+    # With EMA on, `model` is the average and the raw weights are kept for resuming.
+    assert any(not torch.equal(last["model"][k], v) for k, v in last["ema"]["training_model"].items())
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=False)
+    best_epoch = max(rows, key=lambda r: (r["map"], -r["epoch"]))["epoch"]
+    assert best["epoch"] == best_epoch
+    model, meta = load_detector(out / "checkpoints" / "best.pt")
+    assert meta["model_name"] == MODEL and meta["class_names"] == ["circle", "square"]
+    assert all(torch.equal(v, best["model"][k]) for k, v in model.state_dict().items())
+    printed = capsys.readouterr().out
+    assert "training finished" in printed and f"best map {best['metrics']['map']:.4f}" in printed
+    assert not list((out / "checkpoints").glob(".*"))  # no temporary files left behind
+
+
+def test_data_errors_stop_training_before_it_starts(data_dir, tmp_path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(data_dir, broken)
+    (broken / "images" / "train_000003.jpg").unlink()
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match="train_000003.jpg"):
+        trainer_module.train(tiny_config(broken, out), progress=False)
+    assert not (out / "checkpoints").exists()
+
+
+def test_backbone_frozen_for_first_epochs_then_restored(data_dir, tmp_path, monkeypatch) -> None:
+    from detect_ft.models.finetune import backbone_parameter_ids
+
+    seen = []
+
+    def spy(model, *args, **kwargs):
+        ids = backbone_parameter_ids(model, MODEL)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        trainable = {n: p.requires_grad for n, p in model.named_parameters()}
+        stats = train_one_epoch(model, *args, **kwargs)
+        changed = {n: not torch.equal(before[n], p) for n, p in model.named_parameters()}
+        backbone = {n for n, p in model.named_parameters() if id(p) in ids}
+        seen.append((backbone, trainable, changed))
+        return stats
+
+    monkeypatch.setattr(trainer_module, "train_one_epoch", spy)
+    cfg = tiny_config(data_dir, tmp_path / "run", "train.epochs=2", "train.freeze_backbone_epochs=1",
+                      "train.eval_interval=0", "model.trainable_backbone_layers=3")  # fmt: skip
+    trainer_module.train(cfg, progress=False)
+
+    (backbone, trainable1, changed1), (_, trainable2, changed2) = seen
+    assert backbone and not any(trainable1[n] or changed1[n] for n in backbone)
+    heads = set(trainable1) - backbone
+    assert all(trainable1[n] for n in heads) and any(changed1[n] for n in heads)
+    # Epoch 2 trains what model.trainable_backbone_layers=3 chose: some backbone stages, not all.
+    assert 0 < sum(trainable2[n] for n in backbone) < len(backbone)
+    assert not any(changed2[n] for n in backbone if not trainable2[n])
+    assert any(changed2[n] for n in backbone if trainable2[n])
+
+
+class ToyDetector(nn.Module):
+    """Loss = mean over the batch of (w . mean(image) - target)^2, or NaN for images whose target is NaN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([0.5, -0.5, 1.0]))
+
+    def forward(self, images, targets):
+        values = torch.stack([self.w @ image.mean(dim=(1, 2)) for image in images])
+        goals = torch.stack([t["goal"] for t in targets])
+        return {"loss_fit": ((values - goals) ** 2).mean()}
+
+
+def _batches(goals: list[list[float]], seed: int = 0) -> list:
+    g = torch.Generator().manual_seed(seed)
+    return [([torch.rand(3, 4, 4, generator=g) for _ in batch], [{"goal": torch.tensor(x)} for x in batch])
+            for batch in goals]  # fmt: skip
+
+
+def test_accumulation_equals_the_larger_batch() -> None:
+    small = _batches([[1.0, 2.0], [3.0, 4.0]])
+    big = [([*small[0][0], *small[1][0]], [*small[0][1], *small[1][1]])]
+    results = []
+    for loader, accumulate in ((small, 2), (big, 1)):
+        model = ToyDetector()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        stats = train_one_epoch(model, optimizer, loader, torch.device("cpu"), accumulate=accumulate, progress=False)
+        assert stats["steps"] == 1
+        results.append(model.w.detach())
+    torch.testing.assert_close(results[0], results[1])
+
+
+def test_gradient_clipping_bounds_the_update() -> None:
+    model = ToyDetector()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    start = model.w.detach().clone()
+    train_one_epoch(model, optimizer, _batches([[100.0, 100.0]]), torch.device("cpu"), clip_grad_norm=0.01,
+                    progress=False)  # fmt: skip
+    assert (model.w.detach() - start).norm() == pytest.approx(0.01, rel=1e-4)
+
+
+def test_nonfinite_losses_are_skipped_then_stop_the_run() -> None:
+    model = ToyDetector()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    nan = float("nan")
+    stats = train_one_epoch(model, optimizer, _batches([[1.0], [nan], [2.0]]), torch.device("cpu"), max_nonfinite=2,
+                            progress=False)  # fmt: skip
+    assert stats["skipped_steps"] == 1 and stats["nonfinite_run"] == 0 and stats["iterations"] == 3
+    assert math.isfinite(stats["loss"]) and torch.isfinite(model.w).all()
+    # The count carries across epochs: one NaN left over from before plus one more reaches the limit.
+    with pytest.raises(DetectFTError, match="not finite.*2 batches in a row.*train.max_nonfinite=2"):
+        train_one_epoch(model, optimizer, _batches([[nan], [1.0]]), torch.device("cpu"), max_nonfinite=2,
+                        nonfinite_run=1, progress=False)  # fmt: skip
