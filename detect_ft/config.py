@@ -72,9 +72,9 @@ class DataConfig:
     on_unknown_class: Policy = "error"
 
     def check(self) -> None:
-        for key in ("on_missing_image", "on_size_mismatch", "on_unknown_class"):
+        for key in ("on_missing_image", "on_size_mismatch", "on_unknown_class", "on_degenerate_box"):
             if getattr(self, key) == "clip":
-                _fail(f"data.{key}", "clip", "error or drop (only boxes can be clipped)")
+                _fail(f"data.{key}", "clip", "error or drop (only boxes outside the image can be clipped)")
         if self.on_duplicate_box == "clip":
             _fail("data.on_duplicate_box", "clip", "error or drop")
         if len(set(self.classes)) != len(self.classes):

@@ -157,3 +157,13 @@ def test_check_data_on_raccoon_exits_zero(tmp_path, capsys):
     assert main(["check-data", str(config)]) == 0
     out = capsys.readouterr().out
     assert "loaded 160 images" in out and "loaded 40 images" in out and "findings: none" in out
+
+
+def test_only_boxes_outside_can_be_clipped():
+    from detect_ft.config import load_config
+    from detect_ft.errors import ConfigError
+
+    assert load_config(None, ["data.on_box_outside=clip"]).data.on_box_outside == "clip"
+    for key in ("on_degenerate_box", "on_duplicate_box", "on_missing_image", "on_unknown_class"):
+        with pytest.raises(ConfigError, match=f"data.{key}"):
+            load_config(None, [f"data.{key}=clip"])
