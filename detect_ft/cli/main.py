@@ -15,10 +15,13 @@ from detect_ft import __version__
 from detect_ft.errors import DetectFTError
 from detect_ft.cli import check_data_cmd, convert_cmd, models_cmd
 from detect_ft.cli import eval_cmd
+from detect_ft.cli import export_cmd, predict_cmd
 from detect_ft.cli import train_cmd
 
 COMMANDS: dict[str, ModuleType] = {
     "models": models_cmd,
+    "export": export_cmd,
+    "predict": predict_cmd,
     "eval": eval_cmd,
     "check-data": check_data_cmd,
     "convert": convert_cmd,
@@ -39,8 +42,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse, letting ``key=value`` overrides stand anywhere, also after options.
+
+    argparse stops filling a ``nargs="*"`` positional once an option follows it, so overrides written
+    after ``--weights X`` would be rejected; they are collected from the leftovers instead.
+    """
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = [token for token in extra if "=" in token and not token.startswith("-")]
+    unknown = [token for token in extra if token not in overrides]
+    if unknown or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    if overrides:
+        args.overrides = [*(args.overrides or []), *overrides]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return int(args.run(args) or 0)
     except DetectFTError as exc:

@@ -1,0 +1,51 @@
+"""Print the README's model table: COCO box mAP (torchvision's metadata), parameters, CPU latency here.
+
+    python tools/model_table.py [--threads 2] [--runs 10] [--models NAME ...]
+
+Latency is batch-1 eager PyTorch inference on a 640x480 image at each model's default input size,
+median over ``--runs`` after two warm-up runs, with ``--threads`` intra-op threads. Weights are random
+(``weights=none``, no download), with the score threshold of the COCO models, so post-processing costs
+what it costs at deployment; trained weights keep fewer boxes and can be slightly faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from detect_ft.models import MODELS, build_model
+
+
+def latency_ms(name: str, runs: int) -> float:
+    model = build_model(name, 80, weights="none").eval()
+    image = [torch.rand(3, 480, 640)]
+    times = []
+    with torch.inference_mode():
+        for i in range(runs + 2):
+            start = time.perf_counter()
+            model(image)
+            if i >= 2:
+                times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"| model | COCO box mAP | params (M) | CPU latency, {args.threads} threads (ms) |")
+    print("| --- | ---: | ---: | ---: |")
+    for name in args.models:
+        meta = MODELS[name].coco_weights.meta
+        box_map = meta["_metrics"]["COCO-val2017"]["box_map"]
+        print(f"| {name} | {box_map:.1f} | {meta['num_params'] / 1e6:.1f} | {latency_ms(name, args.runs):.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
