@@ -114,6 +114,15 @@ def all_true(flag: bool, device: torch.device) -> bool:
     return bool(tensor.item())
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm statistics). DDP broadcasts them before each forward,
+    so after the last forward of an epoch each rank holds statistics of its own shard until this call."""
+    if not is_distributed():
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
+
+
 def broadcast_object(obj: Any) -> Any:
     """Rank 0's ``obj`` on every rank."""
     if not is_distributed():

@@ -65,6 +65,9 @@ def _train(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progres
     main = info.is_main
     say = print if main else (lambda *a, **k: None)
     _set_determinism(t.deterministic, device)
+    if info.distributed and t.sync_bn and device.type != "cuda":
+        raise DetectFTError("train.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm runs on GPUs only); "
+                            "set train.sync_bn=false to train with DDP on CPUs")  # fmt: skip
 
     train_records, val_records = _load_data(cfg, say)
     class_names, category_ids = list(train_records.class_names), list(train_records.category_ids)
@@ -143,6 +146,7 @@ def _train(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progres
                 nonfinite_run=state["nonfinite_run"], progress=progress and main,
             )
             del loader  # shuts its workers down before validation starts its own threads
+            dist_utils.broadcast_buffers(model)
             iteration += stats["steps"]
             state["nonfinite_run"] = stats["nonfinite_run"]
             row = {"epoch": epoch + 1, **{k: stats[k] for k in ("iterations", "loss", "losses", "lr", "img_s", "time",
