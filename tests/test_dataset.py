@@ -169,3 +169,26 @@ def test_distributed_loader_exposes_sampler_for_set_epoch(tmp_path) -> None:
             assert orders[0] == orders[2] and orders[0] != orders[1]
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")  # torchvision 0.29's decoders
+def test_bench_reference_pipeline_matches_the_dataset_contract(tmp_path) -> None:
+    """tools/bench_data.py's torchvision pipeline yields what DetectionDataset yields, so the timing compares like with like."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_data", Path(__file__).parents[1] / "tools" / "bench_data.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    records = _records(tmp_path, n=3)
+    for record in records.records:  # the reference decodes JPEG only, like the raccoon photos
+        jpeg = str(Path(record.image_path).with_suffix(".jpg"))
+        cv2.imwrite(jpeg, cv2.imread(record.image_path))
+        record.image_path = jpeg
+    reference = bench.TorchvisionDataset(records)
+    for index in range(3):
+        image, target = reference[index]
+        expected_image, expected_target = DetectionDataset(records)[index]
+        assert type(image) is torch.Tensor and image.dtype == torch.float32 and image.shape == expected_image.shape
+        assert target["boxes"].shape[1] == 4 and len(target["boxes"]) == len(target["labels"])
+        assert len(target["labels"]) <= len(expected_target["labels"])  # crowd boxes excluded there too
