@@ -140,7 +140,8 @@ def test_geometric_steps_keep_boxes_on_their_objects(steps) -> None:
 
 def test_mosaic_keeps_boxes_on_their_objects() -> None:
     rng = np.random.default_rng(1)
-    transform = BoxTransform([SizeKeepingMosaic(p=1.0)], min_area=4.0, min_visibility=0.2, num_extra=3)
+    mosaic = SizeKeepingMosaic(p=1.0)
+    transform = BoxTransform([], min_area=4.0, min_visibility=0.2, mixer=mosaic, mix_p=1.0, num_extra=3)
     transform.set_seed(1)
     seen_extra_labels = False
     for trial in range(30):
@@ -157,6 +158,23 @@ def test_mosaic_keeps_boxes_on_their_objects() -> None:
         _check_alignment(image, out_boxes, out_labels)
         seen_extra_labels |= bool(set(out_labels.tolist()) & {3, 4, 5})
     assert seen_extra_labels, "mosaic never used the extra samples"
+
+
+def test_strong_fetches_extra_samples_only_when_mosaic_runs() -> None:
+    transform = build_transform("strong", train=True)
+    transform.set_seed(2)
+    image = np.zeros((32, 48, 3), np.uint8)
+    sample = (image, np.array([[2, 2, 20, 20]], np.float32), np.array([1], np.int64))
+    calls = []
+
+    def fetch():
+        calls.append(1)
+        return [sample] * transform.num_extra
+
+    for _ in range(200):
+        transform(*sample, extra=fetch)
+    assert transform.num_extra == 3 and 60 <= len(calls) <= 140  # p = 0.5
+    assert build_transform("light", train=True).num_extra == 0
 
 
 def test_zoom_out_preserves_box_sizes_and_content() -> None:

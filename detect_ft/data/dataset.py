@@ -39,7 +39,7 @@ class DetectionDataset(Dataset):
     regions for evaluation, never training targets.
 
     ``transform`` is called as ``transform(image, boxes, labels)``, or with ``extra=`` a list of
-    ``transform.num_extra`` other raw samples when it mixes images (mosaic).
+    a function returning ``transform.num_extra`` other raw samples when it mixes images (mosaic).
     """
 
     def __init__(self, records: DatasetRecords, transform: Callable[..., Any] | None = None):
@@ -74,7 +74,10 @@ class DetectionDataset(Dataset):
         if self.transform is not None:
             num_extra = getattr(self.transform, "num_extra", 0)
             if num_extra:
-                extra = [self.load(self._rng.randrange(len(self))) for _ in range(num_extra)]
+                # A function, so the extra images are decoded only when the mixing step actually runs.
+                def extra() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                    return [self.load(self._rng.randrange(len(self))) for _ in range(num_extra)]
+
                 image, boxes, labels = self.transform(image, boxes, labels, extra=extra)
             else:
                 image, boxes, labels = self.transform(image, boxes, labels)

@@ -11,12 +11,13 @@ their labels, so an image can come back as a background image with (0, 4) boxes.
 Presets (``PRESETS``): ``none``, ``light`` (flip, scale/translate, colour jitter), ``ssd`` (the SSD
 paper's photometric distortion, zoom-out on a mean-filled canvas, min-IoU random crop, flip) and
 ``strong`` (a 2x2 mosaic with three other dataset images, then ``light``). A transform that wants other
-dataset samples says so in ``num_extra``; :class:`~detect_ft.data.dataset.DetectionDataset` passes them
-as ``extra``. Eval-time transforms do nothing: torchvision detectors resize and normalise inside the model.
+dataset samples says so in ``num_extra``; :class:`~detect_ft.data.dataset.DetectionDataset` passes a
+function fetching them as ``extra``. Eval-time transforms do nothing: torchvision detectors resize and normalise inside the model.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any, Callable, Sequence
 
 import albumentations as A
@@ -228,52 +229,83 @@ def _ssd() -> list[A.BasicTransform]:
     ]
 
 
-def _strong() -> list[A.BasicTransform]:
-    return [SizeKeepingMosaic(grid_yx=(2, 2), center_range=(0.3, 0.7), fill=MEAN_RGB, p=0.5), *_light()]
+def _mosaic() -> A.BasicTransform:
+    return SizeKeepingMosaic(grid_yx=(2, 2), center_range=(0.3, 0.7), fill=MEAN_RGB, p=1.0)
 
 
-# preset name -> (builder of the albumentations steps, number of extra dataset samples it wants)
-PRESETS: dict[str, tuple[Callable[[], list[A.BasicTransform]], int]] = {
-    "none": (list, 0),
-    "light": (_light, 0),
-    "ssd": (_ssd, 0),
-    "strong": (_strong, 3),
+# preset name -> builder of its albumentations steps
+PRESETS: dict[str, Callable[[], list[A.BasicTransform]]] = {
+    "none": list,
+    "light": _light,
+    "ssd": _ssd,
+    "strong": _light,  # after a mosaic, see MIXING
+}
+
+# preset name -> (builder of its image-mixing step, probability, number of other samples it needs)
+MIXING: dict[str, tuple[Callable[[], A.BasicTransform], float, int]] = {
+    "strong": (_mosaic, 0.5, 3),
 }
 
 
 class BoxTransform:
-    """Callable ``(image, boxes, labels, extra=None) -> (image, boxes, labels)`` around an A.Compose.
+    """Callable ``(image, boxes, labels, extra=None) -> (image, boxes, labels)`` around A.Compose.
 
-    ``extra`` is a list of ``num_extra`` other samples (image, boxes, labels) for mixing transforms.
+    An optional ``mixer`` (mosaic) runs first, with probability ``mix_p``, on the sample and
+    ``num_extra`` other samples given by ``extra``: a list of (image, boxes, labels), or a function
+    returning one. A function is only called when the mixer runs: decoding three more images for a
+    mosaic that is then skipped made ``strong`` three times slower than ``light``.
     """
 
-    def __init__(self, steps: list[A.BasicTransform], min_area: float, min_visibility: float, num_extra: int = 0):
-        self.num_extra = num_extra
-        self.compose = A.Compose(steps, bbox_params=bbox_params(min_area, min_visibility)) if steps else None
+    def __init__(
+        self,
+        steps: list[A.BasicTransform],
+        min_area: float,
+        min_visibility: float,
+        mixer: A.BasicTransform | None = None,
+        mix_p: float = 0.0,
+        num_extra: int = 0,
+    ):
+        params = bbox_params(min_area, min_visibility)
+        self.compose = A.Compose(steps, bbox_params=params) if steps else None
+        self.mixer = A.Compose([mixer], bbox_params=bbox_params(min_area, min_visibility)) if mixer else None
+        self.mix_p = mix_p
+        self.num_extra = num_extra if mixer else 0
+        self._rng = random.Random()
 
     def set_seed(self, seed: int) -> None:
         """Seed the augmentation's own generators (albumentations ignores numpy's and Python's global ones)."""
+        self._rng = random.Random(seed)
         if self.compose is not None:
             self.compose.set_random_seed(seed)
+        if self.mixer is not None:
+            self.mixer.set_random_seed(seed + 1)
 
     def __call__(
-        self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, extra: list[Sample] | None = None
+        self,
+        image: np.ndarray,
+        boxes: np.ndarray,
+        labels: np.ndarray,
+        extra: list[Sample] | Callable[[], list[Sample]] | None = None,
     ) -> Sample:
-        height, width = image.shape[:2]
-        boxes, labels = sanitize_boxes(boxes, labels, width, height)
-        if self.compose is None:
-            return image, boxes, labels
-        inputs: dict[str, Any] = {"image": image, "bboxes": boxes, "labels": labels}
-        if self.num_extra:
-            inputs["mosaic_metadata"] = [_metadata(*sample) for sample in extra or []]
-        out = self.compose(**inputs)
-        image = out["image"]
-        boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
-        labels = np.asarray(out["labels"], dtype=np.int64).reshape(-1)
-        return (image, *sanitize_boxes(boxes, labels, image.shape[1], image.shape[0]))
+        boxes, labels = sanitize_boxes(boxes, labels, image.shape[1], image.shape[0])
+        if self.mixer is not None and self._rng.random() < self.mix_p:
+            samples = extra() if callable(extra) else extra or []
+            metadata = [_metadata(*sample) for sample in samples]
+            image, boxes, labels = _run(self.mixer, image, boxes, labels, mosaic_metadata=metadata)
+        if self.compose is not None:
+            image, boxes, labels = _run(self.compose, image, boxes, labels)
+        return image, boxes, labels
 
     def __repr__(self) -> str:
-        return f"BoxTransform(num_extra={self.num_extra}, compose={self.compose!r})"
+        return f"BoxTransform(mixer={self.mixer!r}, mix_p={self.mix_p}, compose={self.compose!r})"
+
+
+def _run(compose: A.Compose, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, **extra: Any) -> Sample:
+    out = compose(image=image, bboxes=boxes, labels=labels, **extra)
+    image = out["image"]
+    boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
+    labels = np.asarray(out["labels"], dtype=np.int64).reshape(-1)
+    return (image, *sanitize_boxes(boxes, labels, image.shape[1], image.shape[0]))
 
 
 def _metadata(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -298,5 +330,12 @@ def build_transform(
         raise ConfigError(f"config key 'augment.preset': got {preset!r}; allowed: {', '.join(PRESETS)}")
     if not train:
         return identity_transform
-    builder, num_extra = PRESETS[preset]
-    return BoxTransform(builder(), min_area=min_area, min_visibility=min_visibility, num_extra=num_extra)
+    mixer, mix_p, num_extra = MIXING.get(preset, (None, 0.0, 0))
+    return BoxTransform(
+        PRESETS[preset](),
+        min_area=min_area,
+        min_visibility=min_visibility,
+        mixer=mixer() if mixer else None,
+        mix_p=mix_p,
+        num_extra=num_extra,
+    )
