@@ -1,0 +1,145 @@
+"""``detect-ft export CHECKPOINT --output MODEL.onnx``: ONNX export, verified against PyTorch, optional INT8.
+
+The validation split comes from the checkpoint's own config unless ``--config`` names another; dotted
+``key=value`` overrides apply to whichever config is used (e.g. ``export.max_map_drop=1.0``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+HELP = "export a checkpoint to ONNX, check it against PyTorch on the validation split, optionally INT8"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a detect-ft checkpoint (runs/<exp>/checkpoints/best.pt)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    parser.add_argument("--output", required=True, metavar="MODEL.onnx", help="where to write the ONNX model")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: export.opset, 17)")
+    parser.add_argument("--config", default=None, metavar="CONFIG",
+                        help="config whose data.val is the parity split (default: the checkpoint's config)")  # fmt: skip
+    parser.add_argument("--no-verify", action="store_true", help="skip the PyTorch/onnxruntime parity check")
+    parser.add_argument("--int8", action="store_true", help="also write MODEL.int8.onnx (static INT8, QDQ)")
+    parser.add_argument("--calib", default=None, metavar="CONFIG",
+                        help="config whose data.train gives the INT8 calibration images (default: the one above)")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from detect_ft.config import load_config
+    from detect_ft.errors import ConfigError
+    from detect_ft.export.pipeline import export_detector
+    from detect_ft.models import load_detector
+
+    model, meta = load_detector(args.checkpoint)
+    cfg = load_config(args.config, args.overrides) if args.config else _checkpoint_config(meta, args.overrides, args.checkpoint)
+    opset = args.opset if args.opset is not None else cfg.export.opset
+    if not 11 <= opset <= 21:
+        raise ConfigError(f"--opset {opset}: torchvision detectors export at opsets 11..21; use --opset 17")
+    verify = cfg.export.verify and not args.no_verify
+    class_names = list(meta["class_names"])
+    val = None
+    if verify:
+        if not cfg.data.val:
+            raise ConfigError(
+                f"{args.config or args.checkpoint}: config key 'data.val' is empty, so there is no split for the "
+                "parity check; pass --config CONFIG with data.val set, or --no-verify"
+            )
+        val = _split(cfg, cfg.data.val, class_names)
+    calib = None
+    if args.int8:
+        calib_cfg = load_config(args.calib) if args.calib else cfg
+        if not calib_cfg.data.train:
+            raise ConfigError(f"{args.calib or args.config or args.checkpoint}: config key 'data.train' is empty; "
+                              "INT8 calibration reads training images, pass --calib CONFIG with data.train set")  # fmt: skip
+        calib = calibration_images(_split(calib_cfg, calib_cfg.data.train, class_names), calib_cfg.export.calib_images)
+    report = export_detector(
+        model, args.output, model_name=meta["model_name"], class_names=class_names,
+        category_ids=meta.get("category_ids"), opset=opset, val_dataset=val,
+        max_map_drop=cfg.export.max_map_drop, score_thresh=cfg.eval.score_thresh, backend=cfg.eval.backend,
+        int8=args.int8, calib_images=calib,
+        extra_metadata={"source_checkpoint": str(args.checkpoint), "epoch": meta.get("epoch")}, progress=True,
+    )  # fmt: skip
+    print(format_report(report))
+    return 0
+
+
+def _checkpoint_config(meta: dict, overrides: list[str], checkpoint: str):
+    """The checkpoint's resolved config (a plain dict), re-checked, with ``overrides`` applied."""
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    from detect_ft.config import load_config
+    from detect_ft.errors import ConfigError
+
+    saved = meta.get("config") or {}
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{checkpoint}: its 'config' entry is not a mapping; pass --config CONFIG")
+    with tempfile.TemporaryDirectory(prefix="detect_ft_export_") as tmp:
+        # load_config is the one place that type-checks keys, so the saved dict goes through it.
+        path = Path(tmp) / "checkpoint_config.yaml"
+        path.write_text(yaml.safe_dump(saved, sort_keys=False))
+        try:
+            return load_config(path, overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"{checkpoint}: the saved config does not load ({exc}); pass --config CONFIG") from None
+
+
+def _split(cfg, split: str, class_names: list[str]):
+    from detect_ft.data.doctor import prepare_split
+
+    data = cfg.data
+    policies = {f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.name.startswith("on_")}
+    dataset, _ = prepare_split(format=data.format, root=data.root, split=split, images=data.images,
+                               classes=list(class_names), keep_background=data.keep_background,
+                               policies=policies)  # fmt: skip
+    return dataset
+
+
+def calibration_images(dataset, count: int) -> list:
+    """``count`` RGB uint8 images spread evenly over the split (the whole split when it is smaller)."""
+    import numpy as np
+
+    from detect_ft.data.image import read_image
+
+    records = dataset.records
+    index = np.unique(np.linspace(0, len(records) - 1, num=min(count, len(records))).round().astype(int))
+    return [read_image(records[i].image_path) for i in index]
+
+
+def format_report(report: dict) -> str:
+    from detect_ft.evaluation.report import fmt, format_table
+
+    lines = [f"exported {report['model_name']} (opset {report['opset']}) to {report['output']} "
+             f"in {report['export_seconds']:.1f} s"]  # fmt: skip
+    parity = report.get("parity")
+    if parity is None:
+        lines.append("parity check skipped (--no-verify)")
+    else:
+        det = parity["detections"]
+        lines.append(
+            f"parity on {parity['images']} validation images: {det['matched']}/{det['reference_detections']} "
+            f"PyTorch detections matched (same label, IoU >= {det['iou_thresh']}), "
+            f"max score diff {det['max_score_diff']:.2e}, max box diff {det['max_box_diff']:.2e} px"
+        )
+    rows = []
+    if parity is not None:
+        for name, key in (("pytorch", "torch"), ("onnx fp32", "onnx")):
+            rows.append(_row(name, parity[key], fmt))
+    int8 = report.get("int8")
+    if int8 is not None:
+        lines.append(f"wrote {int8['output']} (INT8, {int8['calibration_images']} calibration images)")
+        if "map" in int8:
+            rows.append(_row("onnx int8", int8, fmt))
+    if rows:
+        lines.append(format_table(["runtime", "mAP", "mAP50", "p50 ms", "p90 ms"], rows))
+    if parity is not None:
+        lines.append(f"ONNX mAP differs from PyTorch by {parity['map_diff_points']:+.2f} AP points")
+    return "\n".join(lines)
+
+
+def _row(name: str, metrics: dict, fmt) -> list:
+    latency = metrics["latency"]
+    return [name, fmt(metrics["map"]), fmt(metrics["map50"]), fmt(latency["p50_ms"], 1), fmt(latency["p90_ms"], 1)]

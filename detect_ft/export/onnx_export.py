@@ -1,0 +1,196 @@
+"""Export a torchvision detector to ONNX with its resize/normalise transform and post-processing inside.
+
+The graph takes one float image ``image`` (3, H, W) in [0, 1], RGB, any H and W, and returns
+``boxes`` (N, 4) float32 xyxy in that image's pixels, ``scores`` (N,) float32 and ``labels`` (N,) int64
+in 1..K, N >= 0. What stays outside the graph (decode, BGR->RGB, /255, HWC->CHW) is written into the
+model's metadata (key ``detect_ft``, JSON) so that any runtime can reproduce it; see
+:mod:`detect_ft.edge.runtime`, which reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from detect_ft import __version__
+from detect_ft.edge.runtime import METADATA_FORMAT, METADATA_KEY
+from detect_ft.errors import DetectFTError
+
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("boxes", "scores", "labels")
+
+
+class SingleImageDetector(nn.Module):
+    """``forward(image (3, H, W)) -> (boxes (N, 4), scores (N,), labels (N,))`` around a torchvision
+    detector that takes and returns lists; tensors in and out is what ONNX needs."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.model([image])[0]
+        return out["boxes"], out["scores"], out["labels"]
+
+
+@contextlib.contextmanager
+def exact_resize() -> Iterator[None]:
+    """Trace torchvision's min/max-size resize so the graph computes the output size as eager PyTorch does.
+
+    Eager PyTorch sizes the resized image as ``floor(side * scale)`` in float64. torchvision's tracing
+    path hands ``scale`` to ONNX as float32, so e.g. a 70x100 image becomes 111x159 instead of 112x160 at
+    min_size 128 / max_size 160, and every box moves. Here the size is computed in float64 in the graph
+    (1-element tensors: the exporter turns 0-d constants into float32 scalars) and passed to Resize as
+    explicit sizes. Fixed-size (SSD) models resize to constant sizes and keep torchvision's path.
+    """
+    from torchvision.models.detection import transform as tv_transform
+
+    original = tv_transform._resize_image_and_masks
+
+    def resize(image, self_min_size, self_max_size, target=None, fixed_size=None):
+        if fixed_size is not None or not torch.jit.is_tracing():
+            return original(image, self_min_size, self_max_size, target, fixed_size)
+        shape = torch._shape_as_tensor(image)[-2:].to(torch.float64)
+        low = torch.tensor([float(self_min_size)], dtype=torch.float64)
+        high = torch.tensor([float(self_max_size)], dtype=torch.float64)
+        scale = torch.minimum(low / shape.min().reshape(1), high / shape.max().reshape(1))
+        size = torch.floor(shape * scale).to(torch.int64)
+        resized = torch.nn.functional.interpolate(image[None], size=[size[0], size[1]], mode="bilinear",
+                                                  align_corners=False)[0]  # fmt: skip
+        return resized, target
+
+    tv_transform._resize_image_and_masks = resize
+    try:
+        yield
+    finally:
+        tv_transform._resize_image_and_masks = original
+
+
+def input_sizes(model: nn.Module) -> dict[str, Any]:
+    """The in-graph resize of a torchvision detector: ``min_size``, ``max_size``, ``fixed_size``."""
+    transform = model.transform
+    fixed = getattr(transform, "fixed_size", None)
+    return {
+        "min_size": int(transform.min_size[-1]),
+        "max_size": int(transform.max_size),
+        "fixed_size": list(fixed) if fixed else None,
+        "mean": [float(v) for v in transform.image_mean],
+        "std": [float(v) for v in transform.image_std],
+    }
+
+
+def build_metadata(
+    model: nn.Module,
+    *,
+    model_name: str,
+    class_names: Sequence[str],
+    category_ids: Optional[Sequence[int]] = None,
+    opset: int,
+    extra: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """The JSON document stored under the ``detect_ft`` metadata key.
+
+    ``input`` says exactly how to build the graph input from a decoded image (the steps
+    :func:`detect_ft.edge.runtime.preprocess` applies); ``in_graph`` what the graph does itself.
+    """
+    sizes = input_sizes(model)
+    post = model.roi_heads if hasattr(model, "roi_heads") else model
+    meta = {
+        "format": METADATA_FORMAT,
+        "detect_ft_version": __version__,
+        "model_name": model_name,
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "category_ids": [int(c) for c in (category_ids or range(1, len(class_names) + 1))],
+        "opset": int(opset),
+        "input": {
+            "name": INPUT_NAME,
+            "decode": "opencv imread, then BGR->RGB",
+            "color": "RGB",
+            "dtype": "float32",
+            "scale": 1.0 / 255.0,  # value = uint8 pixel * scale, so inputs lie in [0, 1]
+            "layout": "CHW",
+            "batch_dim": False,
+            "min_size": sizes["min_size"],
+            "max_size": sizes["max_size"],
+            "fixed_size": sizes["fixed_size"],
+        },
+        "in_graph": {
+            "resize": "bilinear; fixed_size if set, else short side to min_size capped by long side max_size",
+            "normalize": {"mean": sizes["mean"], "std": sizes["std"]},
+            "postprocess": "box decoding, score threshold, NMS; boxes scaled back to the input image",
+            "score_thresh": float(post.score_thresh),
+            "detections_per_img": int(post.detections_per_img),
+        },
+        "outputs": list(OUTPUT_NAMES),
+        "output_spec": {
+            "boxes": "float32 (N, 4) xyxy, pixels of the input image",
+            "scores": "float32 (N,)",
+            "labels": "int64 (N,), 1..K; label k is class_names[k-1]",
+        },
+    }
+    meta.update(extra or {})
+    return meta
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    metadata: dict[str, Any],
+    opset: int = 17,
+    sample_size: tuple[int, int] = (240, 320),
+) -> None:
+    """Trace ``model`` (eval mode, CPU) to ``path``, check it with ``onnx.checker`` and store ``metadata``.
+
+    Args:
+        model: torchvision detector taking a list of (3, H, W) float images in [0, 1].
+        metadata: :func:`build_metadata`'s document.
+        opset: ONNX opset (torchvision's detectors need >= 11).
+        sample_size: (height, width) of the tracing image; H and W stay dynamic in the graph.
+
+    ``path`` is written in place; callers wanting an atomic write pass a temporary path.
+    """
+    import onnx
+
+    model = model.eval().cpu()
+    image = torch.rand(3, *sample_size, generator=torch.Generator().manual_seed(0))
+    dynamic = {INPUT_NAME: {1: "height", 2: "width"}, **{name: {0: "detections"} for name in OUTPUT_NAMES}}
+    with warnings.catch_warnings(), torch.no_grad(), exact_resize():
+        # The tracer warns about every Python-side shape computation in torchvision's transform; the
+        # detectors are written so those stay valid for other sizes (torchvision/test/test_onnx.py).
+        warnings.simplefilter("ignore")
+        try:
+            # dynamo=False pins the TorchScript exporter: the dynamo exporter cannot capture the
+            # data-dependent shapes of torchvision's score filtering and NMS (torch 2.4-2.14).
+            torch.onnx.export(
+                SingleImageDetector(model), (image,), os.fspath(path), dynamo=False, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic,
+                do_constant_folding=True,
+            )  # fmt: skip
+        except Exception as exc:
+            raise DetectFTError(
+                f"ONNX export of {metadata.get('model_name')} at opset {opset} failed: {str(exc).splitlines()[0]}; "
+                "try --opset 17 (torchvision's detectors need opset >= 11)"
+            ) from exc
+    proto = onnx.load(os.fspath(path))
+    onnx.checker.check_model(proto)
+    set_metadata(proto, metadata)
+    onnx.save(proto, os.fspath(path))
+
+
+def set_metadata(proto, metadata: dict[str, Any]) -> None:
+    """Store ``metadata`` as JSON under the ``detect_ft`` key of an ``onnx.ModelProto`` (replacing it)."""
+    keep = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+    proto.producer_name = "detect-ft"
+    proto.producer_version = __version__
