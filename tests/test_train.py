@@ -197,3 +197,24 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run() -> None:
     with pytest.raises(DetectFTError, match="not finite.*2 batches in a row.*train.max_nonfinite=2"):
         train_one_epoch(model, optimizer, _batches([[nan], [1.0]]), torch.device("cpu"), max_nonfinite=2,
                         nonfinite_run=1, progress=False)  # fmt: skip
+
+
+def test_best_checkpoint_and_early_stopping_follow_the_chosen_metric(data_dir, tmp_path, monkeypatch, capsys) -> None:
+    scores = iter([(0.1, 0.5), (0.3, 0.4), (0.2, 0.45), (0.9, 0.9)])  # (map, map50) per validation
+
+    def fake_validate(cfg, model, val_records, device):
+        m, m50 = next(scores)
+        return {"map": m, "map50": m50, "map75": 0.0, "seconds": 0.0}
+
+    monkeypatch.setattr(trainer_module, "_validate", fake_validate)
+    out = tmp_path / "run"
+    cfg = tiny_config(data_dir, out, "train.epochs=4", "train.best_metric=map50", "train.patience=2",
+                      "train.max_iters_per_epoch=1")  # fmt: skip
+    trainer_module.train(cfg, progress=False)
+
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["map50"] for r in rows] == [0.5, 0.4, 0.45]  # stopped after 2 validations without a better map50
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=False)
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert best["epoch"] == 1 and last["epoch"] == 3 and last["trainer"]["stale"] == 2
+    assert "stopped early: map50 did not improve for 2 validations" in capsys.readouterr().out

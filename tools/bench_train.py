@@ -105,7 +105,8 @@ def main() -> int:
           f"{args.repeats} repeats, {args.workers} loader workers, {torch.get_num_threads()} torch threads, "
           f"{device} ({where})")  # fmt: skip
     for name, values in results.items():
-        print(f"  {name:<5} img/s: median {statistics.median(values):7.2f}   runs {', '.join(f'{v:.2f}' for v in values)}")
+        runs_text = ", ".join(f"{v:.2f}" for v in values)
+        print(f"  {name:<5} img/s: median {statistics.median(values):7.2f}   runs {runs_text}")
     print(f"  ratio ours/bare: {ours_ / bare:.3f} (target >= 0.95)")
     return 0
 

@@ -66,8 +66,8 @@ def throughput(model_name: str, mode: str, dataset, *, batch: int, iters: int, w
     if cuda:
         torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
-    return {"img_s": stats["img_s"], "peak_gib": peak,
-            "loss": stats["loss"], "skipped": stats["skipped_steps"], "dtype": str(amp_dtype).replace("torch.", "")}  # fmt: skip
+    return {"img_s": stats["img_s"], "peak_gib": peak, "loss": stats["loss"], "skipped": stats["skipped_steps"],
+            "dtype": str(amp_dtype).replace("torch.", "")}  # fmt: skip
 
 
 def end_to_end(tmp: Path, device: str = "cuda") -> str:
@@ -91,7 +91,8 @@ def end_to_end(tmp: Path, device: str = "cuda") -> str:
     rows = (run / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 3, rows
     scaler = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["scaler"]
-    return f"ok: 3 epochs (2 + resume 1), metrics rows {len(rows)}, scaler state {'saved' if scaler else 'none (no fp16 in this run)'}"
+    scaler_text = "saved" if scaler else "none (no fp16 in this run)"
+    return f"ok: 3 epochs (2 + resume 1), metrics rows {len(rows)}, scaler state {scaler_text}"
 
 
 def main() -> int:
@@ -148,8 +149,9 @@ def main() -> int:
                     continue
                 ok = math.isfinite(r["loss"]) and r["skipped"] < args.iters
                 failures += not ok
-                print(f"| {model_name} | {mode} ({r['dtype']}) | {args.batch} | {r['img_s']:.1f} | {r['peak_gib']:.2f} | "
-                      f"{r['loss']:.3f}{'' if ok else ' NOT FINITE'} |")  # fmt: skip
+                loss_text = f"{r['loss']:.3f}" + ("" if ok else " NOT FINITE")
+                print(f"| {model_name} | {mode} ({r['dtype']}) | {args.batch} | {r['img_s']:.1f} "
+                      f"| {r['peak_gib']:.2f} | {loss_text} |")  # fmt: skip
                 if device == "cuda":
                     torch.cuda.empty_cache()
         print(f"\nend-to-end train() on {device} with AMP + EMA + channels_last (CUDA only), then resume:")

@@ -123,9 +123,11 @@ def format_summary(
         lines.append(f"stopped early: {stopped}")
     if rows:
         last = rows[-1]
-        lines.append(f"last epoch {last['epoch']}: loss {last['loss']:.4f}, {last['img_s']:.1f} img/s, lr {last['lr']:.3g}")
+        lines.append(f"last epoch {last['epoch']}: loss {last['loss']:.4f}, {last['img_s']:.1f} img/s, "
+                     f"lr {last['lr']:.3g}")  # fmt: skip
         if last.get("map") is not None:
-            lines.append(f"  val map {last['map']:.4f}  map50 {last['map50']:.4f}  map75 {last.get('map75', float('nan')):.4f}")
+            lines.append(f"  val map {last['map']:.4f}  map50 {last['map50']:.4f}  "
+                         f"map75 {last.get('map75', float('nan')):.4f}")  # fmt: skip
     if best.get("epoch") is not None:
         lines.append(f"best {best_metric} {best['value']:.4f} at epoch {best['epoch']}")
     else:

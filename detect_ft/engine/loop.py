@@ -124,8 +124,9 @@ def train_one_epoch(
         if progress:
             elapsed = time.perf_counter() - start
             shown = {k: v / max(finite_batches, 1) for k, v in sums.items()}
-            bar.set_postfix({**{k: f"{v:.3f}" for k, v in shown.items()}, "lr": f"{optimizer.param_groups[0]['lr']:.2e}",
-                             "img/s": f"{images_seen / elapsed:.1f}"}, refresh=False)  # fmt: skip
+            postfix = {k: f"{v:.3f}" for k, v in shown.items()}
+            postfix.update(lr=f"{optimizer.param_groups[0]['lr']:.2e}", **{"img/s": f"{images_seen / elapsed:.1f}"})
+            bar.set_postfix(postfix, refresh=False)
         iterations += 1
         bar.update(1)
     seconds = time.perf_counter() - start

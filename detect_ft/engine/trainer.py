@@ -51,12 +51,14 @@ def train(cfg: Config, progress: bool = True) -> Path:
         DetectFTError: a bad resume checkpoint, or ``train.max_nonfinite`` non-finite losses in a row.
     """
     deterministic_before = torch.are_deterministic_algorithms_enabled()
+    group_before = torch.distributed.is_available() and torch.distributed.is_initialized()
     info, device = dist_utils.init_distributed(cfg.train.device)
     try:
         return _train(cfg, info, device, progress)
     finally:
         torch.use_deterministic_algorithms(deterministic_before)
-        dist_utils.cleanup_distributed()
+        if not group_before:  # a process group the caller set up is the caller's to end
+            dist_utils.cleanup_distributed()
 
 
 def _train(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progress: bool) -> Path:
