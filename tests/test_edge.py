@@ -1,0 +1,99 @@
+"""The torch-free edge runtime: works with torch unimportable, preprocesses as training did, and the
+deployment example in docs/deploy.md runs with only onnxruntime, numpy and OpenCV."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from detect_ft.edge import EdgeDetector, preprocess, read_image
+from detect_ft.errors import DetectFTError
+from detect_ft.evaluation.evaluator import torch_predictor
+from detect_ft.export import compare_detections
+from test_export_support import CATEGORY_IDS, CLASSES, unverified_export
+
+REPO = Path(__file__).resolve().parents[1]
+BLOCK_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return unverified_export(tmp_path_factory.mktemp("edge"))
+
+
+def _run(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+def test_edge_runs_with_torch_unimportable(exported):
+    image = next(exported["images"].glob("*.jpg"))
+    code = BLOCK_TORCH + (
+        "import json\n"
+        "from detect_ft.edge import EdgeDetector, read_image\n"
+        "d = EdgeDetector(sys.argv[1], threads=1)\n"
+        "r = d.predict(read_image(sys.argv[2]))\n"
+        "assert sys.modules['torch'] is None\n"
+        "print(json.dumps({'boxes': r['boxes'].tolist(), 'scores': r['scores'].tolist(), "
+        "'labels': r['labels'].tolist(), 'names': r['names'], 'ids': d.category_ids}))\n"
+    )
+    proc = _run(code, str(exported["onnx"]), str(image))
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["ids"] == CATEGORY_IDS and set(got["names"]) <= set(CLASSES) and len(got["scores"]) > 0
+    ref = torch_predictor(exported["model"], "cpu")([read_image(image)])[0]
+    stats = compare_detections([ref], [{k: np.asarray(got[k]) for k in ("boxes", "scores", "labels")}])
+    assert stats["match_rate"] == 1.0 and stats["max_score_diff"] < 1e-3
+
+
+def test_predict_cli_with_onnx_never_imports_torch(exported, tmp_path):
+    code = BLOCK_TORCH + "from detect_ft.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
+    proc = _run(code, "predict", str(exported["onnx"]), str(exported["images"]), "--output", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "predictions.json").is_file()
+
+
+def test_deploy_doc_example_runs_with_onnxruntime_numpy_opencv_only(exported):
+    text = (REPO / "docs" / "deploy.md").read_text()
+    example = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    assert len(example.strip().splitlines()) <= 25
+    blocked = BLOCK_TORCH + "sys.modules['detect_ft'] = None\n"  # the device has no detect-ft either
+    image = sorted(exported["images"].glob("*.jpg"))[0]
+    proc = _run(blocked + example, str(exported["onnx"]), str(image))
+    assert proc.returncode == 0, proc.stderr
+    expected = EdgeDetector(exported["onnx"], conf=0.3).predict(read_image(image))
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == len(expected["scores"]) > 0
+    assert all(re.match(r"(circle|square) \(id (5|9)\) \d\.\d\d at \[", line) for line in lines)
+
+
+def test_preprocess_reproduces_the_training_tensor(exported):
+    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    spec = EdgeDetector(exported["onnx"]).metadata["input"]
+    expected = torch.from_numpy(image).permute(2, 0, 1).float().div(255).numpy()  # torch_predictor's conversion
+    np.testing.assert_allclose(preprocess(image, spec), expected, rtol=1e-6, atol=1e-7)
+    assert preprocess(image, {**spec, "batch_dim": True}).shape == (1, 3, 37, 53)
+    with pytest.raises(DetectFTError, match="RGB uint8"):
+        preprocess(image.astype(np.float32), spec)
+
+
+def test_models_without_metadata_or_files_are_reported(tmp_path):
+    node = onnx.helper.make_node("Identity", ["image"], ["out"])
+    value = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph([node], "g", [value("image", onnx.TensorProto.FLOAT, [3, 4, 4])],
+                                   [value("out", onnx.TensorProto.FLOAT, [3, 4, 4])])  # fmt: skip
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), tmp_path / "plain.onnx")
+    with pytest.raises(DetectFTError, match="no 'detect_ft' metadata"):
+        EdgeDetector(tmp_path / "plain.onnx")
+    with pytest.raises(DetectFTError, match="not found"):
+        EdgeDetector(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(DetectFTError, match="not a loadable ONNX model"):
+        EdgeDetector(tmp_path / "junk.onnx")
