@@ -218,3 +218,24 @@ def test_best_checkpoint_and_early_stopping_follow_the_chosen_metric(data_dir, t
     last = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
     assert best["epoch"] == 1 and last["epoch"] == 3 and last["trainer"]["stale"] == 2
     assert "stopped early: map50 did not improve for 2 validations" in capsys.readouterr().out
+
+
+RACCOON = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "raccoon-voc"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not RACCOON.is_dir(), reason="../shared/datasets/raccoon-voc is absent")
+def test_trains_on_the_real_raccoon_voc_split(tmp_path) -> None:
+    """Real photos of many sizes through the VOC adapter, the doctor, augmentation and validation."""
+    out = tmp_path / "run"
+    cfg = load_config(None, [
+        f"model.name={MODEL}", "model.weights=none", "model.min_size=160", "model.max_size=160",
+        "data.format=voc", f"data.root={RACCOON}", "data.train=train", "data.val=val", "augment.preset=ssd",
+        "train.epochs=1", "train.batch_size=4", "train.workers=2", "train.max_iters_per_epoch=3",
+        "train.aspect_ratio_grouping=true", f"output.dir={out}",
+    ])  # fmt: skip
+    trainer_module.train(cfg, progress=False)
+    row = json.loads((out / "metrics.jsonl").read_text())
+    assert row["iterations"] == 3 and math.isfinite(row["loss"]) and 0 <= row["map"] <= 1
+    checkpoint = torch.load(out / "checkpoints" / "best.pt", weights_only=False)
+    assert checkpoint["class_names"] == ["raccoon"]
