@@ -127,6 +127,8 @@ def test_match_detections_pairs_by_label_and_iou():
     stats = compare_detections([ref], [cand])
     assert stats["matched"] == 2 and stats["max_score_diff"] == pytest.approx(0.8)
     assert stats["max_box_diff"] == pytest.approx(0.1, abs=1e-4)
+    point = {"boxes": np.array([[5, 5, 5, 5]], np.float32), "scores": np.array([0.5]), "labels": np.array([1])}
+    assert compare_detections([point], [point])["matched"] == 1  # zero-area boxes have no IoU
 
 
 def test_export_without_val_split_names_the_fix(tmp_path, capsys):

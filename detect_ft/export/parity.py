@@ -44,7 +44,8 @@ def match_detections(reference: dict, candidate: dict, iou_thresh: float = 0.99)
         reference, candidate: ``boxes`` (N, 4) xyxy, ``scores`` (N,), ``labels`` (N,).
 
     Returns:
-        ``(ref_index, cand_index)`` int arrays of the matched pairs (same label, IoU >= ``iou_thresh``),
+        ``(ref_index, cand_index)`` int arrays of the matched pairs (same label, IoU >= ``iou_thresh`` or
+        every coordinate within 0.01 px),
         reference detections taken in descending score order, each paired with its best free candidate.
     """
     ref_boxes = np.asarray(reference["boxes"]).reshape(-1, 4)
@@ -54,6 +55,8 @@ def match_detections(reference: dict, candidate: dict, iou_thresh: float = 0.99)
     if not len(ref_boxes) or not len(cand_boxes):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     iou = box_iou(ref_boxes, cand_boxes)
+    # Zero-area boxes (untrained FCOS emits them) have no IoU; equal within 0.01 px counts as a match.
+    iou[np.abs(ref_boxes[:, None, :] - cand_boxes[None, :, :]).max(-1) <= 0.01] = 1.0
     iou[ref_labels[:, None] != cand_labels[None, :]] = -1.0
     free = np.ones(len(cand_boxes), bool)
     pairs = []
