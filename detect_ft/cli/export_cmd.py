@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="config whose data.val is the parity split (default: the checkpoint's config)")  # fmt: skip
     parser.add_argument("--no-verify", action="store_true", help="skip the PyTorch/onnxruntime parity check")
     parser.add_argument("--int8", action="store_true", help="also write MODEL.int8.onnx (static INT8, QDQ)")
+    parser.add_argument("--json", default=None, metavar="OUT",
+                        help="also write the export report (parity, mAPs, latencies) as JSON")  # fmt: skip
     parser.add_argument("--calib", default=None, metavar="CONFIG",
                         help="config whose data.train gives the INT8 calibration images (default: the one above)")  # fmt: skip
 
@@ -61,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
         extra_metadata={"source_checkpoint": str(args.checkpoint), "epoch": meta.get("epoch")}, progress=True,
     )  # fmt: skip
     print(format_report(report))
+    if args.json:
+        from detect_ft.io import write_json_atomic
+
+        write_json_atomic(args.json, report)
+        print(f"wrote {args.json}")
     return 0
 
 

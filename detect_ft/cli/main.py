@@ -13,7 +13,7 @@ from types import ModuleType
 
 from detect_ft import __version__
 from detect_ft.errors import DetectFTError
-from detect_ft.cli import check_data_cmd, convert_cmd, models_cmd
+from detect_ft.cli import check_data_cmd, convert_cmd, demo_cmd, models_cmd
 from detect_ft.cli import eval_cmd
 from detect_ft.cli import export_cmd, predict_cmd
 from detect_ft.cli import train_cmd
@@ -24,6 +24,7 @@ COMMANDS: dict[str, ModuleType] = {
     "predict": predict_cmd,
     "eval": eval_cmd,
     "check-data": check_data_cmd,
+    "demo": demo_cmd,
     "convert": convert_cmd,
     "train": train_cmd,
 }

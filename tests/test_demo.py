@@ -1,0 +1,35 @@
+"""The README's main job end to end at a reduced size: data, train, eval, export, predict, report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from detect_ft.cli.main import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_demo_pipeline_end_to_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)  # the demo reads configs/demo.yaml as the README's command does
+    run_dir = tmp_path / "run"
+    code = main([
+        "demo", "--data", str(tmp_path / "data"), "--train-images", "12", "--val-images", "6",
+        "--heldout-images", "2", "--image-size", "96",
+        "model.weights=none", "model.min_size=96", "train.epochs=1", "train.batch_size=4", "train.workers=0",
+        "export.max_map_drop=100", f"output.dir={run_dir}",
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for step in ("detect-ft train", "detect-ft eval", "detect-ft export", "detect-ft predict"):
+        assert step in out
+    report = (run_dir / "report.md").read_text()
+    for section in ("## Validation mAP", "## PyTorch vs ONNX", "## Plots", "## Config", "circle", "PyTorch (eager)"):
+        assert section in report
+    assert (run_dir / "model.onnx").stat().st_size > 0
+    predictions = sorted((run_dir / "predictions").glob("*.png")) + sorted((run_dir / "predictions").glob("*.jpg"))
+    assert len(predictions) == 2
+    for picture in predictions:
+        assert picture.name in report
+    assert isinstance(json.loads((run_dir / "predictions" / "predictions.json").read_text()), list)
+    assert json.loads((run_dir / "eval" / "metrics.json").read_text())["num_images"] == 6
