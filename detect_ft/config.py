@@ -71,6 +71,12 @@ class DataConfig:
     on_duplicate_box: Policy = "drop"
     on_unknown_class: Policy = "error"
 
+    def split_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``detect_ft.data.doctor.prepare_split`` (all but ``split`` and ``classes``)."""
+        policies = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name.startswith("on_")}
+        return dict(format=self.format, root=self.root, images=self.images, keep_background=self.keep_background,
+                    policies=policies)  # fmt: skip
+
     def check(self) -> None:
         for key in ("on_missing_image", "on_size_mismatch", "on_unknown_class", "on_degenerate_box"):
             if getattr(self, key) == "clip":

@@ -31,13 +31,11 @@ def benchmark(cfg, weights: list[str], split_name: str) -> list[dict]:
     split = getattr(cfg.data, split_name)
     if not split:
         raise DetectFTError(f"config key 'data.{split_name}' is empty; set it to the split to score")
-    policies = {f.name: getattr(cfg.data, f.name) for f in dataclasses.fields(cfg.data) if f.name.startswith("on_")}
     results = []
     for path in weights:
         predict_batch, meta = load_predictor(path, cfg.train.device)
-        dataset, _ = prepare_split(format=cfg.data.format, root=cfg.data.root, split=split, images=cfg.data.images,
-                                   classes=meta.get("class_names") or list(cfg.data.classes) or None,
-                                   keep_background=cfg.data.keep_background, policies=policies)  # fmt: skip
+        dataset, _ = prepare_split(split=split, classes=meta.get("class_names") or list(cfg.data.classes) or None,
+                                   **cfg.data.split_options())  # fmt: skip
         # One warm-up batch so lazy CUDA/cuDNN initialisation is not billed to the first model.
         warm = dataclasses.replace(dataset, records=dataset.records[: cfg.eval.batch_size])
         predict_records(predict_batch, warm, batch_size=cfg.eval.batch_size, progress=False)

@@ -8,7 +8,6 @@ beside it; ``--predictions`` also writes the detections in COCO results format.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
@@ -83,9 +82,5 @@ def load_eval_split(cfg: Config, split: str, class_names: list[str]) -> DatasetR
     the model's class order (label k = class_names[k-1]) so predictions and ground truth agree."""
     from detect_ft.data.doctor import prepare_split
 
-    data = cfg.data
-    policies = {f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.name.startswith("on_")}
-    dataset, _ = prepare_split(format=data.format, root=data.root, split=split, images=data.images,
-                               classes=list(class_names) or None, keep_background=data.keep_background,
-                               policies=policies)  # fmt: skip
+    dataset, _ = prepare_split(split=split, classes=list(class_names) or None, **cfg.data.split_options())
     return dataset

@@ -7,7 +7,6 @@ The validation split comes from the checkpoint's own config unless ``--config`` 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 HELP = "export a checkpoint to ONNX, check it against PyTorch on the validation split, optionally INT8"
 
@@ -97,11 +96,7 @@ def _checkpoint_config(meta: dict, overrides: list[str], checkpoint: str):
 def _split(cfg, split: str, class_names: list[str]):
     from detect_ft.data.doctor import prepare_split
 
-    data = cfg.data
-    policies = {f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.name.startswith("on_")}
-    dataset, _ = prepare_split(format=data.format, root=data.root, split=split, images=data.images,
-                               classes=list(class_names), keep_background=data.keep_background,
-                               policies=policies)  # fmt: skip
+    dataset, _ = prepare_split(split=split, classes=list(class_names), **cfg.data.split_options())
     return dataset
 
 

@@ -10,7 +10,6 @@ EMA model) and writing files while the others wait. This is the only engine modu
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 import shutil
@@ -221,8 +220,7 @@ def _load_data(cfg: Config, say) -> tuple[Any, Any]:
     d = cfg.data
     if not d.train:
         raise DetectFTError("config key 'data.train' is empty; set it to the training split (file, folder or name)")
-    policies = {f.name: getattr(d, f.name) for f in dataclasses.fields(d) if f.name.startswith("on_")}
-    common = dict(format=d.format, root=d.root, images=d.images, keep_background=d.keep_background, policies=policies)
+    common = d.split_options()
     train_records, report = prepare_split(split=d.train, classes=list(d.classes) or None, **common)
     say(f"train: {len(train_records)} images, {train_records.num_boxes} boxes, classes {train_records.class_names} "
         f"({len(report.findings)} findings handled by the data.on_* policies)")  # fmt: skip

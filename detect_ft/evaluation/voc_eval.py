@@ -18,7 +18,9 @@ from detect_ft.evaluation.checks import check_predictions, ground_truth_ignore
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (N, M) between xyxy boxes ``a`` (N, 4) and ``b`` (M, 4)."""
+    """IoU matrix (N, M) between xyxy boxes ``a`` (N, 4) and ``b`` (M, 4); 0 where the union is empty."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.clip(rb - lt, 0, None).prod(-1)

@@ -20,21 +20,9 @@ import numpy as np
 
 from detect_ft.data.records import DatasetRecords
 from detect_ft.errors import DetectFTError
+from detect_ft.evaluation.voc_eval import box_iou
 
 PredictBatch = Callable[[list[np.ndarray]], list[dict]]
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (len(a), len(b)) of xyxy boxes."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def match_detections(reference: dict, candidate: dict, iou_thresh: float = 0.99) -> tuple[np.ndarray, np.ndarray]:
