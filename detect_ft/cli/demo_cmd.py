@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     size = args.image_size
     make_synthetic_dataset(data / "shapes", num_train=args.train_images, num_val=args.val_images, image_size=size,
                            classes=classes, seed=0)  # fmt: skip
-    make_synthetic_dataset(data / "heldout", num_train=0, num_val=args.heldout_images, image_size=size,
-                           classes=classes, seed=1)  # fmt: skip
+    heldout = _png_copies(make_synthetic_dataset(data / "heldout", num_train=0, num_val=args.heldout_images,
+                                                 image_size=size, classes=classes, seed=1) / "images")  # fmt: skip
     overrides += _weights_fallback(cfg.model.name, cfg.model.weights)
 
     best = run_dir / "checkpoints" / "best.pt"
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         ("train", ["train", args.config, *overrides]),
         ("eval", ["eval", args.config, *overrides, "--weights", str(best), "--json", str(run_dir / "eval" / "metrics.json")]),
         ("export", ["export", str(best), "--output", str(onnx_path), "--json", str(run_dir / "export.json")]),
-        ("predict", ["predict", str(onnx_path), str(data / "heldout" / "images"), "--output",
+        ("predict", ["predict", str(onnx_path), str(heldout), "--output",
                      str(run_dir / "predictions"), "--conf", "0.3"]),
     ]  # fmt: skip
     seconds: dict[str, float] = {}
@@ -76,6 +76,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n== done in {time.perf_counter() - started:.0f} s "
           f"(train + eval + export + predict: {sum(seconds.values()):.0f} s); report: {report}")  # fmt: skip
     return 0
+
+
+def _png_copies(folder: Path) -> Path:
+    """PNG copies of the held-out JPEGs, so that their annotated pictures are written losslessly."""
+    import cv2
+
+    target = folder.parent / "png"
+    target.mkdir(exist_ok=True)
+    for jpeg in sorted(folder.glob("*.jpg")):
+        cv2.imwrite(str(target / f"{jpeg.stem}.png"), cv2.imread(str(jpeg)))
+    return target
 
 
 def _weights_fallback(model_name: str, weights: str) -> list[str]:
