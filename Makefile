@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow
+.PHONY: setup demo test test-fast
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -17,7 +17,7 @@ demo: setup
 	$(BIN)/detect-ft demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-test-slow: setup
-	$(BIN)/python -m pytest -q -m slow
+test-fast: setup
+	$(BIN)/python -m pytest -q
