@@ -19,7 +19,7 @@ import torch.nn as nn
 from detect_ft.errors import ConfigError, WeightsError
 from detect_ft.models.finetune import backbone_stages, freeze_batchnorm, set_trainable_backbone_layers
 from detect_ft.models.registry import MODELS, ModelSpec, coco_category_names
-from detect_ft.models.weights import SourceWeights, fetch_state_dict, read_weights_file
+from detect_ft.models.weights import SourceWeights, download_error, fetch_state_dict, read_weights_file
 
 
 def build_model(
@@ -91,9 +91,8 @@ def _download_errors(weights) -> Iterator[None]:
     """Turn a failed download inside a torchvision builder into the WeightsError that names the fix."""
     try:
         yield
-    except OSError:  # URLError and socket errors are OSErrors
-        fetch_state_dict(weights)  # raises the WeightsError when neither cached nor downloadable
-        raise
+    except OSError as exc:  # URLError, socket and HTTP errors are all OSErrors
+        raise download_error(weights, exc) from None
 
 
 @torch.no_grad()

@@ -8,7 +8,6 @@ cache folder and how to pass a local file instead.
 from __future__ import annotations
 
 import os
-import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,15 +43,19 @@ def fetch_state_dict(weights: WeightsEnum) -> dict[str, torch.Tensor]:
     Raises:
         WeightsError: offline (or the download failed) and the file is not cached.
     """
-    file_name = os.path.basename(weights.url)
     try:
         return weights.get_state_dict(progress=True, check_hash=True)
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
-        raise WeightsError(
-            f"cannot download pretrained weights {file_name} ({exc}); put the file into the torch hub cache "
-            f"{cache_dir()} (from {weights.url}), or pass a local file with model.weights=/path/to/weights.pth, "
-            f"or train from scratch with model.weights=none"
-        ) from None
+    except OSError as exc:  # URLError, socket and HTTP errors are all OSErrors
+        raise download_error(weights, exc) from None
+
+
+def download_error(weights: WeightsEnum, exc: BaseException) -> WeightsError:
+    """The error for weights that are neither cached nor downloadable: names the file, cache and fixes."""
+    return WeightsError(
+        f"cannot download pretrained weights {os.path.basename(weights.url)} ({exc}); put the file into the "
+        f"torch hub cache {cache_dir()} (from {weights.url}), or pass a local file with "
+        f"model.weights=/path/to/weights.pth, or train from scratch with model.weights=none"
+    )
 
 
 def read_weights_file(path: str | os.PathLike, model_name: str) -> SourceWeights:
