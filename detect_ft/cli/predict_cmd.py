@@ -34,7 +34,11 @@ def run(args: argparse.Namespace) -> int:
         detector = EdgeDetector(args.model, threads=args.threads)
         predict_batch, class_names, category_ids = detector.predict_batch, detector.class_names, detector.category_ids
     else:
-        predict_batch, class_names, category_ids = _torch_predictor(args.model, args.device)
+        from detect_ft.evaluation.evaluator import load_predictor
+
+        predict_batch, meta = load_predictor(args.model, args.device)
+        class_names = list(meta["class_names"])
+        category_ids = list(meta.get("category_ids") or range(1, len(class_names) + 1))
     summary = predict_source(predict_batch, args.source, args.output, class_names=class_names,
                              category_ids=category_ids, conf=args.conf)  # fmt: skip
     print(f"{summary['detections']} detections in {summary['images']} images/frames (conf >= {args.conf})")
@@ -45,16 +49,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {summary['predictions']}")
     return 0
 
-
-def _torch_predictor(checkpoint: str, device: str):
-    import torch
-
-    from detect_ft.evaluation.evaluator import torch_predictor
-    from detect_ft.models import load_detector
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, meta = load_detector(checkpoint)
-    class_names = list(meta["class_names"])
-    category_ids = list(meta.get("category_ids") or range(1, len(class_names) + 1))
-    return torch_predictor(model, device), class_names, category_ids
