@@ -25,7 +25,7 @@ from detect_ft.models import MODELS, build_model
 
 CLASSES = ["circle", "square"]
 CATEGORY_IDS = [5, 9]  # not 1..K, so tests see the ids mapped back
-FAST_MODELS = ["ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn"]
+FAST_MODELS = ["ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn", "ssdlite320_efficientnet_lite0"]
 
 
 def model_options(name: str, side: int = 128) -> dict:

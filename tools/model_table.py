@@ -1,5 +1,8 @@
 """Print the README's model table: COCO box mAP (torchvision's metadata), parameters, CPU latency here.
 
+Models on a timm backbone have no COCO weights (their column says so); their parameter count is
+counted on the built model (80 classes, as torchvision's COCO figures count).
+
     python tools/model_table.py [--threads 2] [--runs 10] [--models NAME ...]
 
 Latency is batch-1 eager PyTorch inference on a 640x480 image at each model's default input size,
@@ -19,8 +22,7 @@ import torch
 from detect_ft.models import MODELS, build_model
 
 
-def latency_ms(name: str, runs: int) -> float:
-    model = build_model(name, 80, weights="none").eval()
+def latency_ms(model: torch.nn.Module, runs: int) -> float:
     image = [torch.rand(3, 480, 640)]
     times = []
     with torch.inference_mode():
@@ -42,9 +44,14 @@ def main() -> None:
     print(f"| model | COCO box mAP | params (M) | CPU latency, {args.threads} threads (ms) |")
     print("| --- | ---: | ---: | ---: |")
     for name in args.models:
-        meta = MODELS[name].coco_weights.meta
-        box_map = meta["_metrics"]["COCO-val2017"]["box_map"]
-        print(f"| {name} | {box_map:.1f} | {meta['num_params'] / 1e6:.1f} | {latency_ms(name, args.runs):.0f} |", flush=True)
+        model = build_model(name, 80, weights="none").eval()
+        weights = MODELS[name].coco_weights
+        if weights is not None:
+            box_map = f"{weights.meta['_metrics']['COCO-val2017']['box_map']:.1f}"
+            params = weights.meta["num_params"]
+        else:
+            box_map, params = "- (ImageNet backbone)", sum(p.numel() for p in model.parameters())
+        print(f"| {name} | {box_map} | {params / 1e6:.1f} | {latency_ms(model, args.runs):.0f} |", flush=True)
 
 
 if __name__ == "__main__":

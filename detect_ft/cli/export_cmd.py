@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         category_ids=meta.get("category_ids"), opset=opset, val_dataset=val,
         max_map_drop=cfg.export.max_map_drop, score_thresh=cfg.eval.score_thresh, backend=cfg.eval.backend,
         int8=args.int8, calib_images=calib,
-        extra_metadata={"source_checkpoint": str(args.checkpoint), "epoch": meta.get("epoch")}, progress=True,
+        extra_metadata={"source_checkpoint": str(args.checkpoint), "epoch": meta.get("epoch"),
+                        "backbone": _backbone(meta["model_name"], cfg.model.backbone)}, progress=True,
     )  # fmt: skip
     print(format_report(report))
     if args.json:
@@ -68,6 +69,14 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(args.json, report)
         print(f"wrote {args.json}")
     return 0
+
+
+def _backbone(model_name: str, configured: str):
+    """The timm backbone of a timm-backbone model (None for torchvision's own backbones)."""
+    from detect_ft.models import MODELS
+
+    spec = MODELS.get(model_name)
+    return (configured or spec.timm_backbone) if spec is not None and spec.timm_backbone else None
 
 
 def _checkpoint_config(meta: dict, overrides: list[str], checkpoint: str):

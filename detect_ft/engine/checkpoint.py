@@ -87,9 +87,20 @@ def save_checkpoint(
         "rng": rng,
         "metrics": metrics or {},
         "trainer": trainer or {},
+        "normalisation": input_normalisation(unwrap(model)),
         "version": __version__,
     }
     torch_save_atomic(checkpoint, path)
+
+
+def input_normalisation(model: nn.Module) -> Optional[dict[str, list[float]]]:
+    """The ``mean`` and ``std`` a torchvision detector's transform normalises [0, 1] RGB inputs with (the
+    backbone's pretraining values), saved in checkpoints so they travel with the weights; None for a
+    model without such a transform."""
+    transform = getattr(model, "transform", None)
+    if transform is None:
+        return None
+    return {"mean": [float(v) for v in transform.image_mean], "std": [float(v) for v in transform.image_std]}
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import torch.nn as nn
 from detect_ft.errors import ConfigError, WeightsError
 from detect_ft.models.finetune import backbone_stages, freeze_batchnorm, set_trainable_backbone_layers
 from detect_ft.models.registry import MODELS, ModelSpec, coco_category_names
+from detect_ft.models.timm_backbone import freeze_body_batchnorm, imagenet_state_dict
 from detect_ft.models.weights import SourceWeights, download_error, fetch_state_dict, read_weights_file
 
 
@@ -28,6 +29,7 @@ def build_model(
     weights: str = "coco",
     class_names: Sequence[str] | None = None,
     *,
+    backbone: str | None = None,
     init_from_coco_names: bool = True,
     trainable_backbone_layers: int | None = None,
     frozen_bn: bool | None = None,
@@ -43,6 +45,8 @@ def build_model(
             ``none`` (random init) or a path to a full-detector state dict / detect-ft checkpoint of the
             same architecture with any class count.
         class_names: K names, used to start head rows from matching source classes.
+        backbone: for models on a timm backbone, another timm model name to use as the backbone
+            (default: the registry's, e.g. ``tf_efficientnet_lite0``).
         trainable_backbone_layers: backbone stages that train, counted from the heads (torchvision's
             meaning); default: torchvision's default with pretrained weights, all stages without.
         frozen_bn: replace backbone BatchNorm by FrozenBatchNorm2d; default: as torchvision does for
@@ -61,7 +65,13 @@ def build_model(
     if class_names is not None and len(class_names) != num_classes:
         raise ConfigError(f"{len(class_names)} class names given for num_classes={num_classes}")
     spec = MODELS[name]
-    if weights == "imagenet":
+    if backbone and not spec.timm_backbone:
+        raise ConfigError(f"model.backbone: {name} has a fixed torchvision backbone; model.backbone applies to the "
+                          f"timm models ({', '.join(n for n, s in MODELS.items() if s.timm_backbone)})")  # fmt: skip
+    if spec.timm_backbone:
+        model, pretrained = _build_timm(name, spec, backbone or spec.timm_backbone, num_classes, weights, class_names,
+                                        init_from_coco_names)  # fmt: skip
+    elif weights == "imagenet":
         # The builder knows which backbone variant the ImageNet weights fit (SSDlite's full-width tail).
         with _download_errors(spec.backbone_weights):
             model = spec.builder(weights=None, weights_backbone=spec.backbone_weights, num_classes=num_classes + 1)
@@ -73,7 +83,7 @@ def build_model(
             load_pretrained(model, name, source, class_names, match_names=init_from_coco_names)
         pretrained = source is not None
 
-    if spec.head_pattern.startswith(r"head\.classification_head\.cls_logits"):
+    if spec.sigmoid_head:
         _silence_background_column(model)
     if frozen_bn if frozen_bn is not None else (pretrained and spec.frozen_bn):
         _freeze_backbone_bn(model, spec)
@@ -112,7 +122,28 @@ def _silence_background_column(model: nn.Module) -> None:
     logits.bias[rows] = -1e4
 
 
+def _build_timm(
+    name: str, spec: ModelSpec, backbone: str, num_classes: int, weights: str, class_names, match_names: bool
+) -> tuple[nn.Module, bool]:
+    """A timm-backbone detector with ``weights`` loaded; and whether anything pretrained was loaded."""
+    model = spec.builder(backbone=backbone, num_classes=num_classes + 1)
+    if weights == "imagenet":
+        state, _ = imagenet_state_dict(backbone, model.backbone.body)
+        model.backbone.body.load_state_dict(state)
+        return model, True
+    if weights == "coco":
+        raise ConfigError(f"model.weights: {name} has no COCO weights (its backbone comes from timm); use "
+                          f"model.weights=imagenet, none, or a detect-ft checkpoint of a {name}")  # fmt: skip
+    source = _source_weights(weights, name, spec)
+    if source is not None:
+        load_pretrained(model, name, source, class_names, match_names=match_names)
+    return model, source is not None
+
+
 def _freeze_backbone_bn(model: nn.Module, spec: ModelSpec) -> None:
+    if spec.family == "timm":  # timm's BatchNormAct2d carries its activation; timm's converter keeps it
+        freeze_body_batchnorm(model.backbone.body)
+        return
     for stage in backbone_stages(model, spec.family):
         for module in stage:
             freeze_batchnorm(module)
@@ -132,7 +163,7 @@ def _backbone_bn_was_frozen(model: nn.Module, name: str, state: dict[str, torch.
 def _source_weights(weights: str, name: str, spec: ModelSpec) -> SourceWeights | None:
     if weights == "none":
         return None
-    if weights == "coco":
+    if weights == "coco" and spec.coco_weights is not None:
         return SourceWeights(fetch_state_dict(spec.coco_weights), coco_category_names(), f"torchvision {spec.coco_weights}")
     if os.path.sep in weights or weights.endswith((".pt", ".pth")) or os.path.exists(weights):
         return read_weights_file(weights, name)
@@ -233,9 +264,9 @@ def _set_input_size(model: nn.Module, name: str, spec: ModelSpec, min_size: int 
         side = min_size or max_size
         if side is None:
             return
-        if name == "ssd300_vgg16" and side != 300:
+        if spec.fixed_side is not None and side != spec.fixed_side:
             # SSD300's default boxes use fixed pixel steps [8 .. 300], so other input sizes misplace them.
-            raise ConfigError(f"model.min_size: ssd300_vgg16 takes 300 px inputs only, got {side}")
+            raise ConfigError(f"model.min_size: {name} takes {spec.fixed_side} px inputs only, got {side}")
         transform.min_size, transform.max_size, transform.fixed_size = (side,), side, (side, side)
         return
     if min_size is not None:
@@ -270,12 +301,16 @@ def load_detector(path: str | os.PathLike, map_location: str | torch.device = "c
     sizes = {k: options[k] for k in ("min_size", "max_size", "score_thresh", "detections_per_img") if k in options}
     model = build_model(
         checkpoint["model_name"], checkpoint["num_classes"], weights="none", class_names=checkpoint.get("class_names"),
-        frozen_bn=False, **sizes,
+        backbone=options.get("backbone") or None, frozen_bn=False, **sizes,
     )
     source = SourceWeights(checkpoint["model"], None, str(path))
     if _backbone_bn_was_frozen(model, checkpoint["model_name"], source.state):
         _freeze_backbone_bn(model, MODELS[checkpoint["model_name"]])
     load_pretrained(model, checkpoint["model_name"], source, checkpoint.get("class_names"))
+    normalisation = checkpoint.get("normalisation")
+    if isinstance(normalisation, dict) and {"mean", "std"} <= set(normalisation):
+        model.transform.image_mean = [float(v) for v in normalisation["mean"]]
+        model.transform.image_std = [float(v) for v in normalisation["std"]]
     model.to(map_location).eval()
     meta = {k: checkpoint.get(k) for k in ("model_name", "num_classes", "class_names", "category_ids", "config", "epoch")}
     return model, meta

@@ -30,6 +30,10 @@ def backbone_stages(model: nn.Module, family: str) -> list[list[nn.Module]]:
         blocks = list(head_part)[:-1] + [[head_part[-1], tail_part[0]]] + list(tail_part)[1:]
         strided = _strided_flags(head_part[:-1]) + [True] + _strided_flags(list(tail_part)[1:])
         return _split_at(blocks, strided)
+    if family == "timm":
+        from detect_ft.models.timm_backbone import body_stages
+
+        return body_stages(model.backbone.body)
     if family == "vgg":
         # Stages start at each max-pool, as in torchvision's _vgg_extractor; the layers from maxpool4 on
         # moved into extra[0], before its new fc6/fc7 block, and maxpool5 (never a stage start) is gone.
