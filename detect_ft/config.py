@@ -32,6 +32,7 @@ Policy = Literal["error", "drop", "clip"]
 class ModelConfig:
     name: str = "ssdlite320_mobilenet_v3_large"
     weights: str = "coco"  # coco | imagenet | none | path to a state dict or detect-ft checkpoint
+    backbone: str = ""  # timm models only: another timm backbone (e.g. convnext_atto); "" = the model's own
     init_from_coco_names: bool = True  # start head rows of classes named like COCO classes from COCO rows
     trainable_backbone_layers: Optional[int] = None  # torchvision semantics; None = torchvision default
     frozen_bn: Optional[bool] = None  # freeze backbone BatchNorm; None: as torchvision does for this model
@@ -52,6 +53,8 @@ class ModelConfig:
                 _positive(f"model.{key}", value)
         if self.trainable_backbone_layers is not None and not 0 <= self.trainable_backbone_layers <= 6:
             _fail("model.trainable_backbone_layers", self.trainable_backbone_layers, "0..6 or null")
+        if self.backbone:
+            _check_backbone(self.name, self.backbone)
 
 
 @dataclass
@@ -115,7 +118,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     backbone_lr_mult: float = 1.0  # backbone LR = lr * this (discriminative learning rates)
     scheduler: Literal["cosine", "multistep", "constant"] = "cosine"
-    warmup_iters: int = 100
+    warmup_iters: Optional[int] = None  # None: 5% of the run's optimizer steps, at most 1000 (engine.optim)
     milestones: list[int] = field(default_factory=list)  # epochs, for scheduler=multistep
     gamma: float = 0.1
     clip_grad_norm: Optional[float] = None
@@ -125,7 +128,7 @@ class TrainConfig:
     channels_last: bool = False
     ema: bool = False
     ema_decay: float = 0.9998
-    eval_interval: int = 1  # validate every N epochs (0: never)
+    eval_interval: Optional[int] = None  # validate every N epochs (0: never); None: about 10 times a run
     best_metric: Literal["map", "map50", "map75"] = "map"
     patience: int = 0  # early stopping after N validations without improvement (0: off)
     max_nonfinite: int = 10  # stop after this many non-finite losses in a row
@@ -138,7 +141,7 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "accumulate", "max_nonfinite"):
             _positive(f"train.{key}", getattr(self, key))
         for key in ("workers", "warmup_iters", "freeze_backbone_epochs", "eval_interval", "patience"):
-            if getattr(self, key) < 0:
+            if getattr(self, key) is not None and getattr(self, key) < 0:
                 _fail(f"train.{key}", getattr(self, key), "an integer >= 0")
         if self.lr <= 0:
             _fail("train.lr", self.lr, "a number > 0")
@@ -198,6 +201,33 @@ class Config:
             check = getattr(getattr(self, section.name), "check", None)
             if check is not None:
                 check()
+
+
+def _check_backbone(model_name: str, backbone: str) -> None:
+    from detect_ft.models import MODELS
+
+    timm_models = [name for name, spec in MODELS.items() if spec.timm_backbone]
+    if not MODELS[model_name].timm_backbone:
+        _fail("model.backbone", backbone, f"'' for {model_name}; a timm backbone needs one of {', '.join(timm_models)}")
+    import timm
+
+    if not timm.is_model(backbone):
+        close = difflib.get_close_matches(backbone, timm.list_models(), n=3, cutoff=0.6)
+        _fail("model.backbone", backbone, "a timm model name" + (f", e.g. {', '.join(close)}" if close else ""))
+
+
+def apply_model_recipe(cfg: Config, explicit: set[str]) -> list[str]:
+    """Set each key of the model's recipe (``ModelSpec.recipe``) that is not in ``explicit``; return them
+    as ``key=value`` strings, for the run to say which settings came from the recipe."""
+    from detect_ft.models import MODELS
+
+    spec = MODELS.get(cfg.model.name)
+    used = []
+    for key, value in spec.recipe if spec else ():
+        if key not in explicit:
+            _apply(cfg, key, value)
+            used.append(f"{key}={value}")
+    return used
 
 
 def _fail(key: str, given: Any, allowed: str) -> typing.NoReturn:
@@ -288,8 +318,10 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML file at ``path`` (if any), then each ``key=value`` override; then check."""
+    """Defaults, then the YAML file at ``path`` (if any), then each ``key=value`` override, then the model's
+    recipe for every key still unset (:func:`apply_model_recipe`); then check."""
     cfg = Config()
+    explicit: set[str] = set()
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -305,11 +337,21 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
                 _fail(str(section), values, "a mapping of keys, for example\n  train:\n    epochs: 5")
             for key, value in values.items():
                 _apply(cfg, f"{section}.{key}", value)
+                explicit.add(f"{section}.{key}")
     for text in overrides or []:
         key, value = parse_override(text)
         _apply(cfg, key, value)
+        explicit.add(key)
+    if cfg.model.name in _model_names():
+        apply_model_recipe(cfg, explicit)
     cfg.check()
     return cfg
+
+
+def _model_names() -> list[str]:
+    from detect_ft.models import list_models
+
+    return list_models()
 
 
 def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:

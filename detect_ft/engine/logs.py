@@ -116,11 +116,16 @@ def format_summary(
     stopped: Optional[str],
     seconds: float,
     files: list[Path],
+    constant_predictions: bool = False,
 ) -> str:
-    """The one-screen end-of-run summary: what was trained, the best epoch and metric, where files are."""
+    """The one-screen end-of-run summary: what was trained, the best epoch and metric, where files are;
+    a warning when the last validation's predictions did not depend on the image."""
     lines = ["", "=" * 72, f"training finished: {model_name}, {len(rows)} epoch rows in {_duration(seconds)}"]
     if stopped:
         lines.append(f"stopped early: {stopped}")
+    if constant_predictions:
+        lines.append("WARNING: the model gives every validation image the same scores: it has not learnt to look at "
+                     "the images yet; train longer (train.epochs), raise train.lr, or shorten train.warmup_iters")  # fmt: skip
     if rows:
         last = rows[-1]
         lines.append(f"last epoch {last['epoch']}: loss {last['loss']:.4f}, {last['img_s']:.1f} img/s, "

@@ -105,6 +105,30 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+# Warm-up is a small share of the run, so a short CPU run leaves it after a few steps and a long GPU run
+# after torchvision's 1000 (a fixed 100 steps was longer than a whole 70-step run, whose LR then never
+# left warm-up).
+AUTO_WARMUP_SHARE = 0.05
+AUTO_WARMUP_MAX = 1000
+MAX_WARMUP_SHARE = 0.25
+
+
+def resolve_warmup_iters(warmup_iters: int | None, total_steps: int) -> tuple[int, str | None]:
+    """Warm-up steps for a run of ``total_steps`` optimizer steps, and a note when it was changed.
+
+    ``None`` gives ``AUTO_WARMUP_SHARE`` of the run (at least 1 step, at most ``AUTO_WARMUP_MAX``); an
+    explicit value longer than ``MAX_WARMUP_SHARE`` of the run is shortened to that, and said.
+    """
+    total_steps = max(int(total_steps), 1)
+    if warmup_iters is None:
+        return min(AUTO_WARMUP_MAX, max(1, round(AUTO_WARMUP_SHARE * total_steps))), None
+    cap = max(1, int(MAX_WARMUP_SHARE * total_steps))
+    if warmup_iters > cap:
+        return cap, (f"train.warmup_iters={warmup_iters} is over {MAX_WARMUP_SHARE:.0%} of this run's {total_steps} "
+                     f"optimizer steps; warming up for {cap} steps instead")  # fmt: skip
+    return warmup_iters, None
+
+
 def optimizer_steps_per_epoch(iters_per_epoch: int, accumulate: int) -> int:
     """Optimizer steps in an epoch of ``iters_per_epoch`` batches: the last partial accumulation steps too."""
     return math.ceil(iters_per_epoch / max(accumulate, 1))

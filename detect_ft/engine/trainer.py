@@ -28,9 +28,12 @@ from detect_ft.engine.checkpoint import (
 from detect_ft.engine.ema import ModelEMA, unwrap
 from detect_ft.engine.logs import MetricsLog, format_summary, log_tensorboard, open_tensorboard, write_plots
 from detect_ft.engine.loop import train_one_epoch
-from detect_ft.engine.optim import build_optimizer, build_scheduler, optimizer_steps_per_epoch
+from detect_ft.engine.optim import (
+    build_optimizer, build_scheduler, optimizer_steps_per_epoch, resolve_warmup_iters,
+)  # fmt: skip
 from detect_ft.errors import DetectFTError
 from detect_ft.io import atomic_path
+from detect_ft.models import MODELS
 
 __all__ = ["train", "train_one_epoch", "seed_everything"]
 
@@ -79,7 +82,7 @@ def _train(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progres
     if info.distributed and t.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
-    if t.channels_last and device.type == "cuda":
+    if t.channels_last:  # faster on GPUs, and for depthwise convs (EfficientNet, MobileNet) on CPUs too
         model.to(memory_format=torch.channels_last)
     seed_everything(t.seed + info.rank)  # per-rank randomness (e.g. Faster R-CNN's box sampling)
 
@@ -95,8 +98,11 @@ def _train(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progres
     optimizer = build_optimizer(model, cfg.model.name, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
                                 nesterov=t.nesterov, weight_decay=t.weight_decay,
                                 backbone_lr_mult=t.backbone_lr_mult)  # fmt: skip
+    warmup_iters, warmup_note = resolve_warmup_iters(t.warmup_iters, t.epochs * steps_per_epoch)
+    if warmup_note:
+        say(warmup_note)
     scheduler = build_scheduler(optimizer, scheduler=t.scheduler, total_steps=t.epochs * steps_per_epoch,
-                                steps_per_epoch=steps_per_epoch, warmup_iters=t.warmup_iters,
+                                steps_per_epoch=steps_per_epoch, warmup_iters=warmup_iters,
                                 milestones=t.milestones, gamma=t.gamma)  # fmt: skip
     amp_dtype = _amp_dtype(t.amp, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
@@ -192,7 +198,7 @@ def _train(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progres
         say(format_summary(run_dir=run_dir, model_name=cfg.model.name, rows=log.rows,
                            best={"value": state["best_value"], "epoch": state["best_epoch"]},
                            best_metric=t.best_metric, stopped=stopped, seconds=time.perf_counter() - started,
-                           files=files))  # fmt: skip
+                           files=files, constant_predictions=bool(metrics.get("constant_predictions"))))  # fmt: skip
     dist_utils.barrier()
     return run_dir
 
@@ -235,7 +241,8 @@ def _build_model(cfg: Config, num_classes: int, class_names: list[str]) -> torch
     from detect_ft.models import build_model
 
     m = cfg.model
-    return build_model(m.name, num_classes, m.weights, class_names, init_from_coco_names=m.init_from_coco_names,
+    return build_model(m.name, num_classes, m.weights, class_names, backbone=m.backbone or None,
+                       init_from_coco_names=m.init_from_coco_names,
                        trainable_backbone_layers=m.trainable_backbone_layers, frozen_bn=m.frozen_bn,
                        min_size=m.min_size, max_size=m.max_size, score_thresh=m.score_thresh,
                        detections_per_img=m.detections_per_img)  # fmt: skip
@@ -287,8 +294,13 @@ def _check_resumable(checkpoint: dict, cfg: Config, class_names: list[str], path
                             f"{class_names}; resume with the same data.classes")  # fmt: skip
 
 
+def eval_interval(eval_interval: Optional[int], epochs: int) -> int:
+    """Epochs between validations: as given, or (None) about ten validations a run, the last epoch always."""
+    return max(1, round(epochs / 10)) if eval_interval is None else eval_interval
+
+
 def _validate_now(cfg: Config, val_records, epoch: int) -> bool:
-    interval = cfg.train.eval_interval
+    interval = eval_interval(cfg.train.eval_interval, cfg.train.epochs)
     return bool(val_records) and interval > 0 and ((epoch + 1) % interval == 0 or epoch + 1 == cfg.train.epochs)
 
 
@@ -309,9 +321,14 @@ def _banner(cfg: Config, info, device: torch.device, amp_dtype, num_images: int,
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     amp = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16 + GradScaler"}[amp_dtype]
     t = cfg.train
-    return (f"training {cfg.model.name} on {device} ({where}), {info.world_size} process(es), AMP {amp}, "
-            f"batch {t.batch_size} per process x accumulate {t.accumulate}, {iters} iterations/epoch, "
-            f"{t.epochs} epochs -> {cfg.output.dir}")  # fmt: skip
+    banner = (f"training {cfg.model.name} on {device} ({where}), {info.world_size} process(es), AMP {amp}, "
+              f"batch {t.batch_size} per process x accumulate {t.accumulate}, {iters} iterations/epoch, "
+              f"{t.epochs} epochs -> {cfg.output.dir}")  # fmt: skip
+    recipe = MODELS[cfg.model.name].recipe
+    if recipe:
+        banner += (f"\n{cfg.model.name}'s recipe, used for the keys the config leaves unset: "
+                   + ", ".join(f"{key}={value}" for key, value in recipe))  # fmt: skip
+    return banner
 
 
 def _epoch_line(row: dict[str, Any], epochs: int, state: dict[str, Any], best_metric: str) -> str:

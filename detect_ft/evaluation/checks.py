@@ -108,3 +108,18 @@ def _check_not_normalised(dataset: DatasetRecords, preds: list[dict], source: st
 def ground_truth_ignore(record) -> np.ndarray:
     """Boolean mask (N,) of a record's boxes that are neither positives nor negatives (crowd or difficult)."""
     return record.iscrowd | record.difficult
+
+
+def predictions_ignore_image(predictions: list[dict], top_k: int = 10, tol: float = 1e-4) -> bool:
+    """True when every image got the same top-``top_k`` scores: a model whose output does not depend on
+    its input (a run that has not left its initial state, e.g. a learning rate still in warm-up).
+
+    Args:
+        predictions: per image dicts with ``scores`` (N,); at least two images must have detections.
+    """
+    tops = [np.sort(np.asarray(p["scores"], dtype=np.float64))[::-1][:top_k] for p in predictions]
+    if len(tops) < 2 or any(len(t) == 0 for t in tops):
+        return False
+    k = min(len(t) for t in tops)
+    stacked = np.stack([t[:k] for t in tops])
+    return bool(np.abs(stacked - stacked[0]).max() <= tol)

@@ -17,6 +17,7 @@ import numpy as np
 from detect_ft.data.image import read_image
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.errors import DataError, DetectFTError
+from detect_ft.evaluation.checks import predictions_ignore_image
 
 PredictBatch = Callable[[list[np.ndarray]], list[dict]]
 
@@ -201,7 +202,8 @@ def evaluate_model(
     """Validation metrics of a torch detector on a split (the trainer's per-epoch evaluation).
 
     Returns:
-        :func:`score_predictions`'s dict plus ``seconds`` (prediction + scoring wall time) and ``images_per_s`` (prediction only).
+        :func:`score_predictions`'s dict plus ``seconds`` (prediction + scoring wall time), ``images_per_s``
+        (prediction only) and ``constant_predictions`` (:func:`predictions_ignore_image`).
         The model's train/eval mode is restored afterwards.
     """
     was_training = model.training
@@ -216,4 +218,5 @@ def evaluate_model(
                                 source="model predictions")  # fmt: skip
     metrics["seconds"] = time.perf_counter() - start
     metrics["images_per_s"] = len(dataset.records) / predict_s if predict_s > 0 else None
+    metrics["constant_predictions"] = predictions_ignore_image(raw)
     return metrics
