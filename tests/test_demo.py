@@ -11,11 +11,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_demo_pipeline_end_to_end(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(REPO)  # the demo reads configs/demo.yaml as the README's command does
+    monkeypatch.chdir(REPO)  # the demo reads configs/demo_shapes.yaml as the README's command does
     run_dir = tmp_path / "run"
     code = main([
-        "demo", "--data", str(tmp_path / "data"), "--train-images", "12", "--val-images", "6",
-        "--heldout-images", "2", "--image-size", "96",
+        "demo", "--synthetic", "--data", str(tmp_path / "data"), "--train-images", "12", "--val-images", "6",
+        "--predict-images", "2", "--image-size", "96",
         "model.weights=none", "model.min_size=96", "train.epochs=1", "train.batch_size=4", "train.workers=0",
         "export.max_map_drop=100", f"output.dir={run_dir}",
     ])  # fmt: skip
@@ -33,3 +33,22 @@ def test_demo_pipeline_end_to_end(tmp_path, monkeypatch, capsys):
         assert picture.name in report
     assert isinstance(json.loads((run_dir / "predictions" / "predictions.json").read_text()), list)
     assert json.loads((run_dir / "eval" / "metrics.json").read_text())["num_images"] == 6
+
+
+def test_real_photo_demo_fine_tunes_from_imagenet(tmp_path, monkeypatch, capsys):
+    """The README's `make demo` at a reduced budget: the shipped raccoon photos, ImageNet weights offline."""
+    monkeypatch.chdir(REPO)
+    run_dir = tmp_path / "run"
+    code = main([
+        "demo", "--predict-images", "2", "train.epochs=1", "train.max_iters_per_epoch=2", "train.batch_size=4",
+        "train.workers=0", "eval.batch_size=8", "export.max_map_drop=100", f"output.dir={run_dir}",
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    report = (run_dir / "report.md").read_text()
+    assert "raccoon" in report and "datasets/raccoon-small" in report
+    from detect_ft.models.timm_backbone import lite_package_state_dict
+
+    if lite_package_state_dict("tf_efficientnet_lite0") is not None:
+        assert "ImageNet weights of tf_efficientnet_lite0" in report and "random initialisation" not in report
+    assert len(sorted((run_dir / "predictions").glob("*.png"))) == 2

@@ -24,7 +24,7 @@ def test_transfer_study_from_a_checkpoint_on_other_classes(tmp_path):
     common = ["model.min_size=96", "train.batch_size=4", "train.workers=0", "train.epochs=1", "eval.batch_size=4"]
     source_data = make_synthetic_dataset(tmp_path / "a", num_train=8, num_val=4, image_size=96,
                                          classes=("circle", "square"), seed=0)  # fmt: skip
-    source_cfg = load_config(REPO / "configs" / "demo.yaml", [
+    source_cfg = load_config(REPO / "configs" / "demo_shapes.yaml", [
         f"data.root={source_data}", "data.classes=[circle,square]", "model.weights=none",
         f"output.dir={tmp_path / 'source'}", *common,
     ])  # fmt: skip
@@ -35,7 +35,7 @@ def test_transfer_study_from_a_checkpoint_on_other_classes(tmp_path):
     out = tmp_path / "study"
     tool = load_tool()
     code = tool.main([
-        str(REPO / "configs" / "demo.yaml"), f"data.root={target_data}", "data.classes=[star,square]", *common,
+        str(REPO / "configs" / "demo_shapes.yaml"), f"data.root={target_data}", "data.classes=[star,square]", *common,
         "train.epochs=2", "--source", str(source), "--out", str(out), "--arms", "scratch", "frozen", "gradual",
     ])  # fmt: skip
     assert code == 0

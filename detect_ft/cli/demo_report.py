@@ -23,6 +23,21 @@ def _link(path: Path, run_dir: Path) -> str:
     return f"[{relative}]({relative})"
 
 
+def _initial_weights(model: dict[str, Any]) -> str:
+    from detect_ft.models import MODELS
+
+    weights = model["weights"]
+    spec = MODELS.get(model["name"])
+    if weights == "imagenet":
+        backbone = model.get("backbone") or (spec.timm_backbone if spec else None) or "the backbone"
+        return f"ImageNet weights of {backbone} (`model.weights=imagenet`); every detection layer new"
+    if weights == "coco":
+        return "torchvision's COCO weights (`model.weights=coco`), new class heads"
+    if weights == "none":
+        return "random initialisation (`model.weights=none`): no pretrained weights were available"
+    return f"the weights file `{weights}`"
+
+
 def write_report(run_dir: Path, *, steps: list[tuple[str, list[str]]], seconds: dict[str, float], total_seconds: float) -> Path:
     """Write ``run_dir/report.md``: the config, the mAP tables, PyTorch vs ONNX, links to plots and pictures.
 
@@ -31,8 +46,11 @@ def write_report(run_dir: Path, *, steps: list[tuple[str, list[str]]], seconds: 
     """
     import torch
 
+    import yaml
+
     metrics = _read_json(run_dir / "eval" / "metrics.json")
     export = _read_json(run_dir / "export.json")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
     epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     lines = [
         "# detect-ft demo report",
@@ -40,6 +58,9 @@ def write_report(run_dir: Path, *, steps: list[tuple[str, list[str]]], seconds: 
         f"{datetime.date.today().isoformat()} on {platform.machine()} with {os.cpu_count()} CPU cores, "
         f"torch {torch.__version__}, {'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}.",
         f"Model {metrics.get('model_name')}, {len(epochs)} epochs; the whole demo took {total_seconds:.0f} s.",
+        f"Started from: {_initial_weights(config['model'])}.",
+        f"Data: `{config['data']['root']}` ({config['data']['format']}), splits `{config['data']['train']}` and "
+        f"`{config['data']['val']}`.",
         "",
         "## Steps",
         "",
@@ -85,7 +106,7 @@ def write_report(run_dir: Path, *, steps: list[tuple[str, list[str]]], seconds: 
     lines += ["", f"ONNX model: {_link(Path(export['output']), run_dir)}", "", "## Plots", ""]
     for png in sorted((run_dir / "plots").glob("*.png")) + sorted((run_dir / "eval").glob("*.png")):
         lines.append(f"- {_link(png, run_dir)}")
-    lines += ["", "## ONNX predictions on held-out images (edge runtime, torch-free)", ""]
+    lines += ["", "## ONNX predictions on validation images training never saw (edge runtime, torch-free)", ""]
     for image in sorted((run_dir / "predictions").glob("*.png")) + sorted((run_dir / "predictions").glob("*.jpg")):
         lines.append(f"![{image.name}]({os.path.relpath(image, run_dir)})")
     lines += ["", "## Config", "", "```yaml", (run_dir / "config.yaml").read_text().rstrip(), "```", ""]
