@@ -50,6 +50,14 @@ def test_transfer_study_from_a_checkpoint_on_other_classes(tmp_path):
     assert frozen_cfg.model.weights == str(source) and frozen_cfg.model.trainable_backbone_layers == 0
     assert load_config(out / "gradual" / "config.yaml").train.freeze_backbone_epochs == 1
     assert load_config(out / "scratch" / "config.yaml").model.weights == "none"
+    # A second call with --reuse trains nothing and rebuilds the same table from the finished arms.
+    before = {arm: (out / arm / "metrics.jsonl").stat().st_mtime_ns for arm in ("scratch", "frozen", "gradual")}
+    assert tool.main([
+        str(REPO / "configs" / "demo_shapes.yaml"), f"data.root={target_data}", "data.classes=[star,square]", *common,
+        "train.epochs=2", "--source", str(source), "--out", str(out), "--arms", "scratch", "frozen", "gradual", "--reuse",
+    ]) == 0  # fmt: skip
+    assert {arm: (out / arm / "metrics.jsonl").stat().st_mtime_ns for arm in before} == before
+    assert json.loads((out / "study.json").read_text())["arms"].keys() == study["arms"].keys()
 
 
 def test_summary_counts_epochs_to_ninety_percent_of_the_best_arm():
@@ -61,3 +69,4 @@ def test_summary_counts_epochs_to_ninety_percent_of_the_best_arm():
     })  # fmt: skip
     assert table["finetune"]["epochs_to_90pct"] == 2 and table["finetune"]["best_map"] == 1.0
     assert table["scratch"]["epochs_to_90pct"] is None
+    assert table["finetune"]["epochs_to_scratch_final_map50"] == 1 and table["scratch"]["final_map50"] == 0.5

@@ -51,6 +51,18 @@ def arm_overrides(arm: str, source: str, epochs: int, all_stages: int, backbone_
     raise DetectFTError(f"--arms: unknown arm {arm!r}; allowed: {', '.join(ARMS)}")
 
 
+def finished_arm(run_dir: Path, settings: list[str], epochs: int) -> dict[str, Any] | None:
+    """A finished earlier run of this arm (same overrides, every epoch logged), so arms can run in separate
+    processes (``--arms``) and one last call with ``--reuse`` writes the table over all of them."""
+    record = run_dir / "arm.json"
+    if not record.is_file():
+        return None
+    saved = json.loads(record.read_text())
+    if saved.get("settings") != settings or len(saved.get("rows", [])) != epochs:
+        return None
+    return saved
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
@@ -123,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="backbone LR multiplier of the finetune arm (default 0.1)")  # fmt: skip
     parser.add_argument("--out", default="runs/transfer")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse arms this tool already finished in OUT with the same settings")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         base = load_config(args.config, args.overrides)
@@ -134,11 +148,18 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         for arm in args.arms:
             arm_keys = arm_overrides(arm, args.source, base.train.epochs, all_stages, args.backbone_lr_mult)
+            settings = [args.config, *args.overrides, *arm_keys]
+            done = finished_arm(out / arm, settings, base.train.epochs) if args.reuse else None
+            if done is not None:
+                print(f"== arm {arm}: reusing {out / arm} ({len(done['rows'])} epochs)", flush=True)
+                results[arm] = done
+                continue
             overrides = [*base_overrides, *arm_keys, f"output.dir={out / arm}"]
             print(f"== arm {arm}: {' '.join(arm_keys)}", flush=True)
             start = time.perf_counter()
             run_dir = train(load_config(args.config, overrides), progress=False)
-            results[arm] = {"rows": read_metrics(run_dir), "wall_s": time.perf_counter() - start}
+            results[arm] = {"rows": read_metrics(run_dir), "wall_s": time.perf_counter() - start, "settings": settings}
+            write_json_atomic(out / arm / "arm.json", results[arm])
     except DetectFTError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
