@@ -130,3 +130,18 @@ def test_recipe_fills_only_unset_keys(tmp_path):
     assert cfg.train.optimizer == "sgd" and cfg.train.lr == 0.02
     plain = load_config(None, ["model.name=ssdlite320_mobilenet_v3_large"])
     assert plain.model.weights == "coco" and plain.train.optimizer == "sgd"
+
+
+def test_frozen_bn_timm_checkpoint_round_trips(tmp_path):
+    name = "fasterrcnn_efficientnet_lite0_fpn"
+    torch.manual_seed(0)
+    model = build_model(name, 2, weights="none", class_names=["a", "b"], frozen_bn=True, min_size=96, max_size=128)
+    config = {"model": {"min_size": 96, "max_size": 128}}
+    torch.save({"model": model.state_dict(), "model_name": name, "num_classes": 2, "class_names": ["a", "b"],
+                "config": config, "normalisation": {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.3, 0.4]}},
+               tmp_path / "best.pt")  # fmt: skip
+    loaded, _ = load_detector(tmp_path / "best.pt")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded.backbone.body.modules())
+    assert loaded.transform.image_mean == [0.4, 0.5, 0.6] and loaded.transform.image_std == [0.2, 0.3, 0.4]
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[key]), key

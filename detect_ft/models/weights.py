@@ -54,7 +54,9 @@ def download_error(weights: WeightsEnum, exc: BaseException) -> WeightsError:
     return WeightsError(
         f"cannot download pretrained weights {os.path.basename(weights.url)} ({exc}); put the file into the "
         f"torch hub cache {cache_dir()} (from {weights.url}), or pass a local file with "
-        f"model.weights=/path/to/weights.pth, or train from scratch with model.weights=none"
+        f"model.weights=/path/to/weights.pth, or use a model whose ImageNet weights install offline "
+        f"(model.name=ssdlite320_efficientnet_lite0 model.weights=imagenet), or train from scratch with "
+        f"model.weights=none"
     )
 
 
