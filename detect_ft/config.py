@@ -174,11 +174,22 @@ class ExportConfig:
     verify: bool = True
     max_map_drop: float = 0.5  # AP points the ONNX model may lose against PyTorch before export fails
     calib_images: int = 32  # INT8 calibration images from the training split
+    # INT8 (detect-ft export --int8; detect_ft.export.quantize.Int8Options, docs/benchmarks.md)
+    int8_max_map_drop: float = 1.0  # AP points INT8 may lose vs the fp32 ONNX model before it is refused
+    int8_format: Literal["qdq", "qoperator"] = "qdq"
+    int8_calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
+    int8_per_channel: bool = True
+    int8_reduce_range: bool = False
+    int8_ops: Literal["fused", "conv"] = "fused"  # fused: Conv + Clip/Relu/Add/Pad; conv: Conv/MatMul/Gemm only
+    int8_exclude: list[str] = field(default_factory=list)  # kept fp32: first | last | head | node-name substrings
 
     def check(self) -> None:
         if not 11 <= self.opset <= 21:
             _fail("export.opset", self.opset, "an integer in 11..21")
         _positive("export.calib_images", self.calib_images)
+        for key in ("max_map_drop", "int8_max_map_drop"):
+            if getattr(self, key) < 0:
+                _fail(f"export.{key}", getattr(self, key), "a number of AP points >= 0")
 
 
 @dataclass

@@ -19,12 +19,25 @@ from detect_ft.errors import DetectFTError
 from detect_ft.evaluation.evaluator import torch_predictor
 from detect_ft.export import compare_detections, export_detector, match_detections
 from detect_ft.export.onnx_export import build_metadata, export_onnx
-from test_export_support import CATEGORY_IDS, CLASSES, FAST_MODELS, exported_model, separated_model, synthetic_root
+from test_export_support import CATEGORY_IDS, CLASSES, FAST_MODELS, separated_model, synthetic_root
 
 
 @pytest.fixture(scope="module", params=FAST_MODELS)
 def exported(request, tmp_path_factory):
-    return exported_model(tmp_path_factory.mktemp(request.param), request.param)
+    """``exported_model``'s files, but exported with ``export.int8_max_map_drop=100``: INT8 of these
+    random-init models, calibrated on 2 images, loses far more than the default 1 AP point and would be
+    refused (the gate has its own tests below)."""
+    from test_export_support import pseudo_labelled_split, write_checkpoint
+
+    name, tmp_path = request.param, tmp_path_factory.mktemp(request.param)
+    model = separated_model(name)
+    root = synthetic_root(tmp_path)
+    val = pseudo_labelled_split(model, root)
+    checkpoint = write_checkpoint(model, name, tmp_path / "model.pt", root)
+    onnx_path = tmp_path / "out" / "model.onnx"
+    assert main(["export", str(checkpoint), "--output", str(onnx_path), "--int8", "export.int8_max_map_drop=100"]) == 0
+    return {"model": model, "name": name, "root": root, "val": val, "checkpoint": checkpoint, "onnx": onnx_path,
+            "int8": tmp_path / "out" / "model.int8.onnx"}  # fmt: skip
 
 
 def test_export_writes_checked_onnx_with_metadata(exported):
@@ -141,3 +154,195 @@ def test_export_without_val_split_names_the_fix(tmp_path, capsys):
     assert "data.val" in err and "--no-verify" in err
     assert main(["export", str(checkpoint), "--output", str(tmp_path / "m.onnx"), "--no-verify"]) == 0
     assert EdgeDetector(tmp_path / "m.onnx").metadata["source_checkpoint"] == str(checkpoint)
+
+
+# --- INT8: the accuracy gate, the keep-anyway flag, the quantisation options ------------------------
+
+
+def _int8_setup(tmp_path, name: str = "ssdlite320_mobilenet_v3_large"):
+    from test_export_support import pseudo_labelled_split
+
+    model = separated_model(name)
+    root = synthetic_root(tmp_path, num_train=2, num_val=4)
+    val = pseudo_labelled_split(model, root)
+    return model, val, [read_image(r.image_path) for r in val.records]
+
+
+# Calibrating on flat black images gives every activation a range of ~0, so INT8 clips everything: a
+# deliberately bad calibration that loses (nearly) the whole mAP.
+BAD_CALIBRATION = [np.zeros((96, 128, 3), np.uint8)] * 2
+
+
+def test_int8_gate_refuses_a_lossy_model_and_leaves_no_file(tmp_path):
+    from detect_ft.cli.export_cmd import format_report
+    from detect_ft.export.pipeline import Int8RefusedError
+
+    name = FAST_MODELS[0]
+    model, val, _ = _int8_setup(tmp_path, name)
+    output = tmp_path / "out" / "model.onnx"
+    with pytest.raises(Int8RefusedError, match=r"INT8 model refused: its mAP .* AP points below .*int8_max_map_drop=1\.0.*--int8-keep-anyway") as info:
+        export_detector(model, output, model_name=name, class_names=CLASSES, val_dataset=val, int8=True,
+                        calib_images=BAD_CALIBRATION)  # fmt: skip
+    assert "\n" not in str(info.value)
+    assert output.exists(), "the verified fp32 model stays"
+    assert sorted(p.name for p in output.parent.iterdir()) == ["model.onnx"], "no INT8 or temporary file left"
+    int8 = info.value.report["int8"]
+    assert int8["gate"] == "refused" and int8["map_diff_points"] < -1.0
+    assert "INT8 model REFUSED" in format_report(info.value.report)
+
+
+def test_int8_keep_anyway_keeps_it_with_a_warning(tmp_path):
+    from detect_ft.cli.export_cmd import format_report
+
+    name = FAST_MODELS[0]
+    model, val, _ = _int8_setup(tmp_path, name)
+    output = tmp_path / "model.onnx"
+    report = export_detector(model, output, model_name=name, class_names=CLASSES, val_dataset=val, int8=True,
+                             calib_images=BAD_CALIBRATION, int8_keep_anyway=True)  # fmt: skip
+    assert report["int8"]["gate"] == "kept anyway" and (tmp_path / "model.int8.onnx").exists()
+    text = format_report(report)
+    assert "WARNING: INT8 model KEPT DESPITE" in text and "--int8-keep-anyway" in text
+    speed = report["int8"]["speed"]
+    assert speed["fp32_p50_ms"] > 0 and speed["int8_p50_ms"] > 0 and speed["rounds"] == 10
+
+
+def test_int8_gate_through_the_cli(tmp_path, capsys, monkeypatch):
+    from test_export_support import pseudo_labelled_split, write_checkpoint
+
+    from detect_ft.cli import export_cmd
+
+    name = FAST_MODELS[0]
+    model = separated_model(name)
+    root = synthetic_root(tmp_path)
+    pseudo_labelled_split(model, root)
+    checkpoint = write_checkpoint(model, name, tmp_path / "m.pt", root)
+    monkeypatch.setattr(export_cmd, "calibration_images", lambda dataset, count: list(BAD_CALIBRATION))
+    out = tmp_path / "out" / "m.onnx"
+    report_json = tmp_path / "report.json"
+    assert main(["export", str(checkpoint), "--output", str(out), "--int8", "--json", str(report_json)]) == 2
+    captured = capsys.readouterr()
+    error = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "INT8 model refused" in error[0] and "AP points below" in error[0]
+    assert "INT8 model REFUSED" in captured.out and json.loads(report_json.read_text())["int8"]["gate"] == "refused"
+    assert out.exists() and not (tmp_path / "out" / "m.int8.onnx").exists()
+    assert main(["export", str(checkpoint), "--output", str(out), "--int8", "--int8-keep-anyway"]) == 0
+    assert "WARNING: INT8 model KEPT DESPITE" in capsys.readouterr().out
+    assert (tmp_path / "out" / "m.int8.onnx").exists()
+    # Without a validation split the INT8 model cannot be gated, and the report says so.
+    (tmp_path / "out" / "m.int8.onnx").unlink()
+    assert main(["export", str(checkpoint), "--output", str(out), "--int8", "--no-verify"]) == 0
+    assert "WARNING: the INT8 model was NOT CHECKED" in capsys.readouterr().out
+    assert main(["export", str(checkpoint), "--output", str(out), "--int8-keep-anyway"]) == 2
+    assert "only applies with --int8" in capsys.readouterr().err
+
+
+def test_int8_slower_than_fp32_is_a_loud_line():
+    from detect_ft.cli.export_cmd import _int8_lines
+
+    speed = {"fp32_p50_ms": 10.0, "int8_p50_ms": 12.5, "speedup": 0.8, "rounds": 10, "cpu": "AVX2, no VNNI"}
+    lines = _int8_lines({"gate": "passed", "map_diff_points": -0.2, "max_map_drop": 1.0, "speed": speed})
+    assert any(line.startswith("WARNING: INT8 is SLOWER than fp32") and "0.80x" in line for line in lines)
+    faster = _int8_lines({"gate": "passed", "map_diff_points": -0.2, "max_map_drop": 1.0,
+                          "speed": {**speed, "int8_p50_ms": 5.0, "speedup": 2.0}})  # fmt: skip
+    assert not any("WARNING" in line for line in faster) and any("speed-up vs fp32 onnxruntime: 2.00x" in l for l in faster)
+
+
+def _weight_is_float(graph, node) -> bool:
+    """True when the node's weight input is a float initializer (not the output of a DequantizeLinear)."""
+    initializers = {init.name: init for init in graph.initializer}
+    weight = node.input[1]
+    return weight in initializers and initializers[weight].data_type == onnx.TensorProto.FLOAT
+
+
+def test_int8_excluded_nodes_stay_float(tmp_path):
+    from detect_ft.export.quantize import Int8Options, quantize_int8
+
+    name = "ssdlite320_efficientnet_lite0"
+    model = separated_model(name)
+    path = tmp_path / "model.onnx"
+    export_onnx(model, path, metadata=build_metadata(model, model_name=name, class_names=CLASSES, opset=17))
+    calib = [read_image(p) for p in sorted((synthetic_root(tmp_path, num_train=0, num_val=2) / "images").glob("*.jpg"))]
+    info = quantize_int8(path, tmp_path / "head.int8.onnx", calib, Int8Options(exclude=("head", "first")))
+    graph = onnx.load(str(tmp_path / "head.int8.onnx")).graph
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    head = [n for n in convs if "/model/head/" in n.name]
+    assert head and all(_weight_is_float(graph, n) for n in head)
+    assert _weight_is_float(graph, convs[0]) and "conv_stem" in convs[0].name
+    body = [n for n in convs[1:] if "/model/head/" not in n.name]
+    assert body and not any(_weight_is_float(graph, n) for n in body), "the rest is quantised"
+    excluded = set(info["excluded_nodes"])
+    assert {n.name for n in head} | {convs[0].name} <= excluded
+    assert all("/model/head/" in n for n in excluded - {convs[0].name}), "head: its Clips too, nothing else"
+    assert EdgeDetector(tmp_path / "head.int8.onnx").metadata["quantization"]["excluded_nodes"] == info["excluded_nodes"]
+    # "last": only the convolutions that produce the head outputs (12 for six SSDLite levels).
+    last = quantize_int8(path, tmp_path / "last.int8.onnx", calib, Int8Options(exclude=("last",)))["excluded_nodes"]
+    assert len(last) == 12 and all("/model/head/" in n and n.endswith("1/Conv") for n in last)
+    with pytest.raises(DetectFTError, match="matches no quantisable node"):
+        quantize_int8(path, tmp_path / "x.int8.onnx", calib, Int8Options(exclude=("no_such_layer",)))
+    with pytest.raises(DetectFTError, match="export.int8_calibration='kl'"):
+        Int8Options(calibration="kl")
+
+
+def test_int8_fused_ops_remove_the_float_round_trips(tmp_path):
+    """ops="fused" folds ReLU6 (Clip) into the convolutions and quantises residual Adds; "conv" leaves a
+    Dequantize -> Clip -> Quantize after every convolution. qoperator writes QLinearConv nodes itself.
+    Post-processing (box decoding Adds/Clips) stays float with either."""
+    from detect_ft.export.quantize import Int8Options, quantize_int8
+
+    name = "ssdlite320_efficientnet_lite0"
+    model = separated_model(name)
+    path = tmp_path / "model.onnx"
+    export_onnx(model, path, metadata=build_metadata(model, model_name=name, class_names=CLASSES, opset=17))
+    calib = [np.full((96, 128, 3), v, np.uint8) for v in (60, 180)]
+    counts = {}
+    for ops in ("conv", "fused"):
+        quantize_int8(path, tmp_path / f"{ops}.onnx", calib, Int8Options(ops=ops))
+        graph = onnx.load(str(tmp_path / f"{ops}.onnx")).graph
+        counts[ops] = {op: sum(n.op_type == op for n in graph.node) for op in ("Clip", "QuantizeLinear", "Add")}
+        producers = {o: n for n in graph.node for o in n.output}
+        if ops == "fused":  # the TF-"same" Pads of stride-2 blocks run on uint8, no Shape reads a DequantizeLinear
+            assert not [n for n in graph.node if n.op_type in ("Pad", "Shape") and n.input[0] in producers
+                        and producers[n.input[0]].op_type == "DequantizeLinear"]  # fmt: skip
+        # Box decoding (after the head) is untouched: no float Add there reads a DequantizeLinear output.
+        decode = [n for n in graph.node if n.op_type == "Add" and "/model/head/" not in n.name and "backbone" not in n.name]
+        assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for n in decode for i in n.input)
+    assert counts["fused"]["Clip"] < counts["conv"]["Clip"] and counts["fused"]["QuantizeLinear"] < counts["conv"]["QuantizeLinear"]
+    quantize_int8(path, tmp_path / "qop.onnx", calib, Int8Options(format="qoperator"))
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "qop.onnx")).graph.node}
+    assert "QLinearConv" in ops and "Conv" not in ops
+    reference = EdgeDetector(path).predict(calib[1])
+    for variant in ("conv", "fused", "qop"):
+        assert EdgeDetector(tmp_path / f"{variant}.onnx").predict(calib[1])["boxes"].shape[1] == 4
+    assert reference["boxes"].shape[1] == 4
+
+
+def test_simplify_qdq_is_exact():
+    """DequantizeLinear -> Pad(0) -> QuantizeLinear becomes a uint8 Pad by the zero point and Shape reads
+    the quantised tensor; onnxruntime gives the same outputs before and after."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from detect_ft.export.quantize import simplify_qdq
+
+    inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.05]), helper.make_tensor("zp", TensorProto.UINT8, [], [7]),
+             helper.make_tensor("s2", TensorProto.FLOAT, [], [0.05]), helper.make_tensor("zp2", TensorProto.UINT8, [], [7]),
+             helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 1, 0, 0, 0, 2, 1]),
+             helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])]  # fmt: skip
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s", "zp"], ["xf"]),
+             helper.make_node("Pad", ["xf", "pads", "zero"], ["pf"]),
+             helper.make_node("QuantizeLinear", ["pf", "s2", "zp2"], ["y"]),
+             helper.make_node("Shape", ["xf"], ["shape"]),
+             helper.make_node("DequantizeLinear", ["y", "s", "zp"], ["yf"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 2, 3, 3])],
+                              [helper.make_tensor_value_info("yf", TensorProto.FLOAT, [1, 2, 6, 4]),
+                               helper.make_tensor_value_info("shape", TensorProto.INT64, [4])], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).integers(0, 256, (1, 2, 3, 3), dtype=np.uint8)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    before = run(model)
+    assert simplify_qdq(model.graph) == {"pad": 1, "shape": 1}
+    onnx.checker.check_model(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") == 0 and ops.count("DequantizeLinear") == 1, ops  # only the output's
+    after = run(model)
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])

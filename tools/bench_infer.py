@@ -1,13 +1,25 @@
-"""Batch-1 CPU inference: PyTorch eager vs ONNX fp32 vs ONNX INT8, latency and mAP, in one run.
+"""Batch-1 CPU inference: PyTorch eager vs ONNX fp32 vs ONNX INT8 (and INT8 variants), latency and mAP, in one run.
 
     .venv/bin/python tools/bench_infer.py                      # trains each model briefly on synthetic data
     .venv/bin/python tools/bench_infer.py --checkpoint ssdlite320_mobilenet_v3_large=runs/a/checkpoints/best.pt
+    OMP_NUM_THREADS=2 .venv/bin/python tools/bench_infer.py \
+        --checkpoint ssdlite320_efficientnet_lite0=runs/demo/checkpoints/best.pt \
+        --data-config configs/demo.yaml --variants all        # real photos, every INT8 variant side by side
 
 For each model: (1) a checkpoint, or a short training run from random init on a synthetic dataset
 (no pretrained weights are needed, so mAPs are low but comparable across runtimes); (2) ``detect-ft``'s
-export pipeline (parity check + INT8, calibrated on training images) which scores all three runtimes on
-the validation split at batch 1; (3) latency: one validation image, ``--warmup`` calls then ``--runs``
-timed calls per runtime, ``--threads`` threads for torch and onnxruntime alike (preprocessing included).
+export pipeline (parity check + INT8 with the default options, calibrated on training images) which
+scores all three runtimes on the validation split at batch 1; (3) with ``--variants``, each INT8 variant
+(:data:`VARIANTS`) quantised and scored the same way; (4) latency: ``--warmup`` untimed rounds then
+``--runs`` timed rounds over ``--images`` validation images; within a round every ONNX runtime runs the
+same image, in an order rotated each round (so fp32, INT8 and the variants share the machine's load),
+PyTorch eager is timed in its own block before them (its OpenMP threads keep spinning after a call and
+would slow whatever runs next). ``--threads`` threads for torch and onnxruntime alike (intra-op;
+inter-op 1), preprocessing included; "vs fp32" is the ONNX fp32 p50 over the runtime's p50.
+
+With ``--data-config CONFIG`` the models are scored on that config's ``data.val`` and calibrated on its
+``data.train`` (``--data-config checkpoint``: each checkpoint's own config) instead of synthetic data;
+only the ``--checkpoint`` models are benched then.
 """
 
 from __future__ import annotations
@@ -27,11 +39,30 @@ from detect_ft.data.synthetic import make_synthetic_dataset
 from detect_ft.edge import EdgeDetector
 from detect_ft.evaluation.evaluator import torch_predictor
 from detect_ft.evaluation.report import format_table
-from detect_ft.export.pipeline import export_detector
+from detect_ft.export.parity import score_runtime
+from detect_ft.export.pipeline import cpu_int8_support, export_detector
+from detect_ft.export.quantize import Int8Options, quantize_int8
 from detect_ft.models import MODELS, build_model, load_detector
 
 MODELS_TO_BENCH = ("ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn")
 CLASSES = ("circle", "square", "triangle")
+# INT8 variants for --variants (name: options); the default (Int8Options()) is always benched as "onnx int8".
+VARIANTS = {
+    "conv": Int8Options(ops="conv"),  # the previous default: Conv/MatMul/Gemm only
+    "per_tensor": Int8Options(per_channel=False),
+    "first_fp32": Int8Options(exclude=("first",)),
+    "last_fp32": Int8Options(exclude=("last",)),
+    "head_fp32": Int8Options(exclude=("head",)),
+    "first_last_fp32": Int8Options(exclude=("first", "last")),
+    "percentile": Int8Options(calibration="percentile"),
+    "entropy": Int8Options(calibration="entropy"),
+    "reduce_range": Int8Options(reduce_range=True),
+    "qoperator": Int8Options(format="qoperator"),
+    "conv_qoperator": Int8Options(format="qoperator", ops="conv"),
+}
+# Session graph optimisation levels for --variants (the default INT8 file and fp32, each at that level;
+# detect-ft's EdgeDetector uses onnxruntime's default, ORT_ENABLE_ALL).
+LEVELS = {"opt_basic": "ORT_ENABLE_BASIC", "opt_extended": "ORT_ENABLE_EXTENDED"}
 
 
 def train_briefly(name: str, dataset, iters: int, side: int, batch: int = 8, lr: float = 0.02) -> torch.nn.Module:
@@ -61,22 +92,77 @@ def train_briefly(name: str, dataset, iters: int, side: int, batch: int = 8, lr:
     return model.eval()
 
 
-def latency(predict, image: np.ndarray, warmup: int, runs: int) -> tuple[float, float]:
-    """(p50, p90) milliseconds of ``predict([image])``."""
-    for _ in range(warmup):
-        predict([image])
+def onnx_predictor(path, threads: int, level: str = ""):
+    """``EdgeDetector(path, threads=threads).predict_batch``; with ``level`` (a GraphOptimizationLevel name)
+    its session is reopened at that graph optimisation level."""
+    detector = EdgeDetector(path, threads=threads)
+    if level:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+        detector.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return detector.predict_batch
+
+
+def latency_block(predict, images: list[np.ndarray], warmup: int, runs: int) -> list[float]:
+    """Milliseconds of ``runs`` calls of ``predict([image])`` (images cycled) after ``warmup`` calls."""
+    for i in range(warmup):
+        predict([images[i % len(images)]])
     times = []
-    for _ in range(runs):
+    for i in range(runs):
         start = time.perf_counter()
-        predict([image])
+        predict([images[i % len(images)]])
         times.append((time.perf_counter() - start) * 1000)
-    return float(np.percentile(times, 50)), float(np.percentile(times, 90))
+    return times
+
+
+def latency_interleaved(predictors: dict, images: list[np.ndarray], warmup: int, runs: int) -> dict[str, list[float]]:
+    """Milliseconds per call of each predictor, calls interleaved: in round ``r`` every predictor runs
+    ``images[r % len(images)]`` once, starting at a different predictor each round."""
+    names = list(predictors)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(warmup + runs):
+        image = images[r % len(images)]
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            predictors[name]([image])
+            if r >= warmup:
+                times[name].append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def checkpoint_data(path: str, data_config: str, class_names: list[str]):
+    """(train, val) splits of ``data_config`` (``checkpoint``: the checkpoint's own config), labelled in
+    the checkpoint's class order; paths relative to the working directory, as ``detect-ft export``."""
+    import yaml
+
+    from detect_ft.config import load_config
+    from detect_ft.data.doctor import prepare_split
+
+    if data_config == "checkpoint":
+        saved = torch.load(path, map_location="cpu", weights_only=False)["config"]
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+            cfg = load_config(Path(tmp) / "config.yaml")
+    else:
+        cfg = load_config(data_config)
+    split = lambda name: prepare_split(split=name, classes=list(class_names), **cfg.data.split_options())[0]
+    return split(cfg.data.train), split(cfg.data.val), cfg
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=PATH",
                         help="use this checkpoint instead of training (repeatable)")  # fmt: skip
+    parser.add_argument("--data-config", default="", metavar="CONFIG",
+                        help="score on this config's data.val, calibrate on its data.train ('checkpoint': the "
+                             "checkpoint's own config); only --checkpoint models are benched")  # fmt: skip
+    parser.add_argument("--variants", default="", metavar="NAMES",
+                        help=f"INT8 variants to bench too: 'all' or a comma list of {', '.join([*VARIANTS, *LEVELS])}")  # fmt: skip
+    parser.add_argument("--calib-images", type=int, default=32, help="INT8 calibration images (with --data-config)")
     parser.add_argument("--train-iters", type=int, default=120, help="SGD steps for SSDlite")
     parser.add_argument("--rcnn-train-iters", type=int, default=30,
                         help="SGD steps for Faster R-CNN (~10x slower per step on 2 shared CPU cores)")  # fmt: skip
@@ -87,51 +173,97 @@ def main() -> None:
     parser.add_argument("--train-threads", type=int, default=1,
                         help="torch threads while training; on a shared machine 2 OpenMP threads stall whenever "
                              "another process holds a core")  # fmt: skip
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5, help="untimed rounds")
+    parser.add_argument("--runs", type=int, default=30, help="timed rounds (one call per runtime each)")
+    parser.add_argument("--images", type=int, default=8, help="validation images the timed calls cycle through")
     parser.add_argument("--workdir", default="", help="keep data and models here (default: a temp folder)")
     args = parser.parse_args()
     checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
+    variants = [*VARIANTS, *LEVELS] if args.variants == "all" else [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS and v not in LEVELS]
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join([*VARIANTS, *LEVELS])}")
+    if args.data_config and not checkpoints:
+        parser.error("--data-config needs --checkpoint MODEL=PATH")
 
-    print(f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())} ({os.cpu_count()} cores)")
+    print(f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())} ({os.cpu_count()} cores, "
+          f"CPU INT8 support: {cpu_int8_support()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")  # fmt: skip
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_infer_"))
-    root = make_synthetic_dataset(work / "data", num_train=args.train_images, num_val=args.val_images,
-                                  image_size=args.side, classes=CLASSES, format="coco", seed=0)  # fmt: skip
-    split = lambda name: load_split(format="coco", root=root, split=name, classes=list(CLASSES))[0]
-    train, val = split("train.json"), split("val.json")
-    calib = [read_image(r.image_path) for r in train.records[:16]]
-    sample = read_image(val.records[0].image_path)
-    rows = []
-    for name in MODELS_TO_BENCH:
+    work.mkdir(parents=True, exist_ok=True)
+    if args.data_config:
+        jobs = list(checkpoints)
+    else:
+        root = make_synthetic_dataset(work / "data", num_train=args.train_images, num_val=args.val_images,
+                                      image_size=args.side, classes=CLASSES, format="coco", seed=0)  # fmt: skip
+        split = lambda name: load_split(format="coco", root=root, split=name, classes=list(CLASSES))[0]
+        synthetic = split("train.json"), split("val.json")
+        jobs = list(MODELS_TO_BENCH)
+    rows, notes = [], []
+    for name in jobs:
         if name in checkpoints:
-            model, _ = load_detector(checkpoints[name])
+            model, meta = load_detector(checkpoints[name])
+            class_names = list(meta["class_names"])
         else:
             torch.set_num_threads(args.train_threads)
             iters = args.rcnn_train_iters if "rcnn" in name else args.train_iters
-            model = train_briefly(name, train, iters, args.side)
+            model, class_names = train_briefly(name, synthetic[0], iters, args.side), list(CLASSES)
+        if args.data_config:
+            from detect_ft.cli.export_cmd import calibration_images
+
+            train, val, cfg = checkpoint_data(checkpoints[name], args.data_config, class_names)
+            calib, score_thresh = calibration_images(train, args.calib_images), cfg.eval.score_thresh
+            data_desc = f"{len(val)} validation images of {cfg.data.root} ({cfg.data.val}), {len(calib)} calibration images"
+        else:
+            train, val = synthetic
+            calib, score_thresh = [read_image(r.image_path) for r in train.records[:16]], 0.001
+            data_desc = f"{len(val)} synthetic validation images of {args.side} px, {len(calib)} calibration images"
         torch.set_num_threads(args.threads)
-        report = export_detector(model, work / f"{name}.onnx", model_name=name, class_names=list(CLASSES),
-                                 val_dataset=val, int8=True, calib_images=calib)  # fmt: skip
-        maps = {"pytorch eager": report["parity"]["torch"], "onnx fp32": report["parity"]["onnx"],
-                "onnx int8": report["int8"]}  # fmt: skip
-        predictors = {
-            "pytorch eager": torch_predictor(model, "cpu"),
-            "onnx fp32": EdgeDetector(work / f"{name}.onnx", threads=args.threads).predict_batch,
-            "onnx int8": EdgeDetector(work / f"{name}.int8.onnx", threads=args.threads).predict_batch,
-        }
-        eager_p50 = None
-        for runtime, predict in predictors.items():
-            p50, p90 = latency(predict, sample, args.warmup, args.runs)
-            eager_p50 = eager_p50 or p50
-            m = maps[runtime]
-            rows.append([name, runtime, f"{p50:.1f}", f"{p90:.1f}", f"{eager_p50 / p50:.2f}x",
-                         f"{100 * (m['map'] or 0):.1f}", f"{100 * (m['map50'] or 0):.1f}"])  # fmt: skip
+        fp32_path = work / f"{name}.onnx"
+        report = export_detector(model, fp32_path, model_name=name, class_names=class_names, val_dataset=val,
+                                 score_thresh=score_thresh, int8=True, calib_images=calib, int8_keep_anyway=True)  # fmt: skip
+        int8_path = work / f"{name}.int8.onnx"
+        metrics = {"pytorch eager": report["parity"]["torch"], "onnx fp32": report["parity"]["onnx"],
+                   "onnx int8": report["int8"]}  # fmt: skip
+        labels = {"onnx int8": f"onnx int8 (default: {report['int8']['description']})"}
+        predictors = {"onnx fp32": onnx_predictor(fp32_path, args.threads),
+                      "onnx int8": onnx_predictor(int8_path, args.threads)}  # fmt: skip
+        for variant in variants:
+            start = time.perf_counter()
+            if variant in VARIANTS:
+                path = work / f"{name}.int8_{variant}.onnx"
+                info = quantize_int8(fp32_path, path, calib, VARIANTS[variant])
+                predictors[variant] = onnx_predictor(path, args.threads)
+                labels[variant] = f"int8 {variant} ({info['description']})"
+            else:
+                for runtime, path in (("fp32", fp32_path), ("int8", int8_path)):
+                    predictors[f"{runtime} {variant}"] = onnx_predictor(path, args.threads, LEVELS[variant])
+                    labels[f"{runtime} {variant}"] = f"{runtime} {LEVELS[variant]}" + (" (default INT8)" if runtime == "int8" else "")
+            for key in [variant] if variant in VARIANTS else [f"fp32 {variant}", f"int8 {variant}"]:
+                _, metrics[key] = score_runtime(predictors[key], val, score_thresh=score_thresh)
+            print(f"  {name}: variant {variant} quantised and scored in {time.perf_counter() - start:.0f} s", flush=True)
+        images = [read_image(r.image_path) for r in val.records[: args.images]]
+        eager = latency_block(torch_predictor(model, "cpu"), images, args.warmup, args.runs)
+        time.sleep(1.0)  # let torch's OpenMP threads go idle before onnxruntime is timed
+        times = {"pytorch eager": eager, **latency_interleaved(predictors, images, args.warmup, args.runs)}
+        fp32_p50 = float(np.median(times["onnx fp32"]))
+        fp32_metrics = metrics["onnx fp32"]
+        for runtime, values in times.items():
+            p50, p90 = float(np.percentile(values, 50)), float(np.percentile(values, 90))
+            m = metrics[runtime]
+            delta = [f"{100 * ((m[key] or 0) - (fp32_metrics[key] or 0)):+.2f}" for key in ("map", "map50")]
+            rows.append([name, labels.get(runtime, runtime), f"{p50:.1f}", f"{p90:.1f}", f"{fp32_p50 / p50:.2f}x",
+                         f"{100 * (m['map'] or 0):.1f}", f"{100 * (m['map50'] or 0):.1f}", *delta])  # fmt: skip
         det = report["parity"]["detections"]
-        print(f"{name}: parity {det['matched']}/{det['reference_detections']} detections matched, "
-              f"max score diff {det['max_score_diff']:.1e}, max box diff {det['max_box_diff']:.1e} px", flush=True)  # fmt: skip
-    print(f"\nbatch 1, {args.threads} threads, {args.side} px inputs, {len(val)} synthetic validation images, "
-          f"{args.runs} timed runs after {args.warmup} warm-up; speed-up = eager p50 / p50")  # fmt: skip
-    print(format_table(["model", "runtime", "p50 ms", "p90 ms", "speed-up", "mAP", "mAP50"], rows))
+        notes.append(f"{name}: {data_desc}; parity {det['matched']}/{det['reference_detections']} detections matched, "
+                     f"max score diff {det['max_score_diff']:.1e}, max box diff {det['max_box_diff']:.1e} px; "
+                     f"default INT8 gate (export.int8_max_map_drop={report['int8']['max_map_drop']}): "
+                     f"{report['int8']['gate']}")  # fmt: skip
+    print()
+    print("\n".join(notes))
+    print(f"batch 1, {args.threads} threads, {args.warmup} warm-up + {args.runs} timed rounds over {args.images} "
+          "validation images; ONNX runtimes interleaved per round, PyTorch eager in its own block; "
+          "vs fp32 = ONNX fp32 p50 / p50; d = change vs ONNX fp32 in AP points")  # fmt: skip
+    print(format_table(["model", "runtime", "p50 ms", "p90 ms", "vs fp32", "mAP", "mAP50", "d mAP", "d mAP50"], rows))
     print(f"load average at end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 

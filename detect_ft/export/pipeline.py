@@ -2,8 +2,12 @@
 
 The fp32 file is written to a temporary path beside ``output`` and renamed only after the graph has run
 through onnxruntime and, when a validation split is given, passed the parity check; a failed check
-leaves no file at ``output``. The INT8 file (``MODEL.int8.onnx``) is reported next to fp32 (mAP and
-latency) but not gated: INT8 is expected to lose some accuracy, and how much is the user's call.
+leaves no file at ``output``. The INT8 file (``MODEL.int8.onnx``) is gated the same way against the
+fp32 ONNX model: when its mAP is more than ``int8_max_map_drop`` AP points lower, it is refused
+(:class:`Int8RefusedError`, no INT8 file; the verified fp32 file stays) unless ``int8_keep_anyway``,
+which keeps it and flags the report. Its latency is compared with fp32's in the same process,
+alternating calls, so the report can say when INT8 is slower. Without a validation split INT8 is not
+gated, and the report says so.
 """
 
 from __future__ import annotations
@@ -16,13 +20,23 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch.nn as nn
 
+from detect_ft.data.image import read_image
 from detect_ft.data.records import DatasetRecords
 from detect_ft.edge.runtime import EdgeDetector
 from detect_ft.errors import DetectFTError
 from detect_ft.export.onnx_export import build_metadata, export_onnx, input_sizes
 from detect_ft.export.parity import check_map_drop, compare_detections, score_runtime
-from detect_ft.export.quantize import int8_path_for, quantize_int8
+from detect_ft.export.quantize import Int8Options, int8_path_for, quantize_int8
 from detect_ft.io import atomic_path
+
+
+class Int8RefusedError(DetectFTError):
+    """The INT8 model lost more mAP than allowed; ``report`` is the export report up to that point (fp32
+    written and verified, ``int8`` with the refused model's metrics and ``gate: "refused"``)."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 def export_detector(
@@ -39,6 +53,9 @@ def export_detector(
     backend: str = "hotcoco",
     int8: bool = False,
     calib_images: Optional[Sequence[np.ndarray]] = None,
+    int8_options: Optional[Int8Options] = None,
+    int8_max_map_drop: float = 1.0,
+    int8_keep_anyway: bool = False,
     extra_metadata: Optional[dict[str, Any]] = None,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -50,15 +67,21 @@ def export_detector(
         max_map_drop: AP points the ONNX mAP may differ from PyTorch's before the export fails.
         score_thresh: detections below it are not scored (as ``eval.score_thresh``).
         calib_images: RGB uint8 training images for INT8 calibration (needed with ``int8``).
+        int8_options: how to quantise (default :class:`Int8Options` ``()``).
+        int8_max_map_drop: AP points the INT8 mAP may be below the fp32 ONNX mAP before INT8 is refused.
+        int8_keep_anyway: keep a refused INT8 model (the report's ``int8.gate`` says ``kept anyway``).
 
     Returns:
         A report: ``output``, ``model_name``, ``opset``, ``export_seconds``, ``verified``; with a
         validation split ``parity`` (``torch`` and ``onnx`` metrics with ``map``, ``map50`` and batch-1
         ``latency``; ``detections`` from :func:`compare_detections`; ``map_diff_points``); with ``int8``
-        ``int8`` (path, calibration, and its metrics when verified).
+        ``int8``: path, calibration and options, ``speed`` (:func:`compare_latency`, fp32 vs INT8
+        alternating), ``gate`` (``passed``, ``kept anyway`` or ``not checked``), and with a validation
+        split its metrics, ``map_diff_points`` (INT8 minus fp32 ONNX) and ``max_map_drop``.
 
     Raises:
         DetectFTError: the export fails, the graph does not run, or the mAPs differ too much.
+        Int8RefusedError: the INT8 model lost more than ``int8_max_map_drop`` (and not ``int8_keep_anyway``).
     """
     output = Path(output)
     if output.suffix.lower() != ".onnx":
@@ -81,16 +104,69 @@ def export_detector(
                                              score_thresh=score_thresh, backend=backend, progress=progress)  # fmt: skip
     if int8:
         int8_path = int8_path_for(output)
+        # Evaluated at the temporary path: a refused model is never renamed to MODEL.int8.onnx.
         with atomic_path(int8_path) as tmp:
-            calibration = quantize_int8(output, tmp, list(calib_images))
+            calibration = quantize_int8(output, tmp, list(calib_images), int8_options)
             _smoke_run(tmp, calib_images)
-        report["int8"] = {"output": str(int8_path), **calibration}
-        if val_dataset is not None:
-            _, metrics = score_runtime(EdgeDetector(int8_path).predict_batch, val_dataset, score_thresh=score_thresh,
-                                       backend=backend, source=str(int8_path), progress=progress)  # fmt: skip
-            fp32_map = report["parity"]["onnx"]["map"]
-            report["int8"].update(_summary(metrics), map_diff_points=100 * ((metrics["map"] or 0) - (fp32_map or 0)))
+            info = report["int8"] = {"output": str(int8_path), **calibration, "max_map_drop": int8_max_map_drop}
+            sample = read_image(val_dataset.records[0].image_path) if val_dataset is not None else calib_images[0]
+            info["speed"] = compare_latency(output, tmp, sample)
+            if val_dataset is None:
+                info["gate"] = "not checked"
+            else:
+                _, metrics = score_runtime(EdgeDetector(tmp).predict_batch, val_dataset, score_thresh=score_thresh,
+                                           backend=backend, source=str(int8_path), progress=progress)  # fmt: skip
+                fp32_map = report["parity"]["onnx"]["map"] or 0.0
+                info.update(_summary(metrics), map_diff_points=100 * ((metrics["map"] or 0.0) - fp32_map))
+                drop = -info["map_diff_points"]
+                info["gate"] = "passed" if drop <= int8_max_map_drop else "kept anyway"
+                if drop > int8_max_map_drop and not int8_keep_anyway:
+                    info["gate"] = "refused"
+                    raise Int8RefusedError(
+                        f"INT8 model refused: its mAP {100 * (metrics['map'] or 0):.2f} is {drop:.2f} AP points below "
+                        f"the fp32 ONNX model's {100 * fp32_map:.2f} (> export.int8_max_map_drop={int8_max_map_drop}), "
+                        f"so {int8_path.name} was not written ({output.name}, fp32 and verified, was kept); deploy "
+                        "the fp32 model, or try export.int8_exclude=[head], export.int8_calibration=percentile or "
+                        "more export.calib_images, or raise export.int8_max_map_drop, or keep it with --int8-keep-anyway",
+                        report,
+                    )
     return report
+
+
+def compare_latency(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, image: np.ndarray, *,
+                    rounds: int = 10, warmup: int = 2, threads: Optional[int] = None) -> dict[str, Any]:  # fmt: skip
+    """Batch-1 latency of the fp32 and INT8 files on ``image``, calls alternating (fp32, INT8, fp32, ...)
+    so that both see the same machine load; both sessions get the same ``threads`` (None: onnxruntime's
+    default, as :class:`EdgeDetector`). Preprocessing included.
+
+    Returns:
+        ``fp32_p50_ms``, ``int8_p50_ms``, ``speedup`` (fp32 p50 / INT8 p50; < 1 means INT8 is slower),
+        ``rounds``, ``threads``, ``cpu`` (:func:`cpu_int8_support`).
+    """
+    fp32, int8 = EdgeDetector(fp32_path, threads=threads), EdgeDetector(int8_path, threads=threads)
+    times: dict[str, list[float]] = {"fp32": [], "int8": []}
+    for i in range(warmup + rounds):
+        for name, detector in (("fp32", fp32), ("int8", int8)) if i % 2 == 0 else (("int8", int8), ("fp32", fp32)):
+            start = time.perf_counter()
+            detector.predict(image)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    p50 = {name: 1000.0 * float(np.median(values)) for name, values in times.items()}
+    return {"fp32_p50_ms": p50["fp32"], "int8_p50_ms": p50["int8"], "speedup": p50["fp32"] / p50["int8"],
+            "rounds": rounds, "threads": threads, "cpu": cpu_int8_support()}  # fmt: skip
+
+
+def cpu_int8_support() -> str:
+    """What the x86 CPU offers onnxruntime's INT8 kernels: ``VNNI`` (AVX512-VNNI or AVX-VNNI), ``AVX2, no
+    VNNI`` (u8s8 dot products in 16-bit steps, a smaller INT8 gain) or ``unknown`` (not Linux/x86)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    if {"avx512_vnni", "avx_vnni"} & set(flags):
+        return "VNNI"
+    return "AVX2, no VNNI" if "avx2" in flags else ("unknown" if not flags else "no AVX2")
 
 
 def verify_export(
