@@ -74,8 +74,8 @@ def _assert_same_state(a: dict, b: dict, where: str = "") -> None:
 
 
 def _assert_same_training(run_a: Path, run_b: Path) -> None:
-    a = torch.load(run_a / "checkpoints" / "last.pt", weights_only=False)
-    b = torch.load(run_b / "checkpoints" / "last.pt", weights_only=False)
+    a = torch.load(run_a / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(run_b / "checkpoints" / "last.pt", weights_only=True)
     for key in ("model", "ema", "optimizer", "scheduler", "epoch", "iteration", "trainer"):
         _assert_same_state(a[key], b[key], key)
     timed = {"seconds", "images_per_s"}

@@ -86,14 +86,14 @@ def test_cli_run_writes_every_file(data_dir, tmp_path, capsys) -> None:
     else:
         assert not (out / "tensorboard").exists()
 
-    last = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert {"model", "model_name", "num_classes", "class_names", "category_ids", "config", "epoch", "iteration",
             "optimizer", "scheduler", "scaler", "ema", "rng", "metrics", "version"} <= set(last)  # fmt: skip
     assert last["epoch"] == 2 and last["iteration"] == 4 and last["class_names"] == ["circle", "square"]
     assert last["metrics"]["map"] == rows[-1]["map"]
     # With EMA on, `model` is the average and the raw weights are kept for resuming.
     assert any(not torch.equal(last["model"][k], v) for k, v in last["ema"]["training_model"].items())
-    best = torch.load(out / "checkpoints" / "best.pt", weights_only=False)
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
     best_epoch = max(rows, key=lambda r: (r["map"], -r["epoch"]))["epoch"]
     assert best["epoch"] == best_epoch
     model, meta = load_detector(out / "checkpoints" / "best.pt")
@@ -214,8 +214,8 @@ def test_best_checkpoint_and_early_stopping_follow_the_chosen_metric(data_dir, t
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["map50"] for r in rows] == [0.5, 0.4, 0.45]  # stopped after 2 validations without a better map50
-    best = torch.load(out / "checkpoints" / "best.pt", weights_only=False)
-    last = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert best["epoch"] == 1 and last["epoch"] == 3 and last["trainer"]["stale"] == 2
     assert "stopped early: map50 did not improve for 2 validations" in capsys.readouterr().out
 
@@ -237,5 +237,5 @@ def test_trains_on_the_real_raccoon_voc_split(tmp_path) -> None:
     trainer_module.train(cfg, progress=False)
     row = json.loads((out / "metrics.jsonl").read_text())
     assert row["iterations"] == 3 and math.isfinite(row["loss"]) and 0 <= row["map"] <= 1
-    checkpoint = torch.load(out / "checkpoints" / "best.pt", weights_only=False)
+    checkpoint = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
     assert checkpoint["class_names"] == ["raccoon"]
