@@ -180,7 +180,8 @@ class ExportConfig:
 
 @dataclass
 class OutputConfig:
-    dir: str = "runs/exp"
+    dir: str = "runs/exp"  # a folder already holding files gets a new numbered sibling (runs/exp-2), see train
+    overwrite: bool = False  # reuse a dir holding an earlier run, removing that run's checkpoints, metrics, plots
 
 
 @dataclass

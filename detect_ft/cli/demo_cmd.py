@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     data = Path(args.data)
-    overrides = [f"data.root={data / 'shapes'}", f"data.classes=[{','.join(classes)}]", *args.overrides]
+    # The demo owns its run directory: a second demo replaces the first (eval/export/predict read it back).
+    overrides = [f"data.root={data / 'shapes'}", f"data.classes=[{','.join(classes)}]", "output.overwrite=true",
+                 *args.overrides]  # fmt: skip
     cfg = load_config(args.config, overrides)
     run_dir = Path(cfg.output.dir)
     started = time.perf_counter()
