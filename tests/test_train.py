@@ -239,3 +239,37 @@ def test_trains_on_the_real_raccoon_voc_split(tmp_path) -> None:
     assert row["iterations"] == 3 and math.isfinite(row["loss"]) and 0 <= row["map"] <= 1
     checkpoint = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
     assert checkpoint["class_names"] == ["raccoon"]
+
+
+def test_nonfinite_weights_are_never_saved_and_metrics_stay_strict_json(data_dir, tmp_path, monkeypatch) -> None:
+    real = trainer_module.train_one_epoch
+
+    def poisoned(model, *args, **kwargs):
+        stats = real(model, *args, **kwargs)
+        with torch.no_grad():
+            next(model.parameters()).view(-1)[0] = float("nan")  # what a diverging step leaves behind
+        return {**stats, "loss": float("nan")}
+
+    monkeypatch.setattr(trainer_module, "train_one_epoch", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(DetectFTError, match="non-finite.*epoch 1/1.*best.pt and last.pt keep the last finite"):
+        trainer_module.train(tiny_config(data_dir, out), progress=False)
+    assert not (out / "checkpoints" / "best.pt").exists() and not (out / "checkpoints" / "last.pt").exists()
+    text = (out / "metrics.jsonl").read_text()
+    rows = [json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl")) for line in
+            text.splitlines()]  # fmt: skip
+    assert rows[0]["epoch"] == 1 and rows[0]["loss"] is None
+
+
+def test_a_validation_split_without_boxes_trains_and_says_so(data_dir, tmp_path, capsys) -> None:
+    val = json.loads((data_dir / "val.json").read_text())
+    empty = tmp_path / "data"
+    shutil.copytree(data_dir, empty)
+    (empty / "val.json").write_text(json.dumps({**val, "annotations": []}))
+    out = tmp_path / "run"
+    trainer_module.train(tiny_config(empty, out), progress=False)
+    printed = capsys.readouterr().out
+    assert "no boxes to score" in printed
+    row = json.loads((out / "metrics.jsonl").read_text())
+    assert row["map"] is None and "no boxes to score" in row["note"]
+    assert (out / "checkpoints" / "last.pt").is_file() and not (out / "checkpoints" / "best.pt").exists()
