@@ -8,10 +8,9 @@ from typing import Optional
 
 from detect_ft.data.findings import MISSING_IMAGE, Finding
 from detect_ft.data.image import read_image_size
+from detect_ft.data.records import BACKGROUND_NAMES, is_background_name  # noqa: F401 (re-exported)
 from detect_ft.errors import DataError
 
-# Names that mean "background" in other tools; a class by this name would collide with label 0.
-BACKGROUND_NAMES = {"background", "__background__", "__background", "bg"}
 
 
 def resolve(root: str | os.PathLike, path: str | os.PathLike) -> Path:

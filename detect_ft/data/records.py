@@ -12,6 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
+# Names that mean "background" in other tools; a class by such a name would collide with label 0, so
+# every format and the config refuse it as a class name.
+BACKGROUND_NAMES = frozenset({"background", "__background__", "__background", "bg"})
+
+
+def is_background_name(name: str) -> bool:
+    """True for a class name that means background (case and surrounding spaces ignored)."""
+    return str(name).strip().lower() in BACKGROUND_NAMES
+
 
 @dataclass
 class ImageRecord:

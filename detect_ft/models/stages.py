@@ -1,0 +1,45 @@
+"""How many backbone stages a registered model has, known without building its weights.
+
+The config check needs the number to bound ``model.trainable_backbone_layers`` before any work starts.
+The known families have a fixed count (the stages :func:`detect_ft.models.finetune.backbone_stages`
+returns); a family not listed here is counted once by building the model on PyTorch's ``meta`` device
+(no memory for weights, no download), and the answer is cached per model name.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+# stages per backbone family, as finetune.backbone_stages counts them (tests/test_config.py checks
+# these against a meta-device build of every registered model)
+STAGES_PER_FAMILY: dict[str, int] = {"resnet_fpn": 5, "mobilenet_fpn": 6, "ssdlite": 6, "vgg": 5}
+
+
+@functools.lru_cache(maxsize=None)
+def backbone_stage_count(name: str) -> Optional[int]:
+    """The number of backbone stages of registered model ``name``; None when it cannot be told."""
+    from detect_ft.models.registry import MODELS
+
+    spec = MODELS.get(name)
+    if spec is None:
+        return None
+    if spec.family in STAGES_PER_FAMILY:
+        return STAGES_PER_FAMILY[spec.family]
+    return count_on_meta_device(name)
+
+
+def count_on_meta_device(name: str) -> Optional[int]:
+    """Build model ``name`` on the meta device (shapes only) and count its backbone stages."""
+    import torch
+
+    from detect_ft.models.finetune import backbone_stages
+    from detect_ft.models.registry import MODELS
+
+    spec = MODELS[name]
+    try:
+        with torch.device("meta"):
+            model = spec.builder(weights=None, weights_backbone=None, num_classes=2)
+        return len(backbone_stages(model, spec.family))
+    except Exception:  # a builder that cannot run on meta: the build itself checks the value later
+        return None
