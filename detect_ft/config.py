@@ -67,10 +67,14 @@ class DataConfig:
     keep_background: bool = True  # keep images without boxes
     # What to do about each kind of problem the dataset doctor finds (detect_ft.data.doctor).
     on_missing_image: Policy = "error"
+    on_unreadable_image: Literal["error", "drop"] = "error"  # corrupt/truncated/too large, also found mid-training
+    on_exif_orientation: Literal["error", "drop", "apply", "ignore"] = "error"  # apply: boxes in the rotated frame
+    on_outside_root: Literal["error", "drop", "allow"] = "error"  # image paths absolute or leaving data.root
     on_size_mismatch: Policy = "error"
     on_degenerate_box: Policy = "drop"
     on_box_outside: Policy = "clip"
     on_duplicate_box: Policy = "drop"
+    on_small_box: Literal["keep", "drop", "error"] = "keep"  # far smaller than the class's median box
     on_unknown_class: Policy = "error"
 
     def split_options(self) -> dict[str, Any]:

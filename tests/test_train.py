@@ -273,3 +273,17 @@ def test_a_validation_split_without_boxes_trains_and_says_so(data_dir, tmp_path,
     row = json.loads((out / "metrics.jsonl").read_text())
     assert row["map"] is None and "no boxes to score" in row["note"]
     assert (out / "checkpoints" / "last.pt").is_file() and not (out / "checkpoints" / "best.pt").exists()
+
+
+def test_a_truncated_training_image_is_named_or_left_out_as_data_on_unreadable_image_says(data_dir, tmp_path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(data_dir, broken)
+    image = broken / "images" / "train_000003.jpg"
+    image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])  # the header survives: found on decoding
+    overrides = ["train.max_iters_per_epoch=6", "train.eval_interval=0"]  # 6 batches of 2: every image
+    with pytest.raises(DataError, match="train_000003.jpg is truncated.*data.on_unreadable_image=drop"):
+        trainer_module.train(tiny_config(broken, tmp_path / "a", *overrides), progress=False)
+    with pytest.warns(UserWarning, match="train_000003.jpg is truncated"):
+        trainer_module.train(tiny_config(broken, tmp_path / "b", *overrides, "data.on_unreadable_image=drop"),
+                             progress=False)  # fmt: skip
+    assert (tmp_path / "b" / "checkpoints" / "last.pt").is_file()

@@ -35,6 +35,8 @@ class ImageRecord:
         difficult: bool array (N,); VOC ``difficult`` flag, ignored by VOC-style evaluation.
         image_id: integer id, unique within a split (the COCO image id for COCO datasets).
         file_name: the image's path as written in the annotations (relative), for writing converters.
+        apply_orientation: decode with the file's EXIF orientation applied (the boxes are in the
+            rotated frame), or keep the stored pixels (False); matters only for tagged images.
     """
 
     image_path: str
@@ -46,6 +48,7 @@ class ImageRecord:
     difficult: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
     image_id: int = 0
     file_name: str = ""
+    apply_orientation: bool = True
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -72,6 +75,7 @@ class ImageRecord:
             difficult=self.difficult[keep],
             image_id=self.image_id,
             file_name=self.file_name,
+            apply_orientation=self.apply_orientation,
         )
 
 

@@ -98,7 +98,8 @@ def _train(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progres
 
     a = cfg.augment
     dataset = DetectionDataset(train_records, build_transform(a.preset, train=True, min_area=a.min_area,
-                                                              min_visibility=a.min_visibility))  # fmt: skip
+                                                              min_visibility=a.min_visibility),
+                               on_unreadable=cfg.data.on_unreadable_image)  # fmt: skip
     iters = len(_epoch_loader(cfg, dataset, info, 0))
     iters = min(iters, t.max_iters_per_epoch) if t.max_iters_per_epoch else iters
     steps_per_epoch = optimizer_steps_per_epoch(iters, t.accumulate)
@@ -272,7 +273,10 @@ def _load_data(cfg: Config, say) -> tuple[Any, Any]:
         f"({len(report.findings)} findings handled by the data.on_* policies)")  # fmt: skip
     val_records = None
     if d.val:
-        val_records, _ = prepare_split(split=d.val, classes=list(train_records.class_names), **common)
+        # Decoded once now (strictly), so an unreadable validation image is found before training and
+        # handled by data.on_unreadable_image instead of failing every validation; the training split is
+        # checked as its images are loaded (see DetectionDataset).
+        val_records, _ = prepare_split(split=d.val, classes=list(train_records.class_names), decode=True, **common)
         say(f"val: {len(val_records)} images, {val_records.num_boxes} boxes")
     return train_records, val_records
 

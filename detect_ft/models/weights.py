@@ -107,7 +107,7 @@ def check_checkpoint(checkpoint: Any, path: str | os.PathLike, what: str = "chec
     foreign or tampered file gives one line instead of a traceback deep inside model building.
     """
     def bad(why: str) -> WeightsError:
-        return WeightsError(f"{what}: {path} is not a usable detect-ft checkpoint ({why}); pass a run's "
+        return WeightsError(f"{what}: {path} is not a detect-ft checkpoint ({why}); pass a run's "
                             "checkpoints/best.pt or last.pt")  # fmt: skip
 
     if not isinstance(checkpoint, dict) or "model_name" not in checkpoint or "model" not in checkpoint:
