@@ -93,7 +93,7 @@ def test_a_tampered_checkpoint_structure_is_one_line(tmp_path, run_cli):
     assert code == 2 and "config.model.min_size" in _one_line(err)
     torch.save([1, 2, 3], path)
     code, _, err = run_cli("export", path, "--output", tmp_path / "m.onnx", "--no-verify")
-    assert code == 2 and "not a usable detect-ft checkpoint" in _one_line(err)
+    assert code == 2 and "not a detect-ft checkpoint" in _one_line(err)
 
 
 # ---------------------------------------------------------------- files keep the user's permissions
@@ -202,3 +202,228 @@ def test_resume_continues_and_overwrite_replaces_in_place(tiny_data, tmp_path, r
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+# ---------------------------------------------------------------- malformed, hostile or huge files
+
+
+def _voc_with(root, xml_text: str):
+    for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / "Annotations" / "a.xml").write_text(xml_text)
+    (root / "ImageSets" / "Main" / "train.txt").write_text("a\n")
+    config = root / "c.yaml"
+    config.write_text(f"data:\n  format: voc\n  root: {root}\n  train: train\n")
+    return config
+
+
+XML_BOMB = """<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+<!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">]>
+<annotation><filename>a.jpg</filename><object><name>&lol4;</name></object></annotation>"""
+XML_EXTERNAL = """<?xml version="1.0"?>
+<!DOCTYPE a [<!ENTITY secret SYSTEM "file:///etc/passwd">]>
+<annotation><filename>a.jpg</filename><object><name>&secret;</name></object></annotation>"""
+
+
+@pytest.mark.parametrize("text", [XML_BOMB, XML_EXTERNAL], ids=["billion_laughs", "external_entity"])
+def test_xml_with_entities_is_refused(tmp_path, run_cli, text):
+    config = _voc_with(tmp_path, text)
+    code, _, err = run_cli("check-data", config)
+    assert code == 2 and "declares a DOCTYPE or entities" in _one_line(err) and "a.xml" in err
+
+
+def test_huge_files_are_refused_by_size_before_parsing(tmp_path, run_cli):
+    config = _voc_with(tmp_path / "voc", "<annotation/>")
+    with open(tmp_path / "voc" / "Annotations" / "a.xml", "wb") as f:
+        f.truncate(64 << 20)  # sparse: no disk space, no memory
+    code, _, err = run_cli("check-data", config)
+    assert code == 2 and "over detect-ft's limit" in _one_line(err)
+
+    coco = tmp_path / "coco"
+    coco.mkdir()
+    with open(coco / "train.json", "wb") as f:
+        f.truncate(3 << 30)
+    (coco / "c.yaml").write_text(f"data:\n  format: coco\n  root: {coco}\n  train: train.json\n")
+    code, _, err = run_cli("check-data", coco / "c.yaml")
+    assert code == 2 and "train.json is 3.0 GiB, over detect-ft's limit" in _one_line(err)
+
+    big = tmp_path / "big.pt"
+    with open(big, "wb") as f:
+        f.truncate(17 << 30)
+    code, _, err = run_cli("export", big, "--output", tmp_path / "m.onnx", "--no-verify")
+    assert code == 2 and "over detect-ft's limit" in _one_line(err)
+
+
+def test_deeply_nested_json_and_yaml_are_one_line(tmp_path, run_cli):
+    coco = tmp_path / "coco"
+    coco.mkdir()
+    (coco / "train.json").write_text("[" * 200_000 + "]" * 200_000)
+    (coco / "c.yaml").write_text(f"data:\n  format: coco\n  root: {coco}\n  train: train.json\n")
+    code, _, err = run_cli("check-data", coco / "c.yaml")
+    assert code == 2 and "nested too deeply" in _one_line(err)
+
+    yolo = tmp_path / "yolo"
+    (yolo / "train" / "images").mkdir(parents=True)
+    from conftest import noise_image
+
+    noise_image(yolo / "train" / "images" / "a.jpg")
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    (yolo / "data.yaml").write_text("\n".join(lines) + "\nnames: [*a8]\n")
+    (yolo / "c.yaml").write_text(f"data:\n  format: yolo\n  root: {yolo}\n  train: train\n")
+    code, _, err = run_cli("check-data", yolo / "c.yaml")
+    assert code == 2 and "'names' must be a list of names" in _one_line(err) and len(err) < 600
+
+
+def test_images_beyond_the_pixel_limit_name_file_and_limit(tmp_path, run_cli):
+    from conftest import noise_image, write_coco, write_png_header
+
+    from detect_ft.data.image import read_image
+    from detect_ft.limits import MAX_IMAGE_PIXELS
+
+    write_png_header(tmp_path / "huge.png", 20_000, 20_000)
+    noise_image(tmp_path / "ok.png")
+    write_coco(tmp_path, [("huge.png", 20_000, 20_000), ("ok.png", 64, 48)], {"ok.png": [[5, 5, 20, 20, "cat"]]})
+    with pytest.raises(DetectFTError) as info:
+        read_image(tmp_path / "huge.png")
+    message = str(info.value)
+    assert "huge.png" in message and "400.0 megapixels" in message and f"{MAX_IMAGE_PIXELS} pixels" in message
+    (tmp_path / "c.yaml").write_text(f"data:\n  format: coco\n  root: {tmp_path}\n  train: train.json\n")
+    code, out, _ = run_cli("check-data", tmp_path / "c.yaml")
+    assert code == 1 and "unreadable_image" in out and "huge.png" in out and "beyond the decoder's limit" in out
+
+
+def test_corrupt_checkpoint_is_one_line(tmp_path, run_cli):
+    path = tmp_path / "cut.pt"
+    torch.save({"model": {"w": torch.zeros(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:300])
+    code, _, err = run_cli("export", path, "--output", tmp_path / "m.onnx", "--no-verify")
+    assert code == 2 and "not a readable checkpoint" in _one_line(err)
+
+
+def _onnx_with_metadata(path, metadata: str):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    helper.set_model_props(model, {"detect_ft": metadata})
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("metadata, expected", [
+    ('{"format": 1, "class_names": "cat", "category_ids": [1]}', "class_names"),
+    ('{"format": 1, "class_names": ["cat"], "category_ids": [1], "input": {"scale": "x"}, "outputs": []}',
+     "input.scale"),
+    ("[" * 100_000 + "]" * 100_000, "not supported|not valid JSON"),
+    ("{not json", "not valid JSON"),
+], ids=["names", "scale", "nested", "syntax"])  # fmt: skip
+def test_onnx_metadata_that_cannot_drive_the_runtime_is_one_line(tmp_path, run_cli, metadata, expected):
+    import re
+
+    from conftest import noise_image
+
+    model = _onnx_with_metadata(tmp_path / "m.onnx", metadata)
+    code, _, err = run_cli("predict", model, noise_image(tmp_path / "a.jpg"), "--output", tmp_path / "out")
+    assert code == 2 and re.search(expected, _one_line(err))
+
+
+# ---------------------------------------------------------------- no command destroys the user's files
+
+
+def test_predict_never_writes_over_its_inputs(tmp_path):
+    from conftest import noise_image
+
+    from detect_ft.edge.predict import predict_source
+
+    folder = tmp_path / "photos"
+    for i in range(3):
+        noise_image(folder / f"p{i}.jpg", seed=i)
+    before = _snapshot(folder)
+    nothing = lambda images: [{"boxes": [], "scores": [], "labels": []} for _ in images]  # noqa: E731
+    for source, output in ((folder, folder), (folder / "p1.jpg", folder), (folder, tmp_path / "photos" / ".")):
+        with pytest.raises(DetectFTError, match="overwrite") as info:
+            predict_source(nothing, source, output, class_names=["x"], category_ids=[1])
+        assert "p1.jpg" in str(info.value) and "choose another output folder" in str(info.value)
+    assert _snapshot(folder) == before
+    summary = predict_source(nothing, folder, tmp_path / "out", class_names=["x"], category_ids=[1])
+    assert summary["images"] == 3 and _snapshot(folder) == before
+
+
+def _tiny_voc(root):
+    from conftest import noise_image
+
+    for folder in ("Annotations", "ImageSets/Main"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for i in range(2):
+        noise_image(root / "JPEGImages" / f"p{i}.jpg", seed=i)
+        (root / "Annotations" / f"p{i}.xml").write_text(
+            f"<annotation><filename>p{i}.jpg</filename><size><width>64</width><height>48</height></size><object>"
+            "<name>cat</name><bndbox><xmin>5</xmin><ymin>5</ymin><xmax>30</xmax><ymax>30</ymax></bndbox></object>"
+            "</annotation>")  # fmt: skip
+    (root / "ImageSets" / "Main" / "train.txt").write_text("p0\np1\n")
+    return root
+
+
+def test_convert_never_writes_into_its_source_annotations(tmp_path, run_cli):
+    voc = _tiny_voc(tmp_path / "voc")
+    before = _snapshot(voc)
+    code, _, err = run_cli("convert", "--from", "voc", "--to", "voc", "--root", voc, "--split", "train", "--out", voc)
+    assert code == 2 and "is part of the source annotations" in _one_line(err)
+    assert _snapshot(voc) == before
+
+    assert run_cli("convert", "--from", "voc", "--to", "coco", "--root", voc, "--split", "train",
+                   "--out", tmp_path / "coco")[0] == 0  # fmt: skip
+    coco_before = _snapshot(tmp_path / "coco")
+    code, _, err = run_cli("convert", "--from", "coco", "--to", "coco", "--root", tmp_path / "coco",
+                           "--split", "train.json", "--out", tmp_path / "coco")  # fmt: skip
+    assert code == 2 and "train.json" in _one_line(err) and _snapshot(tmp_path / "coco") == coco_before
+
+
+def test_convert_copies_only_image_files(tmp_path, run_cli):
+    from conftest import noise_image, write_coco
+
+    root = tmp_path / "data"
+    noise_image(root / "a.jpg")
+    (root / "secret.jpg").write_text("not an image, but named like one\n")
+    (root / "notes.txt").write_text("private\n")
+    for bad in ("secret.jpg", "notes.txt"):
+        write_coco(root, [("a.jpg", 64, 48), (bad, 64, 48)], {"a.jpg": [[5, 5, 20, 20, "cat"]]})
+        code, _, err = run_cli("convert", "--from", "coco", "--to", "yolo", "--root", root, "--split", "train.json",
+                               "--out", tmp_path / "out")  # fmt: skip
+        assert code == 2 and bad in _one_line(err) and "refused to copy" in err
+        assert not (tmp_path / "out").exists()  # checked before anything is written
+    # and images outside the dataset are not even read unless allowed
+    outside = noise_image(tmp_path / "elsewhere.jpg")
+    write_coco(root, [("a.jpg", 64, 48), (str(outside), 64, 48), ("../elsewhere.jpg", 64, 48)], {})
+    code, printed, _ = run_cli("convert", "--from", "coco", "--to", "yolo", "--root", root, "--split", "train.json",
+                               "--out", tmp_path / "out")  # fmt: skip
+    assert code == 0 and "2 box(es)/image(s) could not be converted" in printed and "outside_root" in printed
+    assert sorted(p.name for p in (tmp_path / "out" / "train" / "images").iterdir()) == ["a.jpg"]
+
+
+def test_eval_plots_never_replace_unrelated_files(tmp_path, run_cli):
+    import numpy as np
+
+    from detect_ft.data.records import DatasetRecords, ImageRecord
+    from detect_ft.evaluation.plots import write_plots
+
+    (tmp_path / "pr_curves.png").write_bytes(b"my own picture")
+    records = DatasetRecords([ImageRecord("x.jpg", 64, 48, [[1, 1, 20, 20]], [1])], ["cat"])
+    preds = [{"boxes": np.array([[1, 1, 20, 20]]), "scores": np.array([0.9]), "labels": np.array([1])}]
+    with pytest.raises(DetectFTError, match="not written by detect-ft"):
+        write_plots(records, preds, tmp_path)
+    assert (tmp_path / "pr_curves.png").read_bytes() == b"my own picture"
+    own = tmp_path / "own"
+    write_plots(records, preds, own)
+    write_plots(records, preds, own)  # its own plots are replaced
+
+    config = _config(tmp_path / "c.yaml", ["data.format=coco", f"data.root={tmp_path}", "data.val=val.json"])
+    code, _, err = run_cli("eval", config, "--weights", tmp_path / "any.pt", "--json", tmp_path / "m.json")
+    assert code == 2 and "pr_curves.png" in _one_line(err) and "--json" in err
+    assert (tmp_path / "pr_curves.png").read_bytes() == b"my own picture"
