@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from detect_ft.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,3 +35,19 @@ def test_demo_pipeline_end_to_end(tmp_path, monkeypatch, capsys):
         assert picture.name in report
     assert isinstance(json.loads((run_dir / "predictions" / "predictions.json").read_text()), list)
     assert json.loads((run_dir / "eval" / "metrics.json").read_text())["num_images"] == 6
+
+
+@pytest.mark.slow
+def test_demo_runs_twice_into_the_same_run_directory(tmp_path, monkeypatch, capsys):
+    """The demo owns its run directory (output.overwrite=true): a second demo replaces the first run
+    instead of starting runs/demo-2 while its later steps read runs/demo."""
+    monkeypatch.chdir(REPO)
+    run_dir = tmp_path / "run"
+    argv = ["demo", "--data", str(tmp_path / "data"), "--train-images", "8", "--val-images", "4",
+            "--heldout-images", "1", "--image-size", "96", "model.weights=none", "model.min_size=96",
+            "train.epochs=1", "train.batch_size=4", "train.workers=0", "export.max_map_drop=100",
+            f"output.dir={run_dir}"]  # fmt: skip
+    assert main(argv) == 0
+    assert main(argv) == 0, capsys.readouterr().out
+    assert "replacing the run" in capsys.readouterr().out and not (tmp_path / "run-2").exists()
+    assert (run_dir / "report.md").is_file()
