@@ -224,5 +224,5 @@ def test_a_truncated_image_found_while_training_follows_the_policy(tmp_path) -> 
     dropping = DetectionDataset(records, on_unreadable="drop")
     with pytest.warns(UserWarning, match="j1.jpg is truncated.*left out"):
         _, target = dropping[1]
-    assert target["boxes"][0, 2] == 32  # the next image (j2) serves in its place
+    assert target["boxes"][0, 2] == 32 and int(target["image_id"]) == 3  # the next image (j2) serves in its place
     assert len(dropping) == 4 and [int(dropping[i][1]["boxes"][0, 2]) for i in (0, 2, 3)] == [30, 32, 33]

@@ -70,6 +70,10 @@ class DetectionDataset(Dataset):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The raw sample: image (H, W, 3) uint8 RGB, boxes (N, 4) float32 xyxy, labels (N,) int64, no crowd."""
+        return self._load(index)[1:]
+
+    def _load(self, index: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`load` and the index of the record actually served (another one when ``index`` is dropped)."""
         n = len(self.records.records)
         for step in range(n):
             candidate = (index + step) % n
@@ -85,7 +89,7 @@ class DetectionDataset(Dataset):
                 self._unreadable.add(candidate)
                 warnings.warn(f"{exc}; left out (data.on_unreadable_image=drop)", stacklevel=2)
                 continue
-            return self._checked(record, image)
+            return (candidate, *self._checked(record, image))
         raise DataError(f"{self.records.source}: no image of the split can be decoded; check the image files")
 
     def _checked(self, record: ImageRecord, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,7 +102,7 @@ class DetectionDataset(Dataset):
         return image, record.boxes[keep], record.labels[keep]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
-        image, boxes, labels = self.load(index)
+        index, image, boxes, labels = self._load(index)
         if self.transform is not None:
             num_extra = getattr(self.transform, "num_extra", 0)
             if num_extra:

@@ -5,7 +5,7 @@ a new run goes to the first free numbered sibling (``runs/x`` -> ``runs/x-2``, `
 so, so that no checkpoint, metrics file or plot of the earlier run is replaced and ``best.pt`` and
 ``last.pt`` always come from one run. ``train.resume`` (``auto`` or a checkpoint) continues in
 ``output.dir`` itself; ``output.overwrite=true`` reuses it, after removing the files an earlier run wrote
-there (checkpoints, metrics, plots, TensorBoard events; nothing else).
+there (checkpoints, metrics, plots, TensorBoard events, the plots of its evaluations; nothing else).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Optional
 
 # What a run writes into its directory; output.overwrite removes these and only these.
 RUN_FILES = ("metrics.jsonl", "checkpoints/best.pt", "checkpoints/last.pt", "plots/loss.png", "plots/map.png")
-RUN_GLOBS = ("checkpoints/.*.tmp", "tensorboard/events.out.tfevents.*")
+RUN_GLOBS = ("checkpoints/.*.tmp", "tensorboard/events.out.tfevents.*", "eval*/pr_curves.png",
+             "eval*/confusion_matrix.png")  # the last two: `detect-ft eval` plots of the replaced run
 
 
 def is_empty_or_missing(path: Path) -> bool:
