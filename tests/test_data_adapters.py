@@ -287,3 +287,16 @@ def test_image_paths_outside_the_dataset_are_refused_by_default(tmp_path):
     (root / "yolo" / "list.txt").write_text(f"yolo/images/in.png\n{outside}\n")
     records, findings = load_split(format="yolo", root=root, split="yolo/list.txt")
     assert len(records) == 1 and findings[0].kind == OUTSIDE_ROOT
+
+
+def test_outside_root_holds_for_a_relative_data_root(tmp_path, monkeypatch):
+    from detect_ft.data.findings import OUTSIDE_ROOT
+
+    _image(tmp_path / "elsewhere" / "x.png")
+    _coco(tmp_path / "data")
+    data = json.loads((tmp_path / "data" / "ann.json").read_text())
+    data["images"].append({"id": 11, "file_name": "../../elsewhere/x.png", "width": 64, "height": 48})
+    (tmp_path / "data" / "ann.json").write_text(json.dumps(data))
+    monkeypatch.chdir(tmp_path)
+    records, findings = load_split(format="coco", root="data", split="ann.json", images="imgs")
+    assert len(records) == 2 and [f.kind for f in findings] == [OUTSIDE_ROOT]

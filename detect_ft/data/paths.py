@@ -12,7 +12,6 @@ from detect_ft.data.records import BACKGROUND_NAMES, is_background_name  # noqa:
 from detect_ft.errors import DataError
 
 
-
 def resolve(root: str | os.PathLike, path: str | os.PathLike) -> Path:
     """``path`` if absolute, else ``root / path`` (``root`` "" means the current directory)."""
     path = Path(path).expanduser()
@@ -33,13 +32,15 @@ def size_or_finding(image_path: Path, apply_orientation: bool = True
 
 
 def inside_root(root: str | os.PathLike, path: str | os.PathLike) -> bool:
-    """True when ``path`` (as written, joined to ``root`` if relative) stays inside ``root``.
+    """True when ``path`` (an image path as the adapter built it: absolute, or relative to the current
+    folder like ``root`` itself) stays inside ``root``.
 
-    The test is on the text of the path (``os.path.normpath``, no symlinks followed): an annotation that
-    names ``/etc/x.jpg`` or ``../../x.jpg`` leaves the dataset, a symlinked image folder inside it does not.
+    The test is on the text of the paths (``os.path.abspath`` normalises ``..``; no symlinks followed):
+    an annotation that names ``/etc/x.jpg`` or ``../../x.jpg`` leaves the dataset, a symlinked image
+    folder inside it does not.
     """
-    base = os.path.normpath(os.path.abspath(Path(root or ".").expanduser()))
-    target = os.path.normpath(os.path.join(base, os.fspath(path)))
+    base = os.path.abspath(Path(root or ".").expanduser())
+    target = os.path.abspath(Path(path).expanduser())
     return target == base or target.startswith(base.rstrip(os.sep) + os.sep)
 
 
