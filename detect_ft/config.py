@@ -26,7 +26,7 @@ import yaml
 
 from detect_ft.errors import ConfigError
 from detect_ft.io import write_text_atomic
-from detect_ft.limits import MAX_CONFIG_BYTES, read_text, short_repr
+from detect_ft.limits import MAX_CONFIG_BYTES, MAX_INPUT_SIDE, read_text, short_repr
 
 Policy = Literal["error", "drop", "clip"]
 
@@ -52,7 +52,7 @@ class ModelConfig:
         for key in ("min_size", "max_size"):
             value = getattr(self, key)
             if value is not None:
-                _positive(f"model.{key}", value)
+                _input_side(f"model.{key}", value)
         _check_trainable_backbone_layers(self.name, self.trainable_backbone_layers)
 
 
@@ -215,6 +215,13 @@ class Config:
 
 def _fail(key: str, given: Any, allowed: str) -> typing.NoReturn:
     raise ConfigError(f"config key '{key}': got {short_repr(given)}; allowed: {allowed}")
+
+
+def _input_side(key: str, value: int) -> None:
+    """A model input side: positive and at most what any detector uses (a larger one would make every
+    image allocate gigabytes)."""
+    if not 0 < value <= MAX_INPUT_SIDE:
+        _fail(key, value, f"an integer in 1..{MAX_INPUT_SIDE} (pixels) or null")
 
 
 def _check_trainable_backbone_layers(name: str, value: Optional[int]) -> None:

@@ -29,6 +29,9 @@ MAX_IMAGE_BYTES = 1 * GIB  # one image file
 MAX_IMAGE_PIXELS = 178_956_970  # width x height of one image: Pillow's decompression-bomb limit (2 x 89.5 MP)
 MAX_CHECKPOINT_BYTES = 16 * GIB  # a .pt checkpoint or weights file
 MAX_ONNX_METADATA_BYTES = 16 * MIB  # the detect_ft metadata JSON inside an exported model
+# The largest model input side a config or checkpoint may ask for: far above any detector's (SSD 300,
+# R-CNN 1333), low enough that a tampered value cannot make inference allocate gigabytes.
+MAX_INPUT_SIDE = 8192
 
 
 def check_size(path: str | os.PathLike, limit: int, what: str, error: type[DetectFTError] = DetectFTError) -> int:

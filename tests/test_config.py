@@ -119,6 +119,14 @@ def test_stage_counts_match_a_meta_device_build_of_every_model():
         assert backbone_stage_count(name) == count_on_meta_device(name), name
 
 
+def test_model_input_sizes_are_bounded():
+    with pytest.raises(ConfigError, match=r"model.min_size.*1\.\.8192"):
+        load_config(None, ["model.min_size=" + "9" * 30])
+    with pytest.raises(ConfigError, match="model.max_size"):
+        load_config(None, ["model.max_size=0"])
+    assert load_config(None, ["model.min_size=1333"]).model.min_size == 1333
+
+
 def test_a_class_named_like_the_background_is_refused():
     for name in ("background", "Background", "__background__", "bg"):
         with pytest.raises(ConfigError, match="data.classes.*label 0 is the background"):

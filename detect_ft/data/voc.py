@@ -107,7 +107,7 @@ def parse_voc_xml(path: Path) -> dict:
 def _int_or_none(text: Optional[str]) -> Optional[int]:
     try:
         value = int(float(text))  # some tools write "500.0"
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # missing, not a number, inf
         return None
     return value if value > 0 else None
 

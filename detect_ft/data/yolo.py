@@ -114,7 +114,7 @@ def _parse_lines(label_path: Path) -> list[tuple[str, list[float]]]:
         except ValueError:
             raise DataError(f"label file {label_path} line {line_no}: coordinates must be numbers: "
                             f"{short_repr(line)}") from None  # fmt: skip
-        big = [v for v in values if v > PIXEL_UNITS_THRESHOLD]
+        big = [v for v in values if math.isfinite(v) and v > PIXEL_UNITS_THRESHOLD]  # inf/nan: degenerate boxes
         if big:
             raise DataError(
                 f"label file {label_path} line {line_no}: coordinate {big[0]:g} is far above 1, so these labels look "

@@ -24,10 +24,10 @@ import cv2
 import numpy as np
 
 from detect_ft.errors import DetectFTError
+from detect_ft.limits import MAX_ONNX_METADATA_BYTES
 
 METADATA_KEY = "detect_ft"
 METADATA_FORMAT = 1
-MAX_METADATA_CHARS = 16 * 2**20  # an export writes a few KiB; more is not a detect-ft model
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def _metadata_of(session, path: str | os.PathLike) -> dict[str, Any]:
             "(export the checkpoint with `detect-ft export`)"
         )
     text = props[METADATA_KEY]
-    if len(text) > MAX_METADATA_CHARS:
+    if len(text) > MAX_ONNX_METADATA_BYTES:  # an export writes a few KiB; more is not a detect-ft model
         raise DetectFTError(f"{path}: metadata '{METADATA_KEY}' is {len(text)} characters, far more than an export "
                             "writes; re-export the model")  # fmt: skip
     try:

@@ -18,11 +18,7 @@ import torch
 from torchvision.models._api import WeightsEnum
 
 from detect_ft.errors import WeightsError
-from detect_ft.limits import MAX_CHECKPOINT_BYTES, check_size
-
-# The largest model input side a checkpoint may ask for: far above any detector's (SSD 300, R-CNN 1333),
-# low enough that a tampered value cannot make inference allocate gigabytes.
-MAX_INPUT_SIDE = 8192
+from detect_ft.limits import MAX_CHECKPOINT_BYTES, MAX_INPUT_SIDE, check_size
 
 
 @dataclass
