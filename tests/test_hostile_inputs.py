@@ -427,3 +427,40 @@ def test_eval_plots_never_replace_unrelated_files(tmp_path, run_cli):
     code, _, err = run_cli("eval", config, "--weights", tmp_path / "any.pt", "--json", tmp_path / "m.json")
     assert code == 2 and "pr_curves.png" in _one_line(err) and "--json" in err
     assert (tmp_path / "pr_curves.png").read_bytes() == b"my own picture"
+
+
+ODD_VALUES = ["1e400", "-1e400", "nan", "inf", "", "abc", "0", "-5", "1" * 400]
+
+
+def test_odd_values_in_annotations_never_end_in_a_traceback(tmp_path):
+    from conftest import noise_image
+
+    from detect_ft.data.doctor import check_split
+
+    root = _voc_with(tmp_path / "voc", "<annotation/>").parent
+    noise_image(root / "JPEGImages" / "a.jpg")
+    good = {"width": "64", "height": "48", "xmin": "5", "ymin": "5", "xmax": "20", "ymax": "20", "name": "cat"}
+    for field in good:
+        for value in ODD_VALUES:
+            v = {**good, field: value}
+            (root / "Annotations" / "a.xml").write_text(
+                f"<annotation><filename>a.jpg</filename><size><width>{v['width']}</width><height>{v['height']}"
+                f"</height></size><object><name>{v['name']}</name><bndbox><xmin>{v['xmin']}</xmin><ymin>{v['ymin']}"
+                f"</ymin><xmax>{v['xmax']}</xmax><ymax>{v['ymax']}</ymax></bndbox></object></annotation>")  # fmt: skip
+            try:
+                check_split(format="voc", root=root, split="train")
+            except DetectFTError:
+                pass  # a one-line user error is a fine answer; anything else fails the test
+    yolo = tmp_path / "yolo"
+    noise_image(yolo / "train" / "images" / "a.jpg")
+    (yolo / "train" / "labels").mkdir()
+    (yolo / "classes.txt").write_text("cat\n")
+    for position in range(5):
+        for value in ODD_VALUES:
+            tokens = ["0", "0.5", "0.5", "0.2", "0.2"]
+            tokens[position] = value
+            (yolo / "train" / "labels" / "a.txt").write_text(" ".join(tokens) + "\n")
+            try:
+                check_split(format="yolo", root=yolo, split="train")
+            except DetectFTError:
+                pass
