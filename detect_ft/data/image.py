@@ -169,7 +169,8 @@ def read_image(path: str | os.PathLike, apply_orientation: bool = True) -> np.nd
     """
     _check_file(path)
     try:
-        data = open(path, "rb").read()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as exc:
         raise UnreadableImageError(f"image file {path} cannot be read ({exc.strerror}); check its permissions") from None
     info = _header(io.BytesIO(data), path)
