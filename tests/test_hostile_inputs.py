@@ -63,10 +63,23 @@ def test_library_loaders_use_weights_only(payload_checkpoint):
     from detect_ft.models import load_detector
     from detect_ft.models.weights import read_weights_file
 
+    import numpy as np
+
     evil, marker = payload_checkpoint
-    for load in (load_detector, load_checkpoint, lambda p: read_weights_file(p, "ssdlite320_mobilenet_v3_large")):
+    loaders = (load_detector, load_checkpoint, lambda p: read_weights_file(p, "ssdlite320_mobilenet_v3_large"))
+    for load in loaders:
         with pytest.raises(DetectFTError, match="refused to load"):
             load(evil)
+    # NumPy arrays are allowed (earlier checkpoints hold one), but not as a way to smuggle objects in
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    hidden = evil.with_name("hidden.pt")
+    torch.save({"model": {}, "rng": [{"numpy": np.array([Payload()], dtype=object)}], "epoch": 1}, hidden)
+    for load in loaders:
+        with pytest.raises(DetectFTError, match="refused to load"):
+            load(hidden)
     assert not marker.exists()
 
 

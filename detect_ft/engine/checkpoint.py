@@ -50,7 +50,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` captured (CUDA states only where the device count matches)."""
     random.setstate(_as_tuple(state["python"]))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if isinstance(n, dict):
+        np.random.set_state((n["kind"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    else:  # a checkpoint of an earlier detect-ft: NumPy's own state tuple, its key an array
+        np.random.set_state(tuple(n))
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():

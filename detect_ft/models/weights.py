@@ -67,7 +67,9 @@ def safe_torch_load(path: str | os.PathLike, what: str) -> Any:
     ``weights_only`` unpickles tensors and plain values (dict, list, tuple, str, int, float, bool,
     None) only, so a file carrying pickled code or objects of other types is refused before any of it
     runs; detect-ft's own checkpoints hold nothing else (docs/safety.md says how to convert a trusted
-    file written by other tools).
+    file written by other tools). Exactly one more kind is allowed: NumPy arrays (``ndarray``, ``dtype``
+    and ``_reconstruct``, which build an array and nothing else), because checkpoints written by earlier
+    detect-ft versions keep NumPy's RNG state as one.
 
     Args:
         what: what the file is for, naming the config key or command in messages ("model.weights").
@@ -80,13 +82,14 @@ def safe_torch_load(path: str | os.PathLike, what: str) -> Any:
         raise WeightsError(f"{what}: file {path} not found; pass the path of a detect-ft checkpoint or state dict")
     check_size(path, MAX_CHECKPOINT_BYTES, f"{what}: file", WeightsError)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        found = re.search(r"Unsupported global: GLOBAL (\S+)|but got <class '([^']+)'>", str(exc))
         if found is None:  # not a pickled object, just bytes that are no torch file
             raise WeightsError(f"{what}: {path} is not a readable checkpoint or torch file; pass another file") from None
         raise WeightsError(
-            f"{what}: refused to load {path}: it holds pickled Python objects ({found.group(1)}) whose loading could "
+            f"{what}: refused to load {path}: it holds pickled Python objects ({found.group(1) or found.group(2)}) whose loading could "
             "run code; detect-ft loads only tensors and plain values. If you trust the file, convert it as "
             "docs/safety.md shows"
         ) from None
@@ -94,6 +97,17 @@ def safe_torch_load(path: str | os.PathLike, what: str) -> Any:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise WeightsError(f"{what}: {path} is not a readable checkpoint or torch file ({reason}); pass another "
                            "file") from None  # fmt: skip
+
+
+def _numpy_array_globals() -> list:
+    """What unpickling a NumPy array needs: the array type, dtypes and the array constructor."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # NumPy 2 renamed numpy.core to numpy._core
+    numeric = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+               np.float16, np.float32, np.float64)  # fmt: skip
+    dtype_classes = {type(np.dtype(t)) for t in numeric} - {np.dtype}  # numpy.dtypes.UInt32DType ... (NumPy >= 1.25)
+    return [np.ndarray, np.dtype, core.multiarray._reconstruct, *sorted(dtype_classes, key=str)]
 
 
 def check_checkpoint(checkpoint: Any, path: str | os.PathLike, what: str = "checkpoint") -> dict[str, Any]:
