@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ import yaml
 
 from detect_ft.errors import ConfigError
 from detect_ft.io import write_text_atomic
+from detect_ft.limits import MAX_CONFIG_BYTES, MAX_INPUT_SIDE, read_text, short_repr
 
 Policy = Literal["error", "drop", "clip"]
 
@@ -50,9 +53,8 @@ class ModelConfig:
         for key in ("min_size", "max_size"):
             value = getattr(self, key)
             if value is not None:
-                _positive(f"model.{key}", value)
-        if self.trainable_backbone_layers is not None and not 0 <= self.trainable_backbone_layers <= 6:
-            _fail("model.trainable_backbone_layers", self.trainable_backbone_layers, "0..6 or null")
+                _input_side(f"model.{key}", value)
+        _check_trainable_backbone_layers(self.name, self.trainable_backbone_layers, self.backbone)
         if self.backbone:
             _check_backbone(self.name, self.backbone)
 
@@ -68,10 +70,14 @@ class DataConfig:
     keep_background: bool = True  # keep images without boxes
     # What to do about each kind of problem the dataset doctor finds (detect_ft.data.doctor).
     on_missing_image: Policy = "error"
+    on_unreadable_image: Literal["error", "drop"] = "error"  # corrupt/truncated/too large, also found mid-training
+    on_exif_orientation: Literal["error", "drop", "apply", "ignore"] = "error"  # apply: boxes in the rotated frame
+    on_outside_root: Literal["error", "drop", "allow"] = "error"  # image paths absolute or leaving data.root
     on_size_mismatch: Policy = "error"
     on_degenerate_box: Policy = "drop"
     on_box_outside: Policy = "clip"
     on_duplicate_box: Policy = "drop"
+    on_small_box: Literal["keep", "drop", "error"] = "keep"  # far smaller than the class's median box
     on_unknown_class: Policy = "error"
 
     def split_options(self) -> dict[str, Any]:
@@ -88,6 +94,12 @@ class DataConfig:
             _fail("data.on_duplicate_box", "clip", "error or drop")
         if len(set(self.classes)) != len(self.classes):
             _fail("data.classes", self.classes, "distinct class names")
+        from detect_ft.data.records import BACKGROUND_NAMES, is_background_name
+
+        for name in self.classes:
+            if is_background_name(name):
+                _fail("data.classes", self.classes, f"class names other than {', '.join(sorted(BACKGROUND_NAMES))} "
+                      f"(case-insensitive; label 0 is the background in every model, so rename class {name!r})")
 
 
 @dataclass
@@ -194,7 +206,8 @@ class ExportConfig:
 
 @dataclass
 class OutputConfig:
-    dir: str = "runs/exp"
+    dir: str = "runs/exp"  # a folder already holding files gets a new numbered sibling (runs/exp-2), see train
+    overwrite: bool = False  # reuse a dir holding an earlier run, removing that run's checkpoints, metrics, plots
 
 
 @dataclass
@@ -242,7 +255,26 @@ def apply_model_recipe(cfg: Config, explicit: set[str]) -> list[str]:
 
 
 def _fail(key: str, given: Any, allowed: str) -> typing.NoReturn:
-    raise ConfigError(f"config key '{key}': got {given!r}; allowed: {allowed}")
+    raise ConfigError(f"config key '{key}': got {short_repr(given)}; allowed: {allowed}")
+
+
+def _input_side(key: str, value: int) -> None:
+    """A model input side: positive and at most what any detector uses (a larger one would make every
+    image allocate gigabytes)."""
+    if not 0 < value <= MAX_INPUT_SIDE:
+        _fail(key, value, f"an integer in 1..{MAX_INPUT_SIDE} (pixels) or null")
+
+
+def _check_trainable_backbone_layers(name: str, value: Optional[int], backbone: str = "") -> None:
+    """``value`` must be None or 0..stages of model ``name`` (on timm ``backbone``), counted without weights."""
+    if value is None:
+        return
+    from detect_ft.models.stages import backbone_stage_count
+
+    stages = backbone_stage_count(name, backbone or None)
+    if value < 0 or (stages is not None and value > stages):
+        allowed = f"0..{stages} ({name} has {stages} backbone stages) or null" if stages else "an integer >= 0 or null"
+        _fail("model.trainable_backbone_layers", value, allowed)
 
 
 def _positive(key: str, value: Any) -> None:
@@ -280,9 +312,12 @@ def _convert(key: str, value: Any, hint: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(key, value, "a number")
+        if not math.isfinite(value):
+            _fail(key, value, "a finite number")
         return float(value)
     if hint is str:
-        if value is None:
+        # Scalars only: str() of a list or mapping (possibly a YAML alias bomb) is never a valid value.
+        if value is None or not isinstance(value, (str, int, float)):
             _fail(key, value, "a string")
         return str(value)  # YAML reads `weights: none` as a string but `classes: [1]` items as ints
     raise TypeError(f"unsupported config type {hint!r} for {key}")
@@ -316,15 +351,45 @@ def _unknown(key: str, known: list[str], compare: str | None = None) -> typing.N
     raise ConfigError(f"unknown config key '{key}'{hint}")
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus floats in scientific notation without a dot (``1e-3``).
+
+    YAML 1.1, which PyYAML implements, reads ``1e-3`` as a string; everyone writing a learning rate
+    means the number.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def safe_yaml(text: str) -> Any:
+    """Parse YAML with the safe loader that also reads ``1e-3`` as a float (no Python objects, ever)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML error: the problem and where, without PyYAML's multi-line context."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1} column {mark.column + 1}" if mark is not None else str(problem)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"train.epochs=5"`` -> ``("train.epochs", 5)``; the value is read as YAML (``[a,b]`` is a list)."""
+    """``"train.epochs=5"`` -> ``("train.epochs", 5)``; the value is read as YAML (``[a,b]`` is a list,
+    ``1e-3`` a float)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key=value (for example train.epochs=5)")
+        raise ConfigError(f"override {short_repr(text)} is not of the form key=value (for example train.epochs=5)")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc.problem})") from None
+        raise ConfigError(f"override {short_repr(text)}: value is not valid YAML ({_yaml_problem(exc)})") from None
+    except RecursionError:
+        raise ConfigError(f"override {short_repr(text)}: value is nested too deeply") from None
     return key.strip(), value
 
 
@@ -337,15 +402,18 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} not found; pass a YAML file such as configs/demo.yaml")
+        text = read_text(path, MAX_CONFIG_BYTES, "config file", ConfigError)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = safe_yaml(text) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
+        except RecursionError:
+            raise ConfigError(f"config file {path} is nested too deeply to be a detect-ft config") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
         for section, values in data.items():
             if not isinstance(values, dict):
-                _fail(str(section), values, "a mapping of keys, for example\n  train:\n    epochs: 5")
+                _fail(short_repr(section), values, "a mapping of keys, for example train: {epochs: 5}")
             for key, value in values.items():
                 _apply(cfg, f"{section}.{key}", value)
                 explicit.add(f"{section}.{key}")

@@ -84,3 +84,76 @@ def test_shipped_configs_load():
     assert configs
     for path in configs:
         load_config(path)
+
+
+def test_scientific_notation_is_a_number_in_overrides_and_yaml(tmp_path):
+    path = write(tmp_path, "train:\n  lr: 1e-3\n  weight_decay: 5E-4\n  ema_decay: 9.998e-1\n")
+    cfg = load_config(path, ["train.clip_grad_norm=1e1", "train.backbone_lr_mult=+2.5e-1"])
+    assert cfg.train.lr == 1e-3 and cfg.train.weight_decay == 5e-4 and cfg.train.ema_decay == 0.9998
+    assert cfg.train.clip_grad_norm == 10.0 and cfg.train.backbone_lr_mult == 0.25
+    assert load_config(None, ["train.lr=1e-3"]).train.lr == 0.001
+    with pytest.raises(ConfigError, match="train.epochs.*an integer"):
+        load_config(None, ["train.epochs=1e2"])
+    with pytest.raises(ConfigError, match="train.lr.*a finite number"):
+        load_config(None, ["train.lr=.nan"])
+    # names that only look numeric stay strings where a string is wanted
+    assert load_config(None, ["data.classes=[1e3, cat]"]).data.classes == ["1000.0", "cat"]
+
+
+def test_trainable_backbone_layers_is_bounded_by_the_models_stage_count():
+    with pytest.raises(ConfigError, match=r"model.trainable_backbone_layers.*got 6.*0\.\.5 \(fasterrcnn_resnet50_fpn"):
+        load_config(None, ["model.name=fasterrcnn_resnet50_fpn", "model.trainable_backbone_layers=6"])
+    assert load_config(None, ["model.name=fasterrcnn_resnet50_fpn", "model.trainable_backbone_layers=5"])
+    assert load_config(None, ["model.name=ssdlite320_mobilenet_v3_large", "model.trainable_backbone_layers=6"])
+    with pytest.raises(ConfigError, match="0..6"):
+        load_config(None, ["model.name=ssdlite320_mobilenet_v3_large", "model.trainable_backbone_layers=7"])
+    with pytest.raises(ConfigError, match="trainable_backbone_layers"):
+        load_config(None, ["model.trainable_backbone_layers=-1"])
+
+
+def test_stage_counts_match_a_meta_device_build_of_every_model():
+    from detect_ft.models import list_models
+    from detect_ft.models.stages import backbone_stage_count, count_on_meta_device
+
+    for name in list_models():
+        assert backbone_stage_count(name) == count_on_meta_device(name), name
+
+
+def test_model_input_sizes_are_bounded():
+    with pytest.raises(ConfigError, match=r"model.min_size.*1\.\.8192"):
+        load_config(None, ["model.min_size=" + "9" * 30])
+    with pytest.raises(ConfigError, match="model.max_size"):
+        load_config(None, ["model.max_size=0"])
+    assert load_config(None, ["model.min_size=1333"]).model.min_size == 1333
+
+
+def test_a_class_named_like_the_background_is_refused():
+    for name in ("background", "Background", "__background__", "bg"):
+        with pytest.raises(ConfigError, match="data.classes.*label 0 is the background"):
+            load_config(None, [f"data.classes=[cat, {name}]"])
+
+
+def test_hostile_yaml_is_a_bounded_one_line_error(tmp_path):
+    import time
+
+    # billion laughs: 9 levels of 9 aliases; str() or repr() of it would be 9**9 items
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    for section, key in (("data", "classes"), ("model", "name"), ("data", "root")):
+        path = write(tmp_path, "\n".join(lines) + f"\n{section}:\n  {key}: [*a8]\n")
+        start = time.perf_counter()
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert time.perf_counter() - start < 5
+        message = str(info.value)
+        assert "\n" not in message and len(message) < 400, message
+    path = write(tmp_path, "train:\n  epochs: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply|not valid YAML"):
+        load_config(path)
+    path = write(tmp_path, "train: {epochs: 5\nmodel: x\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "not valid YAML" in str(info.value) and "\n" not in str(info.value)
+    path.write_bytes(b"train:\n  epochs: 1\n" + b"#" * (2 << 20))
+    with pytest.raises(ConfigError, match="over detect-ft's limit"):
+        load_config(path)

@@ -59,13 +59,14 @@ def test_round_trip_voc_coco_yolo_coco_voc_loses_no_box(tmp_path):
     path, _, findings = convert_split(src_format="voc", root=voc, split="train", dst_format="coco",
                                       out_dir=tmp_path / "coco", name="train", image_mode="none")
     assert findings == [] and path.name == "train.json"
-    coco, _ = load_split(format="coco", root=tmp_path / "coco", split="train.json")
+    # image_mode="none" points file_name at the originals, outside the new folder: allowed explicitly
+    coco, _ = load_split(format="coco", root=tmp_path / "coco", split="train.json", allow_outside_root=True)
     for name, rec in _by_name(original).items():
         np.testing.assert_array_equal(_by_name(coco)[name].boxes, rec.boxes)  # COCO keeps floats exactly
         assert _by_name(coco)[name].labels.tolist() == rec.labels.tolist()
 
     convert_split(src_format="coco", root=tmp_path / "coco", split="train.json", dst_format="yolo",
-                  out_dir=tmp_path / "yolo", name="train")
+                  out_dir=tmp_path / "yolo", name="train", allow_outside_root=True)
     yolo, _ = load_split(format="yolo", root=tmp_path / "yolo", split="train")
     assert yolo.class_names == names
     convert_split(src_format="yolo", root=tmp_path / "yolo", split="train", dst_format="coco",

@@ -201,3 +201,102 @@ def test_load_split_rejects_bad_arguments(tmp_path):
         load_split(format="kitti", root=tmp_path, split="x")
     with pytest.raises(DataError, match="data.root"):
         load_split(format="voc", root=tmp_path / "missing", split="train")
+
+
+# ---------------------------------------------------------------- class lists, units and paths
+
+
+def test_voc_class_list_names_must_be_used_by_some_annotation(tmp_path):
+    _voc(tmp_path)
+    with pytest.raises(DataError, match=r"data.classes names \['racoon'\] that no annotation"):
+        load_split(format="voc", root=tmp_path, split="train", classes=["cat", "racoon"])
+    # a split may lack a class that other annotations of the dataset use (a small validation split)
+    records, _ = load_split(format="voc", root=tmp_path, split="mylist.txt", classes=["cat", "dog"])
+    assert records.class_names == ["cat", "dog"]
+
+
+def _background_everywhere(tmp_path):
+    """The same dataset (classes cat and background, one box each) in the three formats."""
+    _image(tmp_path / "coco" / "a.png")
+    (tmp_path / "coco" / "ann.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 9, 9]},
+                        {"id": 2, "image_id": 1, "category_id": 2, "bbox": [20, 20, 9, 9]}],
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "Background"}]}))  # fmt: skip
+    voc = tmp_path / "voc"
+    _image(voc / "JPEGImages" / "a.jpg")
+    (voc / "Annotations").mkdir()
+    (voc / "Annotations" / "a.xml").write_text(_voc_xml("a.jpg", [("cat", (2, 2, 10, 10), 0),
+                                                                 ("Background", (21, 21, 29, 29), 0)]))  # fmt: skip
+    (voc / "ImageSets" / "Main").mkdir(parents=True)
+    (voc / "ImageSets" / "Main" / "train.txt").write_text("a\n")
+    yolo = tmp_path / "yolo"
+    _image(yolo / "train" / "images" / "a.png")
+    (yolo / "train" / "labels").mkdir()
+    (yolo / "train" / "labels" / "a.txt").write_text("0 0.1 0.1 0.1 0.1\n1 0.5 0.5 0.1 0.1\n")
+    (yolo / "classes.txt").write_text("cat\nBackground\n")
+    return {"coco": (tmp_path / "coco", "ann.json"), "voc": (voc, "train"), "yolo": (yolo, "train")}
+
+
+def test_a_class_named_like_the_background_is_refused_consistently_in_every_format(tmp_path):
+    for fmt, (root, split) in _background_everywhere(tmp_path).items():
+        records, findings = load_split(format=fmt, root=root, split=split)
+        assert records.class_names == ["cat"], fmt
+        finding, = findings
+        assert finding.kind == UNKNOWN_CLASS and "is the background class (label 0)" in finding.message, fmt
+        with pytest.raises(DataError, match=r"names \['Background'\], which mean background"):
+            load_split(format=fmt, root=root, split=split, classes=["cat", "Background"])
+
+
+def test_yolo_labels_in_pixel_units_are_refused_with_that_diagnosis(tmp_path):
+    _image(tmp_path / "train" / "images" / "a.png", 640, 480)
+    (tmp_path / "train" / "labels").mkdir()
+    (tmp_path / "train" / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n0 320 240 64 48\n")
+    (tmp_path / "classes.txt").write_text("cat\n")
+    with pytest.raises(DataError, match=r"a.txt line 2: coordinate 320 is far above 1.*pixel units.*normalised"):
+        load_split(format="yolo", root=tmp_path, split="train")
+    # a normalised box sticking out a little is no unit mistake: it is clipped by the doctor as usual
+    (tmp_path / "train" / "labels" / "a.txt").write_text("0 0.95 0.5 0.2 0.2\n")
+    records, _ = load_split(format="yolo", root=tmp_path, split="train")
+    assert records.num_boxes == 1
+
+
+def test_image_paths_outside_the_dataset_are_refused_by_default(tmp_path):
+    from detect_ft.data.doctor import prepare_split
+    from detect_ft.data.findings import OUTSIDE_ROOT
+
+    outside = _image(tmp_path / "elsewhere" / "x.png")
+    root = tmp_path / "data"
+    _coco(root)
+    data = json.loads((root / "ann.json").read_text())
+    data["images"] += [{"id": 11, "file_name": str(outside), "width": 64, "height": 48},
+                       {"id": 12, "file_name": "../../elsewhere/x.png", "width": 64, "height": 48}]  # fmt: skip
+    (root / "ann.json").write_text(json.dumps(data))
+    records, findings = load_split(format="coco", root=root, split="ann.json", images="imgs")
+    assert [r.image_id for r in records.records] == [7, 9]
+    assert [f.kind for f in findings] == [OUTSIDE_ROOT, OUTSIDE_ROOT] and "leaves the dataset folder" in findings[0].message
+    common = dict(format="coco", root=root, split="ann.json", images="imgs", classes=None, keep_background=True)
+    with pytest.raises(DataError, match="outside_root.*data.on_outside_root=allow"):
+        prepare_split(**common, policies={})
+    records, report = prepare_split(**common, policies={"on_outside_root": "allow"})
+    assert len(records) == 4 and {f.action for f in report.findings} == {"allowed"}
+    # YOLO list files: an absolute entry is refused the same way
+    (root / "yolo" / "images").mkdir(parents=True)
+    _image(root / "yolo" / "images" / "in.png")
+    (root / "yolo" / "classes.txt").write_text("cat\n")
+    (root / "yolo" / "list.txt").write_text(f"yolo/images/in.png\n{outside}\n")
+    records, findings = load_split(format="yolo", root=root, split="yolo/list.txt")
+    assert len(records) == 1 and findings[0].kind == OUTSIDE_ROOT
+
+
+def test_outside_root_holds_for_a_relative_data_root(tmp_path, monkeypatch):
+    from detect_ft.data.findings import OUTSIDE_ROOT
+
+    _image(tmp_path / "elsewhere" / "x.png")
+    _coco(tmp_path / "data")
+    data = json.loads((tmp_path / "data" / "ann.json").read_text())
+    data["images"].append({"id": 11, "file_name": "../../elsewhere/x.png", "width": 64, "height": 48})
+    (tmp_path / "data" / "ann.json").write_text(json.dumps(data))
+    monkeypatch.chdir(tmp_path)
+    records, findings = load_split(format="coco", root="data", split="ann.json", images="imgs")
+    assert len(records) == 2 and [f.kind for f in findings] == [OUTSIDE_ROOT]

@@ -192,3 +192,37 @@ def test_bench_reference_pipeline_matches_the_dataset_contract(tmp_path) -> None
         assert type(image) is torch.Tensor and image.dtype == torch.float32 and image.shape == expected_image.shape
         assert target["boxes"].shape[1] == 4 and len(target["boxes"]) == len(target["labels"])
         assert len(target["labels"]) <= len(expected_target["labels"])  # crowd boxes excluded there too
+
+
+def _truncate(path) -> None:
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+
+
+def _jpeg_records(tmp_path, n: int = 4) -> DatasetRecords:
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(n):
+        path = tmp_path / f"j{i}.jpg"
+        cv2.imwrite(str(path), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))  # noise: long enough to cut
+        records.append(ImageRecord(str(path), 64, 48, [[2, 2, 30 + i, 30]], [1], image_id=i + 1))
+    return DatasetRecords(records, ["cat"], source=str(tmp_path))
+
+
+def test_a_truncated_image_found_while_training_follows_the_policy(tmp_path) -> None:
+    records = _jpeg_records(tmp_path)
+    _truncate(records.records[1].image_path)  # its header is intact: only decoding finds it
+    assert cv2.imread(records.records[1].image_path) is not None  # OpenCV alone would train on grey filling
+    with pytest.raises(DataError, match=r"j1.jpg is truncated.*data.on_unreadable_image=drop"):
+        DetectionDataset(records)[1]
+    # through a worker process the error is still one line naming the file
+    loader = build_loader(DetectionDataset(records), batch_size=4, shuffle=False, workers=1)
+    with pytest.raises(DataError) as info:
+        next(iter(loader))
+    assert "\n" not in str(info.value) and "j1.jpg is truncated" in str(info.value)
+
+    dropping = DetectionDataset(records, on_unreadable="drop")
+    with pytest.warns(UserWarning, match="j1.jpg is truncated.*left out"):
+        _, target = dropping[1]
+    assert target["boxes"][0, 2] == 32 and int(target["image_id"]) == 3  # the next image (j2) serves in its place
+    assert len(dropping) == 4 and [int(dropping[i][1]["boxes"][0, 2]) for i in (0, 2, 3)] == [30, 32, 33]

@@ -62,8 +62,8 @@ def test_two_gloo_ranks_train_alike_and_only_rank0_writes(tmp_path) -> None:
     mp.spawn(_worker, args=(2, _free_port(), data_dir, tmp_path), nprocs=2, join=True)
 
     for epoch in (0, 1):
-        r0 = torch.load(tmp_path / "spy" / f"rank0_epoch{epoch}.pt", weights_only=False)
-        r1 = torch.load(tmp_path / "spy" / f"rank1_epoch{epoch}.pt", weights_only=False)
+        r0 = torch.load(tmp_path / "spy" / f"rank0_epoch{epoch}.pt", weights_only=True)
+        r1 = torch.load(tmp_path / "spy" / f"rank1_epoch{epoch}.pt", weights_only=True)
         assert r0["ddp"] and r1["ddp"]
         assert r0["state"].keys() == r1["state"].keys()
         for key, value in r0["state"].items():
@@ -76,8 +76,8 @@ def test_two_gloo_ranks_train_alike_and_only_rank0_writes(tmp_path) -> None:
         assert (out / name).is_file(), name
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["loss"] == pytest.approx(r0["stats"]["loss"])
-    last = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
-    final = torch.load(tmp_path / "spy" / "rank0_epoch1.pt", weights_only=False)["state"]
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    final = torch.load(tmp_path / "spy" / "rank0_epoch1.pt", weights_only=True)["state"]
     assert all(torch.equal(final[k], v) for k, v in last["ema"]["training_model"].items())
 
 

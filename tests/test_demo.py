@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from detect_ft.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +37,7 @@ def test_demo_pipeline_end_to_end(tmp_path, monkeypatch, capsys):
     assert json.loads((run_dir / "eval" / "metrics.json").read_text())["num_images"] == 6
 
 
+@pytest.mark.slow
 def test_real_photo_demo_fine_tunes_from_imagenet(tmp_path, monkeypatch, capsys):
     """The README's `make demo` at a reduced budget: the shipped raccoon photos, ImageNet weights offline."""
     monkeypatch.chdir(REPO)
@@ -52,3 +55,19 @@ def test_real_photo_demo_fine_tunes_from_imagenet(tmp_path, monkeypatch, capsys)
     if lite_package_state_dict("tf_efficientnet_lite0") is not None:
         assert "ImageNet weights of tf_efficientnet_lite0" in report and "random initialisation" not in report
     assert len(sorted((run_dir / "predictions").glob("*.png"))) == 2
+
+
+@pytest.mark.slow
+def test_demo_runs_twice_into_the_same_run_directory(tmp_path, monkeypatch, capsys):
+    """The demo owns its run directory (output.overwrite=true): a second demo replaces the first run
+    instead of starting runs/demo-2 while its later steps read runs/demo."""
+    monkeypatch.chdir(REPO)
+    run_dir = tmp_path / "run"
+    argv = ["demo", "--synthetic", "--data", str(tmp_path / "data"), "--train-images", "8", "--val-images", "4",
+            "--predict-images", "1", "--image-size", "96", "model.weights=none", "model.min_size=96",
+            "train.epochs=1", "train.batch_size=4", "train.workers=0", "export.max_map_drop=100",
+            f"output.dir={run_dir}"]  # fmt: skip
+    assert main(argv) == 0
+    assert main(argv) == 0, capsys.readouterr().out
+    assert "replacing the run" in capsys.readouterr().out and not (tmp_path / "run-2").exists()
+    assert (run_dir / "report.md").is_file()

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from detect_ft.cli.main import main
 from detect_ft.data.doctor import check_split, prepare_split
@@ -28,7 +29,8 @@ def _xml(filename, objects, size=(64, 48)):
 
 
 def _sick_voc(root: Path) -> Path:
-    """Six images: clean, missing, truncated, wrong size, bad boxes, unknown class."""
+    """Eight images: clean, missing, truncated, wrong size, bad boxes, unknown class and a tiny box,
+    a square one with an EXIF rotation, one whose path leaves the dataset."""
     (root / "Annotations").mkdir(parents=True)
     (root / "JPEGImages").mkdir()
     (root / "ImageSets" / "Main").mkdir(parents=True)
@@ -39,6 +41,10 @@ def _sick_voc(root: Path) -> Path:
     (root / "JPEGImages" / "im1.jpg").unlink()
     data = (root / "JPEGImages" / "im2.jpg").read_bytes()
     (root / "JPEGImages" / "im2.jpg").write_bytes(data[: len(data) // 2])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to show": a square image keeps its size
+    Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(root / "JPEGImages" / "im6.jpg",
+                                                                            exif=exif.tobytes())  # fmt: skip
     ok = ("cat", (5, 5, 20, 20))
     xmls = [
         _xml("im0.jpg", [ok]),
@@ -46,11 +52,13 @@ def _sick_voc(root: Path) -> Path:
         _xml("im2.jpg", [ok]),
         _xml("im3.jpg", [ok], size=(80, 48)),
         _xml("im4.jpg", [ok, ("cat", (31, 10, 30, 20)), ("cat", (51, 41, 70, 60)), ok, ("cat", (70, 50, 90, 60))]),
-        _xml("im5.jpg", [ok, ("ghost", (1, 1, 10, 10))]),
+        _xml("im5.jpg", [ok, ("ghost", (1, 1, 10, 10)), ("cat", (40, 30, 40, 30))]),
+        _xml("im6.jpg", [ok], size=(48, 48)),
+        _xml("../../outside.jpg", [ok]),
     ]
     for i, xml in enumerate(xmls):
         (root / "Annotations" / f"im{i}.xml").write_text(xml)
-    (root / "ImageSets" / "Main" / "train.txt").write_text("".join(f"im{i}\n" for i in range(6)))
+    (root / "ImageSets" / "Main" / "train.txt").write_text("".join(f"im{i}\n" for i in range(len(xmls))))
     return root
 
 
@@ -58,14 +66,22 @@ def test_each_problem_kind_is_found_with_its_default_action(tmp_path):
     root = _sick_voc(tmp_path)
     records, report = check_split(format="voc", root=root, split="train", classes=["cat"], decode=True)
     assert report.counts() == {
-        "unknown_class": 1, "missing_image": 2, "size_mismatch": 1, "degenerate_box": 1, "box_outside": 2,
-        "duplicate_box": 1,
+        "unknown_class": 1, "missing_image": 1, "unreadable_image": 1, "size_mismatch": 1, "degenerate_box": 1,
+        "box_outside": 2, "duplicate_box": 1, "small_box": 1, "exif_orientation": 1, "outside_root": 1,
     }
     by_kind = {}
     for finding in report.findings:
         by_kind.setdefault(finding.kind, []).append(finding)
-    assert {f.file.split("/")[-1] for f in by_kind["missing_image"]} == {"im1.jpg", "im2.jpg"}
-    assert all(f.action == "error" for f in by_kind["missing_image"] + by_kind["size_mismatch"])
+    assert by_kind["missing_image"][0].file.endswith("im1.jpg")
+    unreadable, = by_kind["unreadable_image"]  # cut in half: OpenCV alone would decode it with grey filling
+    assert unreadable.file.endswith("im2.jpg") and "truncated" in unreadable.message
+    assert all(f.action == "error" for f in by_kind["missing_image"] + by_kind["size_mismatch"] + [unreadable])
+    rotated, = by_kind["exif_orientation"]  # the square image: no size mismatch could have caught it
+    assert rotated.file.endswith("im6.jpg") and rotated.action == "error" and "square" in rotated.message
+    outside, = by_kind["outside_root"]
+    assert "../../outside.jpg" in outside.message and outside.action == "error"
+    small, = by_kind["small_box"]
+    assert small.file.endswith("im5.jpg") and small.box == [39, 29, 40, 30] and small.action == "kept"
     assert "80x48" in by_kind["size_mismatch"][0].message and "64x48" in by_kind["size_mismatch"][0].message
     degenerate, = by_kind["degenerate_box"]
     assert degenerate.box_index == 1 and list(degenerate.box) == [30, 9, 30, 20]
@@ -76,7 +92,7 @@ def test_each_problem_kind_is_found_with_its_default_action(tmp_path):
     assert by_kind["unknown_class"][0].action == "error" and "ghost" in by_kind["unknown_class"][0].message
     im4 = next(r for r in records.records if r.file_name == "im4.jpg")
     np.testing.assert_array_equal(im4.boxes, [[4, 4, 20, 20], [50, 40, 64, 48]])
-    assert len(report.errors) == 4
+    assert len(report.errors) == 6
 
 
 def test_fast_mode_reads_headers_only(tmp_path):
@@ -96,7 +112,7 @@ def test_prepare_split_raises_on_error_findings_and_cleans_on_drop(tmp_path):
     records, report = prepare_split(**kwargs, policies=ALL_DROP, decode=True)
     assert sorted(r.file_name for r in records.records) == ["im0.jpg", "im4.jpg", "im5.jpg"]
     assert records.num_boxes == 1 + 1 + 1  # im4 keeps its first box only (outside dropped, not clipped)
-    assert (report.images, report.kept_images, report.kept_boxes) == (6, 3, 3)
+    assert (report.images, report.kept_images, report.kept_boxes) == (7, 3, 3)  # outside.jpg is never loaded
 
 
 def test_keep_background_false_drops_images_emptied_by_policies(tmp_path):
@@ -167,3 +183,92 @@ def test_only_boxes_outside_can_be_clipped():
     for key in ("on_degenerate_box", "on_duplicate_box", "on_missing_image", "on_unknown_class"):
         with pytest.raises(ConfigError, match=f"data.{key}"):
             load_config(None, [f"data.{key}=clip"])
+
+
+def _tagged(path: Path, width: int, height: int, orientation: int) -> Path:
+    """A noise JPEG of width x height stored pixels with an EXIF orientation tag."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    pixels = np.random.default_rng(1).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, exif=exif.tobytes(), quality=95)
+    return path
+
+
+def test_exif_orientation_is_reported_and_its_frame_is_a_config_choice(tmp_path, capsys):
+    from detect_ft.data.dataset import DetectionDataset
+    from detect_ft.data.image import read_image
+
+    root = tmp_path / "voc"
+    for folder in ("Annotations", "ImageSets/Main"):
+        (root / folder).mkdir(parents=True)
+    _tagged(root / "JPEGImages" / "wide.jpg", 64, 48, 6)  # shown as 48x64
+    _tagged(root / "JPEGImages" / "square.jpg", 48, 48, 6)  # shown as 48x48: the size tells nothing
+    (root / "Annotations" / "wide.xml").write_text(_xml("wide.jpg", [("cat", (5, 5, 20, 40))], size=(48, 64)))
+    (root / "Annotations" / "square.xml").write_text(_xml("square.jpg", [("cat", (5, 5, 20, 40))], size=(48, 48)))
+    (root / "ImageSets" / "Main" / "train.txt").write_text("wide\nsquare\n")
+    kwargs = dict(format="voc", root=root, split="train", images="", classes=["cat"], keep_background=True)
+
+    # default: both tagged images are errors, the square one included
+    with pytest.raises(DataError, match="(?s)exif_orientation.*square.jpg.*data.on_exif_orientation=apply"):
+        prepare_split(**kwargs, policies={})
+    config = _config(tmp_path, root)
+    assert main(["check-data", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "-- exif_orientation: 2 (data.on_exif_orientation=error)" in out and "square.jpg" in out
+
+    # apply: the boxes are in the displayed frame, images decode rotated
+    records, report = prepare_split(**kwargs, policies={"on_exif_orientation": "apply"})
+    assert {f.kind for f in report.findings} == {"exif_orientation"} and len(records) == 2
+    image, boxes, _ = DetectionDataset(records).load(0)
+    assert image.shape == (64, 48, 3)
+    np.testing.assert_array_equal(image, read_image(root / "JPEGImages" / "wide.jpg"))
+
+    # ignore: the boxes are in the stored frame; the wide image's annotated 48x64 is then a size mismatch
+    records, report = prepare_split(**kwargs, policies={"on_exif_orientation": "ignore", "on_size_mismatch": "drop"})
+    assert [r.file_name for r in records.records] == ["square.jpg"]
+    square, = records.records
+    stored = read_image(root / "JPEGImages" / "square.jpg", apply_orientation=False)
+    np.testing.assert_array_equal(DetectionDataset(records).load(0)[0], stored)
+    assert not np.array_equal(stored, read_image(root / "JPEGImages" / "square.jpg"))  # the frames differ
+
+    # drop leaves both out
+    with pytest.raises(DataError, match="no images left"):
+        prepare_split(**kwargs, policies={"on_exif_orientation": "drop"})
+
+
+def test_yolo_boxes_are_scaled_in_the_chosen_frame(tmp_path):
+    _tagged(tmp_path / "train" / "images" / "a.jpg", 80, 40, 6)  # stored 80x40, shown 40x80
+    (tmp_path / "train" / "labels").mkdir()
+    (tmp_path / "train" / "labels" / "a.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (tmp_path / "classes.txt").write_text("cat\n")
+    common = dict(format="yolo", root=tmp_path, split="train", images="", classes=None, keep_background=True)
+    applied, _ = prepare_split(**common, policies={"on_exif_orientation": "apply"})
+    ignored, _ = prepare_split(**common, policies={"on_exif_orientation": "ignore"})
+    assert (applied.records[0].width, applied.records[0].height) == (40, 80)
+    np.testing.assert_allclose(applied.records[0].boxes, [[10, 20, 30, 60]])
+    assert (ignored.records[0].width, ignored.records[0].height) == (80, 40)
+    np.testing.assert_allclose(ignored.records[0].boxes, [[20, 10, 60, 30]])
+
+
+def test_boxes_far_smaller_than_their_class_are_reported(tmp_path, capsys):
+    import json
+
+    from conftest import noise_image
+
+    for i in range(5):
+        noise_image(tmp_path / f"im{i}.jpg", 320, 240, seed=i)
+    boxes = [[[20 + 10 * i, 20, 100, 100, 1]] for i in range(5)]
+    boxes[3].append([200, 200, 1, 1, 1])  # a 1x1 box among 100 px boxes
+    (tmp_path / "train.json").write_text(json.dumps({
+        "images": [{"id": i + 1, "file_name": f"im{i}.jpg", "width": 320, "height": 240} for i in range(5)],
+        "annotations": [{"id": 10 * i + j, "image_id": i + 1, "category_id": b[4], "bbox": b[:4]}
+                        for i, bs in enumerate(boxes) for j, b in enumerate(bs)],
+        "categories": [{"id": 1, "name": "cat"}]}))  # fmt: skip
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  format: coco\n  root: {tmp_path}\n  train: train.json\n")
+    assert main(["check-data", str(config)]) == 0  # reported, kept by default (data.on_small_box=keep)
+    out = capsys.readouterr().out
+    assert "-- small_box: 1 (data.on_small_box=keep)" in out
+    assert "im3.jpg box 1 [200, 200, 201, 201]" in out and "far smaller than the 100 px typical" in out
+    assert main(["check-data", str(config), "data.on_small_box=error"]) == 1

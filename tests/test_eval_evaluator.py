@@ -112,3 +112,26 @@ def test_torchvision_detector_runs_through_the_loop(dataset):
         if len(pred["boxes"]):  # boxes come back in the original image's pixels
             assert pred["boxes"][:, 2].max() <= record.width + 1e-3
             assert set(pred["labels"].tolist()) <= {1, 2}
+
+
+def test_a_truncated_image_found_while_evaluating_is_named_or_left_out(tmp_path):
+    from conftest import noise_image, write_coco
+
+    from detect_ft.data.doctor import prepare_split
+
+    for i in range(3):
+        noise_image(tmp_path / f"v{i}.jpg", seed=i)
+    write_coco(tmp_path, [(f"v{i}.jpg", 64, 48) for i in range(3)], {f"v{i}.jpg": [[5, 5, 20, 20, "cat"]] for i in range(3)})
+    common = dict(format="coco", root=tmp_path, split="train.json", images="", classes=None, keep_background=True)
+    split, _ = prepare_split(**common, policies={})  # header check only: the cut is not visible yet
+    data = (tmp_path / "v1.jpg").read_bytes()
+    (tmp_path / "v1.jpg").write_bytes(data[: len(data) // 2])
+    nothing = lambda images: [{"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, int)}
+                              for _ in images]  # noqa: E731
+    with pytest.raises(DataError, match="v1.jpg is truncated.*while predicting"):
+        predict_records(nothing, split, progress=False)
+    # evaluation splits are decoded up front, so the policy can leave the image (and its boxes) out
+    with pytest.raises(DataError, match="unreadable_image.*v1.jpg"):
+        prepare_split(**common, policies={}, decode=True)
+    kept, _ = prepare_split(**common, policies={"on_unreadable_image": "drop"}, decode=True)
+    assert [r.file_name for r in kept.records] == ["v0.jpg", "v2.jpg"] and kept.num_boxes == 2

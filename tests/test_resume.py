@@ -74,8 +74,8 @@ def _assert_same_state(a: dict, b: dict, where: str = "") -> None:
 
 
 def _assert_same_training(run_a: Path, run_b: Path) -> None:
-    a = torch.load(run_a / "checkpoints" / "last.pt", weights_only=False)
-    b = torch.load(run_b / "checkpoints" / "last.pt", weights_only=False)
+    a = torch.load(run_a / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(run_b / "checkpoints" / "last.pt", weights_only=True)
     for key in ("model", "ema", "optimizer", "scheduler", "epoch", "iteration", "trainer"):
         _assert_same_state(a[key], b[key], key)
     timed = {"seconds", "images_per_s"}
@@ -140,3 +140,20 @@ def test_resume_rejects_a_missing_or_foreign_checkpoint(data_dir, tmp_path) -> N
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(DetectFTError, match="not a readable checkpoint"):
         train(tiny_config(data_dir, tmp_path / "b", f"train.resume={junk}"), progress=False)
+
+
+def test_a_checkpoint_of_an_earlier_version_still_resumes(data_dir, tmp_path) -> None:
+    """Earlier versions kept NumPy's RNG state as a pickled array: the one non-plain type the loader
+    allows (a pickled array builds an array, nothing else)."""
+    import numpy as np
+
+    out = tmp_path / "run"
+    train(tiny_config(data_dir, out, "train.epochs=1"), progress=False)
+    last = out / "checkpoints" / "last.pt"
+    checkpoint = torch.load(last, weights_only=True)
+    for state in checkpoint["rng"]:
+        state["numpy"] = np.random.get_state()  # the old layout: ('MT19937', uint32 array, pos, ...)
+    torch.save(checkpoint, last)
+    assert load_checkpoint(last)["epoch"] == 1
+    train(tiny_config(data_dir, out, "train.epochs=2", "train.resume=auto"), progress=False)
+    assert load_checkpoint(last)["epoch"] == 2

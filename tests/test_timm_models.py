@@ -99,6 +99,9 @@ def test_backbone_named_in_the_config_needs_no_code(tmp_path):
 
 
 def test_backbone_mistakes_are_config_errors():
+    with pytest.raises(ConfigError, match=r"0\.\.4"):  # convnext_atto has four feature stages
+        load_config(None, ["model.name=ssdlite320_efficientnet_lite0", "model.backbone=convnext_atto",
+                           "model.trainable_backbone_layers=5"])  # fmt: skip
     with pytest.raises(ConfigError, match="model.backbone.*convnext_atto"):
         load_config(None, ["model.name=ssdlite320_efficientnet_lite0", "model.backbone=convnext_atoo"])
     with pytest.raises(ConfigError, match="model.backbone"):

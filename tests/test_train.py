@@ -86,14 +86,14 @@ def test_cli_run_writes_every_file(data_dir, tmp_path, capsys) -> None:
     else:
         assert not (out / "tensorboard").exists()
 
-    last = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert {"model", "model_name", "num_classes", "class_names", "category_ids", "config", "epoch", "iteration",
             "optimizer", "scheduler", "scaler", "ema", "rng", "metrics", "version"} <= set(last)  # fmt: skip
     assert last["epoch"] == 2 and last["iteration"] == 4 and last["class_names"] == ["circle", "square"]
     assert last["metrics"]["map"] == rows[-1]["map"]
     # With EMA on, `model` is the average and the raw weights are kept for resuming.
     assert any(not torch.equal(last["model"][k], v) for k, v in last["ema"]["training_model"].items())
-    best = torch.load(out / "checkpoints" / "best.pt", weights_only=False)
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
     best_epoch = max(rows, key=lambda r: (r["map"], -r["epoch"]))["epoch"]
     assert best["epoch"] == best_epoch
     model, meta = load_detector(out / "checkpoints" / "best.pt")
@@ -214,8 +214,8 @@ def test_best_checkpoint_and_early_stopping_follow_the_chosen_metric(data_dir, t
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["map50"] for r in rows] == [0.5, 0.4, 0.45]  # stopped after 2 validations without a better map50
-    best = torch.load(out / "checkpoints" / "best.pt", weights_only=False)
-    last = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert best["epoch"] == 1 and last["epoch"] == 3 and last["trainer"]["stale"] == 2
     assert "stopped early: map50 did not improve for 2 validations" in capsys.readouterr().out
 
@@ -237,5 +237,53 @@ def test_trains_on_the_real_raccoon_voc_split(tmp_path) -> None:
     trainer_module.train(cfg, progress=False)
     row = json.loads((out / "metrics.jsonl").read_text())
     assert row["iterations"] == 3 and math.isfinite(row["loss"]) and 0 <= row["map"] <= 1
-    checkpoint = torch.load(out / "checkpoints" / "best.pt", weights_only=False)
+    checkpoint = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
     assert checkpoint["class_names"] == ["raccoon"]
+
+
+def test_nonfinite_weights_are_never_saved_and_metrics_stay_strict_json(data_dir, tmp_path, monkeypatch) -> None:
+    real = trainer_module.train_one_epoch
+
+    def poisoned(model, *args, **kwargs):
+        stats = real(model, *args, **kwargs)
+        with torch.no_grad():
+            next(model.parameters()).view(-1)[0] = float("nan")  # what a diverging step leaves behind
+        return {**stats, "loss": float("nan")}
+
+    monkeypatch.setattr(trainer_module, "train_one_epoch", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(DetectFTError, match="non-finite.*epoch 1/1.*best.pt and last.pt keep the last finite"):
+        trainer_module.train(tiny_config(data_dir, out), progress=False)
+    assert not (out / "checkpoints" / "best.pt").exists() and not (out / "checkpoints" / "last.pt").exists()
+    text = (out / "metrics.jsonl").read_text()
+    rows = [json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl")) for line in
+            text.splitlines()]  # fmt: skip
+    assert rows[0]["epoch"] == 1 and rows[0]["loss"] is None
+
+
+def test_a_validation_split_without_boxes_trains_and_says_so(data_dir, tmp_path, capsys) -> None:
+    val = json.loads((data_dir / "val.json").read_text())
+    empty = tmp_path / "data"
+    shutil.copytree(data_dir, empty)
+    (empty / "val.json").write_text(json.dumps({**val, "annotations": []}))
+    out = tmp_path / "run"
+    trainer_module.train(tiny_config(empty, out), progress=False)
+    printed = capsys.readouterr().out
+    assert "no boxes to score" in printed
+    row = json.loads((out / "metrics.jsonl").read_text())
+    assert row["map"] is None and "no boxes to score" in row["note"]
+    assert (out / "checkpoints" / "last.pt").is_file() and not (out / "checkpoints" / "best.pt").exists()
+
+
+def test_a_truncated_training_image_is_named_or_left_out_as_data_on_unreadable_image_says(data_dir, tmp_path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(data_dir, broken)
+    image = broken / "images" / "train_000003.jpg"
+    image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])  # the header survives: found on decoding
+    overrides = ["train.max_iters_per_epoch=6", "train.eval_interval=0"]  # 6 batches of 2: every image
+    with pytest.raises(DataError, match="train_000003.jpg is truncated.*data.on_unreadable_image=drop"):
+        trainer_module.train(tiny_config(broken, tmp_path / "a", *overrides), progress=False)
+    with pytest.warns(UserWarning, match="train_000003.jpg is truncated"):
+        trainer_module.train(tiny_config(broken, tmp_path / "b", *overrides, "data.on_unreadable_image=drop"),
+                             progress=False)  # fmt: skip
+    assert (tmp_path / "b" / "checkpoints" / "last.pt").is_file()

@@ -90,7 +90,7 @@ def end_to_end(tmp: Path, device: str = "cuda") -> str:
     assert meta["epoch"] == 3, meta["epoch"]
     rows = (run / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 3, rows
-    scaler = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["scaler"]
+    scaler = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["scaler"]
     scaler_text = "saved" if scaler else "none (no fp16 in this run)"
     return f"ok: 3 epochs (2 + resume 1), metrics rows {len(rows)}, scaler state {scaler_text}"
 

@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--image-mode", choices=("copy", "symlink", "none"), default="copy",
         help="how images reach the output: copy, symlink, or none (coco only: file_name points at the originals)",
     )
+    parser.add_argument(
+        "--allow-outside-root", action="store_true",
+        help="also convert images whose annotated path is absolute or leaves --root (refused by default)",
+    )
 
 
 def split_name(src: str, split: str) -> str:
@@ -46,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         path, records, findings = convert_split(
             src_format=args.src, root=args.root, split=split, dst_format=args.dst, out_dir=args.out, name=name,
             images=args.images, classes=classes, image_mode=args.image_mode,
+            allow_outside_root=args.allow_outside_root,
         )
         classes = classes or records.class_names  # later splits keep the first split's class order
         written[name] = path
@@ -69,4 +74,6 @@ def run(args: argparse.Namespace) -> int:
         rel = value.relative_to(out) if value.is_relative_to(out) else value
         print(f"  {key}: {Path(rel).stem if args.dst == 'voc' else rel}")
     print(f"  classes: [{', '.join(classes or [])}]")
+    if args.image_mode == "none":
+        print("  on_outside_root: allow  # file_name points at the original images, outside this folder")
     return 0

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     config = args.config or (SYNTHETIC_CONFIG if args.synthetic else REAL_CONFIG)
     overrides = _synthetic_data(args) if args.synthetic else []
-    overrides += args.overrides
+    # The demo owns its run directory: a second demo replaces the first (eval/export/predict read it back).
+    overrides += ["output.overwrite=true", *args.overrides]
     cfg = load_config(config, overrides)
     overrides += _weights_fallback(cfg)
     run_dir = Path(cfg.output.dir)

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detect_ft.errors import ConfigError
+    from detect_ft.errors import ConfigError, DetectFTError
     from detect_ft.evaluation.coco_eval import write_coco_results
     from detect_ft.evaluation.evaluator import filter_predictions, load_predictor, predict_records, score_predictions
     from detect_ft.evaluation.report import format_metrics
@@ -44,6 +44,15 @@ def run(args: argparse.Namespace) -> int:
     split = getattr(cfg.data, args.split)
     if not split:
         raise ConfigError(f"{args.config}: config key 'data.{args.split}' is empty; set it to the split to evaluate")
+    json_path = Path(args.json) if args.json else Path(cfg.output.dir) / f"eval_{args.split}" / "metrics.json"
+    if cfg.eval.plots:
+        from detect_ft.evaluation.plots import foreign_plot_files
+
+        foreign = foreign_plot_files(json_path.parent)
+        if foreign:  # checked before the (long) prediction, and never replaced
+            raise DetectFTError(f"the plots go beside --json {json_path}, where {', '.join(map(str, foreign))} exist "
+                                "and were not written by detect-ft eval; pass --json into a folder of its own, or "
+                                "set eval.plots=false")  # fmt: skip
     predict_batch, meta = load_predictor(args.weights, cfg.train.device)
     # The model's class order defines the labels; an old checkpoint without names falls back to the config.
     dataset = load_eval_split(cfg, split, meta.get("class_names") or list(cfg.data.classes))
@@ -63,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_metrics(metrics))
 
-    json_path = Path(args.json) if args.json else Path(cfg.output.dir) / f"eval_{args.split}" / "metrics.json"
     write_json_atomic(json_path, metrics)
     print(f"\nwrote {json_path}")
     if cfg.eval.plots:
@@ -82,5 +90,7 @@ def load_eval_split(cfg: Config, split: str, class_names: list[str]) -> DatasetR
     the model's class order (label k = class_names[k-1]) so predictions and ground truth agree."""
     from detect_ft.data.doctor import prepare_split
 
-    dataset, _ = prepare_split(split=split, classes=list(class_names) or None, **cfg.data.split_options())
+    # decode=True: unreadable images are found (and handled by data.on_unreadable_image) before scoring,
+    # so a dropped image leaves the ground truth too instead of counting as missed boxes
+    dataset, _ = prepare_split(split=split, classes=list(class_names) or None, decode=True, **cfg.data.split_options())
     return dataset

@@ -124,7 +124,7 @@ def _checkpoint_config(meta: dict, overrides: list[str], checkpoint: str):
 def _split(cfg, split: str, class_names: list[str]):
     from detect_ft.data.doctor import prepare_split
 
-    dataset, _ = prepare_split(split=split, classes=list(class_names), **cfg.data.split_options())
+    dataset, _ = prepare_split(split=split, classes=list(class_names), decode=True, **cfg.data.split_options())
     return dataset
 
 
@@ -136,7 +136,7 @@ def calibration_images(dataset, count: int) -> list:
 
     records = dataset.records
     index = np.unique(np.linspace(0, len(records) - 1, num=min(count, len(records))).round().astype(int))
-    return [read_image(records[i].image_path) for i in index]
+    return [read_image(records[i].image_path, apply_orientation=records[i].apply_orientation) for i in index]
 
 
 def format_report(report: dict) -> str:

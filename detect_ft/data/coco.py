@@ -16,18 +16,22 @@ from typing import Any, Optional
 import numpy as np
 
 from detect_ft.data.findings import UNKNOWN_CLASS, Finding
-from detect_ft.data.paths import BACKGROUND_NAMES, select_classes, size_or_finding
+from detect_ft.data.paths import is_background_name, outside_root_finding, select_classes, size_or_finding
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.errors import DataError
+from detect_ft.limits import MAX_JSON_BYTES, check_size
 
 
 def read_json(path: Path) -> Any:
     """Parse a JSON file; a syntax error becomes a DataError naming the line and column."""
     if not path.is_file():
         raise DataError(f"annotation file {path} does not exist; fix data.root / data.train / data.val")
+    check_size(path, MAX_JSON_BYTES, "annotation file", DataError)
     try:
         with open(path, "rb") as f:
             return json.load(f)
+    except RecursionError:
+        raise DataError(f"annotation file {path} is nested too deeply to be a COCO file") from None
     except json.JSONDecodeError as exc:
         raise DataError(
             f"annotation file {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -41,6 +45,10 @@ def load_coco(
     image_dir: str | os.PathLike | None = None,
     classes: Optional[list[str]] = None,
     keep_background: bool = True,
+    *,
+    root: str | os.PathLike | None = None,
+    allow_outside_root: bool = False,
+    apply_orientation: bool = True,
 ) -> tuple[DatasetRecords, list[Finding]]:
     """Read a COCO detection JSON.
 
@@ -50,6 +58,10 @@ def load_coco(
         classes: optional user class list selecting and ordering the categories by name; annotations
             of other categories become ``unknown_class`` findings (and are left out of the records).
         keep_background: keep images without any annotation.
+        root: the dataset folder; an image whose ``file_name`` is absolute or leaves both ``root`` and
+            ``image_dir`` becomes an ``outside_root`` finding and is left out (before its file is opened)
+            unless ``allow_outside_root``. None: ``image_dir`` alone.
+        apply_orientation: sizes read from image headers (when the JSON lacks them) in the EXIF-rotated frame.
 
     Returns:
         The records (boxes float32 xyxy, absolute pixels) and the findings made while reading.
@@ -70,7 +82,7 @@ def load_coco(
         if cid in categories:
             raise DataError(f"{json_path}: category id {cid} appears twice in 'categories'; make ids unique")
         categories[cid] = name
-    ordered = [cid for cid in sorted(categories) if categories[cid].lower() not in BACKGROUND_NAMES]
+    ordered = [cid for cid in sorted(categories) if not is_background_name(categories[cid])]
     names, label_of_name = select_classes([categories[c] for c in ordered], classes, str(json_path))
     id_of_name = {categories[c]: c for c in ordered}
     label_of_id = {id_of_name[n]: label_of_name[n] for n in names}
@@ -96,12 +108,18 @@ def load_coco(
         images[image_id]["anns"].append((i, ann))
 
     records = []
+    roots = [image_dir] + ([Path(root)] if root is not None else [])
     for image_id, img in images.items():
         image_path = image_dir / img["file_name"]
+        outside = outside_root_finding(image_path, roots, f"{json_path}: image {image_id} file_name {img['file_name']!r}")
+        if outside is not None:
+            findings.append(outside)
+            if not allow_outside_root:
+                continue
         width, height = img["width"], img["height"]
         if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
             # some exporters leave the size out; the header gives it without decoding
-            size, finding = size_or_finding(image_path)
+            size, finding = size_or_finding(image_path, apply_orientation)
             if finding is not None:
                 findings.append(finding)
                 continue
@@ -134,6 +152,7 @@ def load_coco(
                 iscrowd=crowd,
                 image_id=image_id,
                 file_name=img["file_name"],
+                apply_orientation=apply_orientation,
             )
         )
     categories_out = [id_of_name[n] for n in names]
@@ -143,7 +162,7 @@ def load_coco(
 def _unknown(cid: int, categories: dict, json_path: Path, where: str, file_name: str, box: list) -> Finding:
     if cid not in categories:
         why = f"category_id {cid} is not in 'categories'"
-    elif categories[cid].lower() in BACKGROUND_NAMES:
+    elif is_background_name(categories[cid]):
         why = f"category {cid} '{categories[cid]}' is the background class (label 0) and cannot be a box label"
     else:
         why = f"category {cid} '{categories[cid]}' is not in data.classes"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -40,12 +41,22 @@ class DetectionDataset(Dataset):
 
     ``transform`` is called as ``transform(image, boxes, labels)``, or with ``extra=`` a list of
     a function returning ``transform.num_extra`` other raw samples when it mixes images (mosaic).
+
+    An image that cannot be decoded when it is loaded (truncated, corrupt, gone since the data check:
+    the check reads headers only) is handled by ``on_unreadable``: ``error`` raises
+    :class:`DataError` naming the file; ``drop`` warns once per file and serves the next readable
+    image of the split in its place (the epoch keeps its length; that image is seen twice).
     """
 
-    def __init__(self, records: DatasetRecords, transform: Callable[..., Any] | None = None):
+    def __init__(self, records: DatasetRecords, transform: Callable[..., Any] | None = None,
+                 on_unreadable: str = "error"):  # fmt: skip
+        if on_unreadable not in ("error", "drop"):
+            raise ValueError(f"on_unreadable must be 'error' or 'drop', got {on_unreadable!r}")
         self.records = records
         self.transform = transform
+        self.on_unreadable = on_unreadable
         self._rng = random.Random(0)
+        self._unreadable: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.records)
@@ -59,8 +70,29 @@ class DetectionDataset(Dataset):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The raw sample: image (H, W, 3) uint8 RGB, boxes (N, 4) float32 xyxy, labels (N,) int64, no crowd."""
-        record = self.records.records[index]
-        image = read_image(record.image_path)
+        return self._load(index)[1:]
+
+    def _load(self, index: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`load` and the index of the record actually served (another one when ``index`` is dropped)."""
+        n = len(self.records.records)
+        for step in range(n):
+            candidate = (index + step) % n
+            if candidate in self._unreadable:
+                continue
+            record = self.records.records[candidate]
+            try:
+                image = read_image(record.image_path, apply_orientation=record.apply_orientation)
+            except DataError as exc:
+                if self.on_unreadable == "error":
+                    raise DataError(f"{exc} (found while loading training data; data.on_unreadable_image=drop "
+                                    "leaves such images out)") from None  # fmt: skip
+                self._unreadable.add(candidate)
+                warnings.warn(f"{exc}; left out (data.on_unreadable_image=drop)", stacklevel=2)
+                continue
+            return (candidate, *self._checked(record, image))
+        raise DataError(f"{self.records.source}: no image of the split can be decoded; check the image files")
+
+    def _checked(self, record: ImageRecord, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if image.shape[:2] != (record.height, record.width):
             raise DataError(
                 f"image file {record.image_path} decodes to {image.shape[1]}x{image.shape[0]} but its annotation "
@@ -70,7 +102,7 @@ class DetectionDataset(Dataset):
         return image, record.boxes[keep], record.labels[keep]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
-        image, boxes, labels = self.load(index)
+        index, image, boxes, labels = self._load(index)
         if self.transform is not None:
             num_extra = getattr(self.transform, "num_extra", 0)
             if num_extra:

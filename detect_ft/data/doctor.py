@@ -4,8 +4,9 @@
                                     classes=None, keep_background=True, policies={"on_box_outside": "clip"})
 
 :func:`prepare_split` is what the trainer and evaluator call: it loads (``load_split``), checks the image
-files (fast: header sizes only; ``decode=True`` decodes every image to find truncated ones), checks every
-box, applies the policies and raises :class:`DataError` listing the findings at policy ``error``.
+files (fast: header sizes and EXIF orientation only; ``decode=True`` decodes every image strictly to find
+truncated or corrupt ones), checks every box (also against its class's typical size), applies the
+policies and raises :class:`DataError` listing the findings at policy ``error``.
 :func:`check_split` does the same without raising, for ``detect-ft check-data``.
 """
 
@@ -15,23 +16,27 @@ import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
-from PIL import Image
 
 from detect_ft.data.findings import (
     BOX_OUTSIDE,
     DEGENERATE_BOX,
     DUPLICATE_BOX,
+    EXIF_ORIENTATION,
     MISSING_IMAGE,
     SIZE_MISMATCH,
+    SMALL_BOX,
+    SMALL_BOX_MIN_BOXES,
+    SMALL_BOX_RATIO,
+    UNREADABLE_IMAGE,
     Finding,
     format_errors,
     policy_for,
     resolve_policies,
 )
-from detect_ft.data.image import read_image_size
+from detect_ft.data.image import ImageInfo, MissingImageError, read_image, read_image_info
 from detect_ft.data.load import load_split
 from detect_ft.data.paths import without_path
 from detect_ft.data.records import DatasetRecords, ImageRecord
@@ -66,40 +71,68 @@ class Report:
         return dict(Counter(f.kind for f in self.findings))
 
 
-def image_file_status(path: str, decode: bool = False) -> Union[tuple[int, int], str]:
-    """(width, height) of a readable image file, else a message saying what is wrong with it.
+@dataclass(frozen=True)
+class FileStatus:
+    """What the file check found: the header's :class:`ImageInfo`, or a problem ``(kind, message)``."""
 
-    With ``decode`` the pixels are decoded too, which is the only way to find truncated files.
+    info: Optional[ImageInfo] = None
+    problem: Optional[tuple[str, str]] = None
+
+
+def image_file_status(path: str, decode: bool = False) -> FileStatus:
+    """The header (size, EXIF orientation) of a readable image file, else what is wrong with it.
+
+    With ``decode`` the pixels are decoded too, strictly (:func:`detect_ft.data.image.read_image`), which
+    is the only way to find truncated or corrupt files; training and evaluation decode the same way.
     """
     try:
-        size = read_image_size(path)
+        info = read_image_info(path)
+        if decode:
+            read_image(path, apply_orientation=False)
     except DataError as exc:
-        return without_path(str(exc), path)
-    if decode:
-        try:
-            with Image.open(path) as image:
-                image.load()  # raises OSError "image file is truncated" on cut-off JPEG/PNG data
-        except (OSError, ValueError, SyntaxError) as exc:
-            return f"cannot be decoded ({exc}); re-save or remove it"
-    return size
+        kind = MISSING_IMAGE if isinstance(exc, MissingImageError) else UNREADABLE_IMAGE
+        return FileStatus(problem=(kind, without_path(str(exc), path)))
+    return FileStatus(info=info)
 
 
-def check_images(
-    records: list[ImageRecord], decode: bool = False, workers: int = 8
-) -> list[Union[tuple[int, int], str]]:
-    """:func:`image_file_status` of every record's image, in order (threads: PIL releases the GIL)."""
+def check_images(records: list[ImageRecord], decode: bool = False, workers: int = 8) -> list[FileStatus]:
+    """:func:`image_file_status` of every record's image, in order (threads: PIL and OpenCV release the GIL)."""
     if not records:
         return []
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(records)))) as pool:
         return list(pool.map(lambda r: image_file_status(r.image_path, decode), records))
 
 
-def box_problems(record: ImageRecord) -> dict[str, np.ndarray]:
-    """Boolean masks (N,) per kind over the record's boxes: degenerate, outside, duplicate.
+def small_box_thresholds(records: DatasetRecords) -> dict[int, float]:
+    """{label: sqrt(area) below which a box of that class is suspiciously small} for the split.
+
+    The typical size of a class is the median sqrt(w*h) of its valid, non-crowd boxes; classes with
+    fewer than ``SMALL_BOX_MIN_BOXES`` boxes have no typical size and no threshold.
+    """
+    sizes: dict[int, list[np.ndarray]] = {}
+    for record in records.records:
+        boxes = record.boxes.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+            ok = np.isfinite(w) & np.isfinite(h) & (w > 0) & (h > 0) & ~record.iscrowd
+        for label in np.unique(record.labels[ok]):
+            pick = ok & (record.labels == label)
+            sizes.setdefault(int(label), []).append(np.sqrt(w[pick] * h[pick]))
+    thresholds = {}
+    for label, parts in sizes.items():
+        values = np.concatenate(parts)
+        if len(values) >= SMALL_BOX_MIN_BOXES:
+            thresholds[label] = SMALL_BOX_RATIO * float(np.median(values))
+    return thresholds
+
+
+def box_problems(record: ImageRecord, small_thresholds: Optional[dict[int, float]] = None) -> dict[str, np.ndarray]:
+    """Boolean masks (N,) per kind over the record's boxes: degenerate, outside, duplicate, small.
 
     Degenerate: non-finite coordinates or width/height <= 0. Outside: finite, not degenerate, reaching
     past the image border (annotated width/height). Duplicate: equal coordinates and label to an
-    earlier box of the same image (the first copy is not flagged).
+    earlier box of the same image (the first copy is not flagged). Small: sqrt(w*h) below its class's
+    threshold in ``small_thresholds`` (see :func:`small_box_thresholds`; none given: nothing is small).
     """
     boxes = record.boxes.astype(np.float64)
     n = len(boxes)
@@ -119,7 +152,13 @@ def box_problems(record: ImageRecord) -> dict[str, np.ndarray]:
         key = (*record.boxes[i].tolist(), int(record.labels[i]))
         duplicate[i] = key in seen
         seen.add(key)
-    return {DEGENERATE_BOX: degenerate, BOX_OUTSIDE: outside, DUPLICATE_BOX: duplicate}
+    small = np.zeros(n, bool)
+    if small_thresholds:
+        with np.errstate(invalid="ignore"):
+            side = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+        limit = np.array([small_thresholds.get(int(label), 0.0) for label in record.labels])
+        small = ~degenerate & ~record.iscrowd & (side < limit)
+    return {DEGENERATE_BOX: degenerate, BOX_OUTSIDE: outside, DUPLICATE_BOX: duplicate, SMALL_BOX: small}
 
 
 _BOX_MESSAGES = {
@@ -128,38 +167,72 @@ _BOX_MESSAGES = {
 }
 
 
+_EXIF_MEANING = {2: "mirrored", 3: "rotated 180 degrees", 4: "flipped upside down", 5: "transposed",
+                 6: "rotated 90 degrees clockwise", 7: "transversed", 8: "rotated 90 degrees counter-clockwise"}  # fmt: skip
+
+
+def _exif_finding(record: ImageRecord, info: ImageInfo, policy: str) -> Finding:
+    square = " (a square image: its size cannot tell the two frames apart)" if info.width == info.height else ""
+    message = (f"EXIF orientation {info.orientation}: the stored {info.width}x{info.height} pixels are shown "
+               f"{_EXIF_MEANING[info.orientation]}, and the boxes may be drawn in either frame{square}")  # fmt: skip
+    action = {"error": "error", "drop": "dropped image", "apply": "applied (boxes taken in the displayed frame)",
+              "ignore": "ignored (boxes taken in the stored pixel frame)"}[policy]  # fmt: skip
+    return Finding(EXIF_ORIENTATION, record.image_path, message, action=action)
+
+
 def clean_record(
-    record: ImageRecord, status: Union[tuple[int, int], str, None], policies: dict[str, str]
+    record: ImageRecord,
+    status: Optional[FileStatus],
+    policies: dict[str, str],
+    small_thresholds: Optional[dict[int, float]] = None,
 ) -> tuple[Optional[ImageRecord], list[Finding]]:
     """Apply the policies to one record; ``status`` is :func:`image_file_status` (None: not checked).
 
     Returns the cleaned record (None when the image is dropped) and the findings with their action.
-    Boxes whose policy is ``error`` are left as they are (the caller stops anyway).
+    Boxes whose policy is ``error`` (or ``keep``) are left as they are (the caller stops anyway).
     """
     findings = []
     path = record.image_path
-    if isinstance(status, str) or (status is not None and status != (record.width, record.height)):
-        kind = MISSING_IMAGE if isinstance(status, str) else SIZE_MISMATCH
-        message = status if isinstance(status, str) else (
-            f"annotated size {record.width}x{record.height} but the file is {status[0]}x{status[1]}"
-        )
+    if status is not None and status.problem is not None:
+        kind, message = status.problem
         policy = policy_for(kind, policies)
         findings.append(Finding(kind, path, message, action="error" if policy == "error" else "dropped image"))
         if policy == "drop":
             return None, findings
+    elif status is not None:
+        info = status.info
+        if info.rotated:
+            policy = policy_for(EXIF_ORIENTATION, policies)
+            findings.append(_exif_finding(record, info, policy))
+            if policy == "drop":
+                return None, findings
+        size = info.size(record.apply_orientation)
+        if size != (record.width, record.height):
+            policy = policy_for(SIZE_MISMATCH, policies)
+            message = f"annotated size {record.width}x{record.height} but the file is {size[0]}x{size[1]}"
+            if info.rotated:
+                message += " in the frame data.on_exif_orientation chose"
+            findings.append(Finding(SIZE_MISMATCH, path, message, action="error" if policy == "error" else "dropped image"))
+            if policy == "drop":
+                return None, findings
 
-    masks = box_problems(record)
+    masks = box_problems(record, small_thresholds)
     boxes = record.boxes.copy()
     keep = np.ones(len(boxes), bool)
-    for kind in (DEGENERATE_BOX, BOX_OUTSIDE, DUPLICATE_BOX):
+    for kind in (DEGENERATE_BOX, BOX_OUTSIDE, DUPLICATE_BOX, SMALL_BOX):
         policy = policy_for(kind, policies)
         for i in np.flatnonzero(masks[kind]):
             box = record.boxes[i].tolist()
             if kind == BOX_OUTSIDE:
                 message = f"box reaches outside the {record.width}x{record.height} image"
+            elif kind == SMALL_BOX:
+                w, h = box[2] - box[0], box[3] - box[1]
+                typical = small_thresholds[int(record.labels[i])] / SMALL_BOX_RATIO
+                message = (f"{w:.3g}x{h:.3g} px box, far smaller than the {typical:.0f} px typical of its class "
+                           f"(label {int(record.labels[i])}); a stray click or a unit mistake?")  # fmt: skip
             else:
                 message = _BOX_MESSAGES[kind]
-            action = {"error": "error", "drop": "dropped box", "clip": "clipped"}[policy]
+            action = {"error": "error", "drop": "dropped box", "clip": "clipped", "keep": "kept"}[policy]
             if policy == "drop":
                 keep[i] = False
             elif policy == "clip":
@@ -188,9 +261,10 @@ def check_records(
     policies = resolve_policies(policies)
     statuses = check_images(records.records, decode) if check_files else [None] * len(records)
     report = Report(source=records.source, images=len(records), boxes=records.num_boxes)
+    thresholds = small_box_thresholds(records)
     kept = []
     for record, status in zip(records.records, statuses):
-        cleaned, findings = clean_record(record, status, policies)
+        cleaned, findings = clean_record(record, status, policies, thresholds)
         report.findings += findings
         if cleaned is not None and (keep_background or cleaned.num_boxes):
             kept.append(cleaned)
@@ -213,13 +287,15 @@ def check_split(
     """:func:`load_split` + :func:`check_records`; findings at ``error`` are reported, not raised."""
     policies = resolve_policies(policies)
     records, load_findings = load_split(
-        format=format, root=root, split=split, images=images, classes=classes, keep_background=keep_background
-    )
+        format=format, root=root, split=split, images=images, classes=classes, keep_background=keep_background,
+        allow_outside_root=policies["on_outside_root"] == "allow",
+        apply_orientation=policies["on_exif_orientation"] != "ignore",
+    )  # fmt: skip
     for finding in load_findings:
-        # the adapter has already left these boxes/images out of the records
+        # the adapter has already left these boxes/images out of the records (allowed paths excepted)
         policy = policy_for(finding.kind, policies)
         dropped = "dropped box" if finding.box is not None else "dropped image"
-        finding.action = "error" if policy == "error" else dropped
+        finding.action = {"error": "error", "allow": "allowed"}.get(policy, dropped)
     cleaned, report = check_records(records, policies, decode, keep_background)
     report.findings = load_findings + report.findings
     return cleaned, report

@@ -11,30 +11,50 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-MISSING_IMAGE = "missing_image"  # missing, unreadable or truncated image file
+MISSING_IMAGE = "missing_image"  # the image file does not exist
+UNREADABLE_IMAGE = "unreadable_image"  # exists but cannot be decoded: corrupt, truncated, over the pixel limit
+EXIF_ORIENTATION = "exif_orientation"  # an EXIF tag rotates/mirrors the pixels: which frame are the boxes in?
+OUTSIDE_ROOT = "outside_root"  # the annotation's image path is absolute or leaves data.root
 SIZE_MISMATCH = "size_mismatch"  # annotated size differs from the file's size
 DEGENERATE_BOX = "degenerate_box"  # zero/negative width or height, NaN or inf
 BOX_OUTSIDE = "box_outside"  # box reaches outside the image
 DUPLICATE_BOX = "duplicate_box"  # exact copy of an earlier box of the same image and label
+SMALL_BOX = "small_box"  # far smaller than the class's typical box: often a stray click or a unit mistake
 UNKNOWN_CLASS = "unknown_class"  # class name/id not in the class list, or one that would map to background
 
-KINDS = (MISSING_IMAGE, SIZE_MISMATCH, DEGENERATE_BOX, BOX_OUTSIDE, DUPLICATE_BOX, UNKNOWN_CLASS)
+KINDS = (MISSING_IMAGE, UNREADABLE_IMAGE, EXIF_ORIENTATION, OUTSIDE_ROOT, SIZE_MISMATCH, DEGENERATE_BOX, BOX_OUTSIDE,
+         DUPLICATE_BOX, SMALL_BOX, UNKNOWN_CLASS)  # fmt: skip
 
 # config key (data.<key>) for each kind; policy dicts are keyed by these names
 POLICY_KEYS: dict[str, str] = {kind: f"on_{kind}" for kind in KINDS}
 
 DEFAULT_POLICIES: dict[str, str] = {
     "on_missing_image": "error",
+    "on_unreadable_image": "error",
+    "on_exif_orientation": "error",
+    "on_outside_root": "error",
     "on_size_mismatch": "error",
     "on_degenerate_box": "drop",
     "on_box_outside": "clip",
     "on_duplicate_box": "drop",
+    "on_small_box": "keep",
     "on_unknown_class": "error",
 }
 
-# which policies make sense for which kind: only boxes can be clipped, and only boxes that stick out
-_ALLOWED = {kind: ("error", "drop") for kind in KINDS}
-_ALLOWED[BOX_OUTSIDE] = ("error", "drop", "clip")
+# which policies make sense for which kind: only boxes that stick out can be clipped; a tagged image's
+# boxes are in the rotated frame (apply) or the stored one (ignore); a path outside data.root may be
+# allowed; a small box may be kept (reported only)
+ALLOWED: dict[str, tuple[str, ...]] = {kind: ("error", "drop") for kind in KINDS}
+ALLOWED[BOX_OUTSIDE] = ("error", "drop", "clip")
+ALLOWED[EXIF_ORIENTATION] = ("error", "drop", "apply", "ignore")
+ALLOWED[OUTSIDE_ROOT] = ("error", "drop", "allow")
+ALLOWED[SMALL_BOX] = ("keep", "drop", "error")
+_ALLOWED = ALLOWED
+
+# a box is "small" when sqrt(w*h) is below this fraction of its class's median sqrt(w*h) in the split,
+# for classes with at least SMALL_BOX_MIN_BOXES boxes (a 1x1 box among 100 px boxes; 10x smaller)
+SMALL_BOX_RATIO = 0.1
+SMALL_BOX_MIN_BOXES = 4
 
 
 @dataclass
@@ -42,7 +62,7 @@ class Finding:
     """One problem. ``box`` is xyxy in absolute pixels (as loaded), ``box_index`` its index in the image.
 
     ``action`` is filled in when a policy is applied: ``error``, ``dropped box``, ``dropped image``,
-    ``clipped`` or ``skipped`` (already left out by the adapter).
+    ``clipped``, ``kept`` (reported only), ``allowed``, or what was done about an orientation tag.
     """
 
     kind: str
@@ -97,5 +117,15 @@ def format_errors(findings: list[Finding], source: str, limit: int = 10) -> str:
     if len(findings) > limit:
         lines.append(f"  ... and {len(findings) - limit} more (run `detect-ft check-data` for all)")
     keys = ", ".join(f"data.{POLICY_KEYS[k]}=drop" for k in kinds)
-    lines.append(f"fix the files, or set {keys} to leave them out")
+    lines.append(f"fix the files, or set {keys} to leave them out" + _other_choices(kinds))
     return "\n".join(lines)
+
+
+def _other_choices(kinds: list[str]) -> str:
+    notes = []
+    if EXIF_ORIENTATION in kinds:
+        notes.append("data.on_exif_orientation=apply if the boxes were drawn on the rotated (displayed) image, "
+                     "=ignore if on the stored pixels")  # fmt: skip
+    if OUTSIDE_ROOT in kinds:
+        notes.append("data.on_outside_root=allow to read images outside data.root")
+    return ("; or set " + "; ".join(notes)) if notes else ""

@@ -19,17 +19,17 @@ from detect_ft.data.yolo import load_yolo
 from detect_ft.errors import DataError
 
 
-def _coco(root: Path, split: str, images: str, classes, keep_background) -> tuple[DatasetRecords, list[Finding]]:
+def _coco(root: Path, split: str, images: str, classes, keep_background, **options) -> tuple[DatasetRecords, list[Finding]]:
     image_dir = resolve(root, images) if images else None
-    return load_coco(resolve(root, split), image_dir, classes, keep_background)
+    return load_coco(resolve(root, split), image_dir, classes, keep_background, root=root, **options)
 
 
-def _voc(root: Path, split: str, images: str, classes, keep_background) -> tuple[DatasetRecords, list[Finding]]:
-    return load_voc(root, split, classes, keep_background)
+def _voc(root: Path, split: str, images: str, classes, keep_background, **options) -> tuple[DatasetRecords, list[Finding]]:
+    return load_voc(root, split, classes, keep_background, **options)
 
 
-def _yolo(root: Path, split: str, images: str, classes, keep_background) -> tuple[DatasetRecords, list[Finding]]:
-    return load_yolo(root, split, classes, keep_background)
+def _yolo(root: Path, split: str, images: str, classes, keep_background, **options) -> tuple[DatasetRecords, list[Finding]]:
+    return load_yolo(root, split, classes, keep_background, **options)
 
 
 FORMATS: dict[str, Callable[..., tuple[DatasetRecords, list[Finding]]]] = {
@@ -47,6 +47,8 @@ def load_split(
     images: str = "",
     classes: Optional[list[str]] = None,
     keep_background: bool = True,
+    allow_outside_root: bool = False,
+    apply_orientation: bool = True,
 ) -> tuple[DatasetRecords, list[Finding]]:
     """Load one split of a dataset without touching the image pixels.
 
@@ -60,12 +62,18 @@ def load_split(
         classes: user class list (label k = classes[k-1]); None or empty: the dataset's own names. Pass
             the training split's ``class_names`` when loading validation data so labels agree.
         keep_background: keep images without boxes.
+        allow_outside_root: keep images whose annotated path is absolute or leaves ``root`` (COCO: or
+            the ``images`` folder); by default they are left out, with an ``outside_root`` finding,
+            before their files are opened.
+        apply_orientation: the frame of EXIF-tagged images: rotated as tagged (True) or as stored;
+            sizes read from headers use it and the records carry it to the decoder.
 
     Returns:
         ``(records, findings)``: boxes float32 xyxy in absolute pixels; findings are problems found
-        while reading (unknown classes, unreadable images whose size was needed); boxes and images
-        they name are already left out of the records. Problems in the records themselves (sizes,
-        boxes) are found by :mod:`detect_ft.data.doctor`.
+        while reading (unknown classes, unreadable images whose size was needed, paths outside the
+        root); boxes and images they name are already left out of the records (outside-root images
+        are kept when allowed). Problems in the records themselves (sizes, boxes) are found by
+        :mod:`detect_ft.data.doctor`.
 
     Raises:
         DataError: unknown format, empty split, missing or malformed annotation files.
@@ -77,7 +85,8 @@ def load_split(
     root = Path(root or ".").expanduser()
     if not root.is_dir():
         raise DataError(f"data.root {root} is not a folder; fix data.root (relative paths start at the current folder)")
-    records, findings = FORMATS[format](root, split, images, classes or None, keep_background)
+    records, findings = FORMATS[format](root, split, images, classes or None, keep_background,
+                                        allow_outside_root=allow_outside_root, apply_orientation=apply_orientation)
     if not records.class_names:
         raise DataError(f"{records.source}: the dataset has no classes; set data.classes or add annotations")
     if not records.records and not findings:

@@ -6,12 +6,10 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from detect_ft.data.findings import MISSING_IMAGE, Finding
-from detect_ft.data.image import read_image_size
+from detect_ft.data.findings import MISSING_IMAGE, OUTSIDE_ROOT, UNREADABLE_IMAGE, Finding
+from detect_ft.data.image import MissingImageError, read_image_size
+from detect_ft.data.records import BACKGROUND_NAMES, is_background_name  # noqa: F401 (re-exported)
 from detect_ft.errors import DataError
-
-# Names that mean "background" in other tools; a class by this name would collide with label 0.
-BACKGROUND_NAMES = {"background", "__background__", "__background", "bg"}
 
 
 def resolve(root: str | os.PathLike, path: str | os.PathLike) -> Path:
@@ -22,12 +20,42 @@ def resolve(root: str | os.PathLike, path: str | os.PathLike) -> Path:
     return Path(root or ".").expanduser() / path
 
 
-def size_or_finding(image_path: Path) -> tuple[Optional[tuple[int, int]], Optional[Finding]]:
-    """(width, height) from the image header, or a missing_image finding when it cannot be read."""
+def size_or_finding(image_path: Path, apply_orientation: bool = True
+                    ) -> tuple[Optional[tuple[int, int]], Optional[Finding]]:  # fmt: skip
+    """(width, height) from the image header (in the frame ``apply_orientation`` chooses), or a
+    missing_image / unreadable_image finding when it cannot be read."""
     try:
-        return read_image_size(image_path), None
+        return read_image_size(image_path, apply_orientation), None
     except DataError as exc:
-        return None, Finding(MISSING_IMAGE, str(image_path), without_path(str(exc), image_path))
+        kind = MISSING_IMAGE if isinstance(exc, MissingImageError) else UNREADABLE_IMAGE
+        return None, Finding(kind, str(image_path), without_path(str(exc), image_path))
+
+
+def inside_root(root: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """True when ``path`` (an image path as the adapter built it: absolute, or relative to the current
+    folder like ``root`` itself) stays inside ``root``.
+
+    The test is on the text of the paths (``os.path.abspath`` normalises ``..``; no symlinks followed):
+    an annotation that names ``/etc/x.jpg`` or ``../../x.jpg`` leaves the dataset, a symlinked image
+    folder inside it does not.
+    """
+    base = os.path.abspath(Path(root or ".").expanduser())
+    target = os.path.abspath(Path(path).expanduser())
+    return target == base or target.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def outside_root_finding(image_path: str | os.PathLike, roots: list, where: str) -> Optional[Finding]:
+    """An ``outside_root`` finding when ``image_path`` is inside none of ``roots`` (see :func:`inside_root`).
+
+    ``where`` names the annotation that gave the path (file and entry). The path is checked as text,
+    before the file is opened, so a hostile annotation cannot make detect-ft read (or ``convert`` copy)
+    files from elsewhere unless ``data.on_outside_root=allow``.
+    """
+    if any(inside_root(root, image_path) for root in roots):
+        return None
+    shown = ", ".join(str(r) for r in roots)
+    return Finding(OUTSIDE_ROOT, str(image_path), f"{where}: the image path is absolute or leaves the dataset folder "
+                                                  f"{shown}")  # fmt: skip
 
 
 def without_path(message: str, path: str | os.PathLike) -> str:
@@ -44,6 +72,7 @@ def select_classes(
     Without ``classes`` the dataset's names are used as given; with it, the user's list selects and
     orders the classes, and each of its names must exist in the dataset (else DataError).
     """
+    check_not_background(classes or [], source)
     if not classes:
         names = list(dataset_names)
     else:
@@ -58,3 +87,13 @@ def select_classes(
     if duplicates:
         raise DataError(f"{source}: class names {duplicates} appear more than once; make them unique")
     return names, {name: i + 1 for i, name in enumerate(names)}
+
+
+def check_not_background(classes: list[str], source: str) -> None:
+    """DataError when a class of the user's list is named like the background (label 0), in every format."""
+    reserved = [c for c in classes if is_background_name(c)]
+    if reserved:
+        raise DataError(
+            f"{source}: data.classes names {reserved}, which mean background; label 0 is the background in every "
+            "model, so such a class cannot be trained; remove it from data.classes or rename the class"
+        )

@@ -60,7 +60,7 @@ def write_split_plots(
     images = []
     for record in records.records[: samples * 2]:
         try:
-            images.append((record, read_image(record.image_path)))
+            images.append((record, read_image(record.image_path, apply_orientation=record.apply_orientation)))
         except DataError:
             continue
         if len(images) == samples:

@@ -12,6 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
+# Names that mean "background" in other tools; a class by such a name would collide with label 0, so
+# every format and the config refuse it as a class name.
+BACKGROUND_NAMES = frozenset({"background", "__background__", "__background", "bg"})
+
+
+def is_background_name(name: str) -> bool:
+    """True for a class name that means background (case and surrounding spaces ignored)."""
+    return str(name).strip().lower() in BACKGROUND_NAMES
+
 
 @dataclass
 class ImageRecord:
@@ -26,6 +35,8 @@ class ImageRecord:
         difficult: bool array (N,); VOC ``difficult`` flag, ignored by VOC-style evaluation.
         image_id: integer id, unique within a split (the COCO image id for COCO datasets).
         file_name: the image's path as written in the annotations (relative), for writing converters.
+        apply_orientation: decode with the file's EXIF orientation applied (the boxes are in the
+            rotated frame), or keep the stored pixels (False); matters only for tagged images.
     """
 
     image_path: str
@@ -37,6 +48,7 @@ class ImageRecord:
     difficult: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
     image_id: int = 0
     file_name: str = ""
+    apply_orientation: bool = True
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -63,6 +75,7 @@ class ImageRecord:
             difficult=self.difficult[keep],
             image_id=self.image_id,
             file_name=self.file_name,
+            apply_orientation=self.apply_orientation,
         )
 
 

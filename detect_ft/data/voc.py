@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+import xml.parsers.expat
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from detect_ft.data.findings import UNKNOWN_CLASS, Finding
-from detect_ft.data.paths import BACKGROUND_NAMES, resolve, size_or_finding
+from detect_ft.data.paths import check_not_background, is_background_name, outside_root_finding, resolve, size_or_finding
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.errors import DataError
+from detect_ft.limits import MAX_LIST_BYTES, MAX_XML_BYTES, check_size, read_text
 
 
 def voc_split_ids(root: str | os.PathLike, split: str) -> tuple[list[str], Path]:
@@ -36,10 +38,32 @@ def voc_split_ids(root: str | os.PathLike, split: str) -> tuple[list[str], Path]
                 f"VOC split '{split}': neither {candidate} nor {list_file} exists; set data.train/data.val to a "
                 f"split name under {Path(root) / 'ImageSets' / 'Main'} or to a list file"
             )
-    ids = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+    text = read_text(list_file, MAX_LIST_BYTES, "VOC split list", DataError)
+    ids = [line.split()[0] for line in text.splitlines() if line.strip()]
     if not ids:
         raise DataError(f"VOC split list {list_file} is empty; add image ids, one per line")
+    for image_id in ids:
+        if "/" in image_id or "\\" in image_id or image_id in (".", ".."):
+            raise DataError(f"VOC split list {list_file}: id {image_id[:80]!r} is a path, not an image id (a file "
+                            "name without folder or suffix); fix the list")  # fmt: skip
     return ids, list_file
+
+
+def _refuse_dtd(data: bytes, path: Path) -> None:
+    """DataError for XML that declares a DOCTYPE or entities: VOC files never need them, and entity
+    expansion (billion laughs) or external entities are how XML files attack their readers."""
+
+    def refuse(*_args) -> None:
+        raise DataError(f"annotation file {path} declares a DOCTYPE or entities, which VOC annotations never need "
+                        "and detect-ft does not expand; remove the <!DOCTYPE ...> block")  # fmt: skip
+
+    parser = xml.parsers.expat.ParserCreate()
+    parser.StartDoctypeDeclHandler = refuse
+    parser.EntityDeclHandler = refuse
+    try:
+        parser.Parse(data, True)
+    except xml.parsers.expat.ExpatError:
+        pass  # a syntax error: ElementTree reports it with its position below
 
 
 def parse_voc_xml(path: Path) -> dict:
@@ -49,8 +73,11 @@ def parse_voc_xml(path: Path) -> dict:
     """
     if not path.is_file():
         raise DataError(f"annotation file {path} does not exist; fix the split list or add the file")
+    check_size(path, MAX_XML_BYTES, "annotation file", DataError)
+    data = path.read_bytes()
+    _refuse_dtd(data, path)
     try:
-        root = ET.parse(path).getroot()
+        root = ET.fromstring(data)
     except ET.ParseError as exc:
         line, column = exc.position
         raise DataError(f"annotation file {path}: XML parse error at line {line} column {column}") from None
@@ -80,7 +107,7 @@ def parse_voc_xml(path: Path) -> dict:
 def _int_or_none(text: Optional[str]) -> Optional[int]:
     try:
         value = int(float(text))  # some tools write "500.0"
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # missing, not a number, inf
         return None
     return value if value > 0 else None
 
@@ -90,6 +117,9 @@ def load_voc(
     split: str,
     classes: Optional[list[str]] = None,
     keep_background: bool = True,
+    *,
+    allow_outside_root: bool = False,
+    apply_orientation: bool = True,
 ) -> tuple[DatasetRecords, list[Finding]]:
     """Read a VOC split.
 
@@ -97,8 +127,13 @@ def load_voc(
         root: the VOC folder holding Annotations/, JPEGImages/ and ImageSets/Main/.
         split: split name or list file (see :func:`voc_split_ids`).
         classes: class list (label k = classes[k-1]); boxes of other names become ``unknown_class``
-            findings. Without it, the names found in the split's XMLs, sorted.
+            findings. Without it, the names found in the split's XMLs, sorted. Each name must be used by
+            some annotation of the dataset (this split, else any file in Annotations/), as COCO's
+            categories must exist; a name meaning background is refused.
         keep_background: keep images without objects.
+        allow_outside_root: keep images whose ``<filename>`` is absolute or leaves ``root`` (else they
+            become ``outside_root`` findings and are left out, before their files are opened).
+        apply_orientation: sizes read from image headers are in the EXIF-rotated frame (else stored).
 
     Returns:
         Records with boxes float32 xyxy in absolute pixels (0..W continuous), and findings.
@@ -107,9 +142,11 @@ def load_voc(
     ids, list_file = voc_split_ids(root, split)
     parsed = [(image_id, parse_voc_xml(root / "Annotations" / f"{image_id}.xml")) for image_id in ids]
     if classes:
+        check_not_background(list(classes), str(list_file))
+        _check_classes_used(root, list(classes), {o[0] for _, p in parsed for o in p["objects"]}, list_file)
         names = list(classes)
     else:
-        names = sorted({o[0] for _, p in parsed for o in p["objects"] if o[0].lower() not in BACKGROUND_NAMES})
+        names = sorted({o[0] for _, p in parsed for o in p["objects"] if not is_background_name(o[0])})
     label_of = {name: i + 1 for i, name in enumerate(names)}
 
     records, findings = [], []
@@ -119,9 +156,14 @@ def load_voc(
         if not Path(file_name).suffix:
             file_name += ".jpg"
         image_path = root / "JPEGImages" / file_name
+        outside = outside_root_finding(image_path, [root], f"{xml_path}: <filename> {file_name!r}")
+        if outside is not None:
+            findings.append(outside)
+            if not allow_outside_root:
+                continue
         width, height = ann["width"], ann["height"]
         if width is None or height is None:
-            size, finding = size_or_finding(image_path)
+            size, finding = size_or_finding(image_path, apply_orientation)
             if finding is not None:
                 findings.append(finding)
                 continue
@@ -131,8 +173,8 @@ def load_voc(
             box = [xmin - 1.0, ymin - 1.0, xmax, ymax]
             if name not in label_of:
                 why = (
-                    f"class '{name}' would collide with the background label 0"
-                    if name.lower() in BACKGROUND_NAMES
+                    f"class '{name}' is the background class (label 0) and cannot be a box label"
+                    if is_background_name(name)
                     else f"class '{name}' is not in data.classes {names}"
                 )
                 findings.append(Finding(UNKNOWN_CLASS, str(xml_path), why, i, box))
@@ -152,6 +194,32 @@ def load_voc(
                 difficult=difficult,
                 image_id=index + 1,
                 file_name=file_name,
+                apply_orientation=apply_orientation,
             )
         )
     return DatasetRecords(records, names, source=str(list_file)), findings
+
+
+def _check_classes_used(root: Path, classes: list[str], used: set[str], list_file: Path) -> None:
+    """DataError for names of ``classes`` that no annotation of the dataset uses.
+
+    A typo in data.classes would otherwise train a class that never has a box. Names missing from the
+    split are looked up in the rest of Annotations/ (a validation split may lack a class), stopping as
+    soon as all are found; that scan happens only when the split itself lacks a name.
+    """
+    missing = [c for c in classes if c not in used]
+    if not missing:
+        return
+    annotations = root / "Annotations"
+    for path in sorted(annotations.glob("*.xml")) if annotations.is_dir() else []:
+        try:
+            names = {o[0] for o in parse_voc_xml(path)["objects"]}
+        except DataError:
+            continue  # a broken file outside this split is not this split's problem
+        missing = [c for c in missing if c not in names]
+        if not missing:
+            return
+    raise DataError(
+        f"{list_file}: data.classes names {missing} that no annotation in {annotations} uses (the split uses "
+        f"{sorted(used)[:20]}); fix the spelling in data.classes or remove them"
+    )

@@ -5,7 +5,9 @@ labels sit at the same place under ``labels`` (``root/images/train`` -> ``root/l
 file of image paths. Class names come from ``classes.txt`` or ``data.yaml`` (``names:`` list or dict),
 searched in the split folder, its parent and ``root``. YOLO class id ``k`` becomes label ``k + 1``.
 A missing label file means a background image. Polygon lines (``class x1 y1 x2 y2 ...``, YOLO
-segmentation) are reduced to their bounding box.
+segmentation) are reduced to their bounding box. Coordinates above 1 (beyond a small tolerance for
+boxes sticking out) mean the file is in pixel units, which YOLO does not use: that is refused with the
+diagnosis instead of clipping every box to nothing.
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ import yaml
 
 from detect_ft.data.findings import UNKNOWN_CLASS, Finding
 from detect_ft.data.image import IMAGE_SUFFIXES
-from detect_ft.data.paths import BACKGROUND_NAMES, resolve, select_classes, size_or_finding
+from detect_ft.data.paths import is_background_name, outside_root_finding, resolve, select_classes, size_or_finding
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.errors import DataError
+from detect_ft.limits import MAX_LABEL_BYTES, MAX_LIST_BYTES, MAX_NAMES_BYTES, read_text, short_repr
+
+# A normalised coordinate above this is no rounding slip or box sticking out of the image: pixel units.
+PIXEL_UNITS_THRESHOLD = 1.5
 
 
 def read_yolo_names(folders: list[Path]) -> Optional[tuple[dict[int, str], Path]]:
@@ -32,19 +38,24 @@ def read_yolo_names(folders: list[Path]) -> Optional[tuple[dict[int, str], Path]
             path = folder / name
             if not path.is_file():
                 continue
+            text = read_text(path, MAX_NAMES_BYTES, "class names file", DataError)
             if path.suffix == ".txt":
-                lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+                lines = [line.strip() for line in text.splitlines() if line.strip()]
                 return dict(enumerate(lines)), path
             try:
-                data = yaml.safe_load(path.read_text()) or {}
+                data = yaml.safe_load(text) or {}
             except yaml.YAMLError as exc:
-                raise DataError(f"{path} is not valid YAML: {exc}") from None
+                raise DataError(f"{path} is not valid YAML ({getattr(exc, 'problem', None) or 'syntax error'})") from None
+            except RecursionError:
+                raise DataError(f"{path} is nested too deeply to be a YOLO data.yaml") from None
             names = data.get("names") if isinstance(data, dict) else None
-            if isinstance(names, list):
+            scalar = lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool)  # noqa: E731
+            if isinstance(names, list) and all(scalar(n) for n in names):
                 return {i: str(n) for i, n in enumerate(names)}, path
-            if isinstance(names, dict) and all(isinstance(k, int) for k in names):
+            if isinstance(names, dict) and all(isinstance(k, int) and scalar(v) for k, v in names.items()):
                 return {int(k): str(v) for k, v in names.items()}, path
-            raise DataError(f"{path}: 'names' must be a list or a mapping id -> name, got {names!r}")
+            raise DataError(f"{path}: 'names' must be a list of names or a mapping id -> name, got "
+                            f"{short_repr(names)}")  # fmt: skip
     return None
 
 
@@ -61,12 +72,21 @@ def label_path_for(image_path: Path, images_dir: Optional[Path] = None) -> Path:
     raise DataError(f"image {image_path} is not under an 'images' folder, so its YOLO label file cannot be found")
 
 
+def _label_path_or_none(image_path: Path) -> Optional[Path]:
+    """:func:`label_path_for`, or None (the error is raised when the entry is used, after the path check)."""
+    try:
+        return label_path_for(image_path)
+    except DataError:
+        return None
+
+
 def yolo_image_list(root: Path, split: str) -> tuple[list[tuple[Path, str, Path]], Path]:
     """[(image path, file name relative to its images folder, label path)] for a split, and the split path."""
     where = resolve(root, split)
     if where.is_file():
-        paths = [resolve(root, line.strip()) for line in where.read_text().splitlines() if line.strip()]
-        return [(p, p.name, label_path_for(p)) for p in paths], where
+        text = read_text(where, MAX_LIST_BYTES, "YOLO image list", DataError)
+        paths = [resolve(root, line.strip()) for line in text.splitlines() if line.strip()]
+        return [(p, p.name, _label_path_or_none(p)) for p in paths], where
     if not where.is_dir():
         raise DataError(f"YOLO split '{split}': {where} is neither a folder nor a list file; fix data.train/data.val")
     images_dir = where / "images" if (where / "images").is_dir() else where
@@ -79,7 +99,8 @@ def yolo_image_list(root: Path, split: str) -> tuple[list[tuple[Path, str, Path]
 
 def _parse_lines(label_path: Path) -> list[tuple[str, list[float]]]:
     rows = []
-    for line_no, line in enumerate(label_path.read_text().splitlines(), 1):
+    text = read_text(label_path, MAX_LABEL_BYTES, "label file", DataError)
+    for line_no, line in enumerate(text.splitlines(), 1):
         tokens = line.split()
         if not tokens:
             continue
@@ -91,7 +112,15 @@ def _parse_lines(label_path: Path) -> list[tuple[str, list[float]]]:
         try:
             values = [float(t) for t in tokens[1:]]
         except ValueError:
-            raise DataError(f"label file {label_path} line {line_no}: coordinates must be numbers: {line!r}") from None
+            raise DataError(f"label file {label_path} line {line_no}: coordinates must be numbers: "
+                            f"{short_repr(line)}") from None  # fmt: skip
+        big = [v for v in values if math.isfinite(v) and v > PIXEL_UNITS_THRESHOLD]  # inf/nan: degenerate boxes
+        if big:
+            raise DataError(
+                f"label file {label_path} line {line_no}: coordinate {big[0]:g} is far above 1, so these labels look "
+                "like pixel units; YOLO labels are normalised to 0..1 (x and width divided by the image width, y "
+                "and height by its height); convert the labels (or export them again as YOLO)"
+            )
         rows.append((tokens[0], values))
     return rows
 
@@ -101,6 +130,9 @@ def load_yolo(
     split: str,
     classes: Optional[list[str]] = None,
     keep_background: bool = True,
+    *,
+    allow_outside_root: bool = False,
+    apply_orientation: bool = True,
 ) -> tuple[DatasetRecords, list[Finding]]:
     """Read a YOLO split; image sizes come from the image headers (YOLO stores normalised boxes).
 
@@ -110,6 +142,9 @@ def load_yolo(
         classes: optional class list: selects and orders the dataset's names; when the dataset has no
             names file it is the names list itself (YOLO id k = classes[k]).
         keep_background: keep images without boxes.
+        allow_outside_root: keep list-file entries that are absolute or leave ``root`` (else they become
+            ``outside_root`` findings and are left out before their files are opened).
+        apply_orientation: image sizes (which scale the normalised boxes) in the EXIF-rotated frame.
 
     Returns:
         Records (boxes float32 xyxy, absolute pixels) and findings (unknown ids, unreadable images).
@@ -127,14 +162,22 @@ def load_yolo(
         id_names, names_file = dict(enumerate(classes)), "data.classes"
     else:
         id_names, names_file = found
-    ids = [i for i in sorted(id_names) if id_names[i].lower() not in BACKGROUND_NAMES]
+    ids = [i for i in sorted(id_names) if not is_background_name(id_names[i])]
     names, label_of_name = select_classes([id_names[i] for i in ids], classes, str(names_file))
     id_of_name = {id_names[i]: i for i in ids}
     label_of_id = {id_of_name[n]: label_of_name[n] for n in names}
 
     records, findings = [], []
     for index, (image_path, file_name, label_path) in enumerate(images):
-        size, finding = size_or_finding(image_path)
+        if where.is_file():
+            outside = outside_root_finding(image_path, [root], f"{where}: entry {file_name!r}")
+            if outside is not None:
+                findings.append(outside)
+                if not allow_outside_root:
+                    continue
+        if label_path is None:
+            label_path = label_path_for(image_path)  # raises: not under an images folder
+        size, finding = size_or_finding(image_path, apply_orientation)
         if finding is not None:
             findings.append(finding)
             continue
@@ -165,6 +208,7 @@ def load_yolo(
                 labels=labels,
                 image_id=index + 1,
                 file_name=file_name,
+                apply_orientation=apply_orientation,
             )
         )
     category_ids = [id_of_name[n] + 1 for n in names]
@@ -186,8 +230,8 @@ def _why(token: str, class_id: Optional[int], id_names: dict[int, str]) -> str:
         return f"class id {token!r} is not an integer"
     if class_id < 0:
         return f"class id {class_id} is negative; id + 1 = {class_id + 1} would collide with background (label 0)"
-    if class_id in id_names and id_names[class_id].lower() in BACKGROUND_NAMES:
-        return f"class id {class_id} '{id_names[class_id]}' is the background class (label 0)"
+    if class_id in id_names and is_background_name(id_names[class_id]):
+        return f"class id {class_id} '{id_names[class_id]}' is the background class (label 0) and cannot be a box label"
     if class_id in id_names:
         return f"class id {class_id} '{id_names[class_id]}' is not in data.classes"
     if not id_names:

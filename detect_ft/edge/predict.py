@@ -77,6 +77,9 @@ def predict_source(
     ``image_id`` (1-based position; frame number + 1 for videos), ``file_name``, ``category_id``
     (original ids), ``bbox`` [x, y, w, h] pixels, ``score`` (>= ``conf``).
 
+    The inputs are never written over: ``output`` may not be the source folder, and no output file may
+    be one of the input files; that is checked before anything is written.
+
     Returns:
         ``{"images": n, "detections": n, "predictions": path, "annotated": [paths]}``.
     """
@@ -85,6 +88,7 @@ def predict_source(
     source, output = Path(source), Path(output)
     if not source.exists():
         raise DetectFTError(f"source {source} does not exist; pass an image, a folder of images or a video")
+    check_no_overwrite(source, output)
     output.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     if source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
@@ -104,10 +108,46 @@ def predict_source(
     return {"images": count, "detections": len(results), "predictions": str(predictions), "annotated": annotated}
 
 
+def annotated_name(name: str) -> str:
+    """The file name of an input image's annotated copy: the same name, PNG for non-JPEG/PNG inputs."""
+    return name if Path(name).suffix.lower() in (".jpg", ".jpeg", ".png") else f"{Path(name).stem}.png"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def check_no_overwrite(source: Path, output: Path) -> None:
+    """DetectFTError, before anything is written, when predicting ``source`` into ``output`` would write
+    over an input: the same folder, or an output file that is one of the inputs. Names what it would
+    overwrite."""
+    if source.is_dir():
+        inputs = list_images(source)
+        if output.exists() and _same_file(output, source):
+            shown = ", ".join(p.name for p in inputs[:5]) + (f" ... ({len(inputs)} in all)" if len(inputs) > 5 else "")
+            raise DetectFTError(f"output folder {output} is the source folder: the annotated copies would overwrite "
+                                f"the input images ({shown or 'none yet'}) and become inputs of the next run; "
+                                "choose another output folder")  # fmt: skip
+        outputs = [output / annotated_name(p.name) for p in inputs]
+    elif source.suffix.lower() in VIDEO_SUFFIXES:
+        inputs, outputs = [source], [output / f"{source.stem}.pred.mp4"]
+    else:
+        inputs, outputs = [source], [output / annotated_name(source.name)]
+    outputs.append(output / "predictions.json")
+    hits = [(t, p) for t in outputs if t.exists() for p in inputs if _same_file(t, p)]
+    if hits:
+        shown = ", ".join(f"{t} (the input {p})" for t, p in hits[:5])
+        raise DetectFTError(f"writing the predictions to {output} would overwrite input file(s) {shown}; choose "
+                            "another output folder")  # fmt: skip
+
+
 def _write_annotated(output: Path, name: str, image: np.ndarray) -> str:
     from detect_ft.io import atomic_path
 
-    target = output / (name if Path(name).suffix.lower() in (".jpg", ".jpeg", ".png") else f"{Path(name).stem}.png")
+    target = output / annotated_name(name)
     ok, data = cv2.imencode(target.suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
         raise DetectFTError(f"OpenCV could not encode {target}; use .jpg or .png images")

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from detect_ft.errors import DetectFTError
+from detect_ft.limits import MAX_ONNX_METADATA_BYTES
 
 METADATA_KEY = "detect_ft"
 METADATA_FORMAT = 1
@@ -53,26 +54,76 @@ def _metadata_of(session, path: str | os.PathLike) -> dict[str, Any]:
     if METADATA_KEY not in props:
         raise DetectFTError(
             f"{path} has no '{METADATA_KEY}' metadata; it was not written by `detect-ft export` "
-            "(export the checkpoint with detect-ft export CHECKPOINT --output MODEL.onnx)"
+            "(export the checkpoint with `detect-ft export`)"
         )
+    text = props[METADATA_KEY]
+    if len(text) > MAX_ONNX_METADATA_BYTES:  # an export writes a few KiB; more is not a detect-ft model
+        raise DetectFTError(f"{path}: metadata '{METADATA_KEY}' is {len(text)} characters, far more than an export "
+                            "writes; re-export the model")  # fmt: skip
     try:
-        meta = json.loads(props[METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise DetectFTError(f"{path}: metadata '{METADATA_KEY}' is not valid JSON ({exc}); re-export the model") from None
-    if meta.get("format") != METADATA_FORMAT:
+        meta = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise DetectFTError(f"{path}: metadata '{METADATA_KEY}' is not valid JSON ({str(exc)[:120]}); re-export the "
+                            "model") from None  # fmt: skip
+    if not isinstance(meta, dict) or meta.get("format") != METADATA_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise DetectFTError(
-            f"{path}: metadata format {meta.get('format')!r} is not supported by this runtime "
+            f"{path}: metadata format {str(found)[:40]!r} is not supported by this runtime "
             f"(expects {METADATA_FORMAT}); re-export the model with this detect-ft version"
         )
+    _check_metadata(meta, path)
     return meta
 
 
+def _check_metadata(meta: dict[str, Any], path: str | os.PathLike) -> None:
+    """DetectFTError naming the field when the metadata cannot drive :func:`preprocess` and the outputs."""
+    def bad(field: str, wanted: str) -> DetectFTError:
+        return DetectFTError(f"{path}: metadata field '{field}' must be {wanted}; the file was not written by this "
+                             "detect-ft's export or was changed since; re-export the model")  # fmt: skip
+
+    names = meta.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise bad("class_names", "a non-empty list of strings")
+    ids = meta.get("category_ids")
+    if (not isinstance(ids, list) or len(ids) != len(names)
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):  # fmt: skip
+        raise bad("category_ids", f"a list of {len(names)} integers")
+    spec = meta.get("input")
+    if not isinstance(spec, dict):
+        raise bad("input", "a mapping")
+    scale = spec.get("scale")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+        raise bad("input.scale", "a number in (0, 1]")
+    if spec.get("layout", "CHW") not in ("CHW", "HWC") or spec.get("color", "RGB") not in ("RGB", "BGR"):
+        raise bad("input.layout/color", "CHW or HWC / RGB or BGR")
+    outputs = meta.get("outputs")
+    if not isinstance(outputs, list) or len(outputs) != 3 or not all(isinstance(o, str) for o in outputs):
+        raise bad("outputs", "a list of the 3 output names (boxes, scores, labels)")
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to RGB uint8 (H, W, 3), as training did (OpenCV decode, BGR->RGB)."""
+    """Decode an image file to RGB uint8 (H, W, 3), as training did (OpenCV decode, BGR->RGB, EXIF
+    orientation applied)."""
+    if not os.path.isfile(path):
+        raise DetectFTError(f"image file {path} does not exist; pass a JPEG or PNG file")
     image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise DetectFTError(f"image file {path} does not exist or cannot be decoded; pass a JPEG or PNG file")
+        raise DetectFTError(_undecodable(path))
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _undecodable(path: str | os.PathLike) -> str:
+    """Why OpenCV could not decode ``path``: its header's reason where Pillow is installed (a pixel count
+    beyond the decoder's limit, not an image), else the generic message."""
+    try:
+        from detect_ft.data.image import read_image_info  # Pillow; absent on minimal edge installs
+
+        read_image_info(path)
+    except ImportError:
+        pass
+    except DetectFTError as exc:
+        return str(exc)
+    return f"image file {path} cannot be decoded (corrupt, truncated or not an image); pass a JPEG or PNG file"
 
 
 def preprocess(image: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
@@ -147,9 +198,16 @@ class EdgeDetector:
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         scores = np.asarray(scores, np.float32).reshape(-1)
         labels = np.asarray(labels, np.int64).reshape(-1)
+        if len(boxes) != len(scores) or len(labels) != len(scores):
+            raise DetectFTError(f"{self.path}: the graph returned {len(boxes)} boxes, {len(scores)} scores and "
+                                f"{len(labels)} labels; re-export the model")  # fmt: skip
         keep = scores >= (self.conf if conf is None else conf)
         order = np.argsort(-scores[keep], kind="stable")
         boxes, scores, labels = boxes[keep][order], scores[keep][order], labels[keep][order]
+        wrong = labels[(labels < 1) | (labels > len(self.class_names))]
+        if len(wrong):
+            raise DetectFTError(f"{self.path}: the graph returned label {int(wrong[0])} outside 1..{len(self.class_names)} "
+                                "(its class_names); re-export the model")  # fmt: skip
         return {"boxes": boxes, "scores": scores, "labels": labels, "names": [self.class_names[k - 1] for k in labels]}
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:

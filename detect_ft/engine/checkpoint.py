@@ -4,6 +4,11 @@ The file layout is the contract in docs/architecture.md ("Checkpoints"): ``model
 evaluate and deploy (the EMA weights when EMA is on) and ``ema`` then holds the raw training weights, so
 ``load_detector`` always gets the deployable model. ``trainer`` holds the trainer's own bookkeeping
 (best metric, early-stopping count, non-finite count).
+
+A checkpoint holds tensors and plain Python values only (dicts, lists, tuples, str, int, float, bool,
+None), so it loads with ``torch.load(..., weights_only=True)``: a file that needs anything else to
+unpickle (code, or objects of other types) is refused, and no code from it runs. See
+:func:`detect_ft.models.weights.safe_torch_load`.
 """
 
 from __future__ import annotations
@@ -21,13 +26,19 @@ from detect_ft import __version__
 from detect_ft.engine.ema import ModelEMA, unwrap
 from detect_ft.errors import DetectFTError
 from detect_ft.io import torch_save_atomic
+from detect_ft.models.weights import check_checkpoint, safe_torch_load
 
 
 def rng_state() -> dict[str, Any]:
-    """This process's Python, NumPy, torch CPU and (when present) CUDA generator states."""
+    """This process's Python, NumPy, torch CPU and (when present) CUDA generator states.
+
+    Plain values and tensors only (see the module doc): NumPy's MT19937 key becomes an int64 tensor.
+    """
+    kind, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {"kind": str(kind), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},  # fmt: skip
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -37,12 +48,35 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` captured (CUDA states only where the device count matches)."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(_as_tuple(state["python"]))
+    n = state["numpy"]
+    if isinstance(n, dict):
+        np.random.set_state((n["kind"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    else:  # a checkpoint of an earlier detect-ft: NumPy's own state tuple, its key an array
+        np.random.set_state(tuple(n))
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
+
+
+def _as_tuple(value: Any) -> Any:
+    """``random.setstate`` wants the nested tuples ``random.getstate`` gave, whatever a loader made of them."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def plain(value: Any) -> Any:
+    """``value`` with NumPy scalars and arrays turned into Python numbers and lists (metrics dicts hold
+    them), so that the checkpoint loads with ``weights_only=True``."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def save_checkpoint(
@@ -77,7 +111,7 @@ def save_checkpoint(
         "num_classes": len(class_names),
         "class_names": list(class_names),
         "category_ids": [int(c) for c in category_ids],
-        "config": config,
+        "config": plain(config),
         "epoch": int(epoch),
         "iteration": int(iteration),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
@@ -85,8 +119,8 @@ def save_checkpoint(
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "ema": {"training_model": raw, "updates": ema.updates, "decay": ema.decay, "tau": ema.tau} if ema else None,
         "rng": rng,
-        "metrics": metrics or {},
-        "trainer": trainer or {},
+        "metrics": plain(metrics or {}),
+        "trainer": plain(trainer or {}),
         "normalisation": input_normalisation(unwrap(model)),
         "version": __version__,
     }
@@ -108,10 +142,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DetectFTError(f"train.resume: checkpoint {path} not found; pass a run's checkpoints/last.pt or 'auto'")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a truncated or foreign file: say which one, not a pickle traceback
-        raise DetectFTError(f"train.resume: {path} is not a readable checkpoint ({exc}); pass another one") from None
+    checkpoint = safe_torch_load(path, "train.resume")
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "epoch" not in checkpoint:
         raise DetectFTError(f"train.resume: {path} is not a detect-ft training checkpoint; pass checkpoints/last.pt")
     if checkpoint.get("optimizer") is None:
@@ -119,6 +150,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"train.resume: {path} holds weights but no training state; resume from last.pt, or start a new "
             f"run with model.weights={path}"
         )
+    check_checkpoint(checkpoint, path, "train.resume")
+    for key in ("epoch", "iteration"):
+        value = checkpoint.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise DetectFTError(f"train.resume: {path} has {key}={str(value)[:40]!r}, not a count; pass checkpoints/last.pt")
     return checkpoint
 
 

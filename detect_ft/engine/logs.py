@@ -6,9 +6,10 @@ metrics.jsonl holds one JSON object per epoch::
      "lr": 0.0098, "img_s": 41.7, "time": 4.8, "skipped_steps": 0, "map": 0.412, "map50": 0.733, "map75": 0.41,
      "val_time": 1.2}
 
-``map``/``map50``/``map75``/``val_time`` appear only on epochs that were validated. The whole file is
-rewritten atomically after each epoch (it is small), so a kill never leaves a half line, and a resumed
-run drops the rows of epochs it is about to redo.
+``map``/``map50``/``map75``/``val_time`` appear only on epochs that were validated. Every line is strict
+JSON: a value that is not finite (the loss of an epoch whose every batch was non-finite) is written as
+``null``, never as a bare ``NaN``. The whole file is rewritten atomically after each epoch (it is small),
+so a kill never leaves a half line, and a resumed run drops the rows of epochs it is about to redo.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from detect_ft.io import atomic_path, write_text_atomic
+from detect_ft.io import atomic_path, dumps_json, json_safe, write_text_atomic
 
 
 class MetricsLog:
@@ -34,8 +35,8 @@ class MetricsLog:
                         self.rows.append(row)
 
     def append(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
+        self.rows.append(json_safe(row))
+        write_text_atomic(self.path, "".join(dumps_json(r) + "\n" for r in self.rows))
 
 
 def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
@@ -50,9 +51,9 @@ def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         return written
     epochs = [r["epoch"] for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(epochs, [r["loss"] for r in rows], marker="o", linewidth=2, label="total")
+    ax.plot(epochs, [_value(r["loss"]) for r in rows], marker="o", linewidth=2, label="total")
     for name in rows[-1].get("losses", {}):
-        points = [(r["epoch"], r["losses"][name]) for r in rows if name in r.get("losses", {})]
+        points = [(r["epoch"], _value(r["losses"][name])) for r in rows if name in r.get("losses", {})]
         ax.plot(*zip(*points), marker=".", linewidth=1, label=name)
     ax.set(xlabel="epoch", ylabel="training loss (epoch mean)", title="Training loss")
     ax.grid(alpha=0.3)
@@ -70,6 +71,11 @@ def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.legend(fontsize=8)
         written.append(_save(fig, out_dir / "map.png"))
     return written
+
+
+def _value(value: Optional[float]) -> float:
+    """A logged number for plotting: null (a non-finite value) becomes a gap."""
+    return float("nan") if value is None else float(value)
 
 
 def _save(fig, path: Path) -> Path:
@@ -95,9 +101,9 @@ def log_tensorboard(writer, row: dict[str, Any]) -> None:
     if writer is None:
         return
     epoch = row["epoch"]
-    writer.add_scalar("loss/total", row["loss"], epoch)
+    writer.add_scalar("loss/total", _value(row["loss"]), epoch)
     for name, value in row.get("losses", {}).items():
-        writer.add_scalar(f"loss/{name}", value, epoch)
+        writer.add_scalar(f"loss/{name}", _value(value), epoch)
     writer.add_scalar("lr", row["lr"], epoch)
     writer.add_scalar("img_s", row["img_s"], epoch)
     for key in ("map", "map50", "map75"):
@@ -128,13 +134,16 @@ def format_summary(
                      "the images yet; train longer (train.epochs), raise train.lr, or shorten train.warmup_iters")  # fmt: skip
     if rows:
         last = rows[-1]
-        lines.append(f"last epoch {last['epoch']}: loss {last['loss']:.4f}, {last['img_s']:.1f} img/s, "
+        lines.append(f"last epoch {last['epoch']}: loss {_value(last['loss']):.4f}, {last['img_s']:.1f} img/s, "
                      f"lr {last['lr']:.3g}")  # fmt: skip
         if last.get("map") is not None:
             lines.append(f"  val map {last['map']:.4f}  map50 {last['map50']:.4f}  "
                          f"map75 {last.get('map75', float('nan')):.4f}")  # fmt: skip
+    notes = [r["note"] for r in rows if r.get("note")]
     if best.get("epoch") is not None:
         lines.append(f"best {best_metric} {best['value']:.4f} at epoch {best['epoch']}")
+    elif notes:
+        lines.append(f"validation: {notes[-1]}; best.pt not written (last.pt holds the final weights)")
     else:
         lines.append("no validation ran (data.val empty or train.eval_interval=0): best.pt not written")
     lines.append(f"run directory: {run_dir}")

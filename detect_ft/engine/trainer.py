@@ -10,6 +10,7 @@ EMA model) and writing files while the others wait. This is the only engine modu
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import shutil
@@ -31,11 +32,14 @@ from detect_ft.engine.loop import train_one_epoch
 from detect_ft.engine.optim import (
     build_optimizer, build_scheduler, optimizer_steps_per_epoch, resolve_warmup_iters,
 )  # fmt: skip
+from detect_ft.engine.rundir import choose_run_dir
 from detect_ft.errors import DetectFTError
 from detect_ft.io import atomic_path
 from detect_ft.models import MODELS
 
 __all__ = ["train", "train_one_epoch", "seed_everything"]
+
+NO_BOXES = "no boxes to score: the validation split has no countable ground-truth boxes"
 
 
 def seed_everything(seed: int) -> None:
@@ -65,7 +69,6 @@ def train(cfg: Config, progress: bool = True) -> Path:
 
 def _train(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progress: bool) -> Path:
     t = cfg.train
-    run_dir = Path(cfg.output.dir)
     main = info.is_main
     say = print if main else (lambda *a, **k: None)
     _set_determinism(t.deterministic, device)
@@ -75,6 +78,13 @@ def _train(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progres
 
     train_records, val_records = _load_data(cfg, say)
     class_names, category_ids = list(train_records.class_names), list(train_records.category_ids)
+    # Rank 0 picks (and creates) the directory, so that an earlier run is never written over.
+    chosen = choose_run_dir(cfg.output.dir, resume=t.resume, overwrite=cfg.output.overwrite) if main else None
+    run_dir, note = dist_utils.broadcast_object(chosen)
+    if note:
+        say(note)
+    cfg = copy.deepcopy(cfg)  # what config.yaml and the checkpoints record: the directory actually used,
+    cfg.output.dir, cfg.output.overwrite = str(run_dir), False  # and no overwrite for a rerun of that config
 
     seed_everything(t.seed)  # the same initial weights on every rank
     model = _build_model(cfg, len(class_names), class_names)
@@ -91,7 +101,8 @@ def _train(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progres
 
     a = cfg.augment
     dataset = DetectionDataset(train_records, build_transform(a.preset, train=True, min_area=a.min_area,
-                                                              min_visibility=a.min_visibility))  # fmt: skip
+                                                              min_visibility=a.min_visibility),
+                               on_unreadable=cfg.data.on_unreadable_image)  # fmt: skip
     iters = len(_epoch_loader(cfg, dataset, info, 0))
     iters = min(iters, t.max_iters_per_epoch) if t.max_iters_per_epoch else iters
     steps_per_epoch = optimizer_steps_per_epoch(iters, t.accumulate)
@@ -115,14 +126,19 @@ def _train(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progres
     checkpoint = dist_utils.broadcast_object(load_checkpoint(resume_path) if resume_path else None)
     if checkpoint is not None:
         _check_resumable(checkpoint, cfg, class_names, resume_path)
-        restore_training_state(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                               ema=ema)  # fmt: skip
-        start_epoch, iteration = int(checkpoint["epoch"]), int(checkpoint["iteration"])
-        state.update(checkpoint.get("trainer", {}))
-        metrics = dict(checkpoint.get("metrics") or {})
-        saved_rng = checkpoint.get("rng") or []
-        if len(saved_rng) == info.world_size:
-            set_rng_state(saved_rng[info.rank])
+        try:
+            restore_training_state(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler,
+                                   scaler=scaler, ema=ema)  # fmt: skip
+            start_epoch, iteration = int(checkpoint["epoch"]), int(checkpoint["iteration"])
+            state.update(checkpoint.get("trainer", {}))
+            metrics = dict(checkpoint.get("metrics") or {})
+            saved_rng = checkpoint.get("rng") or []
+            if len(saved_rng) == info.world_size:
+                set_rng_state(saved_rng[info.rank])
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as exc:
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise DetectFTError(f"train.resume: {resume_path} does not fit this run ({reason}); resume with the "
+                                "config it was trained with, or start a new run") from None  # fmt: skip
         say(f"resumed from {resume_path} after epoch {start_epoch} (step {iteration})")
         del checkpoint
 
@@ -154,20 +170,24 @@ def _train(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progres
             )
             del loader  # shuts its workers down before validation starts its own threads
             dist_utils.broadcast_buffers(model)
+            # every rank checks (DDP keeps their weights equal), so every rank stops alike
+            _check_finite_weights(model, ema, epoch, t.epochs, log, _row(epoch, stats))
             iteration += stats["steps"]
             state["nonfinite_run"] = stats["nonfinite_run"]
-            row = {"epoch": epoch + 1, **{k: stats[k] for k in ("iterations", "loss", "losses", "lr", "img_s", "time",
-                                                                 "skipped_steps")}}  # fmt: skip
+            row = _row(epoch, stats)
             improved = False
             if _validate_now(cfg, val_records, epoch) and main:
                 metrics = _validate(cfg, ema.module if ema else unwrap(model), val_records, device)
                 row.update({k: metrics[k] for k in ("map", "map50", "map75")}, val_time=metrics["seconds"])
                 value = metrics[t.best_metric]
-                improved = state["best_value"] is None or value > state["best_value"]
-                if improved:
-                    state.update(best_value=value, best_epoch=epoch + 1, stale=0)
+                if value is None:  # a split without countable boxes defines no AP: nothing to pick best.pt by
+                    row["note"] = NO_BOXES
                 else:
-                    state["stale"] += 1
+                    improved = state["best_value"] is None or value > state["best_value"]
+                    if improved:
+                        state.update(best_value=value, best_epoch=epoch + 1, stale=0)
+                    else:
+                        state["stale"] += 1
             rng = dist_utils.gather_objects(rng_state())
             if main:
                 # Order matters for a kill between writes: the metrics row first (a resume drops rows past
@@ -203,6 +223,33 @@ def _train(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progres
     return run_dir
 
 
+def _row(epoch: int, stats: dict[str, Any]) -> dict[str, Any]:
+    """The epoch's metrics.jsonl row before validation."""
+    keys = ("iterations", "loss", "losses", "lr", "img_s", "time", "skipped_steps")
+    return {"epoch": epoch + 1, **{k: stats[k] for k in keys}}
+
+
+def _check_finite_weights(model: torch.nn.Module, ema: Optional[ModelEMA], epoch: int, epochs: int,
+                          log: Optional[MetricsLog], row: dict[str, Any]) -> None:  # fmt: skip
+    """Stop the run before non-finite (nan/inf) weights are validated or saved.
+
+    The epoch's row is still logged (strict JSON: non-finite values become null); best.pt and last.pt
+    keep the last epoch whose weights were finite.
+    """
+    modules = [("model", unwrap(model))] + ([("EMA", ema.module)] if ema is not None else [])
+    for what, module in modules:
+        bad = [name for name, value in module.state_dict().items()
+               if value.is_floating_point() and not bool(torch.isfinite(value).all())]  # fmt: skip
+        if bad:
+            if log is not None:
+                log.append(row)
+            raise DetectFTError(
+                f"training stopped: the {what} weights became non-finite (nan/inf) in epoch {epoch + 1}/{epochs} "
+                f"({len(bad)} tensors, e.g. {bad[0]}); checkpoints/best.pt and last.pt keep the last finite "
+                "epoch; lower train.lr, add warmup (train.warmup_iters) or set train.clip_grad_norm"
+            )
+
+
 def _set_determinism(deterministic: bool, device: torch.device) -> None:
     if deterministic:
         # cuBLAS needs a fixed workspace for reproducible matmuls; it must be set before the first call.
@@ -232,7 +279,10 @@ def _load_data(cfg: Config, say) -> tuple[Any, Any]:
         f"({len(report.findings)} findings handled by the data.on_* policies)")  # fmt: skip
     val_records = None
     if d.val:
-        val_records, _ = prepare_split(split=d.val, classes=list(train_records.class_names), **common)
+        # Decoded once now (strictly), so an unreadable validation image is found before training and
+        # handled by data.on_unreadable_image instead of failing every validation; the training split is
+        # checked as its images are loaded (see DetectionDataset).
+        val_records, _ = prepare_split(split=d.val, classes=list(train_records.class_names), decode=True, **common)
         say(f"val: {len(val_records)} images, {val_records.num_boxes} boxes")
     return train_records, val_records
 
@@ -332,10 +382,13 @@ def _banner(cfg: Config, info, device: torch.device, amp_dtype, num_images: int,
 
 
 def _epoch_line(row: dict[str, Any], epochs: int, state: dict[str, Any], best_metric: str) -> str:
-    line = f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f}, {row['img_s']:.1f} img/s, {row['time']:.1f}s"
+    loss = float("nan") if row["loss"] is None else row["loss"]
+    line = f"epoch {row['epoch']}/{epochs}: loss {loss:.4f}, {row['img_s']:.1f} img/s, {row['time']:.1f}s"
     if row.get("map") is not None:
         line += f" | val map {row['map']:.4f} map50 {row['map50']:.4f}"
         line += f" | best {best_metric} {state['best_value']:.4f} @ epoch {state['best_epoch']}"
+    elif row.get("note"):
+        line += f" | val: {row['note']}"
     if row["skipped_steps"]:
         line += f" | {row['skipped_steps']} non-finite batches skipped"
     return line

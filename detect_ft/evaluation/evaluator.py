@@ -86,14 +86,18 @@ def _decoded_batches(batches: list[list[ImageRecord]], workers: int) -> Iterator
 
 
 def _read(record: ImageRecord) -> np.ndarray:
-    image = read_image(record.image_path)
+    try:
+        image = read_image(record.image_path, apply_orientation=record.apply_orientation)
+    except DataError as exc:
+        raise DataError(f"{exc} (found while predicting; check the split with `detect-ft check-data`, and "
+                        "data.on_unreadable_image=drop leaves such images out)") from None  # fmt: skip
     height, width = image.shape[:2]
     if (width, height) != (record.width, record.height):
         # Boxes are in the annotated size; scoring predictions made on another size would be wrong.
         raise DataError(
             f"image file {record.image_path} decodes to {width}x{height} but is annotated as "
-            f"{record.width}x{record.height}; fix the annotation, or run `detect-ft doctor` with "
-            "data.on_size_mismatch=drop"
+            f"{record.width}x{record.height}; fix the annotation, or leave such images out with "
+            "data.on_size_mismatch=drop (`detect-ft check-data` lists them)"
         )
     return image
 

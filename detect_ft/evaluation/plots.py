@@ -1,6 +1,8 @@
 """Evaluation plots: precision-recall curves per class and a confusion matrix with a background class.
 
-Both are written as PNG through matplotlib's Agg backend (no display needed) and atomically.
+Both are written as PNG through matplotlib's Agg backend (no display needed) and atomically, and carry
+the PNG text entry ``Software: detect-ft eval``, so that a later evaluation replaces its own plots but
+never an unrelated file that happens to have the same name (:func:`foreign_plot_files`).
 """
 
 from __future__ import annotations
@@ -10,11 +12,33 @@ from pathlib import Path
 import numpy as np
 
 from detect_ft.data.records import DatasetRecords
+from detect_ft.errors import DetectFTError
 from detect_ft.evaluation.checks import check_predictions, ground_truth_ignore
 from detect_ft.evaluation.voc_eval import average_precision, box_iou, match_detections, precision_recall
 from detect_ft.io import atomic_path
 
 _LEGEND_MAX = 20  # beyond this many classes a legend hides the curves
+PLOT_NAMES = ("pr_curves.png", "confusion_matrix.png")
+SOFTWARE = "detect-ft eval"  # the PNG "Software" text entry of every plot written here
+
+
+def foreign_plot_files(out_dir: str | Path) -> list[Path]:
+    """The files at the plot paths in ``out_dir`` that exist and were not written by :func:`write_plots`."""
+    from PIL import Image
+
+    foreign = []
+    for name in PLOT_NAMES:
+        path = Path(out_dir) / name
+        if not path.exists():
+            continue
+        try:
+            with Image.open(path) as image:
+                ours = image.format == "PNG" and image.info.get("Software") == SOFTWARE
+        except Exception:
+            ours = False
+        if not ours:
+            foreign.append(path)
+    return foreign
 
 
 def confusion_matrix(
@@ -77,10 +101,14 @@ def write_plots(
 
     preds = check_predictions(dataset, predictions)
     out_dir = Path(out_dir)
+    foreign = foreign_plot_files(out_dir)
+    if foreign:
+        raise DetectFTError(f"{', '.join(map(str, foreign))} exist and were not written by detect-ft's evaluation; "
+                            "they are not replaced: write the evaluation to another folder")  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [_plot_pr(plt, dataset, preds, out_dir / "pr_curves.png", iou)]
+    written = [_plot_pr(plt, dataset, preds, out_dir / PLOT_NAMES[0], iou)]
     matrix = confusion_matrix(dataset, preds, iou=iou, score_thresh=score_thresh)
-    written.append(_plot_confusion(plt, matrix, dataset.class_names, out_dir / "confusion_matrix.png",
+    written.append(_plot_confusion(plt, matrix, dataset.class_names, out_dir / PLOT_NAMES[1],
                                    iou, score_thresh))  # fmt: skip
     return written
 
@@ -133,6 +161,6 @@ def _plot_confusion(plt, matrix: np.ndarray, class_names: list[str], path: Path,
 def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=110, format="png", metadata={"Software": SOFTWARE})
     plt.close(fig)
     return path

@@ -52,6 +52,8 @@ def format_metrics(metrics: dict) -> str:
         f"{metrics.get('num_images', '?')} images, {metrics.get('num_ground_truth', '?')} boxes, "
         f"{metrics.get('num_detections', '?')} detections (backend {metrics.get('backend', '?')})"
     )
+    if metrics.get("num_ground_truth") == 0:
+        head += "\nno boxes to score: the split has no countable ground-truth boxes, so every AP is n/a"
     return "\n\n".join([
         head,
         format_table(("metric", "value"), overall),

@@ -177,7 +177,7 @@ def export_onnx(
         except Exception as exc:
             raise DetectFTError(
                 f"ONNX export of {metadata.get('model_name')} at opset {opset} failed: {str(exc).splitlines()[0]}; "
-                "try --opset 17 (torchvision's detectors need opset >= 11)"
+                "try opset 17 (export.opset; torchvision's detectors need opset >= 11)"
             ) from exc
     proto = onnx.load(os.fspath(path))
     onnx.checker.check_model(proto)

@@ -144,7 +144,7 @@ def check_map_drop(reference_map: float | None, candidate_map: float | None, max
         raise DetectFTError(
             f"{what}: mAP {100 * (candidate_map or 0):.2f} differs from PyTorch's {100 * (reference_map or 0):.2f} "
             f"by {diff:.2f} AP points (> export.max_map_drop={max_drop}); the exported graph does not reproduce "
-            "the model, so nothing was written; report this with the model name and --opset, or raise "
+            "the model, so nothing was written; report this with the model name and the opset, or raise "
             "export.max_map_drop"
         )
     return diff

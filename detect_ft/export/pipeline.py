@@ -85,9 +85,9 @@ def export_detector(
     """
     output = Path(output)
     if output.suffix.lower() != ".onnx":
-        raise DetectFTError(f"--output {output}: the file name must end in .onnx, e.g. {output.with_suffix('.onnx')}")
+        raise DetectFTError(f"ONNX output {output}: the file name must end in .onnx, e.g. {output.with_suffix('.onnx')}")
     if int8 and not calib_images:
-        raise DetectFTError("--int8 needs calibration images; pass --calib CONFIG whose data.train has images")
+        raise DetectFTError("INT8 export needs calibration images; pass some from the training split (data.train)")
     model = model.eval().cpu()
     meta = build_metadata(model, model_name=model_name, class_names=class_names, category_ids=category_ids,
                           opset=opset, extra=extra_metadata)  # fmt: skip
@@ -216,4 +216,4 @@ def _smoke_run(path: str | os.PathLike, images: Optional[Sequence[np.ndarray]]) 
         raise
     except Exception as exc:
         raise DetectFTError(f"the exported graph does not run in onnxruntime ({str(exc).splitlines()[0]}); "
-                            "try another --opset") from exc  # fmt: skip
+                            "try another opset (export.opset)") from exc  # fmt: skip

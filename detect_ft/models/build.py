@@ -291,10 +291,10 @@ def load_detector(path: str | os.PathLike, map_location: str | torch.device = "c
     """
     if not os.path.isfile(path):
         raise WeightsError(f"checkpoint {path} not found; pass a run's checkpoints/best.pt or last.pt")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise WeightsError(f"checkpoint {path} is not a readable torch file ({exc})") from None
+    from detect_ft.models.weights import check_checkpoint, safe_torch_load
+
+    # weights_only: pickled code in the file never runs; then the fields read below are checked
+    checkpoint = check_checkpoint(safe_torch_load(path, "checkpoint"), path)
     if not isinstance(checkpoint, dict) or "model_name" not in checkpoint or "model" not in checkpoint:
         raise WeightsError(f"{path} is not a detect-ft checkpoint (no model_name/model); train one with detect-ft train")
     options = checkpoint.get("config", {}).get("model", {})

@@ -1,0 +1,100 @@
+"""Fixtures shared by several test files: tiny data and files made on the spot, never downloaded."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """``run_cli(*argv) -> (exit code, stdout, stderr)`` of ``detect-ft argv`` in this process."""
+    from detect_ft.cli.main import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+@pytest.fixture
+def payload_checkpoint(tmp_path):
+    """``(path, marker)``: a .pt file whose unpickling would create ``marker``; it must never exist."""
+    import torch
+
+    marker = tmp_path / "PWNED"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pt"
+    # Shaped like a detect-ft checkpoint, so only the pickled object stands between it and loading.
+    torch.save({"model": Payload(), "model_name": "ssdlite320_mobilenet_v3_large", "num_classes": 1,
+                "class_names": ["x"], "epoch": 1, "iteration": 1, "optimizer": {}}, path)  # fmt: skip
+    assert not marker.exists()
+    return path, marker
+
+
+def write_png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims ``width`` x ``height`` with almost no pixel data behind it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))  # fmt: skip
+    return path
+
+
+def noise_image(path: Path, width: int = 64, height: int = 48, seed: int = 0) -> Path:
+    """A noise image (long enough as JPEG to be cut in half and stay decodable by a lenient decoder)."""
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+    return path
+
+
+def write_coco(root: Path, images: list[tuple[str, int, int]], boxes: dict[str, list], classes=("cat",),
+               name: str = "train.json") -> Path:  # fmt: skip
+    """A COCO JSON at ``root/name``: ``images`` [(file_name, w, h)], ``boxes`` {file_name: [[x, y, w, h, class]]}."""
+    categories = [{"id": i + 1, "name": c} for i, c in enumerate(classes)]
+    out_images, annotations = [], []
+    for i, (file_name, w, h) in enumerate(images):
+        out_images.append({"id": i + 1, "file_name": file_name, "width": w, "height": h})
+        for x, y, bw, bh, cls in boxes.get(file_name, []):
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": classes.index(cls) + 1,
+                                "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0})  # fmt: skip
+    path = root / name
+    path.write_text(json.dumps({"images": out_images, "annotations": annotations, "categories": categories}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """12 train and 4 val synthetic 96x96 images with two shape classes, COCO layout (read-only: copy it
+    before changing anything)."""
+    from test_train import make_tiny_data
+
+    return make_tiny_data(tmp_path_factory.mktemp("tiny_data"))
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread: on a shared 2-core machine two spin-waiting OpenMP threads can be far
+    slower than one (see tests/test_train.py)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
