@@ -115,8 +115,16 @@ def prepare_pennfudan(out: Path, num_val: int = 50) -> None:
             ys, xs = np.nonzero(mask == instance)
             boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
         height, width = mask.shape[:2]
-        records.append(ImageRecord(str(image_path), width, height, np.array(boxes, np.float32).reshape(-1, 4),
-                                   np.ones(len(boxes), np.int64), image_id=index + 1))
+        records.append(
+            ImageRecord(
+                str(image_path),
+                width,
+                height,
+                np.array(boxes, np.float32).reshape(-1, 4),
+                np.ones(len(boxes), np.int64),
+                image_id=index + 1,
+            )
+        )
     for name, part in (("train", records[:-num_val]), ("val", records[-num_val:])):
         write_coco(DatasetRecords(part, ["person"], [1]), root / f"{name}.json")
         print(f"wrote {root / f'{name}.json'}: {len(part)} images, {sum(r.num_boxes for r in part)} boxes")

@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
     print(f"wrote {counts['images']} images, {counts['boxes']} boxes to {args.out}: {size / 1e6:.2f} MB")
     if size > MAX_BYTES:
-        print(f"error: {size} bytes is over the {MAX_BYTES} byte limit; lower --quality or --long-side", file=sys.stderr)
+        print(
+            f"error: {size} bytes is over the {MAX_BYTES} byte limit; lower --quality or --long-side", file=sys.stderr
+        )
         return 1
     return 0
 

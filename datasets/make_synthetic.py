@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Write a synthetic shapes dataset (see detect_ft.data.synthetic) and print the config keys for it.
 
-    python datasets/make_synthetic.py                        # data/synthetic, COCO, circle/square/triangle
-    python datasets/make_synthetic.py --format voc --out data/synthetic-voc --classes star,ring,cross,hexagon
+python datasets/make_synthetic.py                        # data/synthetic, COCO, circle/square/triangle
+python datasets/make_synthetic.py --format voc --out data/synthetic-voc --classes star,ring,cross,hexagon
 """
 
 from __future__ import annotations
@@ -35,15 +35,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--size {args.size!r}: use N or WxH, e.g. 320 or 416x320")
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
     try:
-        out = make_synthetic_dataset(args.out, num_train=args.train, num_val=args.val, image_size=image_size,
-                                     classes=classes, format=args.format, seed=args.seed)
+        out = make_synthetic_dataset(
+            args.out,
+            num_train=args.train,
+            num_val=args.val,
+            image_size=image_size,
+            classes=classes,
+            format=args.format,
+            seed=args.seed,
+        )
     except DetectFTError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     train, val = SPLITS[args.format]
     print(f"wrote {args.train} training and {args.val} validation images to {out}")
-    print(f"config: data.format={args.format} data.root={out} data.train={train} data.val={val} "
-          f"data.classes=[{','.join(classes)}]")
+    print(
+        f"config: data.format={args.format} data.root={out} data.train={train} data.val={val} "
+        f"data.classes=[{','.join(classes)}]"
+    )
     return 0
 
 

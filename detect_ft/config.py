@@ -98,8 +98,12 @@ class DataConfig:
 
         for name in self.classes:
             if is_background_name(name):
-                _fail("data.classes", self.classes, f"class names other than {', '.join(sorted(BACKGROUND_NAMES))} "
-                      f"(case-insensitive; label 0 is the background in every model, so rename class {name!r})")
+                _fail(
+                    "data.classes",
+                    self.classes,
+                    f"class names other than {', '.join(sorted(BACKGROUND_NAMES))} "
+                    f"(case-insensitive; label 0 is the background in every model, so rename class {name!r})",
+                )
 
 
 @dataclass
@@ -440,4 +444,3 @@ def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically; ``load_config(path)`` gives an equal Config."""
     write_text_atomic(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-

@@ -60,7 +60,9 @@ def read_text(path: str | os.PathLike, limit: int, what: str, error: type[Detect
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise error(f"{what} {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from None
+        raise error(
+            f"{what} {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); re-save it as UTF-8"
+        ) from None
 
 
 _short = reprlib.Repr()

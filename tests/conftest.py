@@ -47,6 +47,7 @@ def payload_checkpoint(tmp_path):
 
 def write_png_header(path: Path, width: int, height: int) -> Path:
     """A PNG whose header claims ``width`` x ``height`` with almost no pixel data behind it."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 

@@ -20,7 +20,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_yaml_then_overrides_with_type_conversion(tmp_path):
     path = write(tmp_path, "model:\n  name: ssd300_vgg16\ntrain:\n  epochs: 3\n  lr: 1\n")
-    cfg = load_config(path, ["train.epochs=5", "data.classes=[cat, dog]", "model.weights=none", "train.clip_grad_norm=10"])
+    cfg = load_config(
+        path, ["train.epochs=5", "data.classes=[cat, dog]", "model.weights=none", "train.clip_grad_norm=10"]
+    )
     assert cfg.model.name == "ssd300_vgg16"
     assert cfg.train.epochs == 5
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)

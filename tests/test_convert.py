@@ -28,8 +28,10 @@ def _voc(root: Path) -> Path:
             x1, y1 = int(rng.integers(1, w // 2)), int(rng.integers(1, h // 2))
             x2, y2 = int(rng.integers(x1 + 1, w + 1)), int(rng.integers(y1 + 1, h + 1))
             name = ("cat", "dog", "bird")[(i + j) % 3]
-            objects += (f"<object><name>{name}</name><difficult>{j % 2}</difficult><bndbox><xmin>{x1}</xmin>"
-                        f"<ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>")
+            objects += (
+                f"<object><name>{name}</name><difficult>{j % 2}</difficult><bndbox><xmin>{x1}</xmin>"
+                f"<ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+            )
         (root / "Annotations" / f"p{i}.xml").write_text(
             f"<annotation><filename>p{i}.jpg</filename><size><width>{w}</width><height>{h}</height></size>"
             f"{objects}</annotation>"
@@ -56,8 +58,15 @@ def test_round_trip_voc_coco_yolo_coco_voc_loses_no_box(tmp_path):
     original, _ = load_split(format="voc", root=voc, split="train")
     names = original.class_names
 
-    path, _, findings = convert_split(src_format="voc", root=voc, split="train", dst_format="coco",
-                                      out_dir=tmp_path / "coco", name="train", image_mode="none")
+    path, _, findings = convert_split(
+        src_format="voc",
+        root=voc,
+        split="train",
+        dst_format="coco",
+        out_dir=tmp_path / "coco",
+        name="train",
+        image_mode="none",
+    )
     assert findings == [] and path.name == "train.json"
     # image_mode="none" points file_name at the originals, outside the new folder: allowed explicitly
     coco, _ = load_split(format="coco", root=tmp_path / "coco", split="train.json", allow_outside_root=True)
@@ -65,12 +74,26 @@ def test_round_trip_voc_coco_yolo_coco_voc_loses_no_box(tmp_path):
         np.testing.assert_array_equal(_by_name(coco)[name].boxes, rec.boxes)  # COCO keeps floats exactly
         assert _by_name(coco)[name].labels.tolist() == rec.labels.tolist()
 
-    convert_split(src_format="coco", root=tmp_path / "coco", split="train.json", dst_format="yolo",
-                  out_dir=tmp_path / "yolo", name="train", allow_outside_root=True)
+    convert_split(
+        src_format="coco",
+        root=tmp_path / "coco",
+        split="train.json",
+        dst_format="yolo",
+        out_dir=tmp_path / "yolo",
+        name="train",
+        allow_outside_root=True,
+    )
     yolo, _ = load_split(format="yolo", root=tmp_path / "yolo", split="train")
     assert yolo.class_names == names
-    convert_split(src_format="yolo", root=tmp_path / "yolo", split="train", dst_format="coco",
-                  out_dir=tmp_path / "coco2", name="train", image_mode="copy")
+    convert_split(
+        src_format="yolo",
+        root=tmp_path / "yolo",
+        split="train",
+        dst_format="coco",
+        out_dir=tmp_path / "coco2",
+        name="train",
+        image_mode="copy",
+    )
     coco2, _ = load_split(format="coco", root=tmp_path / "coco2", split="train.json")
     assert coco2.num_boxes == original.num_boxes == 1 + 2 + 3
     for loaded in (yolo, coco2):
@@ -108,20 +131,69 @@ def test_crowd_boxes_are_left_out_of_yolo_and_difficult_in_voc(tmp_path):
 def test_convert_command(tmp_path, capsys):
     voc = _voc(tmp_path / "voc")
     out = tmp_path / "out"
-    argv = ["convert", "--from", "voc", "--to", "yolo", "--root", str(voc), "--split", "train", "--split", "val",
-            "--out", str(out)]
+    argv = [
+        "convert",
+        "--from",
+        "voc",
+        "--to",
+        "yolo",
+        "--root",
+        str(voc),
+        "--split",
+        "train",
+        "--split",
+        "val",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "format: yolo" in printed and "train: train" in printed and "val: val" in printed
     train, _ = load_split(format="yolo", root=out, split="train")
     val, _ = load_split(format="yolo", root=out, split="val", classes=train.class_names)
     assert (len(train), len(val), train.num_boxes + val.num_boxes) == (3, 1, 10)
-    assert main(["convert", "--from", "voc", "--to", "yolo", "--root", str(voc), "--split", "train",
-                 "--out", str(tmp_path / "o2"), "--image-mode", "none"]) == 2
+    assert (
+        main(
+            [
+                "convert",
+                "--from",
+                "voc",
+                "--to",
+                "yolo",
+                "--root",
+                str(voc),
+                "--split",
+                "train",
+                "--out",
+                str(tmp_path / "o2"),
+                "--image-mode",
+                "none",
+            ]
+        )
+        == 2
+    )
     assert "--image-mode none" in capsys.readouterr().err
     # classes selection: boxes of other classes cannot be converted and are listed
-    assert main(["convert", "--from", "voc", "--to", "coco", "--root", str(voc), "--split", "train",
-                 "--out", str(tmp_path / "o3"), "--classes", "dog"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "--from",
+                "voc",
+                "--to",
+                "coco",
+                "--root",
+                str(voc),
+                "--split",
+                "train",
+                "--out",
+                str(tmp_path / "o3"),
+                "--classes",
+                "dog",
+            ]
+        )
+        == 0
+    )
     assert "could not be converted" in capsys.readouterr().out
     coco, _ = load_split(format="coco", root=tmp_path / "o3", split="train.json")
     assert coco.class_names == ["dog"] and (tmp_path / "o3" / "images" / "p0.jpg").is_file()

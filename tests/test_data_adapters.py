@@ -242,7 +242,7 @@ def test_a_class_named_like_the_background_is_refused_consistently_in_every_form
     for fmt, (root, split) in _background_everywhere(tmp_path).items():
         records, findings = load_split(format=fmt, root=root, split=split)
         assert records.class_names == ["cat"], fmt
-        finding, = findings
+        (finding,) = findings
         assert finding.kind == UNKNOWN_CLASS and "is the background class (label 0)" in finding.message, fmt
         with pytest.raises(DataError, match=r"names \['Background'\], which mean background"):
             load_split(format=fmt, root=root, split=split, classes=["cat", "Background"])
@@ -274,7 +274,9 @@ def test_image_paths_outside_the_dataset_are_refused_by_default(tmp_path):
     (root / "ann.json").write_text(json.dumps(data))
     records, findings = load_split(format="coco", root=root, split="ann.json", images="imgs")
     assert [r.image_id for r in records.records] == [7, 9]
-    assert [f.kind for f in findings] == [OUTSIDE_ROOT, OUTSIDE_ROOT] and "leaves the dataset folder" in findings[0].message
+    assert [f.kind for f in findings] == [OUTSIDE_ROOT, OUTSIDE_ROOT] and "leaves the dataset folder" in findings[
+        0
+    ].message
     common = dict(format="coco", root=root, split="ann.json", images="imgs", classes=None, keep_background=True)
     with pytest.raises(DataError, match="outside_root.*data.on_outside_root=allow"):
         prepare_split(**common, policies={})

@@ -24,8 +24,10 @@ def _xml(filename, objects, size=(64, 48)):
         f"<ymax>{b[3]}</ymax></bndbox></object>"
         for n, b in objects
     )
-    return f"<annotation><filename>{filename}</filename><size><width>{size[0]}</width>" \
-           f"<height>{size[1]}</height></size>{objs}</annotation>"
+    return (
+        f"<annotation><filename>{filename}</filename><size><width>{size[0]}</width>"
+        f"<height>{size[1]}</height></size>{objs}</annotation>"
+    )
 
 
 def _sick_voc(root: Path) -> Path:
@@ -66,24 +68,32 @@ def test_each_problem_kind_is_found_with_its_default_action(tmp_path):
     root = _sick_voc(tmp_path)
     records, report = check_split(format="voc", root=root, split="train", classes=["cat"], decode=True)
     assert report.counts() == {
-        "unknown_class": 1, "missing_image": 1, "unreadable_image": 1, "size_mismatch": 1, "degenerate_box": 1,
-        "box_outside": 2, "duplicate_box": 1, "small_box": 1, "exif_orientation": 1, "outside_root": 1,
+        "unknown_class": 1,
+        "missing_image": 1,
+        "unreadable_image": 1,
+        "size_mismatch": 1,
+        "degenerate_box": 1,
+        "box_outside": 2,
+        "duplicate_box": 1,
+        "small_box": 1,
+        "exif_orientation": 1,
+        "outside_root": 1,
     }
     by_kind = {}
     for finding in report.findings:
         by_kind.setdefault(finding.kind, []).append(finding)
     assert by_kind["missing_image"][0].file.endswith("im1.jpg")
-    unreadable, = by_kind["unreadable_image"]  # cut in half: OpenCV alone would decode it with grey filling
+    (unreadable,) = by_kind["unreadable_image"]  # cut in half: OpenCV alone would decode it with grey filling
     assert unreadable.file.endswith("im2.jpg") and "truncated" in unreadable.message
     assert all(f.action == "error" for f in by_kind["missing_image"] + by_kind["size_mismatch"] + [unreadable])
-    rotated, = by_kind["exif_orientation"]  # the square image: no size mismatch could have caught it
+    (rotated,) = by_kind["exif_orientation"]  # the square image: no size mismatch could have caught it
     assert rotated.file.endswith("im6.jpg") and rotated.action == "error" and "square" in rotated.message
-    outside, = by_kind["outside_root"]
+    (outside,) = by_kind["outside_root"]
     assert "../../outside.jpg" in outside.message and outside.action == "error"
-    small, = by_kind["small_box"]
+    (small,) = by_kind["small_box"]
     assert small.file.endswith("im5.jpg") and small.box == [39, 29, 40, 30] and small.action == "kept"
     assert "80x48" in by_kind["size_mismatch"][0].message and "64x48" in by_kind["size_mismatch"][0].message
-    degenerate, = by_kind["degenerate_box"]
+    (degenerate,) = by_kind["degenerate_box"]
     assert degenerate.box_index == 1 and list(degenerate.box) == [30, 9, 30, 20]
     assert degenerate.action == "dropped box" and "im4.jpg box 1" in degenerate.describe()
     outside = {f.box_index: f.action for f in by_kind["box_outside"]}
@@ -156,8 +166,9 @@ def test_check_data_exit_codes_and_plots(tmp_path, capsys):
 @pytest.mark.skipif(not RACCOON.is_dir(), reason="../shared/datasets/raccoon-voc is absent")
 def test_raccoon_is_clean():
     for split, images, boxes in (("trainval", 200, 217), ("train", 160, None), ("val", 40, None)):
-        records, report = check_split(format="voc", root=RACCOON, split=split, classes=["raccoon"],
-                                      decode=split == "trainval")
+        records, report = check_split(
+            format="voc", root=RACCOON, split=split, classes=["raccoon"], decode=split == "trainval"
+        )
         assert report.findings == [] and len(records) == images
         if boxes is not None:
             assert records.num_boxes == boxes
@@ -227,7 +238,7 @@ def test_exif_orientation_is_reported_and_its_frame_is_a_config_choice(tmp_path,
     # ignore: the boxes are in the stored frame; the wide image's annotated 48x64 is then a size mismatch
     records, report = prepare_split(**kwargs, policies={"on_exif_orientation": "ignore", "on_size_mismatch": "drop"})
     assert [r.file_name for r in records.records] == ["square.jpg"]
-    square, = records.records
+    (square,) = records.records
     stored = read_image(root / "JPEGImages" / "square.jpg", apply_orientation=False)
     np.testing.assert_array_equal(DetectionDataset(records).load(0)[0], stored)
     assert not np.array_equal(stored, read_image(root / "JPEGImages" / "square.jpg"))  # the frames differ

@@ -13,12 +13,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from test_export_support import CATEGORY_IDS, CLASSES, unverified_export
 
 from detect_ft.edge import EdgeDetector, preprocess, read_image
 from detect_ft.errors import DetectFTError
 from detect_ft.evaluation.evaluator import torch_predictor
 from detect_ft.export import compare_detections
-from test_export_support import CATEGORY_IDS, CLASSES, unverified_export
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"

@@ -26,30 +26,63 @@ def setup(tmp_path_factory):
     for i in range(3):
         cv2.imwrite(str(root / f"{i}.png"), rng.integers(0, 255, (64, 80, 3), dtype=np.uint8))
         images.append({"id": i + 1, "file_name": f"{i}.png", "width": 80, "height": 64})
-        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 7 if i % 2 else 3,
-                            "bbox": [10, 10, 30, 20], "area": 600, "iscrowd": 0})
+        annotations.append(
+            {
+                "id": i + 1,
+                "image_id": i + 1,
+                "category_id": 7 if i % 2 else 3,
+                "bbox": [10, 10, 30, 20],
+                "area": 600,
+                "iscrowd": 0,
+            }
+        )
     categories = [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
     (root / "val.json").write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
-    cfg = {"data": {"format": "coco", "root": str(root), "train": "val.json", "val": "val.json"},
-           "model": {"name": MODEL, "weights": "none", "min_size": 64, "max_size": 96},
-           "train": {"workers": 0}, "output": {"dir": str(root / "run")}}
+    cfg = {
+        "data": {"format": "coco", "root": str(root), "train": "val.json", "val": "val.json"},
+        "model": {"name": MODEL, "weights": "none", "min_size": 64, "max_size": 96},
+        "train": {"workers": 0},
+        "output": {"dir": str(root / "run")},
+    }
     (root / "config.yaml").write_text(yaml.safe_dump(cfg))
 
     torch.manual_seed(0)
-    model = build_model(MODEL, 2, weights="none", class_names=["cat", "dog"], min_size=64, max_size=96,
-                        score_thresh=0.0)
+    model = build_model(
+        MODEL, 2, weights="none", class_names=["cat", "dog"], min_size=64, max_size=96, score_thresh=0.0
+    )
     full = Config()
     full.model.min_size, full.model.max_size, full.model.score_thresh = 64, 96, 0.0
-    torch.save({"model": model.state_dict(), "model_name": MODEL, "num_classes": 2, "class_names": ["cat", "dog"],
-                "category_ids": [3, 7], "config": config_to_dict(full), "epoch": 1}, root / "best.pt")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "model_name": MODEL,
+            "num_classes": 2,
+            "class_names": ["cat", "dog"],
+            "category_ids": [3, 7],
+            "config": config_to_dict(full),
+            "epoch": 1,
+        },
+        root / "best.pt",
+    )
     return root
 
 
 def test_eval_writes_metrics_plots_and_predictions(setup, capsys):
     root = setup
     out = root / "out" / "m.json"
-    rc = main(["eval", str(root / "config.yaml"), "eval.score_thresh=0.0", "--weights", str(root / "best.pt"),
-               "--json", str(out), "--predictions", str(root / "out" / "preds.json")])
+    rc = main(
+        [
+            "eval",
+            str(root / "config.yaml"),
+            "eval.score_thresh=0.0",
+            "--weights",
+            str(root / "best.pt"),
+            "--json",
+            str(out),
+            "--predictions",
+            str(root / "out" / "preds.json"),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "AP @[.50:.95]" in printed and "dog" in printed

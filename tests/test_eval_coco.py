@@ -22,8 +22,11 @@ ALL_BACKENDS = list(BACKENDS)
 
 
 def _pred(boxes=(), scores=(), labels=()):
-    return {"boxes": np.asarray(boxes, np.float32).reshape(-1, 4), "scores": np.asarray(scores, np.float32),
-            "labels": np.asarray(labels, np.int64)}
+    return {
+        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+        "scores": np.asarray(scores, np.float32),
+        "labels": np.asarray(labels, np.int64),
+    }
 
 
 def _dataset(records, names=("cat", "dog"), category_ids=None):
@@ -33,9 +36,15 @@ def _dataset(records, names=("cat", "dog"), category_ids=None):
 
 
 def _image(boxes=(), labels=(), iscrowd=None, width=200, height=200, image_id=0):
-    return ImageRecord(image_path=f"/x/{image_id}.jpg", width=width, height=height,
-                       boxes=np.asarray(boxes, np.float32).reshape(-1, 4), labels=labels,
-                       iscrowd=iscrowd if iscrowd is not None else [], image_id=image_id)
+    return ImageRecord(
+        image_path=f"/x/{image_id}.jpg",
+        width=width,
+        height=height,
+        boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+        labels=labels,
+        iscrowd=iscrowd if iscrowd is not None else [],
+        image_id=image_id,
+    )
 
 
 def _random_case(seed=0):
@@ -57,7 +66,9 @@ def _random_case(seed=0):
         det = np.concatenate([det_xy, det_xy + rng.uniform(4, 100, (m, 2))], 1)
         hits = boxes + rng.normal(0, 3, boxes.shape)
         hits[:, 2:] = np.maximum(hits[:, 2:], hits[:, :2] + 1)
-        preds.append(_pred(np.concatenate([hits, det]), rng.random(n + m), np.concatenate([labels, rng.integers(1, 4, m)])))
+        preds.append(
+            _pred(np.concatenate([hits, det]), rng.random(n + m), np.concatenate([labels, rng.integers(1, 4, m)]))
+        )
     return _dataset(records, ("a", "b", "c"), [5, 2, 9]), preds
 
 
@@ -82,7 +93,10 @@ def _close(a, b, tol=1e-12):
 
 
 def test_perfect_predictions_and_empty_size_buckets_are_none():
-    records = [_image([[10, 10, 50, 50]], [1], image_id=1), _image([[20, 20, 60, 70], [100, 100, 140, 140]], [2, 1], image_id=2)]
+    records = [
+        _image([[10, 10, 50, 50]], [1], image_id=1),
+        _image([[20, 20, 60, 70], [100, 100, 140, 140]], [2, 1], image_id=2),
+    ]
     dataset = _dataset(records)
     preds = [_pred(r.boxes, np.ones(r.num_boxes), r.labels) for r in records]
     for backend in ALL_BACKENDS:

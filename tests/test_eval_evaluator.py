@@ -78,8 +78,13 @@ class BoxModel(torch.nn.Module):
             assert img.dtype == torch.float32 and img.shape[0] == 3 and float(img.max()) <= 1.0
             h, w = img.shape[1:]
             label = 1 + int(round(float(img[0, 0, 0]) * 255 / 10)) % 2
-            out.append({"boxes": torch.tensor([_box(w, h)]) * self.scale, "scores": torch.tensor([0.8]),
-                        "labels": torch.tensor([label])})
+            out.append(
+                {
+                    "boxes": torch.tensor([_box(w, h)]) * self.scale,
+                    "scores": torch.tensor([0.8]),
+                    "labels": torch.tensor([label]),
+                }
+            )
         return out
 
 
@@ -103,8 +108,9 @@ def test_torchvision_detector_runs_through_the_loop(dataset):
     from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
 
     torch.manual_seed(0)
-    model = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=3,
-                                                  min_size=64, max_size=96, box_score_thresh=0.0)
+    model = fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, num_classes=3, min_size=64, max_size=96, box_score_thresh=0.0
+    )
     preds = predict_records(torch_predictor(model, "cpu"), dataset, batch_size=2, progress=False)
     assert len(preds) == len(dataset)
     for record, pred in zip(dataset.records, preds):
@@ -121,13 +127,16 @@ def test_a_truncated_image_found_while_evaluating_is_named_or_left_out(tmp_path)
 
     for i in range(3):
         noise_image(tmp_path / f"v{i}.jpg", seed=i)
-    write_coco(tmp_path, [(f"v{i}.jpg", 64, 48) for i in range(3)], {f"v{i}.jpg": [[5, 5, 20, 20, "cat"]] for i in range(3)})
+    write_coco(
+        tmp_path, [(f"v{i}.jpg", 64, 48) for i in range(3)], {f"v{i}.jpg": [[5, 5, 20, 20, "cat"]] for i in range(3)}
+    )
     common = dict(format="coco", root=tmp_path, split="train.json", images="", classes=None, keep_background=True)
     split, _ = prepare_split(**common, policies={})  # header check only: the cut is not visible yet
     data = (tmp_path / "v1.jpg").read_bytes()
     (tmp_path / "v1.jpg").write_bytes(data[: len(data) // 2])
-    nothing = lambda images: [{"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, int)}
-                              for _ in images]  # noqa: E731
+    nothing = lambda images: [
+        {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, int)} for _ in images
+    ]  # noqa: E731
     with pytest.raises(DataError, match="v1.jpg is truncated.*while predicting"):
         predict_records(nothing, split, progress=False)
     # evaluation splits are decoded up front, so the policy can leave the image (and its boxes) out

@@ -19,7 +19,8 @@ from detect_ft.evaluation.evaluator import load_predictor
 def _middle_half_graph(path, class_names, category_ids):
     """A graph that "detects" the middle half of any (3, H, W) input as class 1 with score 0.8."""
     const = lambda name, array: helper.make_node(  # noqa: E731
-        "Constant", [], [name], value=onnx.numpy_helper.from_array(np.asarray(array), name))
+        "Constant", [], [name], value=onnx.numpy_helper.from_array(np.asarray(array), name)
+    )
     nodes = [
         helper.make_node("Shape", ["images"], ["shape"]),
         const("idx", np.array([2, 1, 2, 1], np.int64)),
@@ -33,18 +34,25 @@ def _middle_half_graph(path, class_names, category_ids):
         const("labels", np.array([1], np.int64)),
     ]
     graph = helper.make_graph(
-        nodes, "middle_half",
+        nodes,
+        "middle_half",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, [3, "H", "W"])],
-        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 4]),
-         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1]),
-         helper.make_tensor_value_info("labels", TensorProto.INT64, [1])],
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1]),
+            helper.make_tensor_value_info("labels", TensorProto.INT64, [1]),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    meta = {"format": METADATA_FORMAT, "model_name": "middle_half", "class_names": class_names,
-            "category_ids": category_ids, "input": {"color": "RGB", "scale": 1 / 255, "layout": "CHW",
-                                                     "batch_dim": False},
-            "outputs": ["boxes", "scores", "labels"]}
+    meta = {
+        "format": METADATA_FORMAT,
+        "model_name": "middle_half",
+        "class_names": class_names,
+        "category_ids": category_ids,
+        "input": {"color": "RGB", "scale": 1 / 255, "layout": "CHW", "batch_dim": False},
+        "outputs": ["boxes", "scores", "labels"],
+    }
     helper.set_model_props(model, {METADATA_KEY: json.dumps(meta)})
     onnx.save(model, str(path))
 
@@ -55,13 +63,27 @@ def setup(tmp_path):
     for i, (w, h) in enumerate([(64, 48), (96, 80), (80, 80)]):
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((h, w, 3), 90, np.uint8))
         images.append({"id": i + 1, "file_name": f"{i}.png", "width": w, "height": h})
-        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 3, "bbox": [w / 4, h / 4, w / 2, h / 2],
-                            "area": w * h / 4, "iscrowd": 0})
-    dataset = {"images": images, "annotations": annotations,
-               "categories": [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]}
+        annotations.append(
+            {
+                "id": i + 1,
+                "image_id": i + 1,
+                "category_id": 3,
+                "bbox": [w / 4, h / 4, w / 2, h / 2],
+                "area": w * h / 4,
+                "iscrowd": 0,
+            }
+        )
+    dataset = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}],
+    }
     (tmp_path / "val.json").write_text(json.dumps(dataset))
-    cfg = {"data": {"format": "coco", "root": str(tmp_path), "train": "val.json", "val": "val.json"},
-           "train": {"workers": 0}, "output": {"dir": str(tmp_path / "run")}}
+    cfg = {
+        "data": {"format": "coco", "root": str(tmp_path), "train": "val.json", "val": "val.json"},
+        "train": {"workers": 0},
+        "output": {"dir": str(tmp_path / "run")},
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     _middle_half_graph(tmp_path / "model.onnx", ["cat", "dog"], [3, 7])
     return tmp_path
@@ -76,8 +98,19 @@ def test_load_predictor_reads_onnx_metadata(setup):
 
 def test_eval_cli_scores_an_onnx_model(setup):
     out = setup / "onnx_metrics.json"
-    rc = main(["eval", str(setup / "config.yaml"), "eval.plots=false", "--weights", str(setup / "model.onnx"),
-               "--json", str(out), "--predictions", str(setup / "preds.json")])
+    rc = main(
+        [
+            "eval",
+            str(setup / "config.yaml"),
+            "eval.plots=false",
+            "--weights",
+            str(setup / "model.onnx"),
+            "--json",
+            str(out),
+            "--predictions",
+            str(setup / "preds.json"),
+        ]
+    )
     assert rc == 0
     metrics = json.loads(out.read_text())
     assert metrics["map"] == pytest.approx(1.0) and metrics["model_name"] == "middle_half"

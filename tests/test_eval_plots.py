@@ -9,21 +9,29 @@ from detect_ft.evaluation.plots import confusion_matrix, write_plots
 
 
 def _pred(boxes, scores, labels):
-    return {"boxes": np.asarray(boxes, np.float32).reshape(-1, 4), "scores": np.asarray(scores, np.float32),
-            "labels": np.asarray(labels, np.int64)}
+    return {
+        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+        "scores": np.asarray(scores, np.float32),
+        "labels": np.asarray(labels, np.int64),
+    }
 
 
 def _case():
     records = [
-        ImageRecord("/x/1.jpg", 128, 128, [[0, 0, 20, 20], [40, 40, 60, 60], [80, 80, 100, 100]], [1, 2, 2],
-                    image_id=1),
-        ImageRecord("/x/2.jpg", 128, 128, [[0, 0, 50, 50], [60, 60, 120, 120]], [1, 1], iscrowd=[False, True],
-                    image_id=2),
+        ImageRecord(
+            "/x/1.jpg", 128, 128, [[0, 0, 20, 20], [40, 40, 60, 60], [80, 80, 100, 100]], [1, 2, 2], image_id=1
+        ),
+        ImageRecord(
+            "/x/2.jpg", 128, 128, [[0, 0, 50, 50], [60, 60, 120, 120]], [1, 1], iscrowd=[False, True], image_id=2
+        ),
     ]
     preds = [
         # right class on box 1, "a" on the "b" box 2, box 3 missed, a false alarm "b", a low-score "a"
-        _pred([[1, 1, 20, 20], [40, 40, 61, 61], [100, 0, 120, 20], [80, 80, 100, 100]], [0.9, 0.8, 0.7, 0.1],
-              [1, 1, 2, 1]),
+        _pred(
+            [[1, 1, 20, 20], [40, 40, 61, 61], [100, 0, 120, 20], [80, 80, 100, 100]],
+            [0.9, 0.8, 0.7, 0.1],
+            [1, 1, 2, 1],
+        ),
         # right class, plus a detection on the crowd region (not counted)
         _pred([[0, 0, 50, 49], [62, 62, 118, 118]], [0.9, 0.9], [1, 2]),
     ]

@@ -18,8 +18,9 @@ pytestmark = pytest.mark.skipif(not RACCOON.is_dir(), reason="../shared/datasets
 def val():
     from detect_ft.data.doctor import prepare_split
 
-    records, _ = prepare_split(format="voc", root=RACCOON, split="val", images="", classes=None,
-                               keep_background=True, policies={})
+    records, _ = prepare_split(
+        format="voc", root=RACCOON, split="val", images="", classes=None, keep_background=True, policies={}
+    )
     return records
 
 

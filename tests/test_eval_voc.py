@@ -10,8 +10,11 @@ from detect_ft.evaluation.voc_eval import average_precision, box_iou, voc_metric
 
 
 def _pred(boxes=(), scores=(), labels=()):
-    return {"boxes": np.asarray(boxes, np.float32).reshape(-1, 4), "scores": np.asarray(scores, np.float32),
-            "labels": np.asarray(labels, np.int64)}
+    return {
+        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+        "scores": np.asarray(scores, np.float32),
+        "labels": np.asarray(labels, np.int64),
+    }
 
 
 def _hand_case(difficult: bool):
@@ -19,8 +22,9 @@ def _hand_case(difficult: bool):
     [50,50,60,60]. Detections by score: hit g1, hit the difficult box, duplicate of g1, hit g3, miss."""
     records = [
         ImageRecord("/x/1.jpg", 100, 100, [[0, 0, 10, 10], [20, 20, 30, 30]], [1, 1], image_id=1),
-        ImageRecord("/x/2.jpg", 200, 200, [[0, 0, 10, 10], [50, 50, 60, 60]], [1, 1],
-                    difficult=[False, difficult], image_id=2),
+        ImageRecord(
+            "/x/2.jpg", 200, 200, [[0, 0, 10, 10], [50, 50, 60, 60]], [1, 1], difficult=[False, difficult], image_id=2
+        ),
     ]
     preds = [
         _pred([[0, 0, 10, 10], [0, 0, 10, 10]], [0.9, 0.7], [1, 1]),
@@ -56,8 +60,13 @@ def test_class_without_detections_scores_zero_and_mean_covers_classes_with_groun
 
 def test_no_detections_and_no_ground_truth():
     dataset = DatasetRecords([ImageRecord("/x/1.jpg", 100, 100, image_id=1)], ["a"])
-    assert voc_metrics(dataset, [_pred()]) == {"map50": None, "per_class": {"a": None},
-                                               "num_ground_truth": {"a": 0}, "metric": "voc10", "iou": 0.5}
+    assert voc_metrics(dataset, [_pred()]) == {
+        "map50": None,
+        "per_class": {"a": None},
+        "num_ground_truth": {"a": 0},
+        "metric": "voc10",
+        "iou": 0.5,
+    }
 
 
 def test_iou_must_exceed_the_threshold():
@@ -76,7 +85,9 @@ def test_average_precision_interpolates_the_envelope():
 
 def _devkit_ap(dataset, preds, label, iou=0.5):
     """The devkit loop, literally: one class, detections of all images ranked by score."""
-    dets = [(s, i, d) for i, p in enumerate(preds) for d, s in enumerate(p["scores"].tolist()) if p["labels"][d] == label]
+    dets = [
+        (s, i, d) for i, p in enumerate(preds) for d, s in enumerate(p["scores"].tolist()) if p["labels"][d] == label
+    ]
     dets.sort(key=lambda x: -x[0])  # stable: ties keep image, then detection order
     taken = {i: np.zeros(r.num_boxes, bool) for i, r in enumerate(dataset.records)}
     npos = sum(int(((r.labels == label) & ~r.difficult & ~r.iscrowd).sum()) for r in dataset.records)
@@ -109,8 +120,18 @@ def test_per_image_matching_equals_the_devkit_loop_with_ties():
         xy = rng.uniform(0, 60, (n, 2))
         boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (n, 2))], 1)
         labels = rng.integers(1, 4, n)
-        records.append(ImageRecord(f"/x/{i}.jpg", 128, 128, boxes, labels,
-                                   difficult=rng.random(n) < 0.2, iscrowd=rng.random(n) < 0.1, image_id=i + 1))
+        records.append(
+            ImageRecord(
+                f"/x/{i}.jpg",
+                128,
+                128,
+                boxes,
+                labels,
+                difficult=rng.random(n) < 0.2,
+                iscrowd=rng.random(n) < 0.1,
+                image_id=i + 1,
+            )
+        )
         m = int(rng.integers(0, 10))
         pick = rng.integers(0, max(n, 1), m)
         det = boxes[pick] + rng.normal(0, 4, (m, 4)) if n else rng.uniform(0, 60, (m, 4))

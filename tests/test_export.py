@@ -8,18 +8,16 @@ import json
 import numpy as np
 import onnx
 import pytest
-import torch
+from test_export_support import CATEGORY_IDS, CLASSES, FAST_MODELS, separated_model, synthetic_root
 
 from detect_ft import __version__
 from detect_ft.cli.main import main
 from detect_ft.data.image import read_image
-from detect_ft.edge import EdgeDetector
-from detect_ft.edge import runtime
+from detect_ft.edge import EdgeDetector, runtime
 from detect_ft.errors import DetectFTError
 from detect_ft.evaluation.evaluator import torch_predictor
 from detect_ft.export import compare_detections, export_detector, match_detections
 from detect_ft.export.onnx_export import build_metadata, export_onnx
-from test_export_support import CATEGORY_IDS, CLASSES, FAST_MODELS, separated_model, synthetic_root
 
 
 @pytest.fixture(scope="module", params=FAST_MODELS)
@@ -107,7 +105,9 @@ def test_zero_and_exactly_one_detection_run(tmp_path, name):
     candidates = [read_image(p) for p in sorted((root / "images").glob("*.jpg"))]
     candidates += [np.full((96, 128, 3), v, np.uint8) for v in (0, 128, 255)]
     # Two leading zeros stand in for "no detection" (an image may have none even at threshold 0).
-    scores = [np.concatenate([np.sort(out["scores"])[::-1], [0.0, 0.0]]) for out in torch_predictor(model, "cpu")(candidates)]
+    scores = [
+        np.concatenate([np.sort(out["scores"])[::-1], [0.0, 0.0]]) for out in torch_predictor(model, "cpu")(candidates)
+    ]
     margin = 0.01
     lowest = int(np.argmin([s[0] for s in scores]))
     choice = None
@@ -131,10 +131,16 @@ def test_zero_and_exactly_one_detection_run(tmp_path, name):
 
 
 def test_match_detections_pairs_by_label_and_iou():
-    ref = {"boxes": np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32), "scores": np.array([0.9, 0.8]),
-           "labels": np.array([1, 2])}
-    cand = {"boxes": np.array([[20, 20, 40, 40.1], [0, 0, 10, 10], [0, 0, 10, 10]], np.float32),
-            "scores": np.array([0.8, 0.9, 0.1]), "labels": np.array([2, 2, 1])}
+    ref = {
+        "boxes": np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32),
+        "scores": np.array([0.9, 0.8]),
+        "labels": np.array([1, 2]),
+    }
+    cand = {
+        "boxes": np.array([[20, 20, 40, 40.1], [0, 0, 10, 10], [0, 0, 10, 10]], np.float32),
+        "scores": np.array([0.8, 0.9, 0.1]),
+        "labels": np.array([2, 2, 1]),
+    }
     i, j = match_detections(ref, cand)
     assert sorted(zip(i.tolist(), j.tolist())) == [(0, 2), (1, 0)]
     stats = compare_detections([ref], [cand])
@@ -180,7 +186,10 @@ def test_int8_gate_refuses_a_lossy_model_and_leaves_no_file(tmp_path):
     name = FAST_MODELS[0]
     model, val, _ = _int8_setup(tmp_path, name)
     output = tmp_path / "out" / "model.onnx"
-    with pytest.raises(Int8RefusedError, match=r"INT8 model refused: its mAP .* AP points below .*int8_max_map_drop=1\.0.*--int8-keep-anyway") as info:
+    with pytest.raises(
+        Int8RefusedError,
+        match=r"INT8 model refused: its mAP .* AP points below .*int8_max_map_drop=1\.0.*--int8-keep-anyway",
+    ) as info:
         export_detector(model, output, model_name=name, class_names=CLASSES, val_dataset=val, int8=True,
                         calib_images=BAD_CALIBRATION)  # fmt: skip
     assert "\n" not in str(info.value)
@@ -244,7 +253,9 @@ def test_int8_slower_than_fp32_is_a_loud_line():
     assert any(line.startswith("WARNING: INT8 is SLOWER than fp32") and "0.80x" in line for line in lines)
     faster = _int8_lines({"gate": "passed", "map_diff_points": -0.2, "max_map_drop": 1.0,
                           "speed": {**speed, "int8_p50_ms": 5.0, "speedup": 2.0}})  # fmt: skip
-    assert not any("WARNING" in line for line in faster) and any("speed-up vs fp32 onnxruntime: 2.00x" in l for l in faster)
+    assert not any("WARNING" in line for line in faster) and any(
+        "speed-up vs fp32 onnxruntime: 2.00x" in line for line in faster
+    )
 
 
 def _weight_is_float(graph, node) -> bool:
@@ -273,7 +284,9 @@ def test_int8_excluded_nodes_stay_float(tmp_path):
     excluded = set(info["excluded_nodes"])
     assert {n.name for n in head} | {convs[0].name} <= excluded
     assert all("/model/head/" in n for n in excluded - {convs[0].name}), "head: its Clips too, nothing else"
-    assert EdgeDetector(tmp_path / "head.int8.onnx").metadata["quantization"]["excluded_nodes"] == info["excluded_nodes"]
+    assert (
+        EdgeDetector(tmp_path / "head.int8.onnx").metadata["quantization"]["excluded_nodes"] == info["excluded_nodes"]
+    )
     # "last": only the convolutions that produce the head outputs (12 for six SSDLite levels).
     last = quantize_int8(path, tmp_path / "last.int8.onnx", calib, Int8Options(exclude=("last",)))["excluded_nodes"]
     assert len(last) == 12 and all("/model/head/" in n and n.endswith("1/Conv") for n in last)
@@ -304,9 +317,16 @@ def test_int8_fused_ops_remove_the_float_round_trips(tmp_path):
             assert not [n for n in graph.node if n.op_type in ("Pad", "Shape") and n.input[0] in producers
                         and producers[n.input[0]].op_type == "DequantizeLinear"]  # fmt: skip
         # Box decoding (after the head) is untouched: no float Add there reads a DequantizeLinear output.
-        decode = [n for n in graph.node if n.op_type == "Add" and "/model/head/" not in n.name and "backbone" not in n.name]
-        assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for n in decode for i in n.input)
-    assert counts["fused"]["Clip"] < counts["conv"]["Clip"] and counts["fused"]["QuantizeLinear"] < counts["conv"]["QuantizeLinear"]
+        decode = [
+            n for n in graph.node if n.op_type == "Add" and "/model/head/" not in n.name and "backbone" not in n.name
+        ]
+        assert all(
+            producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for n in decode for i in n.input
+        )
+    assert (
+        counts["fused"]["Clip"] < counts["conv"]["Clip"]
+        and counts["fused"]["QuantizeLinear"] < counts["conv"]["QuantizeLinear"]
+    )
     quantize_int8(path, tmp_path / "qop.onnx", calib, Int8Options(format="qoperator"))
     ops = {n.op_type for n in onnx.load(str(tmp_path / "qop.onnx")).graph.node}
     assert "QLinearConv" in ops and "Conv" not in ops

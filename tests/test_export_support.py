@@ -25,7 +25,11 @@ from detect_ft.models import MODELS, build_model
 
 CLASSES = ["circle", "square"]
 CATEGORY_IDS = [5, 9]  # not 1..K, so tests see the ids mapped back
-FAST_MODELS = ["ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn", "ssdlite320_efficientnet_lite0"]
+FAST_MODELS = [
+    "ssdlite320_mobilenet_v3_large",
+    "fasterrcnn_mobilenet_v3_large_320_fpn",
+    "ssdlite320_efficientnet_lite0",
+]
 
 
 def model_options(name: str, side: int = 128) -> dict:
@@ -39,7 +43,9 @@ def model_options(name: str, side: int = 128) -> dict:
 def separated_model(name: str, *, side: int = 128, gain: float = 2.0, seed: int = 0, **options) -> torch.nn.Module:
     """A fixed-seed random detector whose class scores are spread apart (see the module docstring)."""
     torch.manual_seed(seed)
-    model = build_model(name, len(CLASSES), weights="none", class_names=CLASSES, **{**model_options(name, side), **options})
+    model = build_model(
+        name, len(CLASSES), weights="none", class_names=CLASSES, **{**model_options(name, side), **options}
+    )
     calibrate_batchnorm(model)
     spec = MODELS[name]
     with torch.no_grad():

@@ -11,9 +11,9 @@ import stat
 import pytest
 import torch
 import yaml
+from test_train import tiny_overrides
 
 from detect_ft.errors import DetectFTError
-from test_train import tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,17 +59,18 @@ def test_a_pickled_payload_is_refused_by_every_command_and_never_runs(payload_ch
 
 
 def test_library_loaders_use_weights_only(payload_checkpoint):
+    import numpy as np
+
     from detect_ft.engine.checkpoint import load_checkpoint
     from detect_ft.models import load_detector
     from detect_ft.models.weights import read_weights_file
-
-    import numpy as np
 
     evil, marker = payload_checkpoint
     loaders = (load_detector, load_checkpoint, lambda p: read_weights_file(p, "ssdlite320_mobilenet_v3_large"))
     for load in loaders:
         with pytest.raises(DetectFTError, match="refused to load"):
             load(evil)
+
     # NumPy arrays are allowed (earlier checkpoints hold one), but not as a way to smuggle objects in
     class Payload:
         def __reduce__(self):
@@ -179,8 +180,9 @@ def test_train_into_a_used_output_dir_starts_a_numbered_run(tiny_data, tmp_path,
     from detect_ft.engine.trainer import train
 
     out = tmp_path / "run"
-    config = _config(tmp_path / "c.yaml", tiny_overrides(tiny_data, out) + ["train.eval_interval=0",
-                                                                          "train.max_iters_per_epoch=1"])
+    config = _config(
+        tmp_path / "c.yaml", tiny_overrides(tiny_data, out) + ["train.eval_interval=0", "train.max_iters_per_epoch=1"]
+    )
     assert run_cli("train", config, "--no-progress")[0] == 0
     first = _snapshot(out)
     assert "checkpoints/last.pt" in first

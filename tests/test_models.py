@@ -114,9 +114,14 @@ def test_class_names_matching_coco_start_from_coco_rows(tmp_path, name):
             widget = (g * 4 + 2) * per_class
             if key.endswith("bias"):
                 continue  # heads start with zero biases, equal whatever their origin
-            assert not torch.equal(new[widget : widget + per_class], src[(g * 91 + 1) * per_class : (g * 91 + 2) * per_class])
+            assert not torch.equal(
+                new[widget : widget + per_class], src[(g * 91 + 1) * per_class : (g * 91 + 2) * per_class]
+            )
         # switched off: no row is taken from COCO
-        assert key.endswith("bias") or not torch.equal(state_off[key][per_class : 2 * per_class], src[coco.index("dog") * per_class : (coco.index("dog") + 1) * per_class])
+        assert key.endswith("bias") or not torch.equal(
+            state_off[key][per_class : 2 * per_class],
+            src[coco.index("dog") * per_class : (coco.index("dog") + 1) * per_class],
+        )
     assert checked > 0
 
 

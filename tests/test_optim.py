@@ -15,7 +15,11 @@ from detect_ft.engine.checkpoint import load_checkpoint, resolve_resume, rng_sta
 from detect_ft.engine.ema import ModelEMA
 from detect_ft.engine.logs import MetricsLog, write_plots
 from detect_ft.engine.optim import (
-    WARMUP_START_FACTOR, build_optimizer, build_scheduler, lr_factor, optimizer_steps_per_epoch,
+    WARMUP_START_FACTOR,
+    build_optimizer,
+    build_scheduler,
+    lr_factor,
+    optimizer_steps_per_epoch,
 )  # fmt: skip
 from detect_ft.errors import DetectFTError
 

@@ -7,11 +7,11 @@ import json
 import cv2
 import numpy as np
 import pytest
+from test_export_support import CATEGORY_IDS, unverified_export
 
 from detect_ft.cli.main import main
 from detect_ft.edge import EdgeDetector, read_image
 from detect_ft.export import compare_detections
-from test_export_support import CATEGORY_IDS, unverified_export
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,10 @@ def _results(folder):
 
 
 def test_folder_with_onnx_writes_annotated_images_and_coco_results(exported, tmp_path):
-    assert main(["predict", str(exported["onnx"]), str(exported["images"]), "--output", str(tmp_path), "--conf", "0.5"]) == 0
+    assert (
+        main(["predict", str(exported["onnx"]), str(exported["images"]), "--output", str(tmp_path), "--conf", "0.5"])
+        == 0
+    )
     names = sorted(p.name for p in exported["images"].glob("*.jpg"))
     assert sorted(p.name for p in tmp_path.glob("*.jpg")) == names
     results = _results(tmp_path)

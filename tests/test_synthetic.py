@@ -35,8 +35,9 @@ def test_same_seed_gives_identical_files_and_other_seeds_differ(tmp_path):
     assert _digest(a / "images", "val_*.jpg") == _digest(d / "images", "val_*.jpg")
 
 
-@pytest.mark.parametrize("fmt,train,val", [("coco", "train.json", "val.json"), ("voc", "train", "val"),
-                                           ("yolo", "train", "val")])
+@pytest.mark.parametrize(
+    "fmt,train,val", [("coco", "train.json", "val.json"), ("voc", "train", "val"), ("yolo", "train", "val")]
+)
 def test_every_layout_loads_clean(tmp_path, fmt, train, val):
     classes = ("circle", "square", "triangle")
     out = make_synthetic_dataset(tmp_path, num_train=8, num_val=4, image_size=(96, 64), classes=classes, format=fmt)
@@ -80,9 +81,25 @@ def test_bad_arguments_are_user_errors(tmp_path):
 def test_make_synthetic_script(tmp_path):
     out = tmp_path / "syn"
     result = subprocess.run(
-        [sys.executable, str(REPO / "datasets" / "make_synthetic.py"), "--out", str(out), "--train", "3",
-         "--val", "2", "--size", "64", "--classes", "hexagon,star", "--format", "yolo"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            str(REPO / "datasets" / "make_synthetic.py"),
+            "--out",
+            str(out),
+            "--train",
+            "3",
+            "--val",
+            "2",
+            "--size",
+            "64",
+            "--classes",
+            "hexagon,star",
+            "--format",
+            "yolo",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "data.format=yolo" in result.stdout
     records, _ = load_split(format="yolo", root=out, split="val")

@@ -88,7 +88,9 @@ def test_every_preset_keeps_boxes_valid(preset: str, width: int, height: int, n:
     transform.set_seed(seed)
     extra = [(_painted(width, height, boxes, labels), boxes, labels)] * transform.num_extra
     for _ in range(3):
-        image, out_boxes, out_labels = transform(_painted(width, height, boxes, labels), noisy, noisy_labels, extra=extra)
+        image, out_boxes, out_labels = transform(
+            _painted(width, height, boxes, labels), noisy, noisy_labels, extra=extra
+        )
         _check_invariants(image, out_boxes, out_labels, noisy_labels)
 
 
@@ -223,7 +225,9 @@ def test_same_seed_same_augmentation() -> None:
 def test_none_preset_only_sanitises() -> None:
     image = np.zeros((10, 12, 3), np.uint8)
     boxes = np.array([[1, 1, 2, 2], [-4, 3, 20, 8], [5, 5, 5, 9]], np.float32)
-    out_image, out_boxes, out_labels = build_transform("none", train=True, min_area=1e9)(image, boxes, np.array([1, 2, 3]))
+    out_image, out_boxes, out_labels = build_transform("none", train=True, min_area=1e9)(
+        image, boxes, np.array([1, 2, 3])
+    )
     assert out_image is image
     np.testing.assert_array_equal(out_boxes, [[1, 1, 2, 2], [0, 3, 12, 8]])  # tiny boxes stay: nothing shrank
     np.testing.assert_array_equal(out_labels, [1, 2])

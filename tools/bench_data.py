@@ -153,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             ref_runs.append(time_passes(reference, workers=workers, batch_size=args.batch_size, passes=args.passes))
         ours_ips, ref_ips = statistics.median(ours_runs), statistics.median(ref_runs)
         print(
-            f"| {workers} | {ours_ips:.1f} | {ref_ips:.1f} | {ours_ips / ref_ips:.2f}x | "
-            f"{os.getloadavg()[0]:.1f} |",
+            f"| {workers} | {ours_ips:.1f} | {ref_ips:.1f} | {ours_ips / ref_ips:.2f}x | {os.getloadavg()[0]:.1f} |",
             flush=True,
         )
     if args.stages:

@@ -119,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         worst = float(np.abs(stats - reference).max())
         failed |= not identical
         verdict = "identical" if identical else f"DIFFERENT (max |diff| {worst:.3g})"
-        print(f"{'detect-ft coco_metrics, backend=' + backend:<46} {elapsed:8.2f} s  {base / elapsed:5.2f}x   {verdict}")
+        print(
+            f"{'detect-ft coco_metrics, backend=' + backend:<46} {elapsed:8.2f} s  {base / elapsed:5.2f}x   {verdict}"
+        )
     return 1 if failed else 0
 
 

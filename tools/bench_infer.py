@@ -88,7 +88,10 @@ def train_briefly(name: str, dataset, iters: int, side: int, batch: int = 8, lr:
         torch.nn.utils.clip_grad_norm_(params, 10.0)
         optimizer.step()
         if step % 25 == 0 or step == iters - 1:
-            print(f"  {name} step {step + 1}/{iters} loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
+            print(
+                f"  {name} step {step + 1}/{iters} loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
     return model.eval()
 
 
@@ -212,7 +215,9 @@ def main() -> None:
 
             train, val, cfg = checkpoint_data(checkpoints[name], args.data_config, class_names)
             calib, score_thresh = calibration_images(train, args.calib_images), cfg.eval.score_thresh
-            data_desc = f"{len(val)} validation images of {cfg.data.root} ({cfg.data.val}), {len(calib)} calibration images"
+            data_desc = (
+                f"{len(val)} validation images of {cfg.data.root} ({cfg.data.val}), {len(calib)} calibration images"
+            )
         else:
             train, val = synthetic
             calib, score_thresh = [read_image(r.image_path) for r in train.records[:16]], 0.001
@@ -237,10 +242,14 @@ def main() -> None:
             else:
                 for runtime, path in (("fp32", fp32_path), ("int8", int8_path)):
                     predictors[f"{runtime} {variant}"] = onnx_predictor(path, args.threads, LEVELS[variant])
-                    labels[f"{runtime} {variant}"] = f"{runtime} {LEVELS[variant]}" + (" (default INT8)" if runtime == "int8" else "")
+                    labels[f"{runtime} {variant}"] = f"{runtime} {LEVELS[variant]}" + (
+                        " (default INT8)" if runtime == "int8" else ""
+                    )
             for key in [variant] if variant in VARIANTS else [f"fp32 {variant}", f"int8 {variant}"]:
                 _, metrics[key] = score_runtime(predictors[key], val, score_thresh=score_thresh)
-            print(f"  {name}: variant {variant} quantised and scored in {time.perf_counter() - start:.0f} s", flush=True)
+            print(
+                f"  {name}: variant {variant} quantised and scored in {time.perf_counter() - start:.0f} s", flush=True
+            )
         images = [read_image(r.image_path) for r in val.records[: args.images]]
         eager = latency_block(torch_predictor(model, "cpu"), images, args.warmup, args.runs)
         time.sleep(1.0)  # let torch's OpenMP threads go idle before onnxruntime is timed

@@ -111,8 +111,10 @@ def main() -> int:
     # Each repeat times the two loops back to back, so its ratio is least disturbed by load that drifts
     # over the run (other jobs on a shared machine); the median of those ratios is the figure to quote.
     pairs = [o / b for o, b in zip(results["ours"], results["bare"])]
-    print(f"  ratio ours/bare: {statistics.median(pairs):.3f} median of per-repeat ratios "
-          f"({', '.join(f'{r:.3f}' for r in pairs)}); ratio of medians {ours_ / bare:.3f} (target >= 0.95)")
+    print(
+        f"  ratio ours/bare: {statistics.median(pairs):.3f} median of per-repeat ratios "
+        f"({', '.join(f'{r:.3f}' for r in pairs)}); ratio of medians {ours_ / bare:.3f} (target >= 0.95)"
+    )
     return 0
 
 

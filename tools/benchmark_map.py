@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config", help="dataset/model YAML config")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
-    parser.add_argument("--weights", nargs="+", required=True, help="detect-ft checkpoints (.pt) or exported models (.onnx)")
+    parser.add_argument(
+        "--weights", nargs="+", required=True, help="detect-ft checkpoints (.pt) or exported models (.onnx)"
+    )
     parser.add_argument("--split", choices=("val", "train"), default="val")
     parser.add_argument("--out", default="benchmark_map", help="output stem: writes OUT.md and OUT.json")
     args = parser.parse_args(argv)

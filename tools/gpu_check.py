@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 MODELS = ("ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_fpn")
 
 
-def throughput(model_name: str, mode: str, dataset, *, batch: int, iters: int, warmup: int, workers: int,
-               device: str = "cuda") -> dict:
+def throughput(
+    model_name: str, mode: str, dataset, *, batch: int, iters: int, warmup: int, workers: int, device: str = "cuda"
+) -> dict:
     import torch
     from torch.utils.data import DataLoader, RandomSampler
 
@@ -103,8 +104,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=6)
     parser.add_argument("--modes", default="off,amp,fp16", help="comma list of off, amp, fp16")
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--cpu-dry-run", action="store_true",
-                        help="check this script's code paths on the CPU (fp32, 2 iterations); prints no GPU figures")
+    parser.add_argument(
+        "--cpu-dry-run",
+        action="store_true",
+        help="check this script's code paths on the CPU (fp32, 2 iterations); prints no GPU figures",
+    )
     args = parser.parse_args()
 
     import torch
@@ -125,8 +129,10 @@ def main() -> int:
     if args.cpu_dry_run:
         print("CPU dry run: checks the script only; the figures below are not GPU figures")
     else:
-        print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
-              f"bf16 {torch.cuda.is_bf16_supported()}")
+        print(
+            f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+            f"bf16 {torch.cuda.is_bf16_supported()}"
+        )
     started = time.perf_counter()
     failures = 0
     with tempfile.TemporaryDirectory() as tmp_name:

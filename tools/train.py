@@ -1,7 +1,7 @@
 """Train from a script checkout without the console entry point; the same code as ``detect-ft train``.
 
-    python tools/train.py configs/demo.yaml train.epochs=5
-    torchrun --nproc_per_node 2 tools/train.py configs/demo.yaml
+python tools/train.py configs/demo.yaml train.epochs=5
+torchrun --nproc_per_node 2 tools/train.py configs/demo.yaml
 """
 
 from __future__ import annotations

@@ -16,9 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--split", choices=("train", "val", "both"), default="both", help="which split to check")
     parser.add_argument("--plots", metavar="DIR", default="", help="write PNG histograms and annotated samples here")
-    parser.add_argument(
-        "--fast", action="store_true", help="read image headers only instead of decoding every image"
-    )
+    parser.add_argument("--fast", action="store_true", help="read image headers only instead of decoding every image")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,8 +36,14 @@ def run(args: argparse.Namespace) -> int:
     classes = list(data.classes) or None
     if "val" in wanted and data.train and data.val:
         # validation is scored against the training class list, so it is checked against it too
-        train, _ = load_split(format=data.format, root=data.root, split=data.train, images=data.images,
-                              classes=classes, keep_background=data.keep_background)
+        train, _ = load_split(
+            format=data.format,
+            root=data.root,
+            split=data.train,
+            images=data.images,
+            classes=classes,
+            keep_background=data.keep_background,
+        )
         classes = train.class_names
 
     errors = 0
@@ -49,13 +53,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"== {name}: data.{name} not set, skipped\n")
             continue
         records, report = check_split(
-            format=data.format, root=data.root, split=split, images=data.images,
+            format=data.format,
+            root=data.root,
+            split=split,
+            images=data.images,
             classes=classes if name == "val" else (list(data.classes) or None),
-            keep_background=data.keep_background, policies=policies, decode=not args.fast,
+            keep_background=data.keep_background,
+            policies=policies,
+            decode=not args.fast,
         )
         print(f"== {name}: {report.source} ({data.format})")
-        print(f"loaded {report.images} images, {report.boxes} boxes; after the policies {report.kept_images} "
-              f"images, {report.kept_boxes} boxes")
+        print(
+            f"loaded {report.images} images, {report.boxes} boxes; after the policies {report.kept_images} "
+            f"images, {report.kept_boxes} boxes"
+        )
         print(format_stats(split_stats(records), records.class_names))
         print()
         _print_findings(report, policies)

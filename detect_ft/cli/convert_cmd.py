@@ -13,7 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", dest="dst", choices=("coco", "yolo", "voc"), required=True, help="target format")
     parser.add_argument("--root", default=".", help="source dataset folder (split paths are relative to it)")
     parser.add_argument(
-        "--split", action="append", required=True,
+        "--split",
+        action="append",
+        required=True,
         help="a split as data.train would name it (coco: JSON, voc: split name or list file, yolo: folder or "
         "list file); repeat for several; the output split is named after its file or folder stem",
     )
@@ -21,11 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", default="", help="comma-separated class list selecting and ordering the classes")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument(
-        "--image-mode", choices=("copy", "symlink", "none"), default="copy",
+        "--image-mode",
+        choices=("copy", "symlink", "none"),
+        default="copy",
         help="how images reach the output: copy, symlink, or none (coco only: file_name points at the originals)",
     )
     parser.add_argument(
-        "--allow-outside-root", action="store_true",
+        "--allow-outside-root",
+        action="store_true",
         help="also convert images whose annotated path is absolute or leaves --root (refused by default)",
     )
 
@@ -48,8 +53,15 @@ def run(args: argparse.Namespace) -> int:
         if name in written:
             raise DataError(f"--split {split}: a split named '{name}' was already written; rename one of them")
         path, records, findings = convert_split(
-            src_format=args.src, root=args.root, split=split, dst_format=args.dst, out_dir=args.out, name=name,
-            images=args.images, classes=classes, image_mode=args.image_mode,
+            src_format=args.src,
+            root=args.root,
+            split=split,
+            dst_format=args.dst,
+            out_dir=args.out,
+            name=name,
+            images=args.images,
+            classes=classes,
+            image_mode=args.image_mode,
             allow_outside_root=args.allow_outside_root,
         )
         classes = classes or records.class_names  # later splits keep the first split's class order

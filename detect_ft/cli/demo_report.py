@@ -38,14 +38,15 @@ def _initial_weights(model: dict[str, Any]) -> str:
     return f"the weights file `{weights}`"
 
 
-def write_report(run_dir: Path, *, steps: list[tuple[str, list[str]]], seconds: dict[str, float], total_seconds: float) -> Path:
+def write_report(
+    run_dir: Path, *, steps: list[tuple[str, list[str]]], seconds: dict[str, float], total_seconds: float
+) -> Path:
     """Write ``run_dir/report.md``: the config, the mAP tables, PyTorch vs ONNX, links to plots and pictures.
 
     Reads ``config.yaml``, ``metrics.jsonl``, ``eval/metrics.json``, ``export.json``, ``plots/``,
     ``eval/*.png`` and ``predictions/`` as the demo's steps left them.
     """
     import torch
-
     import yaml
 
     metrics = _read_json(run_dir / "eval" / "metrics.json")
@@ -75,7 +76,9 @@ def write_report(run_dir: Path, *, steps: list[tuple[str, list[str]]], seconds: 
         f"{metrics['num_images']} validation images, {metrics['num_ground_truth']} boxes "
         f"(backend {metrics.get('backend')}).",
         "",
-        markdown_table(["metric", "value"], [(label, fmt(metrics.get(key))) for key, label in OVERALL if key in metrics]),
+        markdown_table(
+            ["metric", "value"], [(label, fmt(metrics.get(key))) for key, label in OVERALL if key in metrics]
+        ),
         "",
         markdown_table(
             ["class", "AP", "AP50"],

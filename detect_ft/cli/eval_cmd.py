@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from detect_ft.cli.common import add_config_arguments, config_from_args

@@ -38,7 +38,11 @@ def run(args: argparse.Namespace) -> int:
     from detect_ft.models import load_detector
 
     model, meta = load_detector(args.checkpoint)
-    cfg = load_config(args.config, args.overrides) if args.config else _checkpoint_config(meta, args.overrides, args.checkpoint)
+    cfg = (
+        load_config(args.config, args.overrides)
+        if args.config
+        else _checkpoint_config(meta, args.overrides, args.checkpoint)
+    )
     opset = args.opset if args.opset is not None else cfg.export.opset
     if not 11 <= opset <= 21:
         raise ConfigError(f"--opset {opset}: torchvision detectors export at opsets 11..21; use --opset 17")

@@ -12,11 +12,17 @@ import sys
 from types import ModuleType
 
 from detect_ft import __version__
+from detect_ft.cli import (
+    check_data_cmd,
+    convert_cmd,
+    demo_cmd,
+    eval_cmd,
+    export_cmd,
+    models_cmd,
+    predict_cmd,
+    train_cmd,
+)
 from detect_ft.errors import DetectFTError
-from detect_ft.cli import check_data_cmd, convert_cmd, demo_cmd, models_cmd
-from detect_ft.cli import eval_cmd
-from detect_ft.cli import export_cmd, predict_cmd
-from detect_ft.cli import train_cmd
 
 COMMANDS: dict[str, ModuleType] = {
     "models": models_cmd,

@@ -16,7 +16,9 @@ HELP = "run a checkpoint or an exported .onnx model on an image, a folder or a v
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="an exported .onnx file or a detect-ft checkpoint (.pt)")
     parser.add_argument("source", metavar="SOURCE", help="an image file, a folder of images or a video file")
-    parser.add_argument("--output", required=True, metavar="DIR", help="folder for annotated outputs and predictions.json")
+    parser.add_argument(
+        "--output", required=True, metavar="DIR", help="folder for annotated outputs and predictions.json"
+    )
     parser.add_argument("--conf", type=float, default=0.3, help="keep detections scoring at least this (default 0.3)")
     parser.add_argument("--device", default="auto", help="checkpoints only: auto | cpu | cuda | cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="ONNX only: onnxruntime intra-op threads")
@@ -48,4 +50,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"... and {len(summary['annotated']) - 5} more annotated files in {args.output}")
     print(f"wrote {summary['predictions']}")
     return 0
-

@@ -111,7 +111,9 @@ def load_coco(
     roots = [image_dir] + ([Path(root)] if root is not None else [])
     for image_id, img in images.items():
         image_path = image_dir / img["file_name"]
-        outside = outside_root_finding(image_path, roots, f"{json_path}: image {image_id} file_name {img['file_name']!r}")
+        outside = outside_root_finding(
+            image_path, roots, f"{json_path}: image {image_id} file_name {img['file_name']!r}"
+        )
         if outside is not None:
             findings.append(outside)
             if not allow_outside_root:

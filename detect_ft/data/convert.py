@@ -175,7 +175,9 @@ def write_yolo(records: DatasetRecords, out_dir: str | os.PathLike, split: str, 
         lines = yolo_lines(record)
         write_text_atomic(label_path, "".join(line + "\n" for line in lines))
     try:
-        data = yaml.safe_load(read_text(data_yaml, MAX_NAMES_BYTES, "data.yaml", DataError)) if data_yaml.is_file() else {}
+        data = (
+            yaml.safe_load(read_text(data_yaml, MAX_NAMES_BYTES, "data.yaml", DataError)) if data_yaml.is_file() else {}
+        )
     except (yaml.YAMLError, RecursionError):
         raise DataError(f"{data_yaml} is not valid YAML; remove it or write to another folder") from None
     data = data if isinstance(data, dict) else {}

@@ -1,10 +1,10 @@
 """The torch Dataset over detect-ft records, its collate function and the training/eval loaders.
 
-    dataset = DetectionDataset(records, build_transform("light", train=True))
-    loader = build_loader(dataset, batch_size=8, shuffle=True, workers=2, aspect_ratio_grouping=True)
-    for images, targets in loader:   # list of (3, H, W) float tensors, list of target dicts
-        ...
-    set_epoch(loader, epoch)         # before each epoch when distributed: reshuffles every rank alike
+dataset = DetectionDataset(records, build_transform("light", train=True))
+loader = build_loader(dataset, batch_size=8, shuffle=True, workers=2, aspect_ratio_grouping=True)
+for images, targets in loader:   # list of (3, H, W) float tensors, list of target dicts
+    ...
+set_epoch(loader, epoch)         # before each epoch when distributed: reshuffles every rank alike
 """
 
 from __future__ import annotations

@@ -212,7 +212,9 @@ def clean_record(
             message = f"annotated size {record.width}x{record.height} but the file is {size[0]}x{size[1]}"
             if info.rotated:
                 message += " in the frame data.on_exif_orientation chose"
-            findings.append(Finding(SIZE_MISMATCH, path, message, action="error" if policy == "error" else "dropped image"))
+            findings.append(
+                Finding(SIZE_MISMATCH, path, message, action="error" if policy == "error" else "dropped image")
+            )
             if policy == "drop":
                 return None, findings
 

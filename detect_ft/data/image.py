@@ -172,7 +172,9 @@ def read_image(path: str | os.PathLike, apply_orientation: bool = True) -> np.nd
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
-        raise UnreadableImageError(f"image file {path} cannot be read ({exc.strerror}); check its permissions") from None
+        raise UnreadableImageError(
+            f"image file {path} cannot be read ({exc.strerror}); check its permissions"
+        ) from None
     info = _header(io.BytesIO(data), path)
     if data[:2] == b"\xff\xd8" and not jpeg_is_complete(data):
         raise UnreadableImageError(f"image file {path} is truncated (its JPEG data ends before the end marker); "

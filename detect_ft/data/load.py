@@ -19,16 +19,22 @@ from detect_ft.data.yolo import load_yolo
 from detect_ft.errors import DataError
 
 
-def _coco(root: Path, split: str, images: str, classes, keep_background, **options) -> tuple[DatasetRecords, list[Finding]]:
+def _coco(
+    root: Path, split: str, images: str, classes, keep_background, **options
+) -> tuple[DatasetRecords, list[Finding]]:
     image_dir = resolve(root, images) if images else None
     return load_coco(resolve(root, split), image_dir, classes, keep_background, root=root, **options)
 
 
-def _voc(root: Path, split: str, images: str, classes, keep_background, **options) -> tuple[DatasetRecords, list[Finding]]:
+def _voc(
+    root: Path, split: str, images: str, classes, keep_background, **options
+) -> tuple[DatasetRecords, list[Finding]]:
     return load_voc(root, split, classes, keep_background, **options)
 
 
-def _yolo(root: Path, split: str, images: str, classes, keep_background, **options) -> tuple[DatasetRecords, list[Finding]]:
+def _yolo(
+    root: Path, split: str, images: str, classes, keep_background, **options
+) -> tuple[DatasetRecords, list[Finding]]:
     return load_yolo(root, split, classes, keep_background, **options)
 
 
@@ -85,8 +91,15 @@ def load_split(
     root = Path(root or ".").expanduser()
     if not root.is_dir():
         raise DataError(f"data.root {root} is not a folder; fix data.root (relative paths start at the current folder)")
-    records, findings = FORMATS[format](root, split, images, classes or None, keep_background,
-                                        allow_outside_root=allow_outside_root, apply_orientation=apply_orientation)
+    records, findings = FORMATS[format](
+        root,
+        split,
+        images,
+        classes or None,
+        keep_background,
+        allow_outside_root=allow_outside_root,
+        apply_orientation=apply_orientation,
+    )
     if not records.class_names:
         raise DataError(f"{records.source}: the dataset has no classes; set data.classes or add annotations")
     if not records.records and not findings:

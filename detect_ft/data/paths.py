@@ -61,7 +61,7 @@ def outside_root_finding(image_path: str | os.PathLike, roots: list, where: str)
 def without_path(message: str, path: str | os.PathLike) -> str:
     """``"image file <path> is ..."`` -> ``"is ..."``: a finding names the file already."""
     prefix = f"image file {path} "
-    return message[len(prefix):] if message.startswith(prefix) else message
+    return message[len(prefix) :] if message.startswith(prefix) else message
 
 
 def select_classes(

@@ -45,9 +45,7 @@ def write_split_plots(
     if len(stats.aspects):
         axes[1, 0].hist(np.log2(stats.aspects), bins=40)
     axes[1, 0].set_title("box aspect log2(w/h)")
-    centres = [
-        ((r.boxes[:, :2] + r.boxes[:, 2:]) / 2) / [r.width, r.height] for r in records.records if r.num_boxes
-    ]
+    centres = [((r.boxes[:, :2] + r.boxes[:, 2:]) / 2) / [r.width, r.height] for r in records.records if r.num_boxes]
     if centres:
         c = np.concatenate(centres)
         axes[1, 1].hist2d(c[:, 0], c[:, 1], bins=20, range=[[0, 1], [0, 1]])
@@ -77,8 +75,14 @@ def write_split_plots(
             for (x1, y1, x2, y2), label in zip(record.boxes.tolist(), record.labels.tolist()):
                 color = colors((label - 1) % 10)
                 ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=color, linewidth=1.5))
-                ax.text(x1, y1, records.class_names[label - 1], color="white", fontsize=7,
-                        bbox={"facecolor": color, "pad": 1, "linewidth": 0})
+                ax.text(
+                    x1,
+                    y1,
+                    records.class_names[label - 1],
+                    color="white",
+                    fontsize=7,
+                    bbox={"facecolor": color, "pad": 1, "linewidth": 0},
+                )
             ax.set_title(Path(record.image_path).name, fontsize=7)
         written.append(_save(fig, out_dir / f"{prefix}_samples.png"))
         plt.close(fig)

@@ -79,8 +79,10 @@ def format_stats(stats: SplitStats, class_names: list[str]) -> str:
     ]
     if len(stats.image_sizes):
         w, h = stats.image_sizes[:, 0], stats.image_sizes[:, 1]
-        lines.append(f"image size  width {w.min()}..{w.max()} (median {int(np.median(w))})   "
-                     f"height {h.min()}..{h.max()} (median {int(np.median(h))})")
+        lines.append(
+            f"image size  width {w.min()}..{w.max()} (median {int(np.median(w))})   "
+            f"height {h.min()}..{h.max()} (median {int(np.median(h))})"
+        )
     width = max([len(n) for n in class_names] + [5])
     lines += ["", f"{'class':<{width}}  {'boxes':>7}  {'images':>7}"]
     for name, boxes, images in zip(class_names, stats.boxes_per_class, stats.images_per_class):

@@ -140,7 +140,11 @@ class MinIoURandomCrop(A.DualTransform):
         height, width = params["shape"][:2]
         full = (0, 0, width, height)
         bboxes = data.get("bboxes")
-        boxes = np.zeros((0, 4), np.float32) if bboxes is None else np.asarray(bboxes)[:, :4] * np.array([width, height, width, height])
+        boxes = (
+            np.zeros((0, 4), np.float32)
+            if bboxes is None
+            else np.asarray(bboxes)[:, :4] * np.array([width, height, width, height])
+        )
         # torchvision loops until a patch is found; a bound keeps a pathological image from hanging a worker.
         for _ in range(50):
             min_iou = self.py_random.choice(self.min_ious)

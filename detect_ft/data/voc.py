@@ -16,7 +16,13 @@ from typing import Optional
 import numpy as np
 
 from detect_ft.data.findings import UNKNOWN_CLASS, Finding
-from detect_ft.data.paths import check_not_background, is_background_name, outside_root_finding, resolve, size_or_finding
+from detect_ft.data.paths import (
+    check_not_background,
+    is_background_name,
+    outside_root_finding,
+    resolve,
+    size_or_finding,
+)
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.errors import DataError
 from detect_ft.limits import MAX_LIST_BYTES, MAX_XML_BYTES, check_size, read_text

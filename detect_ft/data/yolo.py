@@ -45,7 +45,9 @@ def read_yolo_names(folders: list[Path]) -> Optional[tuple[dict[int, str], Path]
             try:
                 data = yaml.safe_load(text) or {}
             except yaml.YAMLError as exc:
-                raise DataError(f"{path} is not valid YAML ({getattr(exc, 'problem', None) or 'syntax error'})") from None
+                raise DataError(
+                    f"{path} is not valid YAML ({getattr(exc, 'problem', None) or 'syntax error'})"
+                ) from None
             except RecursionError:
                 raise DataError(f"{path} is nested too deeply to be a YOLO data.yaml") from None
             names = data.get("names") if isinstance(data, dict) else None

@@ -6,7 +6,6 @@ runtime's dependencies are installed; a PyTorch checkpoint plugs in through the 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Callable, Iterator, Sequence

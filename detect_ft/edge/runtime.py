@@ -77,6 +77,7 @@ def _metadata_of(session, path: str | os.PathLike) -> dict[str, Any]:
 
 def _check_metadata(meta: dict[str, Any], path: str | os.PathLike) -> None:
     """DetectFTError naming the field when the metadata cannot drive :func:`preprocess` and the outputs."""
+
     def bad(field: str, wanted: str) -> DetectFTError:
         return DetectFTError(f"{path}: metadata field '{field}' must be {wanted}; the file was not written by this "
                              "detect-ft's export or was changed since; re-export the model")  # fmt: skip

@@ -37,8 +37,13 @@ def rng_state() -> dict[str, Any]:
     kind, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": {"kind": str(kind), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},  # fmt: skip
+        "numpy": {
+            "kind": str(kind),
+            "key": torch.from_numpy(key.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },  # fmt: skip
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -154,7 +159,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     for key in ("epoch", "iteration"):
         value = checkpoint.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise DetectFTError(f"train.resume: {path} has {key}={str(value)[:40]!r}, not a count; pass checkpoints/last.pt")
+            raise DetectFTError(
+                f"train.resume: {path} has {key}={str(value)[:40]!r}, not a count; pass checkpoints/last.pt"
+            )
     return checkpoint
 
 

@@ -99,8 +99,12 @@ def build_scheduler(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A ``LambdaLR`` over :func:`lr_factor`; call ``step()`` once per optimizer step."""
     factor = lr_factor(
-        scheduler, total_steps=total_steps, steps_per_epoch=steps_per_epoch, warmup_iters=warmup_iters,
-        milestones=milestones, gamma=gamma,
+        scheduler,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        warmup_iters=warmup_iters,
+        milestones=milestones,
+        gamma=gamma,
     )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

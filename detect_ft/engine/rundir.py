@@ -16,8 +16,12 @@ from typing import Optional
 
 # What a run writes into its directory; output.overwrite removes these and only these.
 RUN_FILES = ("metrics.jsonl", "checkpoints/best.pt", "checkpoints/last.pt", "plots/loss.png", "plots/map.png")
-RUN_GLOBS = ("checkpoints/.*.tmp", "tensorboard/events.out.tfevents.*", "eval*/pr_curves.png",
-             "eval*/confusion_matrix.png")  # the last two: `detect-ft eval` plots of the replaced run
+RUN_GLOBS = (
+    "checkpoints/.*.tmp",
+    "tensorboard/events.out.tfevents.*",
+    "eval*/pr_curves.png",
+    "eval*/confusion_matrix.png",
+)  # the last two: `detect-ft eval` plots of the replaced run
 
 
 def is_empty_or_missing(path: Path) -> bool:
@@ -41,7 +45,9 @@ def choose_run_dir(output_dir: str | os.PathLike, *, resume: str, overwrite: boo
         return wanted, None
     if overwrite:
         removed = clear_run_files(wanted)
-        note = f"output.overwrite=true: replacing the run in {wanted}" + (f" ({removed} files removed)" if removed else "")
+        note = f"output.overwrite=true: replacing the run in {wanted}" + (
+            f" ({removed} files removed)" if removed else ""
+        )
         return wanted, note
     k = 2
     while True:

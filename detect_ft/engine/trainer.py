@@ -24,13 +24,21 @@ import torch
 from detect_ft.config import Config, config_to_dict, save_config
 from detect_ft.engine import distributed as dist_utils
 from detect_ft.engine.checkpoint import (
-    load_checkpoint, resolve_resume, restore_training_state, rng_state, save_checkpoint, set_rng_state,
+    load_checkpoint,
+    resolve_resume,
+    restore_training_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
 )  # fmt: skip
 from detect_ft.engine.ema import ModelEMA, unwrap
 from detect_ft.engine.logs import MetricsLog, format_summary, log_tensorboard, open_tensorboard, write_plots
 from detect_ft.engine.loop import train_one_epoch
 from detect_ft.engine.optim import (
-    build_optimizer, build_scheduler, optimizer_steps_per_epoch, resolve_warmup_iters,
+    build_optimizer,
+    build_scheduler,
+    optimizer_steps_per_epoch,
+    resolve_warmup_iters,
 )  # fmt: skip
 from detect_ft.engine.rundir import choose_run_dir
 from detect_ft.errors import DetectFTError
@@ -163,10 +171,21 @@ def _train(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progres
                 wrapped, frozen_now = _wrap(model, info, device), frozen
             loader = _epoch_loader(cfg, dataset, info, epoch)
             stats = train_one_epoch(
-                wrapped, optimizer, loader, device, epoch=epoch, scheduler=scheduler, scaler=scaler,
-                amp_dtype=amp_dtype, accumulate=t.accumulate, clip_grad_norm=t.clip_grad_norm, ema=ema,
-                max_iters=t.max_iters_per_epoch, max_nonfinite=t.max_nonfinite,
-                nonfinite_run=state["nonfinite_run"], progress=progress and main,
+                wrapped,
+                optimizer,
+                loader,
+                device,
+                epoch=epoch,
+                scheduler=scheduler,
+                scaler=scaler,
+                amp_dtype=amp_dtype,
+                accumulate=t.accumulate,
+                clip_grad_norm=t.clip_grad_norm,
+                ema=ema,
+                max_iters=t.max_iters_per_epoch,
+                max_nonfinite=t.max_nonfinite,
+                nonfinite_run=state["nonfinite_run"],
+                progress=progress and main,
             )
             del loader  # shuts its workers down before validation starts its own threads
             dist_utils.broadcast_buffers(model)

@@ -1,7 +1,7 @@
 """Evaluation: COCO-style and VOC-style box mAP on records, plots, and the prediction loop.
 
-    preds = predict_records(torch_predictor(model, "cuda"), dataset)   # one dict per record
-    metrics = coco_metrics(dataset, preds)                             # map, map50, per_class, ...
+preds = predict_records(torch_predictor(model, "cuda"), dataset)   # one dict per record
+metrics = coco_metrics(dataset, preds)                             # map, map50, per_class, ...
 """
 
 from detect_ft.evaluation.coco_eval import coco_metrics, predictions_to_coco_results, write_coco_results

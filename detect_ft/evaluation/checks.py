@@ -17,9 +17,7 @@ from detect_ft.errors import DetectFTError
 _INVERTED_TOL = 1e-3
 
 
-def check_predictions(
-    dataset: DatasetRecords, predictions: list[dict], *, source: str = "predictions"
-) -> list[dict]:
+def check_predictions(dataset: DatasetRecords, predictions: list[dict], *, source: str = "predictions") -> list[dict]:
     """Validate per image predictions against ``dataset`` and return them as clean numpy arrays.
 
     Args:

@@ -150,8 +150,7 @@ def _hotcoco(gt: dict, dets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _missing(module: str, package: str) -> ConfigError:
     return ConfigError(
-        f"config key 'eval.backend': {module} is not installed; pip install {package} "
-        "or set eval.backend=pycocotools"
+        f"config key 'eval.backend': {module} is not installed; pip install {package} or set eval.backend=pycocotools"
     )
 
 
@@ -237,4 +236,3 @@ def _defined(value: float) -> Optional[float]:
 def _mean_defined(values: np.ndarray) -> Optional[float]:
     valid = values[values > -1]
     return float(valid.mean()) if valid.size else None
-

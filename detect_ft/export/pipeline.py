@@ -85,7 +85,9 @@ def export_detector(
     """
     output = Path(output)
     if output.suffix.lower() != ".onnx":
-        raise DetectFTError(f"ONNX output {output}: the file name must end in .onnx, e.g. {output.with_suffix('.onnx')}")
+        raise DetectFTError(
+            f"ONNX output {output}: the file name must end in .onnx, e.g. {output.with_suffix('.onnx')}"
+        )
     if int8 and not calib_images:
         raise DetectFTError("INT8 export needs calibration images; pass some from the training split (data.train)")
     model = model.eval().cpu()

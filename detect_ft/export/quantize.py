@@ -305,7 +305,9 @@ def simplify_qdq(graph) -> dict[str, int]:
     outputs = {o.name for o in graph.output}
     while True:  # DequantizeLinear nodes nothing reads any more (repeat: one may feed another)
         used = {name for node in graph.node for name in node.input} | outputs
-        dead = [n for n in graph.node if n.op_type in ("DequantizeLinear", "QuantizeLinear") and n.output[0] not in used]
+        dead = [
+            n for n in graph.node if n.op_type in ("DequantizeLinear", "QuantizeLinear") and n.output[0] not in used
+        ]
         if not dead:
             break
         for node in dead:

