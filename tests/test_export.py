@@ -188,7 +188,7 @@ def test_int8_gate_refuses_a_lossy_model_and_leaves_no_file(tmp_path):
     output = tmp_path / "out" / "model.onnx"
     with pytest.raises(
         Int8RefusedError,
-        match=r"INT8 model refused: its mAP .* AP points below .*int8_max_map_drop=1\.0.*--int8-keep-anyway",
+        match=r"INT8 model refused: its mAP .* AP points below .*int8_max_map_drop=1\.0.*int8_keep_anyway=True",
     ) as info:
         export_detector(model, output, model_name=name, class_names=CLASSES, val_dataset=val, int8=True,
                         calib_images=BAD_CALIBRATION)  # fmt: skip
@@ -232,6 +232,7 @@ def test_int8_gate_through_the_cli(tmp_path, capsys, monkeypatch):
     captured = capsys.readouterr()
     error = [line for line in captured.err.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "INT8 model refused" in error[0] and "AP points below" in error[0]
+    assert "--int8-keep-anyway" in error[0]
     assert "INT8 model REFUSED" in captured.out and json.loads(report_json.read_text())["int8"]["gate"] == "refused"
     assert out.exists() and not (tmp_path / "out" / "m.int8.onnx").exists()
     assert main(["export", str(checkpoint), "--output", str(out), "--int8", "--int8-keep-anyway"]) == 0

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except Int8RefusedError as exc:  # the fp32 model was written: show its report, then the one-line error
         _print_report(exc.report, args.json)
-        raise
+        raise DetectFTError(str(exc).replace("(int8_keep_anyway=True)", "with --int8-keep-anyway")) from None
     _print_report(report, args.json)
     return 0
 

@@ -129,7 +129,7 @@ def export_detector(
                         f"the fp32 ONNX model's {100 * fp32_map:.2f} (> export.int8_max_map_drop={int8_max_map_drop}), "
                         f"so {int8_path.name} was not written ({output.name}, fp32 and verified, was kept); deploy "
                         "the fp32 model, or try export.int8_exclude=[head], export.int8_calibration=percentile or "
-                        "more export.calib_images, or raise export.int8_max_map_drop, or keep it with --int8-keep-anyway",
+                        "more export.calib_images, or raise export.int8_max_map_drop, or keep it anyway (int8_keep_anyway=True)",
                         report,
                     )
     return report
