@@ -39,15 +39,18 @@ ARMS = ("scratch", "frozen", "finetune", "gradual")
 
 def arm_overrides(arm: str, source: str, epochs: int, all_stages: int, backbone_lr_mult: float = 1.0) -> list[str]:
     """The config overrides that make one arm; everything else is shared by all arms."""
+    # The backbone LR multiplier is set in every arm, so that a model recipe's own value cannot differ
+    # between them.
+    full_lr = "train.backbone_lr_mult=1.0"
     if arm == "scratch":
-        return ["model.weights=none", f"model.trainable_backbone_layers={all_stages}"]
+        return ["model.weights=none", f"model.trainable_backbone_layers={all_stages}", full_lr]
     pretrained = [f"model.weights={source}", f"model.trainable_backbone_layers={all_stages}"]
     if arm == "frozen":
-        return [f"model.weights={source}", "model.trainable_backbone_layers=0"]
+        return [f"model.weights={source}", "model.trainable_backbone_layers=0", full_lr]
     if arm == "finetune":
         return [*pretrained, f"train.backbone_lr_mult={backbone_lr_mult}"]
     if arm == "gradual":
-        return [*pretrained, f"train.freeze_backbone_epochs={max(1, epochs // 3)}"]
+        return [*pretrained, f"train.freeze_backbone_epochs={max(1, epochs // 3)}", full_lr]
     raise DetectFTError(f"--arms: unknown arm {arm!r}; allowed: {', '.join(ARMS)}")
 
 

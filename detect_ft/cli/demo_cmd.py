@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         ("train", ["train", config, *overrides]),
         ("eval", ["eval", config, *overrides, "--weights", str(best), "--json", str(run_dir / "eval" / "metrics.json")]),
         ("export", ["export", str(best), "--output", str(onnx_path), "--json", str(run_dir / "export.json")]),
-        ("predict", ["predict", str(onnx_path), str(photos), "--output", str(run_dir / "predictions"), "--conf", "0.3"]),
+        ("predict", ["predict", str(onnx_path), str(photos), "--output", str(run_dir / "predictions"), "--conf", "0.5"]),
     ]  # fmt: skip
     seconds: dict[str, float] = {}
     for name, argv in steps:
