@@ -16,7 +16,10 @@ from detect_ft.models import list_models
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in list_models() if n not in FAST_MODELS])
 def test_registry_model_exports_with_parity(tmp_path, name):
-    model = separated_model(name)
+    # FCOS keeps sqrt(class score x centerness) above 0.2; a random-init FCOS on a small timm backbone
+    # stays below that on every synthetic image, so its threshold is lowered to have boxes to compare.
+    options = {"score_thresh": 0.05} if name == "fcos_efficientnet_lite0_fpn" else {}
+    model = separated_model(name, **options)
     val = pseudo_labelled_split(model, synthetic_root(tmp_path, num_train=0, num_val=3))
     report = export_detector(model, tmp_path / "model.onnx", model_name=name, class_names=CLASSES, val_dataset=val)
     assert abs(report["parity"]["map_diff_points"]) <= 0.5
