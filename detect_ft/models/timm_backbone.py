@@ -17,6 +17,7 @@ ImageNet weights (``model.weights=imagenet``) are resolved in this order:
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import socket
 from typing import Any
 
@@ -112,6 +113,11 @@ def imagenet_state_dict(name: str, body: nn.Module) -> tuple[dict[str, torch.Ten
         if state is not None:
             return _fit_to_body(state, body, name), f"package {LITE_PACKAGES[name][0]}"
     return _timm_hub_state(name, body)
+
+
+def lite_package_installed(name: str) -> bool:
+    """Whether the offline ImageNet weight package for timm model ``name`` is installed (nothing is loaded)."""
+    return name in LITE_PACKAGES and importlib.util.find_spec(LITE_PACKAGES[name][1]) is not None
 
 
 def lite_package_state_dict(name: str) -> dict[str, torch.Tensor] | None:
