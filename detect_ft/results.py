@@ -1,0 +1,177 @@
+"""``Result``: one image's detections with the class names, what ``Detector.predict`` returns.
+
+Torch-free (numpy and OpenCV), so results from the edge runtime and from a PyTorch checkpoint are the
+same objects. :func:`write_results_dataset` writes a list of results as a COCO, VOC or YOLO dataset that
+detect-ft's adapters read back (pseudo-labels to review in an annotation tool and train on).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from detect_ft.errors import DetectFTError
+
+SAVE_FORMATS = ("coco", "voc", "yolo")
+
+
+@dataclass
+class Result:
+    """Detections in one image (or video frame).
+
+    Attributes:
+        boxes: float32 (N, 4) xyxy in the image's pixels; ``scores`` float32 (N,), descending;
+            ``labels`` int64 (N,) in 1..K (label k is ``class_names[k - 1]``).
+        class_names: the model's K class names; ``category_ids`` their original dataset ids.
+        path: the image file (None for an in-memory image); ``frame`` the 0-based frame of a video.
+        height, width: the image size in pixels.
+        conf: the score threshold(s) applied: one number, or one per class (in class order).
+        image: the RGB uint8 image (H, W, 3) when it was given in memory; files are re-read by :meth:`plot`.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    category_ids: list[int]
+    height: int
+    width: int
+    path: Optional[str] = None
+    frame: Optional[int] = None
+    conf: float | list[float] = 0.0
+    image: Optional[np.ndarray] = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, np.float32).reshape(-1)
+        self.labels = np.asarray(self.labels, np.int64).reshape(-1)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def names(self) -> list[str]:
+        """The class name of each box (N,)."""
+        return [self.class_names[int(k) - 1] for k in self.labels]
+
+    def detections(self) -> dict[str, np.ndarray]:
+        """``{"boxes", "scores", "labels"}``: the per-image dict the evaluators and writers take."""
+        return {"boxes": self.boxes, "scores": self.scores, "labels": self.labels}
+
+    def original_image(self) -> np.ndarray:
+        """The RGB uint8 image (H, W, 3): the one given, or the file re-read."""
+        if self.image is not None:
+            return self.image
+        if self.path is None or self.frame is not None:
+            raise DetectFTError("this result keeps no image (a video frame); draw on the frame with plot(image)")
+        from detect_ft.edge.runtime import read_image
+
+        return read_image(self.path)
+
+    def plot(self, image: Optional[np.ndarray] = None) -> np.ndarray:
+        """A copy of the image (RGB uint8, H x W x 3) with each box drawn and labelled ``name score``."""
+        from detect_ft.edge.predict import draw_detections
+
+        return draw_detections(self.original_image() if image is None else image, self.detections(), self.class_names)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`plot` to ``path`` (the suffix picks the format, e.g. .jpg or .png), atomically.
+
+        Refuses to write over the image the result came from.
+        """
+        import cv2
+
+        from detect_ft.io import atomic_path
+
+        target = Path(path)
+        if self.path is not None and target.exists() and os.path.samefile(target, self.path):
+            raise DetectFTError(f"{target} is the input image of this result; save the annotated copy elsewhere")
+        ok, data = cv2.imencode(target.suffix or ".png", cv2.cvtColor(self.plot(), cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise DetectFTError(f"OpenCV could not encode {target}; use a .jpg or .png name")
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data.tobytes())
+        return target
+
+    def to_coco(self, image_id: int = 1) -> list[dict[str, Any]]:
+        """COCO results rows: ``image_id``, ``category_id`` (original ids), ``bbox`` [x, y, w, h] pixels,
+        ``score``, and ``file_name`` when the result has a file."""
+        rows = []
+        for box, score, label in zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist()):
+            x1, y1, x2, y2 = box
+            row = {"image_id": image_id, "category_id": int(self.category_ids[label - 1]),
+                   "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score}  # fmt: skip
+            if self.path is not None:
+                row["file_name"] = Path(self.path).name
+            rows.append(row)
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values: path, frame, size, the threshold and one entry per box."""
+        return {
+            "path": self.path,
+            "frame": self.frame,
+            "height": self.height,
+            "width": self.width,
+            "conf": self.conf,
+            "detections": [
+                {"box": box, "score": score, "label": label, "name": self.class_names[label - 1]}
+                for box, score, label in zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist())
+            ],
+        }
+
+    def __repr__(self) -> str:
+        where = self.path or "in-memory image"
+        counts: dict[str, int] = {}
+        for name in self.names:
+            counts[name] = counts.get(name, 0) + 1
+        found = ", ".join(f"{n} {name}" for name, n in counts.items()) or "no detections"
+        return f"Result({where}, {self.width}x{self.height}: {found})"
+
+
+def results_as_records(results: Sequence[Result]):
+    """The results as a :class:`~detect_ft.data.records.DatasetRecords` (predicted boxes as annotations).
+
+    Every result needs an image file (``path``) and unique file names, since the written dataset places
+    each image under its name.
+    """
+    from detect_ft.data.records import DatasetRecords, ImageRecord
+
+    if not results:
+        raise DetectFTError("no results to write as a dataset; predict at least one image")
+    first = results[0]
+    records, names = [], {}
+    for image_id, result in enumerate(results, start=1):
+        if result.path is None or result.frame is not None:
+            raise DetectFTError("only predictions on image files can be written as a dataset (this one is a video "
+                                "frame or an in-memory image); save the images to files and predict those")  # fmt: skip
+        name = Path(result.path).name
+        if name in names:
+            raise DetectFTError(f"{result.path} and {names[name]} share the file name {name}; a dataset needs unique "
+                                "image names: predict them in separate runs")  # fmt: skip
+        names[name] = result.path
+        records.append(ImageRecord(image_path=os.path.abspath(result.path), width=result.width, height=result.height,
+                                   boxes=result.boxes, labels=result.labels, image_id=image_id, file_name=name))  # fmt: skip
+    return DatasetRecords(records, list(first.class_names), list(first.category_ids), source="predictions")
+
+
+def write_results_dataset(results: Sequence[Result], out_dir: str | os.PathLike, format: str,
+                          *, name: str = "predictions") -> Path:  # fmt: skip
+    """Write ``results`` as a ``format`` (coco, voc or yolo) dataset under ``out_dir``, images copied in.
+
+    Layouts are those of ``detect-ft convert``: coco -> ``out_dir/<name>.json`` + ``images/``; voc ->
+    ``out_dir/Annotations``, ``JPEGImages``, ``ImageSets/Main/<name>.txt``; yolo -> ``out_dir/<name>/``.
+    Returns what to set ``data.train`` (or ``data.val``) to, with ``data.root`` = ``out_dir``.
+    The source images are never written over.
+    """
+    from detect_ft.data.convert import write_split
+
+    if format not in SAVE_FORMATS:
+        raise DetectFTError(f"unknown dataset format '{format}'; use one of {', '.join(SAVE_FORMATS)}")
+    records = results_as_records(results)
+    protect = tuple(Path(r.image_path) for r in records.records)
+    return write_split(records, format, out_dir, name, "copy", protect)
