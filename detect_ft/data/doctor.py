@@ -3,7 +3,8 @@
     records, report = prepare_split(format="voc", root="data/VOC2007", split="trainval", images="",
                                     classes=None, keep_background=True, policies={"on_box_outside": "clip"})
 
-:func:`prepare_split` is what the trainer and evaluator call: it loads (``load_split``), checks the image
+:func:`prepare_split` (through :func:`detect_ft.data.split.load_checked_split`, which takes the options as
+one ``SplitSpec``) is what training, evaluation and export call: it loads (``load_split``), checks the image
 files (fast: header sizes and EXIF orientation only; ``decode=True`` decodes every image strictly to find
 truncated or corrupt ones), checks every box (also against its class's typical size), applies the
 policies and raises :class:`DataError` listing the findings at policy ``error``.
