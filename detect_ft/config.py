@@ -2,33 +2,63 @@
 
     cfg = load_config("configs/demo.yaml", ["train.epochs=5", "data.classes=[cat,dog]"])
     save_config(cfg, run_dir / "config.yaml")     # loads back to an equal Config
+    cfg = config_from_dict(checkpoint["config"], overrides, source=f"checkpoint {path}")
 
 Every value is checked against its field's type hint (``Literal`` lists the allowed values) and each
-section's ``check()`` before any work starts; a mistake raises :class:`ConfigError` with one line naming
-the key, what was given and what is allowed. Components never take a ``Config``: callers pass them the
-plain values they need.
+section's ``check()`` before any work starts (:mod:`detect_ft.config_checks` does the converting and the
+model checks); a mistake raises :class:`ConfigError` with one line naming the key, what was given and
+what is allowed. The ``data.on_*`` policies take their choices and defaults from
+:mod:`detect_ft.data.findings`. Components never take a ``Config``: callers pass them the plain values
+they need.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import os
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
 
+from detect_ft.config_checks import apply_model_recipe, check_model, fail, model_names, positive, set_key
+from detect_ft.data.findings import (
+    ALLOWED,
+    BOX_OUTSIDE,
+    DEFAULT_POLICIES,
+    DEGENERATE_BOX,
+    DUPLICATE_BOX,
+    EXIF_ORIENTATION,
+    MISSING_IMAGE,
+    OUTSIDE_ROOT,
+    SIZE_MISMATCH,
+    SMALL_BOX,
+    UNKNOWN_CLASS,
+    UNREADABLE_IMAGE,
+)
 from detect_ft.errors import ConfigError
 from detect_ft.io import write_text_atomic
-from detect_ft.limits import MAX_CONFIG_BYTES, MAX_INPUT_SIDE, read_text, short_repr
+from detect_ft.limits import MAX_CONFIG_BYTES, read_text, short_repr
 
-Policy = Literal["error", "drop", "clip"]
+__all__ = [
+    "AugmentConfig",
+    "Config",
+    "DataConfig",
+    "EvalConfig",
+    "ExportConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "TrainConfig",
+    "apply_model_recipe",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "parse_override",
+    "safe_yaml",
+    "save_config",
+]
 
 
 @dataclass
@@ -45,18 +75,7 @@ class ModelConfig:
     detections_per_img: int = 100
 
     def check(self) -> None:
-        from detect_ft.models import list_models
-
-        if self.name not in list_models():
-            _fail("model.name", self.name, f"one of {', '.join(list_models())}")
-        _positive("model.detections_per_img", self.detections_per_img)
-        for key in ("min_size", "max_size"):
-            value = getattr(self, key)
-            if value is not None:
-                _input_side(f"model.{key}", value)
-        _check_trainable_backbone_layers(self.name, self.trainable_backbone_layers, self.backbone)
-        if self.backbone:
-            _check_backbone(self.name, self.backbone)
+        check_model(self)
 
 
 @dataclass
@@ -68,37 +87,42 @@ class DataConfig:
     images: str = ""  # coco: image folder (default: the JSON's folder); unused by voc/yolo
     classes: list[str] = field(default_factory=list)  # empty: take the names from the dataset
     keep_background: bool = True  # keep images without boxes
-    # What to do about each kind of problem the dataset doctor finds (detect_ft.data.doctor).
-    on_missing_image: Policy = "error"
-    on_unreadable_image: Literal["error", "drop"] = "error"  # corrupt/truncated/too large, also found mid-training
-    on_exif_orientation: Literal["error", "drop", "apply", "ignore"] = "error"  # apply: boxes in the rotated frame
-    on_outside_root: Literal["error", "drop", "allow"] = "error"  # image paths absolute or leaving data.root
-    on_size_mismatch: Policy = "error"
-    on_degenerate_box: Policy = "drop"
-    on_box_outside: Policy = "clip"
-    on_duplicate_box: Policy = "drop"
-    on_small_box: Literal["keep", "drop", "error"] = "keep"  # far smaller than the class's median box
-    on_unknown_class: Policy = "error"
+    # What to do about each kind of problem the dataset doctor finds (detect_ft.data.doctor). The allowed
+    # values and defaults are defined once, in detect_ft.data.findings (ALLOWED, DEFAULT_POLICIES).
+    on_missing_image: Literal[ALLOWED[MISSING_IMAGE]] = DEFAULT_POLICIES["on_missing_image"]
+    # corrupt/truncated/too large, also found mid-training
+    on_unreadable_image: Literal[ALLOWED[UNREADABLE_IMAGE]] = DEFAULT_POLICIES["on_unreadable_image"]
+    # apply: boxes in the rotated frame
+    on_exif_orientation: Literal[ALLOWED[EXIF_ORIENTATION]] = DEFAULT_POLICIES["on_exif_orientation"]
+    # image paths absolute or leaving data.root
+    on_outside_root: Literal[ALLOWED[OUTSIDE_ROOT]] = DEFAULT_POLICIES["on_outside_root"]
+    on_size_mismatch: Literal[ALLOWED[SIZE_MISMATCH]] = DEFAULT_POLICIES["on_size_mismatch"]
+    on_degenerate_box: Literal[ALLOWED[DEGENERATE_BOX]] = DEFAULT_POLICIES["on_degenerate_box"]
+    on_box_outside: Literal[ALLOWED[BOX_OUTSIDE]] = DEFAULT_POLICIES["on_box_outside"]
+    on_duplicate_box: Literal[ALLOWED[DUPLICATE_BOX]] = DEFAULT_POLICIES["on_duplicate_box"]
+    # far smaller than the class's median box
+    on_small_box: Literal[ALLOWED[SMALL_BOX]] = DEFAULT_POLICIES["on_small_box"]
+    on_unknown_class: Literal[ALLOWED[UNKNOWN_CLASS]] = DEFAULT_POLICIES["on_unknown_class"]
 
     def split_options(self) -> dict[str, Any]:
-        """Keyword arguments of ``detect_ft.data.doctor.prepare_split`` (all but ``split`` and ``classes``)."""
-        policies = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name.startswith("on_")}
-        return dict(format=self.format, root=self.root, images=self.images, keep_background=self.keep_background,
-                    policies=policies)  # fmt: skip
+        """Keyword arguments of ``detect_ft.data.doctor.prepare_split`` (all but ``split`` and ``classes``).
+
+        New code builds a :class:`detect_ft.data.split.SplitSpec` (``SplitSpec.from_config``) instead.
+        """
+        from detect_ft.data.split import SplitSpec
+
+        spec = SplitSpec.from_config(self)
+        return dict(format=spec.format, root=spec.root, images=spec.images, keep_background=spec.keep_background,
+                    policies=dict(spec.policies))  # fmt: skip
 
     def check(self) -> None:
-        for key in ("on_missing_image", "on_size_mismatch", "on_unknown_class", "on_degenerate_box"):
-            if getattr(self, key) == "clip":
-                _fail(f"data.{key}", "clip", "error or drop (only boxes outside the image can be clipped)")
-        if self.on_duplicate_box == "clip":
-            _fail("data.on_duplicate_box", "clip", "error or drop")
         if len(set(self.classes)) != len(self.classes):
-            _fail("data.classes", self.classes, "distinct class names")
+            fail("data.classes", self.classes, "distinct class names")
         from detect_ft.data.records import BACKGROUND_NAMES, is_background_name
 
         for name in self.classes:
             if is_background_name(name):
-                _fail(
+                fail(
                     "data.classes",
                     self.classes,
                     f"class names other than {', '.join(sorted(BACKGROUND_NAMES))} "
@@ -114,9 +138,9 @@ class AugmentConfig:
 
     def check(self) -> None:
         if self.min_area < 0:
-            _fail("augment.min_area", self.min_area, "a number >= 0")
+            fail("augment.min_area", self.min_area, "a number >= 0")
         if not 0 <= self.min_visibility <= 1:
-            _fail("augment.min_visibility", self.min_visibility, "a number in [0, 1]")
+            fail("augment.min_visibility", self.min_visibility, "a number in [0, 1]")
 
 
 @dataclass
@@ -155,20 +179,20 @@ class TrainConfig:
 
     def check(self) -> None:
         for key in ("epochs", "batch_size", "accumulate", "max_nonfinite"):
-            _positive(f"train.{key}", getattr(self, key))
+            positive(f"train.{key}", getattr(self, key))
         for key in ("workers", "warmup_iters", "freeze_backbone_epochs", "eval_interval", "patience"):
             if getattr(self, key) is not None and getattr(self, key) < 0:
-                _fail(f"train.{key}", getattr(self, key), "an integer >= 0")
+                fail(f"train.{key}", getattr(self, key), "an integer >= 0")
         if self.lr <= 0:
-            _fail("train.lr", self.lr, "a number > 0")
+            fail("train.lr", self.lr, "a number > 0")
         if self.backbone_lr_mult < 0:
-            _fail("train.backbone_lr_mult", self.backbone_lr_mult, "a number >= 0")
+            fail("train.backbone_lr_mult", self.backbone_lr_mult, "a number >= 0")
         if not 0 < self.ema_decay < 1:
-            _fail("train.ema_decay", self.ema_decay, "a number in (0, 1)")
+            fail("train.ema_decay", self.ema_decay, "a number in (0, 1)")
         if self.max_iters_per_epoch is not None:
-            _positive("train.max_iters_per_epoch", self.max_iters_per_epoch)
+            positive("train.max_iters_per_epoch", self.max_iters_per_epoch)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            _fail("train.device", self.device, "auto, cpu, cuda or cuda:N")
+            fail("train.device", self.device, "auto, cpu, cuda or cuda:N")
 
 
 @dataclass
@@ -179,9 +203,9 @@ class EvalConfig:
     plots: bool = True
 
     def check(self) -> None:
-        _positive("eval.batch_size", self.batch_size)
+        positive("eval.batch_size", self.batch_size)
         if not 0 <= self.score_thresh < 1:
-            _fail("eval.score_thresh", self.score_thresh, "a number in [0, 1)")
+            fail("eval.score_thresh", self.score_thresh, "a number in [0, 1)")
 
 
 @dataclass
@@ -201,11 +225,11 @@ class ExportConfig:
 
     def check(self) -> None:
         if not 11 <= self.opset <= 21:
-            _fail("export.opset", self.opset, "an integer in 11..21")
-        _positive("export.calib_images", self.calib_images)
+            fail("export.opset", self.opset, "an integer in 11..21")
+        positive("export.calib_images", self.calib_images)
         for key in ("max_map_drop", "int8_max_map_drop"):
             if getattr(self, key) < 0:
-                _fail(f"export.{key}", getattr(self, key), "a number of AP points >= 0")
+                fail(f"export.{key}", getattr(self, key), "a number of AP points >= 0")
 
 
 @dataclass
@@ -229,130 +253,6 @@ class Config:
             check = getattr(getattr(self, section.name), "check", None)
             if check is not None:
                 check()
-
-
-def _check_backbone(model_name: str, backbone: str) -> None:
-    from detect_ft.models import MODELS
-
-    timm_models = [name for name, spec in MODELS.items() if spec.timm_backbone]
-    if not MODELS[model_name].timm_backbone:
-        _fail("model.backbone", backbone, f"'' for {model_name}; a timm backbone needs one of {', '.join(timm_models)}")
-    import timm
-
-    if not timm.is_model(backbone):
-        close = difflib.get_close_matches(backbone, timm.list_models(), n=3, cutoff=0.6)
-        _fail("model.backbone", backbone, "a timm model name" + (f", e.g. {', '.join(close)}" if close else ""))
-
-
-def apply_model_recipe(cfg: Config, explicit: set[str]) -> list[str]:
-    """Set each key of the model's recipe (``ModelSpec.recipe``) that is not in ``explicit``; return them
-    as ``key=value`` strings, for the run to say which settings came from the recipe."""
-    from detect_ft.models import MODELS
-
-    spec = MODELS.get(cfg.model.name)
-    used = []
-    for key, value in spec.recipe if spec else ():
-        if key not in explicit:
-            _apply(cfg, key, value)
-            used.append(f"{key}={value}")
-    return used
-
-
-def _fail(key: str, given: Any, allowed: str) -> typing.NoReturn:
-    raise ConfigError(f"config key '{key}': got {short_repr(given)}; allowed: {allowed}")
-
-
-def _input_side(key: str, value: int) -> None:
-    """A model input side: positive and at most what any detector uses (a larger one would make every
-    image allocate gigabytes)."""
-    if not 0 < value <= MAX_INPUT_SIDE:
-        _fail(key, value, f"an integer in 1..{MAX_INPUT_SIDE} (pixels) or null")
-
-
-def _check_trainable_backbone_layers(name: str, value: Optional[int], backbone: str = "") -> None:
-    """``value`` must be None or 0..stages of model ``name`` (on timm ``backbone``), counted without weights."""
-    if value is None:
-        return
-    from detect_ft.models.stages import backbone_stage_count
-
-    stages = backbone_stage_count(name, backbone or None)
-    if value < 0 or (stages is not None and value > stages):
-        allowed = f"0..{stages} ({name} has {stages} backbone stages) or null" if stages else "an integer >= 0 or null"
-        _fail("model.trainable_backbone_layers", value, allowed)
-
-
-def _positive(key: str, value: Any) -> None:
-    if value <= 0:
-        _fail(key, value, "an integer > 0")
-
-
-def _convert(key: str, value: Any, hint: Any) -> Any:
-    """Check ``value`` against a field's type ``hint``; convert where it is lossless (int -> float)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(key, value, inner[0])
-    if origin is Literal:
-        if value not in args:
-            _fail(key, value, ", ".join(map(str, args)))
-        return value
-    if origin is list:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            value = [value]  # data.classes=raccoon means a one-element list
-        if not isinstance(value, (list, tuple)):
-            _fail(key, value, f"a list of {args[0].__name__}")
-        return [_convert(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
-    if hint is bool:
-        if not isinstance(value, bool):
-            _fail(key, value, "true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            _fail(key, value, "an integer")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(key, value, "a number")
-        if not math.isfinite(value):
-            _fail(key, value, "a finite number")
-        return float(value)
-    if hint is str:
-        # Scalars only: str() of a list or mapping (possibly a YAML alias bomb) is never a valid value.
-        if value is None or not isinstance(value, (str, int, float)):
-            _fail(key, value, "a string")
-        return str(value)  # YAML reads `weights: none` as a string but `classes: [1]` items as ints
-    raise TypeError(f"unsupported config type {hint!r} for {key}")
-
-
-def _section_hints(section_cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(section_cls, globalns=globals())
-
-
-def _apply(cfg: Config, key: str, value: Any) -> None:
-    parts = key.split(".")
-    sections = {f.name: f for f in dataclasses.fields(Config)}
-    if parts[0] not in sections:
-        _unknown(key, list(sections), parts[0])
-    section = getattr(cfg, parts[0])
-    if len(parts) != 2:
-        if len(parts) == 1 and isinstance(value, dict):
-            for sub_key, sub_value in value.items():
-                _apply(cfg, f"{key}.{sub_key}", sub_value)
-            return
-        _fail(key, value, f"a key of the form {parts[0]}.<name>")
-    hints = _section_hints(type(section))
-    if parts[1] not in hints:
-        _unknown(key, [f"{parts[0]}.{name}" for name in hints])
-    setattr(section, parts[1], _convert(key, value, hints[parts[1]]))
-
-
-def _unknown(key: str, known: list[str], compare: str | None = None) -> typing.NoReturn:
-    close = difflib.get_close_matches(compare or key, known, n=1, cutoff=0.6)
-    hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
-    raise ConfigError(f"unknown config key '{key}'{hint}")
 
 
 class _Loader(yaml.SafeLoader):
@@ -400,41 +300,44 @@ def parse_override(text: str) -> tuple[str, Any]:
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults, then the YAML file at ``path`` (if any), then each ``key=value`` override, then the model's
     recipe for every key still unset (:func:`apply_model_recipe`); then check."""
+    if path is None:
+        return config_from_dict({}, overrides)
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass a YAML file such as configs/demo.yaml")
+    text = read_text(path, MAX_CONFIG_BYTES, "config file", ConfigError)
+    try:
+        data = safe_yaml(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply to be a detect-ft config") from None
+    return config_from_dict(data, overrides, source=f"config file {path}")
+
+
+def config_from_dict(data: Any, overrides: list[str] | None = None, source: str = "the config") -> Config:
+    """Defaults, then ``data`` (``{section: {key: value}}``, as read from YAML or saved in a checkpoint by
+    :func:`config_to_dict`), then each ``key=value`` override, then the model's recipe for every key still
+    unset; then check. The same checks and messages as :func:`load_config`; ``source`` names where
+    ``data`` came from (``config file configs/demo.yaml``, ``checkpoint best.pt``)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must hold a mapping of sections, got {type(data).__name__}")
     cfg = Config()
     explicit: set[str] = set()
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found; pass a YAML file such as configs/demo.yaml")
-        text = read_text(path, MAX_CONFIG_BYTES, "config file", ConfigError)
-        try:
-            data = safe_yaml(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
-        except RecursionError:
-            raise ConfigError(f"config file {path} is nested too deeply to be a detect-ft config") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
-        for section, values in data.items():
-            if not isinstance(values, dict):
-                _fail(short_repr(section), values, "a mapping of keys, for example train: {epochs: 5}")
-            for key, value in values.items():
-                _apply(cfg, f"{section}.{key}", value)
-                explicit.add(f"{section}.{key}")
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            fail(short_repr(section), values, "a mapping of keys, for example train: {epochs: 5}")
+        for key, value in values.items():
+            set_key(cfg, f"{section}.{key}", value)
+            explicit.add(f"{section}.{key}")
     for text in overrides or []:
         key, value = parse_override(text)
-        _apply(cfg, key, value)
+        set_key(cfg, key, value)
         explicit.add(key)
-    if cfg.model.name in _model_names():
+    if cfg.model.name in model_names():
         apply_model_recipe(cfg, explicit)
     cfg.check()
     return cfg
-
-
-def _model_names() -> list[str]:
-    from detect_ft.models import list_models
-
-    return list_models()
 
 
 def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:

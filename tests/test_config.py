@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from detect_ft.config import Config, load_config, parse_override, save_config
+from detect_ft.config import Config, config_from_dict, config_to_dict, load_config, parse_override, save_config
 from detect_ft.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,6 +79,49 @@ def test_saved_config_loads_back_equal(tmp_path):
     save_config(cfg, tmp_path / "run" / "config.yaml")
     assert load_config(tmp_path / "run" / "config.yaml") == cfg
     assert Config() == load_config()
+
+
+def test_config_from_dict_checks_as_load_config_does_and_names_the_source():
+    cfg = load_config(None, ["train.epochs=7", "data.classes=[a, b]", "data.on_box_outside=drop"])
+    saved = config_to_dict(cfg)
+    assert config_from_dict(saved) == cfg
+    again = config_from_dict(saved, ["train.epochs=2"], source="checkpoint best.pt")
+    assert again.train.epochs == 2 and again.data.classes == ["a", "b"] and saved["train"]["epochs"] == 7
+    assert config_from_dict({}) == Config() == load_config()
+    # the same one-line messages as a YAML file
+    for data, pattern in (
+        ({"train": {"epohcs": 3}}, "unknown config key 'train.epohcs'; did you mean 'train.epochs'"),
+        ({"train": {"epochs": "five"}}, "config key 'train.epochs': got 'five'; allowed: an integer"),
+        ({"train": 5}, "train.*got 5; allowed: a mapping of keys"),
+        ({"data": {"on_missing_image": "clip"}}, "data.on_missing_image.*only boxes outside the image can be clipped"),
+    ):
+        with pytest.raises(ConfigError, match=pattern):
+            config_from_dict(data, source="checkpoint best.pt")
+    with pytest.raises(ConfigError, match="^checkpoint best.pt must hold a mapping of sections, got list$"):
+        config_from_dict([1, 2], source="checkpoint best.pt")
+
+
+def test_data_policies_come_from_the_findings_tables():
+    """DataConfig's on_* keys are exactly the policy keys, with their defaults and allowed values."""
+    import dataclasses
+    import typing
+
+    from detect_ft.config import DataConfig
+    from detect_ft.data.findings import ALLOWED, DEFAULT_POLICIES, POLICY_KEYS
+
+    hints = typing.get_type_hints(DataConfig)
+    fields = {f.name: f.default for f in dataclasses.fields(DataConfig) if f.name.startswith("on_")}
+    assert fields == DEFAULT_POLICIES and set(fields) == set(POLICY_KEYS.values())
+    for kind, key in POLICY_KEYS.items():
+        assert typing.get_args(hints[key]) == ALLOWED[kind]
+        for value in ALLOWED[kind]:
+            assert getattr(load_config(None, [f"data.{key}={value}"]).data, key) == value
+    with pytest.raises(ConfigError, match="data.on_small_box': got 'clip'; allowed: keep, drop or error .only boxes"):
+        load_config(None, ["data.on_small_box=clip"])
+    with pytest.raises(
+        ConfigError, match="data.on_exif_orientation': got 'allow'; allowed: error, drop, apply, ignore$"
+    ):
+        load_config(None, ["data.on_exif_orientation=allow"])
 
 
 def test_shipped_configs_load():

@@ -132,3 +132,28 @@ def test_benchmark_map_tool_writes_markdown_and_json(setup):
     assert [r["weights"] for r in results] == [ckpt, ckpt] and results[0]["map"] == results[1]["map"]
     assert all(r["images_per_s"] > 0 for r in results)
     assert tool.main([str(root / "config.yaml"), "--weights", str(root / "m.onnx"), "--out", str(out)]) == 2
+
+
+def test_export_checks_the_checkpoints_saved_config_in_memory(setup, capsys, monkeypatch):
+    """The saved config goes through the same checks as a YAML file, naming the checkpoint, with no temp file."""
+    import tempfile
+
+    root = setup
+    checkpoint = torch.load(root / "best.pt", weights_only=True)
+    checkpoint["config"]["train"]["epohcs"] = 3
+    torch.save(checkpoint, root / "typo.pt")
+
+    def no_temp_files(*args, **kwargs):
+        raise AssertionError("export wrote a temporary file to check the saved config")
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", no_temp_files)
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", no_temp_files)
+    monkeypatch.setattr(tempfile, "mkstemp", no_temp_files)
+    assert main(["export", str(root / "typo.pt"), "--output", str(root / "typo.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert f"{root / 'typo.pt'}: the saved config does not load" in err
+    assert "unknown config key 'train.epohcs'; did you mean 'train.epochs'?" in err and "--config CONFIG" in err
+    # the saved config loads; overrides apply on top of it (here: a data.val that is empty, named with the fix)
+    assert main(["export", str(root / "best.pt"), "data.val=", "--output", str(root / "m.onnx")]) == 2
+    assert "config key 'data.val' is empty" in capsys.readouterr().err
+    assert not (root / "typo.onnx").exists() and not (root / "m.onnx").exists()

@@ -140,19 +140,17 @@ def latency_interleaved(predictors: dict, images: list[np.ndarray], warmup: int,
 def checkpoint_data(path: str, data_config: str, class_names: list[str]):
     """(train, val) splits of ``data_config`` (``checkpoint``: the checkpoint's own config), labelled in
     the checkpoint's class order; paths relative to the working directory, as ``detect-ft export``."""
-    import yaml
-
-    from detect_ft.config import load_config
-    from detect_ft.data.doctor import prepare_split
+    from detect_ft.config import config_from_dict, load_config
+    from detect_ft.data.split import SplitSpec, load_checked_split
+    from detect_ft.models.weights import safe_torch_load
 
     if data_config == "checkpoint":
-        saved = torch.load(path, map_location="cpu", weights_only=False)["config"]
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
-            cfg = load_config(Path(tmp) / "config.yaml")
+        saved = safe_torch_load(path, "checkpoint").get("config") or {}
+        cfg = config_from_dict(saved, source=f"checkpoint {path}")
     else:
         cfg = load_config(data_config)
-    split = lambda name: prepare_split(split=name, classes=list(class_names), **cfg.data.split_options())[0]
+    spec = SplitSpec.from_config(cfg.data)
+    split = lambda name: load_checked_split(spec, name, class_names)[0]
     return split(cfg.data.train), split(cfg.data.val), cfg
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import torch  # noqa: E402
 
 from detect_ft.data.dataset import DetectionDataset, build_loader  # noqa: E402
-from detect_ft.data.doctor import prepare_split  # noqa: E402
+from detect_ft.data.split import SplitSpec, load_checked_split  # noqa: E402
 from detect_ft.data.synthetic import make_synthetic_dataset  # noqa: E402
 from detect_ft.data.transforms import build_transform  # noqa: E402
 from detect_ft.engine.loop import train_one_epoch  # noqa: E402
@@ -72,8 +72,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         make_synthetic_dataset(tmp, num_train=args.images, num_val=0, image_size=args.image_size, seed=0)
-        records, _ = prepare_split(format="coco", root=tmp, split="train.json", images="", classes=None,
-                                   keep_background=True, policies={})  # fmt: skip
+        records, _ = load_checked_split(SplitSpec(format="coco", root=tmp), "train.json", None)
         dataset = DetectionDataset(records, build_transform("light", train=True))
         model = build_model(args.model, records.num_classes, "none", records.class_names).to(device)
         optimizer = build_optimizer(model, args.model, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4)

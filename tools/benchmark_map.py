@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from detect_ft.config import load_config
-from detect_ft.data.doctor import prepare_split
+from detect_ft.data.split import SplitSpec, load_checked_split
 from detect_ft.errors import DetectFTError
 from detect_ft.evaluation.evaluator import filter_predictions, load_predictor, predict_records, score_predictions
 from detect_ft.evaluation.report import fmt, markdown_table
@@ -31,11 +31,12 @@ def benchmark(cfg, weights: list[str], split_name: str) -> list[dict]:
     split = getattr(cfg.data, split_name)
     if not split:
         raise DetectFTError(f"config key 'data.{split_name}' is empty; set it to the split to score")
+    spec = SplitSpec.from_config(cfg.data)
     results = []
     for path in weights:
         predict_batch, meta = load_predictor(path, cfg.train.device)
-        dataset, _ = prepare_split(split=split, classes=meta.get("class_names") or list(cfg.data.classes) or None,
-                                   **cfg.data.split_options())  # fmt: skip
+        # the model's class order labels the split; an old checkpoint without names falls back to the config
+        dataset, _ = load_checked_split(spec, split, meta.get("class_names") or cfg.data.classes)
         # One warm-up batch so lazy CUDA/cuDNN initialisation is not billed to the first model.
         warm = dataclasses.replace(dataset, records=dataset.records[: cfg.eval.batch_size])
         predict_records(predict_batch, warm, batch_size=cfg.eval.batch_size, progress=False)

@@ -122,7 +122,7 @@ def main() -> int:
         return 2
     torch.backends.cudnn.benchmark = True
     from detect_ft.data.dataset import DetectionDataset
-    from detect_ft.data.doctor import prepare_split
+    from detect_ft.data.split import SplitSpec, load_checked_split
     from detect_ft.data.synthetic import make_synthetic_dataset
     from detect_ft.data.transforms import build_transform
 
@@ -138,8 +138,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         make_synthetic_dataset(tmp / "data", num_train=256, num_val=32, image_size=(480, 360), seed=0)
-        records, _ = prepare_split(format="coco", root=tmp / "data", split="train.json", images="", classes=None,
-                                   keep_background=True, policies={})  # fmt: skip
+        records, _ = load_checked_split(SplitSpec(format="coco", root=tmp / "data"), "train.json", None)
         dataset = DetectionDataset(records, build_transform("light", train=True))
         print(f"data: {len(records)} synthetic 480x360 images, generated in {time.perf_counter() - started:.1f}s\n")
         print("| model | precision | batch | img/s | peak GPU memory (GiB) | mean loss |")

@@ -20,68 +20,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detect_ft.data.doctor import check_split
-    from detect_ft.data.findings import POLICY_KEYS
-    from detect_ft.data.load import load_split
-    from detect_ft.data.stats import format_stats, split_stats
+    from detect_ft.data.split import SplitSpec
     from detect_ft.errors import DataError
 
     cfg = config_from_args(args)
     data = cfg.data
-    policies = {key: getattr(data, key) for key in POLICY_KEYS.values()}
+    spec = SplitSpec.from_config(data)
     wanted = ("train", "val") if args.split == "both" else (args.split,)
     if not any(getattr(data, name) for name in wanted):
         raise DataError(f"{args.config}: data.{' / data.'.join(wanted)} not set; nothing to check")
 
-    classes = list(data.classes) or None
-    if "val" in wanted and data.train and data.val:
-        # validation is scored against the training class list, so it is checked against it too
-        train, _ = load_split(
-            format=data.format,
-            root=data.root,
-            split=data.train,
-            images=data.images,
-            classes=classes,
-            keep_background=data.keep_background,
-        )
-        classes = train.class_names
-
+    val_classes = _val_classes(data) if "val" in wanted and data.train and data.val else list(data.classes) or None
     errors = 0
     for name in wanted:
         split = getattr(data, name)
         if not split:
             print(f"== {name}: data.{name} not set, skipped\n")
             continue
-        records, report = check_split(
-            format=data.format,
-            root=data.root,
-            split=split,
-            images=data.images,
-            classes=classes if name == "val" else (list(data.classes) or None),
-            keep_background=data.keep_background,
-            policies=policies,
-            decode=not args.fast,
-        )
-        print(f"== {name}: {report.source} ({data.format})")
-        print(
-            f"loaded {report.images} images, {report.boxes} boxes; after the policies {report.kept_images} "
-            f"images, {report.kept_boxes} boxes"
-        )
-        print(format_stats(split_stats(records), records.class_names))
-        print()
-        _print_findings(report, policies)
-        errors += len(report.errors)
-        if args.plots:
-            from detect_ft.data.plots import write_split_plots
-
-            for path in write_split_plots(records, args.plots, name):
-                print(f"wrote {path}")
-        print()
+        classes = val_classes if name == "val" else data.classes
+        errors += _check_one(spec, name, split, classes, decode=not args.fast, plots=args.plots)
     if errors:
         print(f"{errors} finding(s) at policy 'error': fix the data or change the data.on_* policies")
         return 1
     print("no finding at policy 'error'")
     return 0
+
+
+def _val_classes(data) -> list[str]:
+    """The training split's class names: validation is scored against them, so it is checked against them."""
+    from detect_ft.data.load import load_split
+
+    train, _ = load_split(
+        format=data.format,
+        root=data.root,
+        split=data.train,
+        images=data.images,
+        classes=list(data.classes) or None,
+        keep_background=data.keep_background,
+    )
+    return train.class_names
+
+
+def _check_one(spec, name: str, split: str, classes, *, decode: bool, plots: str) -> int:
+    """Check one split, print its statistics and findings (and write plots); return its error count."""
+    from detect_ft.data.split import report_split
+    from detect_ft.data.stats import format_stats, split_stats
+
+    records, report = report_split(spec, split, classes, decode=decode)
+    print(f"== {name}: {report.source} ({spec.format})")
+    print(
+        f"loaded {report.images} images, {report.boxes} boxes; after the policies {report.kept_images} "
+        f"images, {report.kept_boxes} boxes"
+    )
+    print(format_stats(split_stats(records), records.class_names))
+    print()
+    _print_findings(report, spec.policies)
+    if plots:
+        from detect_ft.data.plots import write_split_plots
+
+        for path in write_split_plots(records, plots, name):
+            print(f"wrote {path}")
+    print()
+    return len(report.errors)
 
 
 def _print_findings(report, policies: dict[str, str]) -> None:

@@ -87,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
 def load_eval_split(cfg: Config, split: str, class_names: list[str]) -> DatasetRecords:
     """The split's records, checked by the doctor with the config's ``data.on_*`` policies, labelled in
     the model's class order (label k = class_names[k-1]) so predictions and ground truth agree."""
-    from detect_ft.data.doctor import prepare_split
+    from detect_ft.data.split import SplitSpec, load_checked_split
 
     # decode=True: unreadable images are found (and handled by data.on_unreadable_image) before scoring,
     # so a dropped image leaves the ground truth too instead of counting as missed boxes
-    dataset, _ = prepare_split(split=split, classes=list(class_names) or None, decode=True, **cfg.data.split_options())
+    dataset, _ = load_checked_split(SplitSpec.from_config(cfg.data), split, class_names, decode=True)
     return dataset

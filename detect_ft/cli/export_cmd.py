@@ -104,31 +104,22 @@ def _backbone(model_name: str, configured: str):
 
 def _checkpoint_config(meta: dict, overrides: list[str], checkpoint: str):
     """The checkpoint's resolved config (a plain dict), re-checked, with ``overrides`` applied."""
-    import tempfile
-    from pathlib import Path
-
-    import yaml
-
-    from detect_ft.config import load_config
+    from detect_ft.config import config_from_dict
     from detect_ft.errors import ConfigError
 
     saved = meta.get("config") or {}
     if not isinstance(saved, dict):
         raise ConfigError(f"{checkpoint}: its 'config' entry is not a mapping; pass --config CONFIG")
-    with tempfile.TemporaryDirectory(prefix="detect_ft_export_") as tmp:
-        # load_config is the one place that type-checks keys, so the saved dict goes through it.
-        path = Path(tmp) / "checkpoint_config.yaml"
-        path.write_text(yaml.safe_dump(saved, sort_keys=False))
-        try:
-            return load_config(path, overrides)
-        except ConfigError as exc:
-            raise ConfigError(f"{checkpoint}: the saved config does not load ({exc}); pass --config CONFIG") from None
+    try:
+        return config_from_dict(saved, overrides, source=f"checkpoint {checkpoint}")
+    except ConfigError as exc:
+        raise ConfigError(f"{checkpoint}: the saved config does not load ({exc}); pass --config CONFIG") from None
 
 
 def _split(cfg, split: str, class_names: list[str]):
-    from detect_ft.data.doctor import prepare_split
+    from detect_ft.data.split import SplitSpec, load_checked_split
 
-    dataset, _ = prepare_split(split=split, classes=list(class_names), decode=True, **cfg.data.split_options())
+    dataset, _ = load_checked_split(SplitSpec.from_config(cfg.data), split, class_names, decode=True)
     return dataset
 
 

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from detect_ft.data.findings import UNKNOWN_CLASS, Finding
-from detect_ft.data.paths import is_background_name, outside_root_finding, select_classes, size_or_finding
+from detect_ft.data.paths import ImagePlacer, is_background_name, select_classes
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.errors import DataError
 from detect_ft.limits import MAX_JSON_BYTES, check_size
@@ -68,26 +68,71 @@ def load_coco(
     """
     json_path = Path(json_path)
     image_dir = Path(image_dir) if image_dir else json_path.parent
+    data = _read_coco(json_path)
+    categories = _read_categories(data["categories"], json_path)
+    names, id_of_name, label_of_id = _coco_classes(categories, classes, json_path)
+
+    placer = ImagePlacer(
+        [image_dir] + ([Path(root)] if root is not None else []), allow_outside_root, apply_orientation
+    )
+    findings, records = placer.findings, []
+    for image_id, img in _read_images(data, json_path).items():
+        image_path = image_dir / img["file_name"]
+        where = f"{json_path}: image {image_id} file_name {img['file_name']!r}"
+        size = placer.size(image_path, where, _annotated_size(img))
+        if size is None:
+            continue
+        record = ImageRecord(
+            image_path=str(image_path),
+            width=int(size[0]),
+            height=int(size[1]),
+            image_id=image_id,
+            file_name=img["file_name"],
+            apply_orientation=apply_orientation,
+            **_read_boxes(img, json_path, label_of_id, categories, findings),
+        )
+        if record.num_boxes or keep_background:
+            records.append(record)
+    categories_out = [id_of_name[n] for n in names]
+    return DatasetRecords(records, names, categories_out, source=str(json_path)), findings
+
+
+def _read_coco(json_path: Path) -> dict:
+    """The parsed file, checked to hold the lists ``images``, ``annotations`` and ``categories``."""
     data = read_json(json_path)
     if not isinstance(data, dict):
         raise DataError(f"{json_path}: top level must be an object with images, annotations, categories")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise DataError(f"{json_path}: missing or non-list field '{key}'; this is not a COCO detection file")
+    return data
 
+
+def _read_categories(entries: list, json_path: Path) -> dict[int, str]:
+    """{category id: name} of the ``categories`` list; ids must be unique."""
     categories = {}
-    for i, cat in enumerate(data["categories"]):
+    for i, cat in enumerate(entries):
         cid = _field(cat, "id", int, json_path, f"categories[{i}]")
         name = _field(cat, "name", str, json_path, f"categories[{i}]")
         if cid in categories:
             raise DataError(f"{json_path}: category id {cid} appears twice in 'categories'; make ids unique")
         categories[cid] = name
+    return categories
+
+
+def _coco_classes(
+    categories: dict[int, str], classes: Optional[list[str]], json_path: Path
+) -> tuple[list[str], dict[str, int], dict[int, int]]:
+    """``(names, id_of_name, label_of_id)``: the class names in label order (``classes``, else the
+    non-background categories in order of id), each one's category id, and each selected id's label."""
     ordered = [cid for cid in sorted(categories) if not is_background_name(categories[cid])]
     names, label_of_name = select_classes([categories[c] for c in ordered], classes, str(json_path))
     id_of_name = {categories[c]: c for c in ordered}
-    label_of_id = {id_of_name[n]: label_of_name[n] for n in names}
+    return names, id_of_name, {id_of_name[n]: label_of_name[n] for n in names}
 
-    findings: list[Finding] = []
+
+def _read_images(data: dict, json_path: Path) -> dict[int, dict]:
+    """{image id: {file_name, width, height, anns: [(annotation index, annotation)]}} in file order."""
     images: dict[int, dict] = {}
     for i, img in enumerate(data["images"]):
         where = f"images[{i}]"
@@ -106,59 +151,38 @@ def load_coco(
         if image_id not in images:
             raise DataError(f"{json_path}: {where} refers to image_id {image_id}, which is not in 'images'")
         images[image_id]["anns"].append((i, ann))
+    return images
 
-    records = []
-    roots = [image_dir] + ([Path(root)] if root is not None else [])
-    for image_id, img in images.items():
-        image_path = image_dir / img["file_name"]
-        outside = outside_root_finding(
-            image_path, roots, f"{json_path}: image {image_id} file_name {img['file_name']!r}"
-        )
-        if outside is not None:
-            findings.append(outside)
-            if not allow_outside_root:
-                continue
-        width, height = img["width"], img["height"]
-        if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
-            # some exporters leave the size out; the header gives it without decoding
-            size, finding = size_or_finding(image_path, apply_orientation)
-            if finding is not None:
-                findings.append(finding)
-                continue
-            width, height = size
-        boxes, labels, crowd = [], [], []
-        for ann_index, ann in img["anns"]:
-            where = f"annotations[{ann_index}]"
-            cid = _field(ann, "category_id", int, json_path, where)
-            bbox = ann.get("bbox")
-            if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-                raise DataError(
-                    f"{json_path}: {where} (id {ann.get('id')}) 'bbox' must be 4 numbers [x, y, w, h], got {bbox!r}"
-                )
-            x, y, w, h = (float(v) for v in bbox)
-            if cid not in label_of_id:
-                findings.append(_unknown(cid, categories, json_path, where, img["file_name"], [x, y, x + w, y + h]))
-                continue
-            boxes.append([x, y, x + w, y + h])
-            labels.append(label_of_id[cid])
-            crowd.append(bool(ann.get("iscrowd", 0)))
-        if not boxes and not keep_background:
-            continue
-        records.append(
-            ImageRecord(
-                image_path=str(image_path),
-                width=int(width),
-                height=int(height),
-                boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
-                labels=labels,
-                iscrowd=crowd,
-                image_id=image_id,
-                file_name=img["file_name"],
-                apply_orientation=apply_orientation,
+
+def _annotated_size(img: dict) -> Optional[tuple[int, int]]:
+    """The image's (width, height) in the JSON, or None when missing or invalid (some exporters leave it
+    out; the image header gives it then, without decoding)."""
+    width, height = img["width"], img["height"]
+    return (width, height) if _is_int(width) and _is_int(height) and width > 0 and height > 0 else None
+
+
+def _read_boxes(
+    img: dict, json_path: Path, label_of_id: dict[int, int], categories: dict[int, str], findings: list[Finding]
+) -> dict[str, np.ndarray]:
+    """The image's ``boxes`` (float32 (N, 4), xyxy, absolute pixels), ``labels`` and ``iscrowd`` flags, as
+    ImageRecord arguments; boxes of classes not selected are appended to ``findings`` as ``unknown_class``."""
+    boxes, labels, crowd = [], [], []
+    for ann_index, ann in img["anns"]:
+        where = f"annotations[{ann_index}]"
+        cid = _field(ann, "category_id", int, json_path, where)
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            raise DataError(
+                f"{json_path}: {where} (id {ann.get('id')}) 'bbox' must be 4 numbers [x, y, w, h], got {bbox!r}"
             )
-        )
-    categories_out = [id_of_name[n] for n in names]
-    return DatasetRecords(records, names, categories_out, source=str(json_path)), findings
+        x, y, w, h = (float(v) for v in bbox)
+        if cid not in label_of_id:
+            findings.append(_unknown(cid, categories, json_path, where, img["file_name"], [x, y, x + w, y + h]))
+            continue
+        boxes.append([x, y, x + w, y + h])
+        labels.append(label_of_id[cid])
+        crowd.append(bool(ann.get("iscrowd", 0)))
+    return {"boxes": np.asarray(boxes, np.float32).reshape(-1, 4), "labels": labels, "iscrowd": crowd}
 
 
 def _unknown(cid: int, categories: dict, json_path: Path, where: str, file_name: str, box: list) -> Finding:

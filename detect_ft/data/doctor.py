@@ -3,7 +3,8 @@
     records, report = prepare_split(format="voc", root="data/VOC2007", split="trainval", images="",
                                     classes=None, keep_background=True, policies={"on_box_outside": "clip"})
 
-:func:`prepare_split` is what the trainer and evaluator call: it loads (``load_split``), checks the image
+:func:`prepare_split` (through :func:`detect_ft.data.split.load_checked_split`, which takes the options as
+one ``SplitSpec``) is what training, evaluation and export call: it loads (``load_split``), checks the image
 files (fast: header sizes and EXIF orientation only; ``decode=True`` decodes every image strictly to find
 truncated or corrupt ones), checks every box (also against its class's typical size), applies the
 policies and raises :class:`DataError` listing the findings at policy ``error``.
@@ -191,49 +192,68 @@ def clean_record(
     Returns the cleaned record (None when the image is dropped) and the findings with their action.
     Boxes whose policy is ``error`` (or ``keep``) are left as they are (the caller stops anyway).
     """
-    findings = []
+    findings, dropped = _file_findings(record, status, policies)
+    if dropped:
+        return None, findings
+    keep, boxes, box_findings = _box_findings(record, policies, small_thresholds)
+    cleaned = record.select(keep)
+    cleaned.boxes = boxes[keep]
+    return cleaned, findings + box_findings
+
+
+def _file_findings(
+    record: ImageRecord, status: Optional[FileStatus], policies: dict[str, str]
+) -> tuple[list[Finding], bool]:
+    """The image file's findings (unreadable, orientation tag, size) and whether the image is dropped."""
+    findings: list[Finding] = []
     path = record.image_path
-    if status is not None and status.problem is not None:
+    if status is None:
+        return findings, False
+    if status.problem is not None:
         kind, message = status.problem
         policy = policy_for(kind, policies)
         findings.append(Finding(kind, path, message, action="error" if policy == "error" else "dropped image"))
+        return findings, policy == "drop"
+    info = status.info
+    if info.rotated:
+        policy = policy_for(EXIF_ORIENTATION, policies)
+        findings.append(_exif_finding(record, info, policy))
         if policy == "drop":
-            return None, findings
-    elif status is not None:
-        info = status.info
+            return findings, True
+    size = info.size(record.apply_orientation)
+    if size != (record.width, record.height):
+        policy = policy_for(SIZE_MISMATCH, policies)
+        message = f"annotated size {record.width}x{record.height} but the file is {size[0]}x{size[1]}"
         if info.rotated:
-            policy = policy_for(EXIF_ORIENTATION, policies)
-            findings.append(_exif_finding(record, info, policy))
-            if policy == "drop":
-                return None, findings
-        size = info.size(record.apply_orientation)
-        if size != (record.width, record.height):
-            policy = policy_for(SIZE_MISMATCH, policies)
-            message = f"annotated size {record.width}x{record.height} but the file is {size[0]}x{size[1]}"
-            if info.rotated:
-                message += " in the frame data.on_exif_orientation chose"
-            findings.append(
-                Finding(SIZE_MISMATCH, path, message, action="error" if policy == "error" else "dropped image")
-            )
-            if policy == "drop":
-                return None, findings
+            message += " in the frame data.on_exif_orientation chose"
+        findings.append(Finding(SIZE_MISMATCH, path, message, action="error" if policy == "error" else "dropped image"))
+        return findings, policy == "drop"
+    return findings, False
 
+
+def _box_message(kind: str, record: ImageRecord, i: int, small_thresholds: Optional[dict[int, float]]) -> str:
+    if kind == BOX_OUTSIDE:
+        return f"box reaches outside the {record.width}x{record.height} image"
+    if kind == SMALL_BOX:
+        x1, y1, x2, y2 = record.boxes[i].tolist()
+        label = int(record.labels[i])
+        typical = small_thresholds[label] / SMALL_BOX_RATIO
+        return (f"{x2 - x1:.3g}x{y2 - y1:.3g} px box, far smaller than the {typical:.0f} px typical of its class "
+                f"(label {label}); a stray click or a unit mistake?")  # fmt: skip
+    return _BOX_MESSAGES[kind]
+
+
+def _box_findings(
+    record: ImageRecord, policies: dict[str, str], small_thresholds: Optional[dict[int, float]]
+) -> tuple[np.ndarray, np.ndarray, list[Finding]]:
+    """Apply the box policies: ``(keep (N,) bool, boxes (N, 4) xyxy with clipped ones clipped, findings)``."""
     masks = box_problems(record, small_thresholds)
     boxes = record.boxes.copy()
     keep = np.ones(len(boxes), bool)
+    findings = []
     for kind in (DEGENERATE_BOX, BOX_OUTSIDE, DUPLICATE_BOX, SMALL_BOX):
         policy = policy_for(kind, policies)
         for i in np.flatnonzero(masks[kind]):
-            box = record.boxes[i].tolist()
-            if kind == BOX_OUTSIDE:
-                message = f"box reaches outside the {record.width}x{record.height} image"
-            elif kind == SMALL_BOX:
-                w, h = box[2] - box[0], box[3] - box[1]
-                typical = small_thresholds[int(record.labels[i])] / SMALL_BOX_RATIO
-                message = (f"{w:.3g}x{h:.3g} px box, far smaller than the {typical:.0f} px typical of its class "
-                           f"(label {int(record.labels[i])}); a stray click or a unit mistake?")  # fmt: skip
-            else:
-                message = _BOX_MESSAGES[kind]
             action = {"error": "error", "drop": "dropped box", "clip": "clipped", "keep": "kept"}[policy]
             if policy == "drop":
                 keep[i] = False
@@ -243,10 +263,9 @@ def clean_record(
                 if not (clipped[2] > clipped[0] and clipped[3] > clipped[1]):
                     keep[i] = False
                     action = "dropped box (nothing left inside the image after clipping)"
-            findings.append(Finding(kind, path, message, int(i), box, action))
-    cleaned = record.select(keep)
-    cleaned.boxes = boxes[keep]
-    return cleaned, findings
+            message = _box_message(kind, record, i, small_thresholds)
+            findings.append(Finding(kind, record.image_path, message, int(i), record.boxes[i].tolist(), action))
+    return keep, boxes, findings
 
 
 def check_records(

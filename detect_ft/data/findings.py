@@ -25,6 +25,9 @@ UNKNOWN_CLASS = "unknown_class"  # class name/id not in the class list, or one t
 KINDS = (MISSING_IMAGE, UNREADABLE_IMAGE, EXIF_ORIENTATION, OUTSIDE_ROOT, SIZE_MISMATCH, DEGENERATE_BOX, BOX_OUTSIDE,
          DUPLICATE_BOX, SMALL_BOX, UNKNOWN_CLASS)  # fmt: skip
 
+# The one definition of the data.on_* policies: detect_ft.config builds DataConfig's fields (defaults,
+# allowed values, messages) from these tables, so a new kind or choice is added here only.
+
 # config key (data.<key>) for each kind; policy dicts are keyed by these names
 POLICY_KEYS: dict[str, str] = {kind: f"on_{kind}" for kind in KINDS}
 
@@ -49,7 +52,6 @@ ALLOWED[BOX_OUTSIDE] = ("error", "drop", "clip")
 ALLOWED[EXIF_ORIENTATION] = ("error", "drop", "apply", "ignore")
 ALLOWED[OUTSIDE_ROOT] = ("error", "drop", "allow")
 ALLOWED[SMALL_BOX] = ("keep", "drop", "error")
-_ALLOWED = ALLOWED
 
 # a box is "small" when sqrt(w*h) is below this fraction of its class's median sqrt(w*h) in the split,
 # for classes with at least SMALL_BOX_MIN_BOXES boxes (a 1x1 box among 100 px boxes; 10x smaller)
@@ -100,9 +102,21 @@ def resolve_policies(policies: dict[str, str] | None) -> dict[str, str]:
             raise ValueError(f"unknown policy key {key!r}; expected one of {sorted(resolved)}")
         resolved[key] = value
     for kind, key in POLICY_KEYS.items():
-        if resolved[key] not in _ALLOWED[kind]:
-            raise ValueError(f"policy {key}={resolved[key]!r} is not one of {_ALLOWED[kind]}")
+        if resolved[key] not in ALLOWED[kind]:
+            raise ValueError(f"policy {key}={resolved[key]!r} is not one of {ALLOWED[kind]}")
     return resolved
+
+
+def policy_choices(kind: str, given: object = None) -> str:
+    """The allowed values of ``data.on_<kind>``, for a message refusing ``given``.
+
+    A value allowed for another kind says why it is not allowed here (only boxes outside the image can
+    be clipped).
+    """
+    allowed = ALLOWED[kind]
+    if given == "clip" and "clip" not in allowed:
+        return f"{', '.join(allowed[:-1])} or {allowed[-1]} (only boxes outside the image can be clipped)"
+    return ", ".join(allowed)
 
 
 def policy_for(kind: str, policies: dict[str, str]) -> str:

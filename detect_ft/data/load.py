@@ -1,7 +1,7 @@
 """The one entry point that turns a config's data section into records: :func:`load_split`.
 
-Trainer, evaluator and CLI call this (or :func:`detect_ft.data.doctor.prepare_split`, which adds the
-checks and policies); nothing else reads annotation files.
+Trainer, evaluator and CLI call this (or :func:`detect_ft.data.split.load_checked_split`, which adds
+the doctor's checks and policies); nothing else reads annotation files.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -56,6 +57,39 @@ def outside_root_finding(image_path: str | os.PathLike, roots: list, where: str)
     shown = ", ".join(str(r) for r in roots)
     return Finding(OUTSIDE_ROOT, str(image_path), f"{where}: the image path is absolute or leaves the dataset folder "
                                                   f"{shown}")  # fmt: skip
+
+
+@dataclass
+class ImagePlacer:
+    """Checks the image paths an adapter builds and finds the images' sizes, collecting the findings.
+
+    A path inside none of ``roots`` is an ``outside_root`` finding (see :func:`outside_root_finding`) and
+    the image is left out unless ``allow_outside_root``. A size not given by the annotation is read from
+    the header in the frame ``apply_orientation`` chooses (:func:`size_or_finding`: a missing or
+    unreadable file is a finding and the image is left out).
+    """
+
+    roots: list
+    allow_outside_root: bool
+    apply_orientation: bool
+    findings: list[Finding] = field(default_factory=list)
+
+    def size(
+        self, image_path: Path, where: str, annotated_size: Optional[tuple[int, int]] = None
+    ) -> Optional[tuple[int, int]]:
+        """The image's (width, height), or None when it is left out. ``where`` names the annotation that
+        gave the path; ``annotated_size`` is the size the annotation gives, if valid."""
+        outside = outside_root_finding(image_path, self.roots, where)
+        if outside is not None:
+            self.findings.append(outside)
+            if not self.allow_outside_root:
+                return None
+        if annotated_size is not None:
+            return annotated_size
+        size, finding = size_or_finding(image_path, self.apply_orientation)
+        if finding is not None:
+            self.findings.append(finding)
+        return size
 
 
 def without_path(message: str, path: str | os.PathLike) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from detect_ft.data.image import read_image
-from detect_ft.data.records import DatasetRecords
+from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.data.stats import split_stats
 from detect_ft.errors import DataError
 from detect_ft.io import atomic_path
@@ -26,16 +26,23 @@ def write_split_plots(
     """Write ``<prefix>_histograms.png`` (classes, box sizes, aspects, centres) and ``<prefix>_samples.png``.
 
     The samples are the first ``samples`` images with boxes drawn (labels named); unreadable images are
-    skipped. Returns the paths written.
+    skipped. Returns the paths written. Figures are standalone (no pyplot state, no backend switch).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out_dir = Path(out_dir)
+    written = [_save(_histogram_figure(records, prefix), out_dir / f"{prefix}_histograms.png")]
+    images = _sample_images(records, samples)
+    if images:
+        written.append(_save(_samples_figure(records, images), out_dir / f"{prefix}_samples.png"))
+    return written
+
+
+def _histogram_figure(records: DatasetRecords, prefix: str):
+    """Boxes per class, box sizes, aspect ratios and normalised centres of the split, on a 2x2 grid."""
+    from matplotlib.figure import Figure
+
     stats = split_stats(records)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    fig = Figure(figsize=(11, 8))
+    axes = fig.subplots(2, 2)
     ax = axes[0, 0]
     ax.bar(range(records.num_classes), stats.boxes_per_class)
     ax.set_xticks(range(records.num_classes), records.class_names, rotation=45, ha="right")
@@ -52,9 +59,11 @@ def write_split_plots(
     axes[1, 1].invert_yaxis()
     axes[1, 1].set_title("box centres (normalised)")
     fig.suptitle(f"{prefix}: {stats.images} images, {stats.boxes} boxes")
-    written = [_save(fig, out_dir / f"{prefix}_histograms.png")]
-    plt.close(fig)
+    return fig
 
+
+def _sample_images(records: DatasetRecords, samples: int) -> list[tuple[ImageRecord, np.ndarray]]:
+    """Up to ``samples`` (record, RGB image) pairs from the first ``2 * samples`` records, skipping unreadable ones."""
     images = []
     for record in records.records[: samples * 2]:
         try:
@@ -63,27 +72,28 @@ def write_split_plots(
             continue
         if len(images) == samples:
             break
-    if images:
-        cols = int(np.ceil(np.sqrt(len(images))))
-        rows = int(np.ceil(len(images) / cols))
-        fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
-        for ax in axes.flat:
-            ax.axis("off")
-        colors = plt.get_cmap("tab10")
-        for ax, (record, image) in zip(axes.flat, images):
-            ax.imshow(image)
-            for (x1, y1, x2, y2), label in zip(record.boxes.tolist(), record.labels.tolist()):
-                color = colors((label - 1) % 10)
-                ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=color, linewidth=1.5))
-                ax.text(
-                    x1,
-                    y1,
-                    records.class_names[label - 1],
-                    color="white",
-                    fontsize=7,
-                    bbox={"facecolor": color, "pad": 1, "linewidth": 0},
-                )
-            ax.set_title(Path(record.image_path).name, fontsize=7)
-        written.append(_save(fig, out_dir / f"{prefix}_samples.png"))
-        plt.close(fig)
-    return written
+    return images
+
+
+def _samples_figure(records: DatasetRecords, images: list[tuple[ImageRecord, np.ndarray]]):
+    """A grid of the images with their boxes (xyxy, absolute pixels) drawn and labelled by class name."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    cols = int(np.ceil(np.sqrt(len(images))))
+    rows = int(np.ceil(len(images) / cols))
+    fig = Figure(figsize=(3 * cols, 3 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    colors = colormaps["tab10"]
+    for ax, (record, image) in zip(axes.flat, images):
+        ax.imshow(image)
+        for (x1, y1, x2, y2), label in zip(record.boxes.tolist(), record.labels.tolist()):
+            color = colors((label - 1) % 10)
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=color, linewidth=1.5))
+            bbox = {"facecolor": color, "pad": 1, "linewidth": 0}
+            ax.text(x1, y1, records.class_names[label - 1], color="white", fontsize=7, bbox=bbox)
+        ax.set_title(Path(record.image_path).name, fontsize=7)
+    return fig

@@ -17,11 +17,10 @@ import numpy as np
 
 from detect_ft.data.findings import UNKNOWN_CLASS, Finding
 from detect_ft.data.paths import (
+    ImagePlacer,
     check_not_background,
     is_background_name,
-    outside_root_finding,
     resolve,
-    size_or_finding,
 )
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.errors import DataError
@@ -147,54 +146,27 @@ def load_voc(
     root = Path(root)
     ids, list_file = voc_split_ids(root, split)
     parsed = [(image_id, parse_voc_xml(root / "Annotations" / f"{image_id}.xml")) for image_id in ids]
-    if classes:
-        check_not_background(list(classes), str(list_file))
-        _check_classes_used(root, list(classes), {o[0] for _, p in parsed for o in p["objects"]}, list_file)
-        names = list(classes)
-    else:
-        names = sorted({o[0] for _, p in parsed for o in p["objects"] if not is_background_name(o[0])})
+    names = _voc_classes(root, parsed, classes, list_file)
     label_of = {name: i + 1 for i, name in enumerate(names)}
 
-    records, findings = [], []
+    placer = ImagePlacer([root], allow_outside_root, apply_orientation)
+    records, findings = [], placer.findings
     for index, (image_id, ann) in enumerate(parsed):
         xml_path = root / "Annotations" / f"{image_id}.xml"
-        file_name = ann["filename"] or f"{image_id}.jpg"
-        if not Path(file_name).suffix:
-            file_name += ".jpg"
+        file_name = _file_name(image_id, ann)
         image_path = root / "JPEGImages" / file_name
-        outside = outside_root_finding(image_path, [root], f"{xml_path}: <filename> {file_name!r}")
-        if outside is not None:
-            findings.append(outside)
-            if not allow_outside_root:
-                continue
-        width, height = ann["width"], ann["height"]
-        if width is None or height is None:
-            size, finding = size_or_finding(image_path, apply_orientation)
-            if finding is not None:
-                findings.append(finding)
-                continue
-            width, height = size
-        boxes, labels, difficult = [], [], []
-        for i, (name, (xmin, ymin, xmax, ymax), is_difficult) in enumerate(ann["objects"]):
-            box = [xmin - 1.0, ymin - 1.0, xmax, ymax]
-            if name not in label_of:
-                why = (
-                    f"class '{name}' is the background class (label 0) and cannot be a box label"
-                    if is_background_name(name)
-                    else f"class '{name}' is not in data.classes {names}"
-                )
-                findings.append(Finding(UNKNOWN_CLASS, str(xml_path), why, i, box))
-                continue
-            boxes.append(box)
-            labels.append(label_of[name])
-            difficult.append(is_difficult)
+        annotated = None if ann["width"] is None or ann["height"] is None else (ann["width"], ann["height"])
+        size = placer.size(image_path, f"{xml_path}: <filename> {file_name!r}", annotated)
+        if size is None:
+            continue
+        boxes, labels, difficult = _voc_boxes(ann["objects"], label_of, names, xml_path, findings)
         if not boxes and not keep_background:
             continue
         records.append(
             ImageRecord(
                 image_path=str(image_path),
-                width=width,
-                height=height,
+                width=size[0],
+                height=size[1],
                 boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
                 labels=labels,
                 difficult=difficult,
@@ -204,6 +176,46 @@ def load_voc(
             )
         )
     return DatasetRecords(records, names, source=str(list_file)), findings
+
+
+def _file_name(image_id: str, ann: dict) -> str:
+    """The image's file name: the XML's ``<filename>`` (else ``<id>.jpg``), ``.jpg`` added when it has no suffix."""
+    file_name = ann["filename"] or f"{image_id}.jpg"
+    return file_name if Path(file_name).suffix else file_name + ".jpg"
+
+
+def _voc_classes(
+    root: Path, parsed: list[tuple[str, dict]], classes: Optional[list[str]], list_file: Path
+) -> list[str]:
+    """The class names in label order: ``classes`` (checked: not background, each used by some
+    annotation), else the non-background names of the split's objects, sorted."""
+    if classes:
+        check_not_background(list(classes), str(list_file))
+        _check_classes_used(root, list(classes), {o[0] for _, p in parsed for o in p["objects"]}, list_file)
+        return list(classes)
+    return sorted({o[0] for _, p in parsed for o in p["objects"] if not is_background_name(o[0])})
+
+
+def _voc_boxes(
+    objects: list, label_of: dict[str, int], names: list[str], xml_path: Path, findings: list[Finding]
+) -> tuple[list[list[float]], list[int], list[bool]]:
+    """Boxes (continuous xyxy, absolute pixels), labels and difficult flags of one file's objects;
+    objects of other classes are appended to ``findings`` as ``unknown_class`` instead."""
+    boxes, labels, difficult = [], [], []
+    for i, (name, (xmin, ymin, xmax, ymax), is_difficult) in enumerate(objects):
+        box = [xmin - 1.0, ymin - 1.0, xmax, ymax]
+        if name not in label_of:
+            why = (
+                f"class '{name}' is the background class (label 0) and cannot be a box label"
+                if is_background_name(name)
+                else f"class '{name}' is not in data.classes {names}"
+            )
+            findings.append(Finding(UNKNOWN_CLASS, str(xml_path), why, i, box))
+            continue
+        boxes.append(box)
+        labels.append(label_of[name])
+        difficult.append(is_difficult)
+    return boxes, labels, difficult
 
 
 def _check_classes_used(root: Path, classes: list[str], used: set[str], list_file: Path) -> None:

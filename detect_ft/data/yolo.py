@@ -153,21 +153,7 @@ def load_yolo(
     """
     root = Path(root or ".")
     images, where = yolo_image_list(root, split)
-    folder = where if where.is_dir() else where.parent
-    found = read_yolo_names([folder, folder.parent, root])
-    if found is None:
-        if not classes:
-            raise DataError(
-                f"YOLO split {where}: no classes.txt or data.yaml in {folder}, {folder.parent} or {root}; "
-                "add one or set data.classes"
-            )
-        id_names, names_file = dict(enumerate(classes)), "data.classes"
-    else:
-        id_names, names_file = found
-    ids = [i for i in sorted(id_names) if not is_background_name(id_names[i])]
-    names, label_of_name = select_classes([id_names[i] for i in ids], classes, str(names_file))
-    id_of_name = {id_names[i]: i for i in ids}
-    label_of_id = {id_of_name[n]: label_of_name[n] for n in names}
+    id_names, names, id_of_name, label_of_id = _yolo_classes(root, where, classes)
 
     records, findings = [], []
     for index, (image_path, file_name, label_path) in enumerate(images):
@@ -183,29 +169,14 @@ def load_yolo(
         if finding is not None:
             findings.append(finding)
             continue
-        width, height = size
-        rows = _parse_lines(label_path) if label_path.is_file() else []
-        boxes, labels = [], []
-        for i, (token, values) in enumerate(rows):
-            if len(values) == 4:
-                cx, cy, w, h = values
-                box = [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height]
-            else:
-                xs, ys = values[0::2], values[1::2]
-                box = [min(xs) * width, min(ys) * height, max(xs) * width, max(ys) * height]
-            class_id = _class_id(token)
-            if class_id is None or class_id not in label_of_id:
-                findings.append(Finding(UNKNOWN_CLASS, str(label_path), _why(token, class_id, id_names), i, box))
-                continue
-            boxes.append(box)
-            labels.append(label_of_id[class_id])
+        boxes, labels = _yolo_boxes(label_path, size, label_of_id, id_names, findings)
         if not boxes and not keep_background:
             continue
         records.append(
             ImageRecord(
                 image_path=str(image_path),
-                width=width,
-                height=height,
+                width=size[0],
+                height=size[1],
                 boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
                 labels=labels,
                 image_id=index + 1,
@@ -215,6 +186,58 @@ def load_yolo(
         )
     category_ids = [id_of_name[n] + 1 for n in names]
     return DatasetRecords(records, names, category_ids, source=str(where)), findings
+
+
+def _yolo_classes(
+    root: Path, where: Path, classes: Optional[list[str]]
+) -> tuple[dict[int, str], list[str], dict[str, int], dict[int, int]]:
+    """``(id_names, names, id_of_name, label_of_id)``: every YOLO id's name (from the names file, else
+    ``classes``), the selected class names in label order, the YOLO id of each selected name and the
+    label (1..K) of each selected YOLO id."""
+    folder = where if where.is_dir() else where.parent
+    found = read_yolo_names([folder, folder.parent, root])
+    if found is None:
+        if not classes:
+            raise DataError(
+                f"YOLO split {where}: no classes.txt or data.yaml in {folder}, {folder.parent} or {root}; "
+                "add one or set data.classes"
+            )
+        id_names, names_file = dict(enumerate(classes)), "data.classes"
+    else:
+        id_names, names_file = found
+    ids = [i for i in sorted(id_names) if not is_background_name(id_names[i])]
+    names, label_of_name = select_classes([id_names[i] for i in ids], classes, str(names_file))
+    id_of_name = {id_names[i]: i for i in ids}
+    return id_names, names, id_of_name, {id_of_name[n]: label_of_name[n] for n in names}
+
+
+def _yolo_boxes(
+    label_path: Path,
+    size: tuple[int, int],
+    label_of_id: dict[int, int],
+    id_names: dict[int, str],
+    findings: list[Finding],
+) -> tuple[list[list[float]], list[int]]:
+    """Boxes (xyxy, absolute pixels of an image of ``size`` (width, height)) and labels of one label file
+    (none when it does not exist); rows of unknown or unselected class ids are appended to ``findings``
+    as ``unknown_class`` instead."""
+    width, height = size
+    rows = _parse_lines(label_path) if label_path.is_file() else []
+    boxes, labels = [], []
+    for i, (token, values) in enumerate(rows):
+        if len(values) == 4:
+            cx, cy, w, h = values
+            box = [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height]
+        else:
+            xs, ys = values[0::2], values[1::2]
+            box = [min(xs) * width, min(ys) * height, max(xs) * width, max(ys) * height]
+        class_id = _class_id(token)
+        if class_id is None or class_id not in label_of_id:
+            findings.append(Finding(UNKNOWN_CLASS, str(label_path), _why(token, class_id, id_names), i, box))
+            continue
+        boxes.append(box)
+        labels.append(label_of_id[class_id])
+    return boxes, labels
 
 
 def _class_id(token: str) -> Optional[int]:
