@@ -16,7 +16,7 @@ from detect_ft.data.image import read_image
 from detect_ft.edge import EdgeDetector, runtime
 from detect_ft.errors import DetectFTError
 from detect_ft.evaluation.evaluator import torch_predictor
-from detect_ft.export import compare_detections, export_detector, match_detections
+from detect_ft.export import compare_detections, export_detector, pair_detections
 from detect_ft.export.onnx_export import build_metadata, export_onnx
 
 
@@ -126,11 +126,11 @@ def test_zero_and_exactly_one_detection_run(tmp_path, name):
     assert len(got_one["scores"]) == 1 and len(got_zero["scores"]) == 0
     assert got_one["boxes"].shape == (1, 4) and got_zero["boxes"].shape == (0, 4)
     ref = torch_predictor(model, "cpu")([candidates[one]])[0]
-    i, j = match_detections(ref, got_one)
+    i, j = pair_detections(ref, got_one)
     assert len(i) == 1 and abs(float(ref["scores"][0] - got_one["scores"][0])) < 1e-4
 
 
-def test_match_detections_pairs_by_label_and_iou():
+def test_pair_detections_pairs_by_label_and_iou():
     ref = {
         "boxes": np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32),
         "scores": np.array([0.9, 0.8]),
@@ -141,7 +141,7 @@ def test_match_detections_pairs_by_label_and_iou():
         "scores": np.array([0.8, 0.9, 0.1]),
         "labels": np.array([2, 2, 1]),
     }
-    i, j = match_detections(ref, cand)
+    i, j = pair_detections(ref, cand)
     assert sorted(zip(i.tolist(), j.tolist())) == [(0, 2), (1, 0)]
     stats = compare_detections([ref], [cand])
     assert stats["matched"] == 2 and stats["max_score_diff"] == pytest.approx(0.8)

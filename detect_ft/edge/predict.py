@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 
 from detect_ft.edge.runtime import read_image
 from detect_ft.errors import DetectFTError
+from detect_ft.predictions import PredictBatch, as_detections, coco_results, filter_detections
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-PredictBatch = Callable[[list[np.ndarray]], list[dict]]
 
 
 def draw_detections(image: np.ndarray, detections: dict, class_names: Sequence[str]) -> np.ndarray:
@@ -47,16 +47,6 @@ def _color(label: int) -> tuple[int, int, int]:
 def list_images(source: Path) -> list[Path]:
     """The image files directly inside folder ``source``, sorted by name."""
     return sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def coco_results(image_id: int, file_name: str, detections: dict, category_ids: Sequence[int]) -> list[dict]:
-    """COCO results entries (``bbox`` xywh pixels, original category ids) plus ``file_name``."""
-    out = []
-    for box, score, label in zip(detections["boxes"], detections["scores"], detections["labels"]):
-        x1, y1, x2, y2 = (float(v) for v in box)
-        out.append({"image_id": image_id, "file_name": file_name, "category_id": int(category_ids[int(label) - 1]),
-                    "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})  # fmt: skip
-    return out
 
 
 def predict_source(
@@ -95,8 +85,8 @@ def predict_source(
     else:
         count, annotated = 0, []
         for image_id, name, image in _images(source):
-            det = _filtered(predict_batch([image])[0], conf)
-            results += coco_results(image_id, name, det, category_ids)
+            det = _detections(predict_batch, image, conf)
+            results += coco_results(image_id, det, category_ids, file_name=name)
             annotated.append(_write_annotated(output, name, draw_detections(image, det, class_names)))
             count += 1
     if count == 0:
@@ -155,11 +145,8 @@ def _write_annotated(output: Path, name: str, image: np.ndarray) -> str:
     return str(target)
 
 
-def _filtered(det: dict, conf: float) -> dict:
-    scores = np.asarray(det["scores"], np.float32).reshape(-1)
-    keep = scores >= conf
-    return {"boxes": np.asarray(det["boxes"], np.float32).reshape(-1, 4)[keep], "scores": scores[keep],
-            "labels": np.asarray(det["labels"], np.int64).reshape(-1)[keep]}  # fmt: skip
+def _detections(predict_batch: PredictBatch, image: np.ndarray, conf: float) -> dict:
+    return filter_detections(as_detections(predict_batch([image])[0]), conf)
 
 
 def _images(source: Path) -> Iterator[tuple[int, str, np.ndarray]]:
@@ -197,8 +184,8 @@ def _predict_video(
                     if not ok:
                         break
                     image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                    det = _filtered(predict_batch([image])[0], conf)
-                    results += coco_results(count + 1, source.name, det, category_ids)
+                    det = _detections(predict_batch, image, conf)
+                    results += coco_results(count + 1, det, category_ids, file_name=source.name)
                     if writer is None:
                         size = (image.shape[1], image.shape[0])
                         writer = cv2.VideoWriter(os.fspath(tmp_mp4), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)

@@ -20,6 +20,7 @@ from detect_ft.data.records import DatasetRecords
 from detect_ft.errors import ConfigError, DataError
 from detect_ft.evaluation.checks import check_predictions
 from detect_ft.io import write_json_atomic
+from detect_ft.predictions import coco_results, filter_detections
 
 STAT_KEYS = (
     "map", "map50", "map75", "map_small", "map_medium", "map_large",
@@ -85,8 +86,13 @@ def predictions_to_coco_results(
     dataset: DatasetRecords, predictions: list[dict], *, score_thresh: float = 0.0
 ) -> list[dict]:
     """Detections in COCO results format: ``{"image_id", "category_id" (original id), "bbox" [x, y, w, h]
-    absolute pixels, "score"}``, one dict per box."""
-    return _results_from_array(detections_array(dataset, predictions, score_thresh=score_thresh))
+    absolute pixels, "score"}``, one dict per box (rows of :func:`detect_ft.predictions.coco_results`), in
+    the records' order."""
+    preds = check_predictions(dataset, predictions)
+    rows: list[dict] = []
+    for record, pred in zip(dataset.records, preds):
+        rows += coco_results(record.image_id, filter_detections(pred, score_thresh), dataset.category_ids)
+    return rows
 
 
 def write_coco_results(path: str | Path, dataset: DatasetRecords, predictions: list[dict],
@@ -96,6 +102,7 @@ def write_coco_results(path: str | Path, dataset: DatasetRecords, predictions: l
 
 
 def _results_from_array(dets: np.ndarray) -> list[dict]:
+    # The backends' loadRes input, from the (N, 7) array the scoring already built (detections_array).
     rows = dets.tolist()
     return [{"image_id": int(r[0]), "category_id": int(r[6]), "bbox": r[1:5], "score": r[5]} for r in rows]
 
