@@ -1,6 +1,7 @@
 """Evaluation plots: precision-recall curves per class and a confusion matrix with a background class.
 
-Both are written as PNG through matplotlib's Agg backend (no display needed) and atomically, and carry
+Both are drawn on standalone matplotlib ``Figure`` objects (no pyplot state, no backend switch in the
+calling process, no display needed), written as PNG atomically, and carry
 the PNG text entry ``Software: detect-ft eval``, so that a later evaluation replaces its own plots but
 never an unrelated file that happens to have the same name (:func:`foreign_plot_files`).
 """
@@ -94,11 +95,6 @@ def write_plots(
 
     Returns the paths written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     preds = check_predictions(dataset, predictions)
     out_dir = Path(out_dir)
     foreign = foreign_plot_files(out_dir)
@@ -106,15 +102,17 @@ def write_plots(
         raise DetectFTError(f"{', '.join(map(str, foreign))} exist and were not written by detect-ft's evaluation; "
                             "they are not replaced: write the evaluation to another folder")  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [_plot_pr(plt, dataset, preds, out_dir / PLOT_NAMES[0], iou)]
+    written = [_plot_pr(dataset, preds, out_dir / PLOT_NAMES[0], iou)]
     matrix = confusion_matrix(dataset, preds, iou=iou, score_thresh=score_thresh)
-    written.append(_plot_confusion(plt, matrix, dataset.class_names, out_dir / PLOT_NAMES[1],
-                                   iou, score_thresh))  # fmt: skip
+    written.append(_plot_confusion(matrix, dataset.class_names, out_dir / PLOT_NAMES[1], iou, score_thresh))
     return written
 
 
-def _plot_pr(plt, dataset: DatasetRecords, preds: list[dict], path: Path, iou: float) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 6))
+def _plot_pr(dataset: DatasetRecords, preds: list[dict], path: Path, iou: float) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 6))
+    ax = fig.subplots()
     aps = []
     labels, _, tp, npos = match_detections(dataset, preds, iou=iou)
     for label, name in enumerate(dataset.class_names, start=1):
@@ -132,14 +130,16 @@ def _plot_pr(plt, dataset: DatasetRecords, preds: list[dict], path: Path, iou: f
     ax.grid(alpha=0.3)
     if 0 < len(aps) <= _LEGEND_MAX:
         ax.legend(loc="lower left", fontsize=8)
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
-def _plot_confusion(plt, matrix: np.ndarray, class_names: list[str], path: Path, iou: float,
-                    score_thresh: float) -> Path:  # fmt: skip
+def _plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, iou: float, score_thresh: float) -> Path:
+    from matplotlib.figure import Figure
+
     names = list(class_names) + ["background"]
     side = min(max(4.0, 0.45 * len(names) + 2), 30.0)
-    fig, ax = plt.subplots(figsize=(side + 1, side))
+    fig = Figure(figsize=(side + 1, side))
+    ax = fig.subplots()
     # Row-normalised colours make rare classes readable; the cells print raw counts.
     totals = matrix.sum(1, keepdims=True)
     shade = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
@@ -155,12 +155,11 @@ def _plot_confusion(plt, matrix: np.ndarray, class_names: list[str], path: Path,
             if count:
                 ax.text(c, r, str(count), ha="center", va="center", fontsize=7,
                         color="white" if shade[r, c] > 0.5 else "black")  # fmt: skip
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
-def _save(plt, fig, path: Path) -> Path:
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png", metadata={"Software": SOFTWARE})
-    plt.close(fig)
     return path

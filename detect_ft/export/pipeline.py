@@ -12,6 +12,7 @@ gated, and the report says so.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -84,55 +85,88 @@ def export_detector(
         Int8RefusedError: the INT8 model lost more than ``int8_max_map_drop`` (and not ``int8_keep_anyway``).
     """
     output = Path(output)
+    _check_export_request(output, int8, calib_images)
+    model = model.eval().cpu()
+    meta = build_metadata(model, model_name=model_name, class_names=class_names, category_ids=category_ids,
+                          opset=opset, extra=extra_metadata)  # fmt: skip
+    report: dict[str, Any] = {"output": str(output), "model_name": model_name, "opset": opset,
+                              "verified": val_dataset is not None}  # fmt: skip
+    with atomic_path(output) as tmp:
+        report["export_seconds"] = _write_fp32(model, tmp, meta, opset, calib_images)
+        if val_dataset is not None:
+            report["parity"] = verify_export(model, tmp, val_dataset, max_map_drop=max_map_drop,
+                                             score_thresh=score_thresh, backend=backend, progress=progress)  # fmt: skip
+    if int8:
+        gate = Int8Gate(val_dataset, int8_max_map_drop, int8_keep_anyway, score_thresh, backend, progress)
+        _export_int8(output, report, list(calib_images), int8_options, gate)
+    return report
+
+
+def _write_fp32(model: nn.Module, path: Path, meta: dict[str, Any], opset: int,
+                calib_images: Optional[Sequence[np.ndarray]]) -> float:  # fmt: skip
+    """Export ``model`` to ``path`` and run the graph once in onnxruntime; returns the export's seconds."""
+    side = input_sizes(model)["min_size"]
+    start = time.perf_counter()
+    export_onnx(model, path, metadata=meta, opset=opset, sample_size=(side, side * 4 // 3))
+    seconds = time.perf_counter() - start
+    _smoke_run(path, calib_images)
+    return seconds
+
+
+def _check_export_request(output: Path, int8: bool, calib_images: Optional[Sequence[np.ndarray]]) -> None:
     if output.suffix.lower() != ".onnx":
         raise DetectFTError(
             f"ONNX output {output}: the file name must end in .onnx, e.g. {output.with_suffix('.onnx')}"
         )
     if int8 and not calib_images:
         raise DetectFTError("INT8 export needs calibration images; pass some from the training split (data.train)")
-    model = model.eval().cpu()
-    meta = build_metadata(model, model_name=model_name, class_names=class_names, category_ids=category_ids,
-                          opset=opset, extra=extra_metadata)  # fmt: skip
-    side = input_sizes(model)["min_size"]
-    report: dict[str, Any] = {"output": str(output), "model_name": model_name, "opset": opset,
-                              "verified": val_dataset is not None}  # fmt: skip
-    start = time.perf_counter()
-    with atomic_path(output) as tmp:
-        export_onnx(model, tmp, metadata=meta, opset=opset, sample_size=(side, side * 4 // 3))
-        report["export_seconds"] = time.perf_counter() - start
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Gate:
+    """How the INT8 model is checked against the fp32 ONNX model (the ``int8_*`` arguments of
+    :func:`export_detector`); without ``val_dataset`` it is not checked."""
+
+    val_dataset: Optional[DatasetRecords]
+    max_map_drop: float = 1.0
+    keep_anyway: bool = False
+    score_thresh: float = 0.001
+    backend: str = "hotcoco"
+    progress: bool = False
+
+
+def _export_int8(output: Path, report: dict[str, Any], calib_images: list[np.ndarray],
+                 options: Optional[Int8Options], gate: Int8Gate) -> None:  # fmt: skip
+    """Quantise the verified fp32 ``output`` to ``MODEL.int8.onnx``, time it against fp32 and gate it;
+    fills ``report["int8"]``. The file is evaluated at its temporary path, so a refused model is never
+    renamed to ``MODEL.int8.onnx``."""
+    int8_path = int8_path_for(output)
+    with atomic_path(int8_path) as tmp:
+        calibration = quantize_int8(output, tmp, calib_images, options)
         _smoke_run(tmp, calib_images)
-        if val_dataset is not None:
-            report["parity"] = verify_export(model, tmp, val_dataset, max_map_drop=max_map_drop,
-                                             score_thresh=score_thresh, backend=backend, progress=progress)  # fmt: skip
-    if int8:
-        int8_path = int8_path_for(output)
-        # Evaluated at the temporary path: a refused model is never renamed to MODEL.int8.onnx.
-        with atomic_path(int8_path) as tmp:
-            calibration = quantize_int8(output, tmp, list(calib_images), int8_options)
-            _smoke_run(tmp, calib_images)
-            info = report["int8"] = {"output": str(int8_path), **calibration, "max_map_drop": int8_max_map_drop}
-            sample = read_image(val_dataset.records[0].image_path) if val_dataset is not None else calib_images[0]
-            info["speed"] = compare_latency(output, tmp, sample)
-            if val_dataset is None:
-                info["gate"] = "not checked"
-            else:
-                _, metrics = score_runtime(EdgeDetector(tmp).predict_batch, val_dataset, score_thresh=score_thresh,
-                                           backend=backend, source=str(int8_path), progress=progress)  # fmt: skip
-                fp32_map = report["parity"]["onnx"]["map"] or 0.0
-                info.update(_summary(metrics), map_diff_points=100 * ((metrics["map"] or 0.0) - fp32_map))
-                drop = -info["map_diff_points"]
-                info["gate"] = "passed" if drop <= int8_max_map_drop else "kept anyway"
-                if drop > int8_max_map_drop and not int8_keep_anyway:
-                    info["gate"] = "refused"
-                    raise Int8RefusedError(
-                        f"INT8 model refused: its mAP {100 * (metrics['map'] or 0):.2f} is {drop:.2f} AP points below "
-                        f"the fp32 ONNX model's {100 * fp32_map:.2f} (> export.int8_max_map_drop={int8_max_map_drop}), "
-                        f"so {int8_path.name} was not written ({output.name}, fp32 and verified, was kept); deploy "
-                        "the fp32 model, or try export.int8_exclude=[head], export.int8_calibration=percentile or "
-                        "more export.calib_images, or raise export.int8_max_map_drop, or keep it anyway (int8_keep_anyway=True)",
-                        report,
-                    )
-    return report
+        info = report["int8"] = {"output": str(int8_path), **calibration, "max_map_drop": gate.max_map_drop}
+        dataset = gate.val_dataset
+        sample = read_image(dataset.records[0].image_path) if dataset is not None else calib_images[0]
+        info["speed"] = compare_latency(output, tmp, sample)
+        if dataset is None:
+            info["gate"] = "not checked"
+            return
+        _, metrics = score_runtime(EdgeDetector(tmp).predict_batch, dataset, score_thresh=gate.score_thresh,
+                                   backend=gate.backend, source=str(int8_path), progress=gate.progress)  # fmt: skip
+        fp32_map = report["parity"]["onnx"]["map"] or 0.0
+        info.update(_summary(metrics), map_diff_points=100 * ((metrics["map"] or 0.0) - fp32_map))
+        drop = -info["map_diff_points"]
+        info["gate"] = "passed" if drop <= gate.max_map_drop else "kept anyway"
+        if drop > gate.max_map_drop and not gate.keep_anyway:
+            info["gate"] = "refused"
+            raise Int8RefusedError(
+                f"INT8 model refused: its mAP {100 * (metrics['map'] or 0):.2f} is {drop:.2f} AP points below "
+                f"the fp32 ONNX model's {100 * fp32_map:.2f} (> export.int8_max_map_drop={gate.max_map_drop}), "
+                f"so {int8_path.name} was not written ({output.name}, fp32 and verified, was kept); deploy "
+                "the fp32 model, or try export.int8_exclude=[head], export.int8_calibration=percentile or "
+                "more export.calib_images, or raise export.int8_max_map_drop, or keep it anyway (int8_keep_anyway=True)",
+                report,
+            )
 
 
 def compare_latency(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, image: np.ndarray, *,
