@@ -22,20 +22,14 @@ from detect_ft.export.onnx_export import build_metadata, export_onnx
 
 @pytest.fixture(scope="module", params=FAST_MODELS)
 def exported(request, tmp_path_factory):
-    """``exported_model``'s files, but exported with ``export.int8_max_map_drop=100``: INT8 of these
-    random-init models, calibrated on 2 images, loses far more than the default 1 AP point and would be
-    refused (the gate has its own tests below)."""
-    from test_export_support import pseudo_labelled_split, write_checkpoint
+    """conftest's ``exported_onnx`` for each fast model: the session's own for ssdlite320_mobilenet_v3_large,
+    exported here the same way for the others."""
+    from test_export_support import exported_model
 
-    name, tmp_path = request.param, tmp_path_factory.mktemp(request.param)
-    model = separated_model(name)
-    root = synthetic_root(tmp_path)
-    val = pseudo_labelled_split(model, root)
-    checkpoint = write_checkpoint(model, name, tmp_path / "model.pt", root)
-    onnx_path = tmp_path / "out" / "model.onnx"
-    assert main(["export", str(checkpoint), "--output", str(onnx_path), "--int8", "export.int8_max_map_drop=100"]) == 0
-    return {"model": model, "name": name, "root": root, "val": val, "checkpoint": checkpoint, "onnx": onnx_path,
-            "int8": tmp_path / "out" / "model.int8.onnx"}  # fmt: skip
+    if request.param == "ssdlite320_mobilenet_v3_large":
+        return request.getfixturevalue("exported_onnx")
+    tmp_path = tmp_path_factory.mktemp(request.param)
+    return exported_model(tmp_path, request.param, overrides=("export.int8_max_map_drop=100",))
 
 
 def test_export_writes_checked_onnx_with_metadata(exported):

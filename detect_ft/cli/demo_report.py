@@ -114,10 +114,15 @@ def _parity_lines(parity: dict[str, Any] | None) -> list[str]:
         return ["The export ran without the parity check."]
     det = parity["detections"]
     rows = [
-        (runtime, fmt(parity[key]["map"]), fmt(parity[key]["map50"]),
-         fmt(parity[key]["latency"]["p50_ms"], 1), fmt(parity[key]["latency"]["p90_ms"], 1))
+        (
+            runtime,
+            fmt(parity[key]["map"]),
+            fmt(parity[key]["map50"]),
+            fmt(parity[key]["latency"]["p50_ms"], 1),
+            fmt(parity[key]["latency"]["p90_ms"], 1),
+        )
         for runtime, key in (("PyTorch (eager)", "torch"), ("ONNX (onnxruntime)", "onnx"))
-    ]  # fmt: skip
+    ]
     return [
         markdown_table(["runtime", "mAP", "mAP50", "latency p50 (ms)", "latency p90 (ms)"], rows),
         "",

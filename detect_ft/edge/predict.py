@@ -90,8 +90,10 @@ def predict_source(
             annotated.append(_write_annotated(output, name, draw_detections(image, det, class_names)))
             count += 1
     if count == 0:
-        raise DetectFTError(f"source {source} holds no readable images or frames; pass {', '.join(IMAGE_SUFFIXES)} "
-                            f"files or a {', '.join(VIDEO_SUFFIXES)} video")  # fmt: skip
+        raise DetectFTError(
+            f"source {source} holds no readable images or frames; pass {', '.join(IMAGE_SUFFIXES)} "
+            f"files or a {', '.join(VIDEO_SUFFIXES)} video"
+        )
     predictions = output / "predictions.json"
     write_json_atomic(predictions, results, indent=None)
     return {"images": count, "detections": len(results), "predictions": str(predictions), "annotated": annotated}
@@ -117,9 +119,11 @@ def check_no_overwrite(source: Path, output: Path) -> None:
         inputs = list_images(source)
         if output.exists() and _same_file(output, source):
             shown = ", ".join(p.name for p in inputs[:5]) + (f" ... ({len(inputs)} in all)" if len(inputs) > 5 else "")
-            raise DetectFTError(f"output folder {output} is the source folder: the annotated copies would overwrite "
-                                f"the input images ({shown or 'none yet'}) and become inputs of the next run; "
-                                "choose another output folder")  # fmt: skip
+            raise DetectFTError(
+                f"output folder {output} is the source folder: the annotated copies would overwrite "
+                f"the input images ({shown or 'none yet'}) and become inputs of the next run; "
+                "choose another output folder"
+            )
         outputs = [output / annotated_name(p.name) for p in inputs]
     elif source.suffix.lower() in VIDEO_SUFFIXES:
         inputs, outputs = [source], [output / f"{source.stem}.pred.mp4"]
@@ -129,8 +133,9 @@ def check_no_overwrite(source: Path, output: Path) -> None:
     hits = [(t, p) for t in outputs if t.exists() for p in inputs if _same_file(t, p)]
     if hits:
         shown = ", ".join(f"{t} (the input {p})" for t, p in hits[:5])
-        raise DetectFTError(f"writing the predictions to {output} would overwrite input file(s) {shown}; choose "
-                            "another output folder")  # fmt: skip
+        raise DetectFTError(
+            f"writing the predictions to {output} would overwrite input file(s) {shown}; choose another output folder"
+        )
 
 
 def _write_annotated(output: Path, name: str, image: np.ndarray) -> str:
@@ -156,15 +161,22 @@ def _images(source: Path) -> Iterator[tuple[int, str, np.ndarray]]:
             yield i + 1, path.name, read_image(path)
         return
     if source.suffix.lower() not in IMAGE_SUFFIXES:
-        raise DetectFTError(f"source {source}: unknown file type {source.suffix!r}; pass an image "
-                            f"({', '.join(IMAGE_SUFFIXES)}), a folder or a video ({', '.join(VIDEO_SUFFIXES)})")  # fmt: skip
+        raise DetectFTError(
+            f"source {source}: unknown file type {source.suffix!r}; pass an image "
+            f"({', '.join(IMAGE_SUFFIXES)}), a folder or a video ({', '.join(VIDEO_SUFFIXES)})"
+        )
     yield 1, source.name, read_image(source)
 
 
 def _predict_video(
-    predict_batch: PredictBatch, source: Path, output: Path, class_names: Sequence[str],
-    category_ids: Sequence[int], conf: float, results: list[dict],
-) -> tuple[int, list[str]]:  # fmt: skip
+    predict_batch: PredictBatch,
+    source: Path,
+    output: Path,
+    class_names: Sequence[str],
+    category_ids: Sequence[int],
+    conf: float,
+    results: list[dict],
+) -> tuple[int, list[str]]:
     """Annotate every frame into ``<stem>.pred.mp4`` (mp4v, the source's frame rate); append results."""
     from detect_ft.io import atomic_path
 
@@ -190,8 +202,9 @@ def _predict_video(
                         size = (image.shape[1], image.shape[0])
                         writer = cv2.VideoWriter(os.fspath(tmp_mp4), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
                         if not writer.isOpened():
-                            raise DetectFTError(f"OpenCV cannot write {target} with the mp4v codec; "
-                                                "use an OpenCV build with FFmpeg")  # fmt: skip
+                            raise DetectFTError(
+                                f"OpenCV cannot write {target} with the mp4v codec; use an OpenCV build with FFmpeg"
+                            )
                     writer.write(cv2.cvtColor(draw_detections(image, det, class_names), cv2.COLOR_RGB2BGR))
                     count += 1
                 if writer is not None:

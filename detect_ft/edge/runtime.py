@@ -131,8 +131,10 @@ class EdgeDetector:
         det = as_detections({"boxes": boxes, "scores": scores, "labels": labels})
         n_boxes, n_scores, n_labels = (len(det[key]) for key in ("boxes", "scores", "labels"))
         if n_boxes != n_scores or n_labels != n_scores:
-            raise DetectFTError(f"{self.path}: the graph returned {n_boxes} boxes, {n_scores} scores and "
-                                f"{n_labels} labels; re-export the model")  # fmt: skip
+            raise DetectFTError(
+                f"{self.path}: the graph returned {n_boxes} boxes, {n_scores} scores and "
+                f"{n_labels} labels; re-export the model"
+            )
         det = filter_detections(det, self.conf if conf is None else conf)
         order = np.argsort(-det["scores"], kind="stable")
         det = {key: value[order] for key, value in det.items()}

@@ -99,8 +99,10 @@ def _read(record: ImageRecord) -> np.ndarray:
     try:
         image = read_image(record.image_path, apply_orientation=record.apply_orientation)
     except DataError as exc:
-        raise DataError(f"{exc} (found while predicting; check the split with `detect-ft check-data`, and "
-                        "data.on_unreadable_image=drop leaves such images out)") from None  # fmt: skip
+        raise DataError(
+            f"{exc} (found while predicting; check the split with `detect-ft check-data`, and "
+            "data.on_unreadable_image=drop leaves such images out)"
+        ) from None
     height, width = image.shape[:2]
     if (width, height) != (record.width, record.height):
         # Boxes are in the annotated size; scoring predictions made on another size would be wrong.
@@ -126,12 +128,18 @@ def torch_predictor(model, device) -> PredictBatch:
 
     def predict_batch(images: list[np.ndarray]) -> list[dict]:
         # uint8 crosses to the device (4x fewer bytes than float), the scaling happens there.
-        tensors = [torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1).float().div_(255)
-                   for img in images]  # fmt: skip
+        tensors = [
+            torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1).float().div_(255) for img in images
+        ]
         with torch.inference_mode():
             outputs = model(tensors)
-        return [{key: out[key].detach().float().cpu().numpy() if key != "labels" else out[key].cpu().numpy()
-                 for key in ("boxes", "scores", "labels")} for out in outputs]  # fmt: skip
+        return [
+            {
+                key: out[key].detach().float().cpu().numpy() if key != "labels" else out[key].cpu().numpy()
+                for key in ("boxes", "scores", "labels")
+            }
+            for out in outputs
+        ]
 
     return predict_batch
 
@@ -167,8 +175,9 @@ def _onnx_predictor(path: str, device: str) -> tuple[PredictBatch, dict]:
     return detector.predict_batch, meta
 
 
-def score_predictions(dataset: DatasetRecords, predictions: list[dict], *, backend: str = "hotcoco",
-                      source: str = "predictions") -> dict:  # fmt: skip
+def score_predictions(
+    dataset: DatasetRecords, predictions: list[dict], *, backend: str = "hotcoco", source: str = "predictions"
+) -> dict:
     """:func:`coco_metrics` plus the VOC view: ``voc_map50`` (all-point AP at IoU 0.5, mean over
     classes), ``voc_per_class`` and ``num_ground_truth_per_class`` (countable boxes per class)."""
     from detect_ft.evaluation.coco_eval import coco_metrics
@@ -176,8 +185,9 @@ def score_predictions(dataset: DatasetRecords, predictions: list[dict], *, backe
 
     metrics = coco_metrics(dataset, predictions, backend=backend, source=source)
     voc = voc_metrics(dataset, predictions, source=source)
-    metrics.update(voc_map50=voc["map50"], voc_per_class=voc["per_class"],
-                   num_ground_truth_per_class=voc["num_ground_truth"])  # fmt: skip
+    metrics.update(
+        voc_map50=voc["map50"], voc_per_class=voc["per_class"], num_ground_truth_per_class=voc["num_ground_truth"]
+    )
     return metrics
 
 
@@ -202,13 +212,15 @@ def evaluate_model(
     was_training = model.training
     start = time.perf_counter()
     try:
-        raw = predict_records(torch_predictor(model, device), dataset, batch_size=batch_size, workers=workers,
-                              progress=progress)  # fmt: skip
+        raw = predict_records(
+            torch_predictor(model, device), dataset, batch_size=batch_size, workers=workers, progress=progress
+        )
     finally:
         model.train(was_training)
     predict_s = time.perf_counter() - start
-    metrics = score_predictions(dataset, filter_predictions(raw, score_thresh), backend=backend,
-                                source="model predictions")  # fmt: skip
+    metrics = score_predictions(
+        dataset, filter_predictions(raw, score_thresh), backend=backend, source="model predictions"
+    )
     metrics["seconds"] = time.perf_counter() - start
     metrics["images_per_s"] = len(dataset.records) / predict_s if predict_s > 0 else None
     metrics["constant_predictions"] = predictions_ignore_image(raw)

@@ -99,8 +99,10 @@ def write_plots(
     out_dir = Path(out_dir)
     foreign = foreign_plot_files(out_dir)
     if foreign:
-        raise DetectFTError(f"{', '.join(map(str, foreign))} exist and were not written by detect-ft's evaluation; "
-                            "they are not replaced: write the evaluation to another folder")  # fmt: skip
+        raise DetectFTError(
+            f"{', '.join(map(str, foreign))} exist and were not written by detect-ft's evaluation; "
+            "they are not replaced: write the evaluation to another folder"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [_plot_pr(dataset, preds, out_dir / PLOT_NAMES[0], iou)]
     matrix = confusion_matrix(dataset, preds, iou=iou, score_thresh=score_thresh)
@@ -121,8 +123,9 @@ def _plot_pr(dataset: DatasetRecords, preds: list[dict], path: Path, iou: float)
         precision, recall = precision_recall(tp[labels == label], int(npos[label]))
         ap = average_precision(precision, recall)
         aps.append(ap)
-        ax.plot(np.concatenate(([0.0], recall)), np.concatenate(([1.0], precision)), linewidth=1.2,
-                label=f"{name} {ap:.3f}")  # fmt: skip
+        ax.plot(
+            np.concatenate(([0.0], recall)), np.concatenate(([1.0], precision)), linewidth=1.2, label=f"{name} {ap:.3f}"
+        )
     title = f"Precision-recall at IoU {iou:g}"
     if aps:
         title += f" (mAP {np.mean(aps):.3f})"
@@ -148,13 +151,21 @@ def _plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, iou:
     ticks = np.arange(len(names))
     ax.set_xticks(ticks, names, rotation=90 if len(names) > 6 else 0, fontsize=8)
     ax.set_yticks(ticks, names, fontsize=8)
-    ax.set(xlabel="predicted", ylabel="ground truth",
-           title=f"Confusion matrix (IoU >= {iou:g}, score >= {score_thresh:g})")  # fmt: skip
+    ax.set(
+        xlabel="predicted", ylabel="ground truth", title=f"Confusion matrix (IoU >= {iou:g}, score >= {score_thresh:g})"
+    )
     if len(names) <= 30:
         for (r, c), count in np.ndenumerate(matrix):
             if count:
-                ax.text(c, r, str(count), ha="center", va="center", fontsize=7,
-                        color="white" if shade[r, c] > 0.5 else "black")  # fmt: skip
+                ax.text(
+                    c,
+                    r,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if shade[r, c] > 0.5 else "black",
+                )
     return _save(fig, path)
 
 

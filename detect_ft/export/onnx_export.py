@@ -190,10 +190,16 @@ def export_onnx(
             # dynamo=False pins the TorchScript exporter: the dynamo exporter cannot capture the
             # data-dependent shapes of torchvision's score filtering and NMS (torch 2.4-2.14).
             torch.onnx.export(
-                SingleImageDetector(model), (image,), os.fspath(path), dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic,
+                SingleImageDetector(model),
+                (image,),
+                os.fspath(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes=dynamic,
                 do_constant_folding=True,
-            )  # fmt: skip
+            )
         except Exception as exc:
             raise DetectFTError(
                 f"ONNX export of {metadata.get('model_name')} at opset {opset} failed: {str(exc).splitlines()[0]}; "

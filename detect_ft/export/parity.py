@@ -106,8 +106,12 @@ def latency_summary(times: Sequence[float], warmup: int = 1) -> dict:
     kept = np.asarray(times[warmup:] if len(times) > warmup else times, np.float64) * 1000.0
     if not kept.size:
         return {"p50_ms": None, "p90_ms": None, "mean_ms": None, "calls": 0}
-    return {"p50_ms": float(np.percentile(kept, 50)), "p90_ms": float(np.percentile(kept, 90)),
-            "mean_ms": float(kept.mean()), "calls": int(kept.size)}  # fmt: skip
+    return {
+        "p50_ms": float(np.percentile(kept, 50)),
+        "p90_ms": float(np.percentile(kept, 90)),
+        "mean_ms": float(kept.mean()),
+        "calls": int(kept.size),
+    }
 
 
 def score_runtime(

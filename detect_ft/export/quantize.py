@@ -71,8 +71,11 @@ class Int8Options:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude", tuple(self.exclude))
-        for key, value, allowed in (("format", self.format, FORMATS), ("calibration", self.calibration, CALIBRATIONS),
-                                    ("ops", self.ops, tuple(OP_SETS))):  # fmt: skip
+        for key, value, allowed in (
+            ("format", self.format, FORMATS),
+            ("calibration", self.calibration, CALIBRATIONS),
+            ("ops", self.ops, tuple(OP_SETS)),
+        ):
             if value not in allowed:
                 raise DetectFTError(f"export.int8_{key}={value!r} is not one of {', '.join(allowed)}")
         if not 0 < self.percentile <= 100:
@@ -134,8 +137,10 @@ def excluded_nodes(graph, exclude: Sequence[str], op_types: Sequence[str]) -> li
         else:
             found = [n.name for n in nodes if entry in n.name]
         if not found:
-            raise DetectFTError(f"export.int8_exclude entry {entry!r} matches no quantisable node of the graph; "
-                                f"use one of {', '.join(EXCLUDE_KEYWORDS)} or a substring of a node name")  # fmt: skip
+            raise DetectFTError(
+                f"export.int8_exclude entry {entry!r} matches no quantisable node of the graph; "
+                f"use one of {', '.join(EXCLUDE_KEYWORDS)} or a substring of a node name"
+            )
         names += [name for name in found if name not in names]
     return names
 
@@ -210,8 +215,14 @@ def quantize_int8(
     }
     set_metadata(proto, meta)
     onnx.save(proto, os.fspath(int8_path))
-    return {"calibration_images": len(images), "quantized_ops": op_types, "options": options.to_dict(),
-            "excluded_nodes": excluded, "description": options.describe(), "simplified": simplified}  # fmt: skip
+    return {
+        "calibration_images": len(images),
+        "quantized_ops": op_types,
+        "options": options.to_dict(),
+        "excluded_nodes": excluded,
+        "description": options.describe(),
+        "simplified": simplified,
+    }
 
 
 def _op_types(options: Int8Options) -> list[str]:
@@ -236,8 +247,11 @@ def _quantize_static(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    calibration = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                   "entropy": CalibrationMethod.Entropy}[options.calibration]  # fmt: skip
+    calibration = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[options.calibration]
     extra: dict[str, Any] = {}
     if options.calibration == "percentile":
         # Cut (100 - percentile) / 2 % of the values on each side (onnxruntime's default cuts |x|, which
@@ -256,14 +270,20 @@ def _quantize_static(
         extra["TensorQuantOverrides"] = _entropy_ranges(prepared, reader, op_types, tmp / "augmented.onnx")
     quantized = tmp / "int8.onnx"
     quantize_static(
-        os.fspath(prepared), os.fspath(quantized), reader,
+        os.fspath(prepared),
+        os.fspath(quantized),
+        reader,
         quant_format=QuantFormat.QDQ if options.format == "qdq" else QuantFormat.QOperator,
-        per_channel=options.per_channel, reduce_range=options.reduce_range, op_types_to_quantize=op_types,
+        per_channel=options.per_channel,
+        reduce_range=options.reduce_range,
+        op_types_to_quantize=op_types,
         nodes_to_quantize=selected,
-        nodes_to_exclude=excluded, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        nodes_to_exclude=excluded,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax if options.calibration == "entropy" else calibration,
         extra_options=extra,
-    )  # fmt: skip
+    )
     return onnx.load(os.fspath(quantized)), excluded
 
 
@@ -304,9 +324,13 @@ def _entropy_ranges(prepared: Path, reader: ImageCalibrationReader, op_types: Se
     """
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
-    calibrator = create_calibrator(prepared, list(op_types), augmented_model_path=os.fspath(augmented),
-                                   calibrate_method=CalibrationMethod.Entropy,
-                                   extra_options={"num_bins": ENTROPY_BINS, "num_quantized_bins": 128})  # fmt: skip
+    calibrator = create_calibrator(
+        prepared,
+        list(op_types),
+        augmented_model_path=os.fspath(augmented),
+        calibrate_method=CalibrationMethod.Entropy,
+        extra_options={"num_bins": ENTROPY_BINS, "num_quantized_bins": 128},
+    )
     calibrator.collect_data(reader)
     ranges = calibrator.compute_data()
     reader.rewind()
