@@ -67,8 +67,8 @@ def detections_array(
     cat_ids = np.asarray(dataset.category_ids, dtype=np.float64)
     parts = []
     for record, pred in zip(dataset.records, preds):
-        keep = pred["scores"] >= score_thresh
-        boxes = pred["boxes"][keep]
+        kept = filter_detections(pred, score_thresh)
+        boxes = kept["boxes"]
         n = len(boxes)
         if not n:
             continue
@@ -76,8 +76,8 @@ def detections_array(
         part[:, 0] = record.image_id
         part[:, 1:3] = boxes[:, :2]
         part[:, 3:5] = boxes[:, 2:] - boxes[:, :2]
-        part[:, 5] = pred["scores"][keep]
-        part[:, 6] = cat_ids[pred["labels"][keep] - 1]
+        part[:, 5] = kept["scores"]
+        part[:, 6] = cat_ids[kept["labels"] - 1]
         parts.append(part)
     return np.concatenate(parts) if parts else np.zeros((0, 7), np.float64)
 

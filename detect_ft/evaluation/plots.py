@@ -17,6 +17,7 @@ from detect_ft.errors import DetectFTError
 from detect_ft.evaluation.checks import check_predictions, ground_truth_ignore
 from detect_ft.evaluation.voc_eval import average_precision, box_iou, match_detections, precision_recall
 from detect_ft.io import atomic_path
+from detect_ft.predictions import filter_detections
 
 _LEGEND_MAX = 20  # beyond this many classes a legend hides the curves
 PLOT_NAMES = ("pr_curves.png", "confusion_matrix.png")
@@ -58,8 +59,8 @@ def confusion_matrix(
     k = dataset.num_classes
     matrix = np.zeros((k + 1, k + 1), np.int64)
     for record, pred in zip(dataset.records, preds):
-        keep = pred["scores"] >= score_thresh
-        det_boxes, det_labels = pred["boxes"][keep], pred["labels"][keep]
+        kept = filter_detections(pred, score_thresh)
+        det_boxes, det_labels = kept["boxes"], kept["labels"]
         ignore = ground_truth_ignore(record)
         gt_boxes, gt_labels = record.boxes[~ignore].astype(np.float64), record.labels[~ignore]
         gt_used = np.zeros(len(gt_boxes), bool)
