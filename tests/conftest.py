@@ -89,6 +89,21 @@ def tiny_data(tmp_path_factory) -> Path:
     return make_tiny_data(tmp_path_factory.mktemp("tiny_data"))
 
 
+@pytest.fixture(scope="session")
+def exported_onnx(tmp_path_factory) -> dict:
+    """The session's one exported detector: ``ssdlite320_mobilenet_v3_large`` (spread-out random weights)
+    through ``detect-ft export --int8``, parity-checked on pseudo-labelled synthetic data.
+
+    Keys: ``model`` (the PyTorch model), ``name``, ``root`` (COCO data), ``val`` (its records),
+    ``checkpoint``, ``onnx``, ``int8`` and ``images`` (the data's image folder). Read-only: write elsewhere.
+    ``export.int8_max_map_drop=100``: INT8 of this random-init model, calibrated on 2 images, loses far more
+    than the default 1 AP point and would be refused (tests/test_export.py tests the gate on its own).
+    """
+    from test_export_support import exported_model
+
+    return exported_model(tmp_path_factory.mktemp("exported_onnx"), overrides=("export.int8_max_map_drop=100",))
+
+
 @pytest.fixture
 def one_thread():
     """One intra-op torch thread: on a shared 2-core machine two spin-waiting OpenMP threads can be far

@@ -16,26 +16,20 @@ from detect_ft.data.image import read_image
 from detect_ft.edge import EdgeDetector, runtime
 from detect_ft.errors import DetectFTError
 from detect_ft.evaluation.evaluator import torch_predictor
-from detect_ft.export import compare_detections, export_detector, match_detections
+from detect_ft.export import compare_detections, export_detector, pair_detections
 from detect_ft.export.onnx_export import build_metadata, export_onnx
 
 
 @pytest.fixture(scope="module", params=FAST_MODELS)
 def exported(request, tmp_path_factory):
-    """``exported_model``'s files, but exported with ``export.int8_max_map_drop=100``: INT8 of these
-    random-init models, calibrated on 2 images, loses far more than the default 1 AP point and would be
-    refused (the gate has its own tests below)."""
-    from test_export_support import pseudo_labelled_split, write_checkpoint
+    """conftest's ``exported_onnx`` for each fast model: the session's own for ssdlite320_mobilenet_v3_large,
+    exported here the same way for the others."""
+    from test_export_support import exported_model
 
-    name, tmp_path = request.param, tmp_path_factory.mktemp(request.param)
-    model = separated_model(name)
-    root = synthetic_root(tmp_path)
-    val = pseudo_labelled_split(model, root)
-    checkpoint = write_checkpoint(model, name, tmp_path / "model.pt", root)
-    onnx_path = tmp_path / "out" / "model.onnx"
-    assert main(["export", str(checkpoint), "--output", str(onnx_path), "--int8", "export.int8_max_map_drop=100"]) == 0
-    return {"model": model, "name": name, "root": root, "val": val, "checkpoint": checkpoint, "onnx": onnx_path,
-            "int8": tmp_path / "out" / "model.int8.onnx"}  # fmt: skip
+    if request.param == "ssdlite320_mobilenet_v3_large":
+        return request.getfixturevalue("exported_onnx")
+    tmp_path = tmp_path_factory.mktemp(request.param)
+    return exported_model(tmp_path, request.param, overrides=("export.int8_max_map_drop=100",))
 
 
 def test_export_writes_checked_onnx_with_metadata(exported):
@@ -126,11 +120,11 @@ def test_zero_and_exactly_one_detection_run(tmp_path, name):
     assert len(got_one["scores"]) == 1 and len(got_zero["scores"]) == 0
     assert got_one["boxes"].shape == (1, 4) and got_zero["boxes"].shape == (0, 4)
     ref = torch_predictor(model, "cpu")([candidates[one]])[0]
-    i, j = match_detections(ref, got_one)
+    i, j = pair_detections(ref, got_one)
     assert len(i) == 1 and abs(float(ref["scores"][0] - got_one["scores"][0])) < 1e-4
 
 
-def test_match_detections_pairs_by_label_and_iou():
+def test_pair_detections_pairs_by_label_and_iou():
     ref = {
         "boxes": np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32),
         "scores": np.array([0.9, 0.8]),
@@ -141,7 +135,7 @@ def test_match_detections_pairs_by_label_and_iou():
         "scores": np.array([0.8, 0.9, 0.1]),
         "labels": np.array([2, 2, 1]),
     }
-    i, j = match_detections(ref, cand)
+    i, j = pair_detections(ref, cand)
     assert sorted(zip(i.tolist(), j.tolist())) == [(0, 2), (1, 0)]
     stats = compare_detections([ref], [cand])
     assert stats["matched"] == 2 and stats["max_score_diff"] == pytest.approx(0.8)

@@ -113,8 +113,11 @@ def pseudo_labelled_split(model: torch.nn.Module, root: Path, min_score: float =
     return dataset
 
 
-def exported_model(tmp_path: Path, name: str = "ssdlite320_mobilenet_v3_large") -> dict:
-    """Checkpoint, pseudo-labelled data and a verified ``model.onnx`` + ``model.int8.onnx`` (through the CLI)."""
+def exported_model(
+    tmp_path: Path, name: str = "ssdlite320_mobilenet_v3_large", overrides: tuple[str, ...] = ()
+) -> dict:
+    """Checkpoint, pseudo-labelled data and a verified ``model.onnx`` + ``model.int8.onnx`` written by
+    ``detect-ft export --int8 OVERRIDES``; ``images`` is the data's image folder (train and val images)."""
     from detect_ft.cli.main import main
 
     model = separated_model(name)
@@ -122,20 +125,6 @@ def exported_model(tmp_path: Path, name: str = "ssdlite320_mobilenet_v3_large") 
     val = pseudo_labelled_split(model, root)
     checkpoint = write_checkpoint(model, name, tmp_path / "model.pt", root)
     onnx_path = tmp_path / "out" / "model.onnx"
-    assert main(["export", str(checkpoint), "--output", str(onnx_path), "--int8"]) == 0
+    assert main(["export", str(checkpoint), "--output", str(onnx_path), "--int8", *overrides]) == 0
     return {"model": model, "name": name, "root": root, "val": val, "checkpoint": checkpoint, "onnx": onnx_path,
-            "int8": tmp_path / "out" / "model.int8.onnx"}  # fmt: skip
-
-
-def unverified_export(tmp_path: Path, name: str = "ssdlite320_mobilenet_v3_large") -> dict:
-    """A checkpoint and its ``model.onnx`` (exported without the parity run, to keep tests fast) plus a
-    folder of a few synthetic images."""
-    from detect_ft.export.onnx_export import build_metadata, export_onnx
-
-    model = separated_model(name)
-    root = synthetic_root(tmp_path, num_train=0, num_val=3)
-    checkpoint = write_checkpoint(model, name, tmp_path / "model.pt", root)
-    path = tmp_path / "model.onnx"
-    export_onnx(model, path, metadata=build_metadata(model, model_name=name, class_names=CLASSES,
-                                                      category_ids=CATEGORY_IDS, opset=17))  # fmt: skip
-    return {"model": model, "onnx": path, "checkpoint": checkpoint, "images": root / "images"}
+            "int8": tmp_path / "out" / "model.int8.onnx", "images": root / "images"}  # fmt: skip

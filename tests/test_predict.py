@@ -6,48 +6,54 @@ import json
 
 import cv2
 import numpy as np
-import pytest
-from test_export_support import CATEGORY_IDS, unverified_export
+from test_export_support import CATEGORY_IDS
 
 from detect_ft.cli.main import main
 from detect_ft.edge import EdgeDetector, read_image
 from detect_ft.export import compare_detections
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return unverified_export(tmp_path_factory.mktemp("predict"))
-
-
 def _results(folder):
     return json.loads((folder / "predictions.json").read_text())
 
 
-def test_folder_with_onnx_writes_annotated_images_and_coco_results(exported, tmp_path):
+def test_folder_with_onnx_writes_annotated_images_and_coco_results(exported_onnx, tmp_path):
     assert (
-        main(["predict", str(exported["onnx"]), str(exported["images"]), "--output", str(tmp_path), "--conf", "0.5"])
+        main(
+            [
+                "predict",
+                str(exported_onnx["onnx"]),
+                str(exported_onnx["images"]),
+                "--output",
+                str(tmp_path),
+                "--conf",
+                "0.5",
+            ]
+        )
         == 0
     )
-    names = sorted(p.name for p in exported["images"].glob("*.jpg"))
+    names = sorted(p.name for p in exported_onnx["images"].glob("*.jpg"))
     assert sorted(p.name for p in tmp_path.glob("*.jpg")) == names
     results = _results(tmp_path)
     assert results and {r["file_name"] for r in results} <= set(names)
-    assert {r["image_id"] for r in results} <= {1, 2, 3} and {r["category_id"] for r in results} <= set(CATEGORY_IDS)
+    assert {r["image_id"] for r in results} <= set(range(1, len(names) + 1)) and {
+        r["category_id"] for r in results
+    } <= set(CATEGORY_IDS)
     assert all(r["score"] >= 0.5 and len(r["bbox"]) == 4 and r["bbox"][2] >= 0 for r in results)
     first = [r for r in results if r["file_name"] == names[0]]
-    expected = EdgeDetector(exported["onnx"], conf=0.5).predict(read_image(exported["images"] / names[0]))
+    expected = EdgeDetector(exported_onnx["onnx"], conf=0.5).predict(read_image(exported_onnx["images"] / names[0]))
     assert len(first) == len(expected["scores"])
     x, y, w, h = first[0]["bbox"]
     np.testing.assert_allclose([x, y, x + w, y + h], expected["boxes"][0], atol=1e-3)
     annotated = read_image(tmp_path / names[0])
-    assert annotated.shape == read_image(exported["images"] / names[0]).shape
-    assert not np.array_equal(annotated, read_image(exported["images"] / names[0]))  # boxes were drawn
+    assert annotated.shape == read_image(exported_onnx["images"] / names[0]).shape
+    assert not np.array_equal(annotated, read_image(exported_onnx["images"] / names[0]))  # boxes were drawn
 
 
-def test_checkpoint_and_onnx_give_the_same_detections(exported, tmp_path):
-    image = sorted(exported["images"].glob("*.jpg"))[0]
-    assert main(["predict", str(exported["checkpoint"]), str(image), "--output", str(tmp_path / "pt")]) == 0
-    assert main(["predict", str(exported["onnx"]), str(image), "--output", str(tmp_path / "onnx")]) == 0
+def test_checkpoint_and_onnx_give_the_same_detections(exported_onnx, tmp_path):
+    image = sorted(exported_onnx["images"].glob("*.jpg"))[0]
+    assert main(["predict", str(exported_onnx["checkpoint"]), str(image), "--output", str(tmp_path / "pt")]) == 0
+    assert main(["predict", str(exported_onnx["onnx"]), str(image), "--output", str(tmp_path / "onnx")]) == 0
     as_dets = lambda rs: {"boxes": np.array([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in rs)]).reshape(-1, 4),
                           "scores": np.array([r["score"] for r in rs]),
                           "labels": np.array([CATEGORY_IDS.index(r["category_id"]) + 1 for r in rs])}  # fmt: skip
@@ -56,15 +62,15 @@ def test_checkpoint_and_onnx_give_the_same_detections(exported, tmp_path):
     assert stats["reference_detections"] > 0 and stats["match_rate"] == 1.0
 
 
-def test_video_becomes_an_annotated_video(exported, tmp_path):
-    frames = [read_image(p) for p in sorted(exported["images"].glob("*.jpg"))]
+def test_video_becomes_an_annotated_video(exported_onnx, tmp_path):
+    frames = [read_image(p) for p in sorted(exported_onnx["images"].glob("*.jpg"))]
     video = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (frames[0].shape[1], frames[0].shape[0]))
     for frame in frames:
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
     out = tmp_path / "out"
-    assert main(["predict", str(exported["onnx"]), str(video), "--output", str(out)]) == 0
+    assert main(["predict", str(exported_onnx["onnx"]), str(video), "--output", str(out)]) == 0
     capture = cv2.VideoCapture(str(out / "clip.pred.mp4"))
     count = 0
     while capture.read()[0]:
@@ -77,12 +83,16 @@ def test_video_becomes_an_annotated_video(exported, tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
-def test_bad_sources_are_reported(exported, tmp_path, capsys):
+def test_bad_sources_are_reported(exported_onnx, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("x")
-    assert main(["predict", str(exported["onnx"]), str(tmp_path / "notes.txt"), "--output", str(tmp_path / "o")]) == 2
+    assert (
+        main(["predict", str(exported_onnx["onnx"]), str(tmp_path / "notes.txt"), "--output", str(tmp_path / "o")]) == 2
+    )
     assert "unknown file type '.txt'" in capsys.readouterr().err
-    assert main(["predict", str(exported["onnx"]), str(tmp_path / "nope.jpg"), "--output", str(tmp_path / "o")]) == 2
+    assert (
+        main(["predict", str(exported_onnx["onnx"]), str(tmp_path / "nope.jpg"), "--output", str(tmp_path / "o")]) == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert main(["predict", str(exported["onnx"]), str(tmp_path / "empty"), "--output", str(tmp_path / "o")]) == 2
+    assert main(["predict", str(exported_onnx["onnx"]), str(tmp_path / "empty"), "--output", str(tmp_path / "o")]) == 2
     assert "no readable images" in capsys.readouterr().err

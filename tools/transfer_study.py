@@ -108,14 +108,13 @@ def markdown(table: dict[str, dict[str, Any]], header: str) -> str:
 
 
 def plot(table: dict[str, dict[str, Any]], path: Path) -> None:
-    import matplotlib
+    # A standalone Figure: no pyplot state and no backend switch in the calling process.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, label in ((axes[0], "map50_per_epoch", "validation mAP50"),
-                           (axes[1], "map_per_epoch", "validation mAP (0.50:0.95)")):  # fmt: skip
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
+    panels = (("map50_per_epoch", "validation mAP50"), ("map_per_epoch", "validation mAP (0.50:0.95)"))
+    for ax, (key, label) in zip(axes, panels):
         for arm, row in table.items():
             ax.plot(range(1, len(row[key]) + 1), row[key], marker="o", markersize=3, label=arm)
         ax.set_xlabel("epoch")
@@ -125,7 +124,6 @@ def plot(table: dict[str, dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

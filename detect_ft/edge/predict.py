@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 
 from detect_ft.edge.runtime import read_image
 from detect_ft.errors import DetectFTError
+from detect_ft.predictions import PredictBatch, as_detections, coco_results, filter_detections
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-PredictBatch = Callable[[list[np.ndarray]], list[dict]]
 
 
 def draw_detections(image: np.ndarray, detections: dict, class_names: Sequence[str]) -> np.ndarray:
@@ -47,16 +47,6 @@ def _color(label: int) -> tuple[int, int, int]:
 def list_images(source: Path) -> list[Path]:
     """The image files directly inside folder ``source``, sorted by name."""
     return sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def coco_results(image_id: int, file_name: str, detections: dict, category_ids: Sequence[int]) -> list[dict]:
-    """COCO results entries (``bbox`` xywh pixels, original category ids) plus ``file_name``."""
-    out = []
-    for box, score, label in zip(detections["boxes"], detections["scores"], detections["labels"]):
-        x1, y1, x2, y2 = (float(v) for v in box)
-        out.append({"image_id": image_id, "file_name": file_name, "category_id": int(category_ids[int(label) - 1]),
-                    "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})  # fmt: skip
-    return out
 
 
 def predict_source(
@@ -95,13 +85,15 @@ def predict_source(
     else:
         count, annotated = 0, []
         for image_id, name, image in _images(source):
-            det = _filtered(predict_batch([image])[0], conf)
-            results += coco_results(image_id, name, det, category_ids)
+            det = _detections(predict_batch, image, conf)
+            results += coco_results(image_id, det, category_ids, file_name=name)
             annotated.append(_write_annotated(output, name, draw_detections(image, det, class_names)))
             count += 1
     if count == 0:
-        raise DetectFTError(f"source {source} holds no readable images or frames; pass {', '.join(IMAGE_SUFFIXES)} "
-                            f"files or a {', '.join(VIDEO_SUFFIXES)} video")  # fmt: skip
+        raise DetectFTError(
+            f"source {source} holds no readable images or frames; pass {', '.join(IMAGE_SUFFIXES)} "
+            f"files or a {', '.join(VIDEO_SUFFIXES)} video"
+        )
     predictions = output / "predictions.json"
     write_json_atomic(predictions, results, indent=None)
     return {"images": count, "detections": len(results), "predictions": str(predictions), "annotated": annotated}
@@ -127,9 +119,11 @@ def check_no_overwrite(source: Path, output: Path) -> None:
         inputs = list_images(source)
         if output.exists() and _same_file(output, source):
             shown = ", ".join(p.name for p in inputs[:5]) + (f" ... ({len(inputs)} in all)" if len(inputs) > 5 else "")
-            raise DetectFTError(f"output folder {output} is the source folder: the annotated copies would overwrite "
-                                f"the input images ({shown or 'none yet'}) and become inputs of the next run; "
-                                "choose another output folder")  # fmt: skip
+            raise DetectFTError(
+                f"output folder {output} is the source folder: the annotated copies would overwrite "
+                f"the input images ({shown or 'none yet'}) and become inputs of the next run; "
+                "choose another output folder"
+            )
         outputs = [output / annotated_name(p.name) for p in inputs]
     elif source.suffix.lower() in VIDEO_SUFFIXES:
         inputs, outputs = [source], [output / f"{source.stem}.pred.mp4"]
@@ -139,8 +133,9 @@ def check_no_overwrite(source: Path, output: Path) -> None:
     hits = [(t, p) for t in outputs if t.exists() for p in inputs if _same_file(t, p)]
     if hits:
         shown = ", ".join(f"{t} (the input {p})" for t, p in hits[:5])
-        raise DetectFTError(f"writing the predictions to {output} would overwrite input file(s) {shown}; choose "
-                            "another output folder")  # fmt: skip
+        raise DetectFTError(
+            f"writing the predictions to {output} would overwrite input file(s) {shown}; choose another output folder"
+        )
 
 
 def _write_annotated(output: Path, name: str, image: np.ndarray) -> str:
@@ -155,11 +150,8 @@ def _write_annotated(output: Path, name: str, image: np.ndarray) -> str:
     return str(target)
 
 
-def _filtered(det: dict, conf: float) -> dict:
-    scores = np.asarray(det["scores"], np.float32).reshape(-1)
-    keep = scores >= conf
-    return {"boxes": np.asarray(det["boxes"], np.float32).reshape(-1, 4)[keep], "scores": scores[keep],
-            "labels": np.asarray(det["labels"], np.int64).reshape(-1)[keep]}  # fmt: skip
+def _detections(predict_batch: PredictBatch, image: np.ndarray, conf: float) -> dict:
+    return filter_detections(as_detections(predict_batch([image])[0]), conf)
 
 
 def _images(source: Path) -> Iterator[tuple[int, str, np.ndarray]]:
@@ -169,15 +161,22 @@ def _images(source: Path) -> Iterator[tuple[int, str, np.ndarray]]:
             yield i + 1, path.name, read_image(path)
         return
     if source.suffix.lower() not in IMAGE_SUFFIXES:
-        raise DetectFTError(f"source {source}: unknown file type {source.suffix!r}; pass an image "
-                            f"({', '.join(IMAGE_SUFFIXES)}), a folder or a video ({', '.join(VIDEO_SUFFIXES)})")  # fmt: skip
+        raise DetectFTError(
+            f"source {source}: unknown file type {source.suffix!r}; pass an image "
+            f"({', '.join(IMAGE_SUFFIXES)}), a folder or a video ({', '.join(VIDEO_SUFFIXES)})"
+        )
     yield 1, source.name, read_image(source)
 
 
 def _predict_video(
-    predict_batch: PredictBatch, source: Path, output: Path, class_names: Sequence[str],
-    category_ids: Sequence[int], conf: float, results: list[dict],
-) -> tuple[int, list[str]]:  # fmt: skip
+    predict_batch: PredictBatch,
+    source: Path,
+    output: Path,
+    class_names: Sequence[str],
+    category_ids: Sequence[int],
+    conf: float,
+    results: list[dict],
+) -> tuple[int, list[str]]:
     """Annotate every frame into ``<stem>.pred.mp4`` (mp4v, the source's frame rate); append results."""
     from detect_ft.io import atomic_path
 
@@ -197,14 +196,15 @@ def _predict_video(
                     if not ok:
                         break
                     image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                    det = _filtered(predict_batch([image])[0], conf)
-                    results += coco_results(count + 1, source.name, det, category_ids)
+                    det = _detections(predict_batch, image, conf)
+                    results += coco_results(count + 1, det, category_ids, file_name=source.name)
                     if writer is None:
                         size = (image.shape[1], image.shape[0])
                         writer = cv2.VideoWriter(os.fspath(tmp_mp4), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
                         if not writer.isOpened():
-                            raise DetectFTError(f"OpenCV cannot write {target} with the mp4v codec; "
-                                                "use an OpenCV build with FFmpeg")  # fmt: skip
+                            raise DetectFTError(
+                                f"OpenCV cannot write {target} with the mp4v codec; use an OpenCV build with FFmpeg"
+                            )
                     writer.write(cv2.cvtColor(draw_detections(image, det, class_names), cv2.COLOR_RGB2BGR))
                     count += 1
                 if writer is not None:

@@ -11,12 +11,12 @@ Resizing and mean/std normalisation happen inside the graph (torchvision's own t
 with the model), so boxes come back in the input image's pixels.
 
 Nothing here may import torch or a detect-ft module that does: this module is what runs on devices that
-have only onnxruntime, numpy and OpenCV installed.
+have only onnxruntime, numpy and OpenCV installed. Opening the session, checking the metadata and the
+detections format are :mod:`detect_ft.predictions`'s (torch-free too).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Optional, Sequence
 
@@ -24,82 +24,20 @@ import cv2
 import numpy as np
 
 from detect_ft.errors import DetectFTError
-from detect_ft.limits import MAX_ONNX_METADATA_BYTES
+from detect_ft.predictions import (
+    METADATA_FORMAT,
+    METADATA_KEY,
+    as_detections,
+    filter_detections,
+    open_onnx_session,
+    read_onnx_metadata,
+    session_metadata,
+)
 
-METADATA_KEY = "detect_ft"
-METADATA_FORMAT = 1
+__all__ = ["METADATA_FORMAT", "METADATA_KEY", "EdgeDetector", "preprocess", "read_image", "read_metadata"]
 
-
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The detect-ft metadata of an exported model, read through onnxruntime (no ``onnx`` needed)."""
-    import onnxruntime as ort
-
-    session = _open_session(path, ort.SessionOptions(), ["CPUExecutionProvider"])
-    return _metadata_of(session, path)
-
-
-def _open_session(path: str | os.PathLike, options, providers: Sequence[str]):
-    import onnxruntime as ort
-
-    if not os.path.isfile(path):
-        raise DetectFTError(f"model file {path} not found; pass the .onnx file written by `detect-ft export`")
-    try:
-        return ort.InferenceSession(os.fspath(path), sess_options=options, providers=list(providers))
-    except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
-        raise DetectFTError(f"{path} is not a loadable ONNX model ({str(exc).splitlines()[0]}); re-export it") from None
-
-
-def _metadata_of(session, path: str | os.PathLike) -> dict[str, Any]:
-    props = session.get_modelmeta().custom_metadata_map
-    if METADATA_KEY not in props:
-        raise DetectFTError(
-            f"{path} has no '{METADATA_KEY}' metadata; it was not written by `detect-ft export` "
-            "(export the checkpoint with `detect-ft export`)"
-        )
-    text = props[METADATA_KEY]
-    if len(text) > MAX_ONNX_METADATA_BYTES:  # an export writes a few KiB; more is not a detect-ft model
-        raise DetectFTError(f"{path}: metadata '{METADATA_KEY}' is {len(text)} characters, far more than an export "
-                            "writes; re-export the model")  # fmt: skip
-    try:
-        meta = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise DetectFTError(f"{path}: metadata '{METADATA_KEY}' is not valid JSON ({str(exc)[:120]}); re-export the "
-                            "model") from None  # fmt: skip
-    if not isinstance(meta, dict) or meta.get("format") != METADATA_FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise DetectFTError(
-            f"{path}: metadata format {str(found)[:40]!r} is not supported by this runtime "
-            f"(expects {METADATA_FORMAT}); re-export the model with this detect-ft version"
-        )
-    _check_metadata(meta, path)
-    return meta
-
-
-def _check_metadata(meta: dict[str, Any], path: str | os.PathLike) -> None:
-    """DetectFTError naming the field when the metadata cannot drive :func:`preprocess` and the outputs."""
-
-    def bad(field: str, wanted: str) -> DetectFTError:
-        return DetectFTError(f"{path}: metadata field '{field}' must be {wanted}; the file was not written by this "
-                             "detect-ft's export or was changed since; re-export the model")  # fmt: skip
-
-    names = meta.get("class_names")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise bad("class_names", "a non-empty list of strings")
-    ids = meta.get("category_ids")
-    if (not isinstance(ids, list) or len(ids) != len(names)
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):  # fmt: skip
-        raise bad("category_ids", f"a list of {len(names)} integers")
-    spec = meta.get("input")
-    if not isinstance(spec, dict):
-        raise bad("input", "a mapping")
-    scale = spec.get("scale")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
-        raise bad("input.scale", "a number in (0, 1]")
-    if spec.get("layout", "CHW") not in ("CHW", "HWC") or spec.get("color", "RGB") not in ("RGB", "BGR"):
-        raise bad("input.layout/color", "CHW or HWC / RGB or BGR")
-    outputs = meta.get("outputs")
-    if not isinstance(outputs, list) or len(outputs) != 3 or not all(isinstance(o, str) for o in outputs):
-        raise bad("outputs", "a list of the 3 output names (boxes, scores, labels)")
+# The edge API's name for it; opening the session and checking the metadata live in detect_ft.predictions.
+read_metadata = read_onnx_metadata
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -170,15 +108,9 @@ class EdgeDetector:
         threads: Optional[int] = None,
         conf: float = 0.0,
     ) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
         self.path = os.fspath(path)
-        self.session = _open_session(path, options, providers or ["CPUExecutionProvider"])
-        self.metadata = _metadata_of(self.session, path)
+        self.session = open_onnx_session(path, providers=providers, threads=threads)
+        self.metadata = session_metadata(self.session, path)
         self.class_names: list[str] = list(self.metadata["class_names"])
         self.category_ids: list[int] = list(self.metadata["category_ids"])
         self.conf = float(conf)
@@ -196,20 +128,23 @@ class EdgeDetector:
         """
         feed = {self._input_name: preprocess(image, self._input)}
         boxes, scores, labels = self.session.run(self._outputs, feed)
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        scores = np.asarray(scores, np.float32).reshape(-1)
-        labels = np.asarray(labels, np.int64).reshape(-1)
-        if len(boxes) != len(scores) or len(labels) != len(scores):
-            raise DetectFTError(f"{self.path}: the graph returned {len(boxes)} boxes, {len(scores)} scores and "
-                                f"{len(labels)} labels; re-export the model")  # fmt: skip
-        keep = scores >= (self.conf if conf is None else conf)
-        order = np.argsort(-scores[keep], kind="stable")
-        boxes, scores, labels = boxes[keep][order], scores[keep][order], labels[keep][order]
-        wrong = labels[(labels < 1) | (labels > len(self.class_names))]
+        det = as_detections({"boxes": boxes, "scores": scores, "labels": labels})
+        n_boxes, n_scores, n_labels = (len(det[key]) for key in ("boxes", "scores", "labels"))
+        if n_boxes != n_scores or n_labels != n_scores:
+            raise DetectFTError(
+                f"{self.path}: the graph returned {n_boxes} boxes, {n_scores} scores and "
+                f"{n_labels} labels; re-export the model"
+            )
+        det = filter_detections(det, self.conf if conf is None else conf)
+        order = np.argsort(-det["scores"], kind="stable")
+        det = {key: value[order] for key, value in det.items()}
+        wrong = det["labels"][(det["labels"] < 1) | (det["labels"] > len(self.class_names))]
         if len(wrong):
-            raise DetectFTError(f"{self.path}: the graph returned label {int(wrong[0])} outside 1..{len(self.class_names)} "
-                                "(its class_names); re-export the model")  # fmt: skip
-        return {"boxes": boxes, "scores": scores, "labels": labels, "names": [self.class_names[k - 1] for k in labels]}
+            raise DetectFTError(
+                f"{self.path}: the graph returned label {int(wrong[0])} outside 1..{len(self.class_names)} "
+                "(its class_names); re-export the model"
+            )
+        return {**det, "names": [self.class_names[k - 1] for k in det["labels"]]}
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
         """:meth:`predict` for each image; the ``predict_batch`` signature the evaluator's loop takes.

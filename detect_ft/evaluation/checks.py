@@ -38,39 +38,12 @@ def check_predictions(dataset: DatasetRecords, predictions: list[dict], *, sourc
             f"{source}: {len(predictions)} prediction entries for {len(dataset.records)} images of "
             f"{dataset.source or 'the dataset'}; give exactly one dict per image, in the records' order"
         )
-    num_classes = dataset.num_classes
     clean = []
     inverted = total = 0
     first_inverted = ""
     for record, pred in zip(dataset.records, predictions):
         where = f"{source}, image {record.file_name} (id {record.image_id})"
-        missing = [key for key in ("boxes", "scores", "labels") if key not in pred]
-        if missing:
-            raise DetectFTError(f"{where}: prediction dict lacks {', '.join(missing)}; give boxes, scores and labels")
-        boxes = np.asarray(pred["boxes"], dtype=np.float64)
-        scores = np.asarray(pred["scores"], dtype=np.float64).reshape(-1)
-        labels = np.asarray(pred["labels"]).reshape(-1)
-        if boxes.size == 0:
-            boxes = boxes.reshape(0, 4)
-        if boxes.ndim != 2 or boxes.shape[1] != 4 or not len(boxes) == len(scores) == len(labels):
-            raise DetectFTError(
-                f"{where}: boxes {boxes.shape}, scores {scores.shape}, labels {labels.shape}; "
-                "expected boxes (N, 4) xyxy with N scores and N labels"
-            )
-        if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
-            raise DetectFTError(f"{where}: boxes or scores hold NaN or inf; check the model output")
-        if labels.size and not np.issubdtype(labels.dtype, np.integer):
-            if not np.all(np.equal(np.mod(labels, 1), 0)):
-                raise DetectFTError(f"{where}: labels {labels[:5].tolist()} are not integers; give class indices 1..K")
-        labels = labels.astype(np.int64)
-        bad = labels[(labels < 1) | (labels > num_classes)]
-        if bad.size:
-            raise DetectFTError(
-                f"{where}: label {int(bad[0])} is not a class of this dataset, which has {num_classes} "
-                f"classes (labels 1..{num_classes}: {', '.join(dataset.class_names[:5])}"
-                f"{', ...' if num_classes > 5 else ''}); the model was trained with other classes, or its "
-                "labels are 0-based: map them to the dataset's class order (label k = class_names[k-1])"
-            )
+        boxes, scores, labels = _checked_arrays(dataset, pred, where)
         flipped = (boxes[:, 2] < boxes[:, 0] - _INVERTED_TOL) | (boxes[:, 3] < boxes[:, 1] - _INVERTED_TOL)
         if flipped.any() and not first_inverted:
             first_inverted = f"image {record.file_name}: {boxes[np.argmax(flipped)].round(1).tolist()}"
@@ -85,6 +58,40 @@ def check_predictions(dataset: DatasetRecords, predictions: list[dict], *, sourc
         )
     _check_not_normalised(dataset, clean, source)
     return clean
+
+
+def _checked_arrays(dataset: DatasetRecords, pred: dict, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's ``boxes`` float64 (N, 4), ``scores`` float64 (N,) and ``labels`` int64 (N,) in 1..K;
+    DetectFTError naming ``where`` for missing keys, wrong shapes, non-finite values or unknown labels."""
+    missing = [key for key in ("boxes", "scores", "labels") if key not in pred]
+    if missing:
+        raise DetectFTError(f"{where}: prediction dict lacks {', '.join(missing)}; give boxes, scores and labels")
+    boxes = np.asarray(pred["boxes"], dtype=np.float64)
+    scores = np.asarray(pred["scores"], dtype=np.float64).reshape(-1)
+    labels = np.asarray(pred["labels"]).reshape(-1)
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or not len(boxes) == len(scores) == len(labels):
+        raise DetectFTError(
+            f"{where}: boxes {boxes.shape}, scores {scores.shape}, labels {labels.shape}; "
+            "expected boxes (N, 4) xyxy with N scores and N labels"
+        )
+    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+        raise DetectFTError(f"{where}: boxes or scores hold NaN or inf; check the model output")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.equal(np.mod(labels, 1), 0)):
+            raise DetectFTError(f"{where}: labels {labels[:5].tolist()} are not integers; give class indices 1..K")
+    labels = labels.astype(np.int64)
+    num_classes = dataset.num_classes
+    bad = labels[(labels < 1) | (labels > num_classes)]
+    if bad.size:
+        raise DetectFTError(
+            f"{where}: label {int(bad[0])} is not a class of this dataset, which has {num_classes} "
+            f"classes (labels 1..{num_classes}: {', '.join(dataset.class_names[:5])}"
+            f"{', ...' if num_classes > 5 else ''}); the model was trained with other classes, or its "
+            "labels are 0-based: map them to the dataset's class order (label k = class_names[k-1])"
+        )
+    return boxes, scores, labels
 
 
 def _check_not_normalised(dataset: DatasetRecords, preds: list[dict], source: str) -> None:

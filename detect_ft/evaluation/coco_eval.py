@@ -20,6 +20,7 @@ from detect_ft.data.records import DatasetRecords
 from detect_ft.errors import ConfigError, DataError
 from detect_ft.evaluation.checks import check_predictions
 from detect_ft.io import write_json_atomic
+from detect_ft.predictions import coco_results, filter_detections
 
 STAT_KEYS = (
     "map", "map50", "map75", "map_small", "map_medium", "map_large",
@@ -66,8 +67,8 @@ def detections_array(
     cat_ids = np.asarray(dataset.category_ids, dtype=np.float64)
     parts = []
     for record, pred in zip(dataset.records, preds):
-        keep = pred["scores"] >= score_thresh
-        boxes = pred["boxes"][keep]
+        kept = filter_detections(pred, score_thresh)
+        boxes = kept["boxes"]
         n = len(boxes)
         if not n:
             continue
@@ -75,8 +76,8 @@ def detections_array(
         part[:, 0] = record.image_id
         part[:, 1:3] = boxes[:, :2]
         part[:, 3:5] = boxes[:, 2:] - boxes[:, :2]
-        part[:, 5] = pred["scores"][keep]
-        part[:, 6] = cat_ids[pred["labels"][keep] - 1]
+        part[:, 5] = kept["scores"]
+        part[:, 6] = cat_ids[kept["labels"] - 1]
         parts.append(part)
     return np.concatenate(parts) if parts else np.zeros((0, 7), np.float64)
 
@@ -85,8 +86,13 @@ def predictions_to_coco_results(
     dataset: DatasetRecords, predictions: list[dict], *, score_thresh: float = 0.0
 ) -> list[dict]:
     """Detections in COCO results format: ``{"image_id", "category_id" (original id), "bbox" [x, y, w, h]
-    absolute pixels, "score"}``, one dict per box."""
-    return _results_from_array(detections_array(dataset, predictions, score_thresh=score_thresh))
+    absolute pixels, "score"}``, one dict per box (rows of :func:`detect_ft.predictions.coco_results`), in
+    the records' order."""
+    preds = check_predictions(dataset, predictions)
+    rows: list[dict] = []
+    for record, pred in zip(dataset.records, preds):
+        rows += coco_results(record.image_id, filter_detections(pred, score_thresh), dataset.category_ids)
+    return rows
 
 
 def write_coco_results(path: str | Path, dataset: DatasetRecords, predictions: list[dict],
@@ -96,6 +102,7 @@ def write_coco_results(path: str | Path, dataset: DatasetRecords, predictions: l
 
 
 def _results_from_array(dets: np.ndarray) -> list[dict]:
+    # The backends' loadRes input, from the (N, 7) array the scoring already built (detections_array).
     rows = dets.tolist()
     return [{"image_id": int(r[0]), "category_id": int(r[6]), "bbox": r[1:5], "score": r[5]} for r in rows]
 

@@ -2,7 +2,8 @@
 
 One loop, :func:`predict_records`, serves every runtime: it decodes images and hands batches to a
 ``predict_batch(images) -> predictions`` callable. :func:`torch_predictor` makes that callable for a
-torchvision detector; the ONNX edge runtime provides its own with the same signature.
+torchvision detector; the ONNX edge runtime provides its own with the same signature. The detections
+format, ``PredictBatch`` and the score filter are :mod:`detect_ft.predictions`'s (re-exported here).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -18,8 +19,17 @@ from detect_ft.data.image import read_image
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.errors import DataError, DetectFTError
 from detect_ft.evaluation.checks import predictions_ignore_image
+from detect_ft.predictions import PredictBatch, as_detections, filter_predictions
 
-PredictBatch = Callable[[list[np.ndarray]], list[dict]]
+__all__ = [
+    "PredictBatch",
+    "evaluate_model",
+    "filter_predictions",
+    "load_predictor",
+    "predict_records",
+    "score_predictions",
+    "torch_predictor",
+]
 
 
 def predict_records(
@@ -59,7 +69,7 @@ def predict_records(
                     f"the predictor returned {len(outputs)} results for a batch of {len(images)} images; "
                     "predict_batch must return one dict per image"
                 )
-            predictions.extend(_as_numpy(out) for out in outputs)
+            predictions.extend(as_detections(out) for out in outputs)
             bar.update(len(records))
     return predictions
 
@@ -89,8 +99,10 @@ def _read(record: ImageRecord) -> np.ndarray:
     try:
         image = read_image(record.image_path, apply_orientation=record.apply_orientation)
     except DataError as exc:
-        raise DataError(f"{exc} (found while predicting; check the split with `detect-ft check-data`, and "
-                        "data.on_unreadable_image=drop leaves such images out)") from None  # fmt: skip
+        raise DataError(
+            f"{exc} (found while predicting; check the split with `detect-ft check-data`, and "
+            "data.on_unreadable_image=drop leaves such images out)"
+        ) from None
     height, width = image.shape[:2]
     if (width, height) != (record.width, record.height):
         # Boxes are in the annotated size; scoring predictions made on another size would be wrong.
@@ -100,14 +112,6 @@ def _read(record: ImageRecord) -> np.ndarray:
             "data.on_size_mismatch=drop (`detect-ft check-data` lists them)"
         )
     return image
-
-
-def _as_numpy(out: dict) -> dict:
-    return {
-        "boxes": np.asarray(out["boxes"], np.float32).reshape(-1, 4),
-        "scores": np.asarray(out["scores"], np.float32).reshape(-1),
-        "labels": np.asarray(out["labels"], np.int64).reshape(-1),
-    }
 
 
 def torch_predictor(model, device) -> PredictBatch:
@@ -124,12 +128,18 @@ def torch_predictor(model, device) -> PredictBatch:
 
     def predict_batch(images: list[np.ndarray]) -> list[dict]:
         # uint8 crosses to the device (4x fewer bytes than float), the scaling happens there.
-        tensors = [torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1).float().div_(255)
-                   for img in images]  # fmt: skip
+        tensors = [
+            torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1).float().div_(255) for img in images
+        ]
         with torch.inference_mode():
             outputs = model(tensors)
-        return [{key: out[key].detach().float().cpu().numpy() if key != "labels" else out[key].cpu().numpy()
-                 for key in ("boxes", "scores", "labels")} for out in outputs]  # fmt: skip
+        return [
+            {
+                key: out[key].detach().float().cpu().numpy() if key != "labels" else out[key].cpu().numpy()
+                for key in ("boxes", "scores", "labels")
+            }
+            for out in outputs
+        ]
 
     return predict_batch
 
@@ -157,29 +167,17 @@ def load_predictor(weights: str, device: str = "auto") -> tuple[PredictBatch, di
 
 
 def _onnx_predictor(path: str, device: str) -> tuple[PredictBatch, dict]:
-    import onnxruntime as ort
-
     from detect_ft.edge import EdgeDetector
+    from detect_ft.predictions import onnx_providers
 
-    providers = ["CPUExecutionProvider"]
-    if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    detector = EdgeDetector(path, providers=providers)
+    detector = EdgeDetector(path, providers=onnx_providers(device))
     meta = {key: detector.metadata.get(key) for key in ("model_name", "class_names", "category_ids")}
     return detector.predict_batch, meta
 
 
-def filter_predictions(predictions: list[dict], score_thresh: float) -> list[dict]:
-    """Drop detections scoring below ``score_thresh`` (a new list; the inputs are left as they are)."""
-    out = []
-    for pred in predictions:
-        keep = np.asarray(pred["scores"]) >= score_thresh
-        out.append({key: np.asarray(pred[key])[keep] for key in ("boxes", "scores", "labels")})
-    return out
-
-
-def score_predictions(dataset: DatasetRecords, predictions: list[dict], *, backend: str = "hotcoco",
-                      source: str = "predictions") -> dict:  # fmt: skip
+def score_predictions(
+    dataset: DatasetRecords, predictions: list[dict], *, backend: str = "hotcoco", source: str = "predictions"
+) -> dict:
     """:func:`coco_metrics` plus the VOC view: ``voc_map50`` (all-point AP at IoU 0.5, mean over
     classes), ``voc_per_class`` and ``num_ground_truth_per_class`` (countable boxes per class)."""
     from detect_ft.evaluation.coco_eval import coco_metrics
@@ -187,8 +185,9 @@ def score_predictions(dataset: DatasetRecords, predictions: list[dict], *, backe
 
     metrics = coco_metrics(dataset, predictions, backend=backend, source=source)
     voc = voc_metrics(dataset, predictions, source=source)
-    metrics.update(voc_map50=voc["map50"], voc_per_class=voc["per_class"],
-                   num_ground_truth_per_class=voc["num_ground_truth"])  # fmt: skip
+    metrics.update(
+        voc_map50=voc["map50"], voc_per_class=voc["per_class"], num_ground_truth_per_class=voc["num_ground_truth"]
+    )
     return metrics
 
 
@@ -213,13 +212,15 @@ def evaluate_model(
     was_training = model.training
     start = time.perf_counter()
     try:
-        raw = predict_records(torch_predictor(model, device), dataset, batch_size=batch_size, workers=workers,
-                              progress=progress)  # fmt: skip
+        raw = predict_records(
+            torch_predictor(model, device), dataset, batch_size=batch_size, workers=workers, progress=progress
+        )
     finally:
         model.train(was_training)
     predict_s = time.perf_counter() - start
-    metrics = score_predictions(dataset, filter_predictions(raw, score_thresh), backend=backend,
-                                source="model predictions")  # fmt: skip
+    metrics = score_predictions(
+        dataset, filter_predictions(raw, score_thresh), backend=backend, source="model predictions"
+    )
     metrics["seconds"] = time.perf_counter() - start
     metrics["images_per_s"] = len(dataset.records) / predict_s if predict_s > 0 else None
     metrics["constant_predictions"] = predictions_ignore_image(raw)

@@ -1,6 +1,7 @@
 """Evaluation plots: precision-recall curves per class and a confusion matrix with a background class.
 
-Both are written as PNG through matplotlib's Agg backend (no display needed) and atomically, and carry
+Both are drawn on standalone matplotlib ``Figure`` objects (no pyplot state, no backend switch in the
+calling process, no display needed), written as PNG atomically, and carry
 the PNG text entry ``Software: detect-ft eval``, so that a later evaluation replaces its own plots but
 never an unrelated file that happens to have the same name (:func:`foreign_plot_files`).
 """
@@ -16,6 +17,7 @@ from detect_ft.errors import DetectFTError
 from detect_ft.evaluation.checks import check_predictions, ground_truth_ignore
 from detect_ft.evaluation.voc_eval import average_precision, box_iou, match_detections, precision_recall
 from detect_ft.io import atomic_path
+from detect_ft.predictions import filter_detections
 
 _LEGEND_MAX = 20  # beyond this many classes a legend hides the curves
 PLOT_NAMES = ("pr_curves.png", "confusion_matrix.png")
@@ -57,8 +59,8 @@ def confusion_matrix(
     k = dataset.num_classes
     matrix = np.zeros((k + 1, k + 1), np.int64)
     for record, pred in zip(dataset.records, preds):
-        keep = pred["scores"] >= score_thresh
-        det_boxes, det_labels = pred["boxes"][keep], pred["labels"][keep]
+        kept = filter_detections(pred, score_thresh)
+        det_boxes, det_labels = kept["boxes"], kept["labels"]
         ignore = ground_truth_ignore(record)
         gt_boxes, gt_labels = record.boxes[~ignore].astype(np.float64), record.labels[~ignore]
         gt_used = np.zeros(len(gt_boxes), bool)
@@ -94,27 +96,26 @@ def write_plots(
 
     Returns the paths written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     preds = check_predictions(dataset, predictions)
     out_dir = Path(out_dir)
     foreign = foreign_plot_files(out_dir)
     if foreign:
-        raise DetectFTError(f"{', '.join(map(str, foreign))} exist and were not written by detect-ft's evaluation; "
-                            "they are not replaced: write the evaluation to another folder")  # fmt: skip
+        raise DetectFTError(
+            f"{', '.join(map(str, foreign))} exist and were not written by detect-ft's evaluation; "
+            "they are not replaced: write the evaluation to another folder"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [_plot_pr(plt, dataset, preds, out_dir / PLOT_NAMES[0], iou)]
+    written = [_plot_pr(dataset, preds, out_dir / PLOT_NAMES[0], iou)]
     matrix = confusion_matrix(dataset, preds, iou=iou, score_thresh=score_thresh)
-    written.append(_plot_confusion(plt, matrix, dataset.class_names, out_dir / PLOT_NAMES[1],
-                                   iou, score_thresh))  # fmt: skip
+    written.append(_plot_confusion(matrix, dataset.class_names, out_dir / PLOT_NAMES[1], iou, score_thresh))
     return written
 
 
-def _plot_pr(plt, dataset: DatasetRecords, preds: list[dict], path: Path, iou: float) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 6))
+def _plot_pr(dataset: DatasetRecords, preds: list[dict], path: Path, iou: float) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 6))
+    ax = fig.subplots()
     aps = []
     labels, _, tp, npos = match_detections(dataset, preds, iou=iou)
     for label, name in enumerate(dataset.class_names, start=1):
@@ -123,8 +124,9 @@ def _plot_pr(plt, dataset: DatasetRecords, preds: list[dict], path: Path, iou: f
         precision, recall = precision_recall(tp[labels == label], int(npos[label]))
         ap = average_precision(precision, recall)
         aps.append(ap)
-        ax.plot(np.concatenate(([0.0], recall)), np.concatenate(([1.0], precision)), linewidth=1.2,
-                label=f"{name} {ap:.3f}")  # fmt: skip
+        ax.plot(
+            np.concatenate(([0.0], recall)), np.concatenate(([1.0], precision)), linewidth=1.2, label=f"{name} {ap:.3f}"
+        )
     title = f"Precision-recall at IoU {iou:g}"
     if aps:
         title += f" (mAP {np.mean(aps):.3f})"
@@ -132,14 +134,16 @@ def _plot_pr(plt, dataset: DatasetRecords, preds: list[dict], path: Path, iou: f
     ax.grid(alpha=0.3)
     if 0 < len(aps) <= _LEGEND_MAX:
         ax.legend(loc="lower left", fontsize=8)
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
-def _plot_confusion(plt, matrix: np.ndarray, class_names: list[str], path: Path, iou: float,
-                    score_thresh: float) -> Path:  # fmt: skip
+def _plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, iou: float, score_thresh: float) -> Path:
+    from matplotlib.figure import Figure
+
     names = list(class_names) + ["background"]
     side = min(max(4.0, 0.45 * len(names) + 2), 30.0)
-    fig, ax = plt.subplots(figsize=(side + 1, side))
+    fig = Figure(figsize=(side + 1, side))
+    ax = fig.subplots()
     # Row-normalised colours make rare classes readable; the cells print raw counts.
     totals = matrix.sum(1, keepdims=True)
     shade = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
@@ -148,19 +152,26 @@ def _plot_confusion(plt, matrix: np.ndarray, class_names: list[str], path: Path,
     ticks = np.arange(len(names))
     ax.set_xticks(ticks, names, rotation=90 if len(names) > 6 else 0, fontsize=8)
     ax.set_yticks(ticks, names, fontsize=8)
-    ax.set(xlabel="predicted", ylabel="ground truth",
-           title=f"Confusion matrix (IoU >= {iou:g}, score >= {score_thresh:g})")  # fmt: skip
+    ax.set(
+        xlabel="predicted", ylabel="ground truth", title=f"Confusion matrix (IoU >= {iou:g}, score >= {score_thresh:g})"
+    )
     if len(names) <= 30:
         for (r, c), count in np.ndenumerate(matrix):
             if count:
-                ax.text(c, r, str(count), ha="center", va="center", fontsize=7,
-                        color="white" if shade[r, c] > 0.5 else "black")  # fmt: skip
-    return _save(plt, fig, path)
+                ax.text(
+                    c,
+                    r,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if shade[r, c] > 0.5 else "black",
+                )
+    return _save(fig, path)
 
 
-def _save(plt, fig, path: Path) -> Path:
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png", metadata={"Software": SOFTWARE})
-    plt.close(fig)
     return path

@@ -9,18 +9,19 @@ model's metadata (key ``detect_ft``, JSON) so that any runtime can reproduce it;
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import json
 import os
 import warnings
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn as nn
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from detect_ft import __version__
-from detect_ft.edge.runtime import METADATA_FORMAT, METADATA_KEY
 from detect_ft.errors import DetectFTError
+from detect_ft.predictions import METADATA_FORMAT, METADATA_KEY
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("boxes", "scores", "labels")
@@ -39,37 +40,56 @@ class SingleImageDetector(nn.Module):
         return out["boxes"], out["scores"], out["labels"]
 
 
-@contextlib.contextmanager
-def exact_resize() -> Iterator[None]:
-    """Trace torchvision's min/max-size resize so the graph computes the output size as eager PyTorch does.
+class ExactResizeTransform(GeneralizedRCNNTransform):
+    """torchvision's detection transform whose traced min/max-size resize computes the output size as eager
+    PyTorch does.
 
     Eager PyTorch sizes the resized image as ``floor(side * scale)`` in float64. torchvision's tracing
     path hands ``scale`` to ONNX as float32, so e.g. a 70x100 image becomes 111x159 instead of 112x160 at
-    min_size 128 / max_size 160, and every box moves. Here the size is computed in float64 in the graph
-    (1-element tensors: the exporter turns 0-d constants into float32 scalars) and passed to Resize as
-    explicit sizes. Fixed-size (SSD) models resize to constant sizes and keep torchvision's path.
+    min_size 128 / max_size 160, and every box moves. While tracing, this transform computes the size in
+    float64 in the graph (1-element tensors: the exporter turns 0-d constants into float32 scalars) and
+    passes it to Resize as explicit sizes. Fixed-size (SSD) models resize to constant sizes and keep
+    torchvision's path, as does everything that is not an eval-mode trace without targets.
     """
-    from torchvision.models.detection import transform as tv_transform
 
-    original = tv_transform._resize_image_and_masks
+    @classmethod
+    def like(cls, transform: GeneralizedRCNNTransform) -> "ExactResizeTransform":
+        """A copy of ``transform`` (same sizes, mean, std and padding) with the exact traced resize."""
+        return cls(
+            tuple(transform.min_size),
+            transform.max_size,
+            list(transform.image_mean),
+            list(transform.image_std),
+            size_divisible=transform.size_divisible,
+            fixed_size=transform.fixed_size,
+        )
 
-    def resize(image, self_min_size, self_max_size, target=None, fixed_size=None):
-        if fixed_size is not None or not torch.jit.is_tracing():
-            return original(image, self_min_size, self_max_size, target, fixed_size)
-        shape = torch._shape_as_tensor(image)[-2:].to(torch.float64)
-        low = torch.tensor([float(self_min_size)], dtype=torch.float64)
-        high = torch.tensor([float(self_max_size)], dtype=torch.float64)
+    def resize(
+        self, image: torch.Tensor, target: Optional[dict[str, torch.Tensor]] = None
+    ) -> tuple[torch.Tensor, Optional[dict[str, torch.Tensor]]]:
+        if self.fixed_size is not None or self.training or target is not None or not torch.jit.is_tracing():
+            return super().resize(image, target)
+        from torch.onnx import operators  # shape_as_tensor: the shape as a traced tensor, as torchvision reads it
+
+        shape = operators.shape_as_tensor(image)[-2:].to(torch.float64)
+        low = torch.tensor([float(self.min_size[-1])], dtype=torch.float64)
+        high = torch.tensor([float(self.max_size)], dtype=torch.float64)
         scale = torch.minimum(low / shape.min().reshape(1), high / shape.max().reshape(1))
         size = torch.floor(shape * scale).to(torch.int64)
-        resized = torch.nn.functional.interpolate(image[None], size=[size[0], size[1]], mode="bilinear",
-                                                  align_corners=False)[0]  # fmt: skip
-        return resized, target
+        resized = torch.nn.functional.interpolate(
+            image[None], size=[size[0], size[1]], mode="bilinear", align_corners=False
+        )
+        return resized[0], target
 
-    tv_transform._resize_image_and_masks = resize
-    try:
-        yield
-    finally:
-        tv_transform._resize_image_and_masks = original
+
+def exportable(model: nn.Module) -> nn.Module:
+    """A CPU, eval-mode copy of ``model`` to trace: its ``transform`` (when it is torchvision's detection
+    transform) becomes an :class:`ExactResizeTransform`. ``model`` itself is left as it is."""
+    model = copy.deepcopy(model).eval().cpu()
+    # Exactly torchvision's class: a subclass may resize its own way, and keeps it.
+    if type(getattr(model, "transform", None)) is GeneralizedRCNNTransform:
+        model.transform = ExactResizeTransform.like(model.transform)
+    return model
 
 
 def input_sizes(model: nn.Module) -> dict[str, Any]:
@@ -147,7 +167,7 @@ def export_onnx(
     opset: int = 17,
     sample_size: tuple[int, int] = (240, 320),
 ) -> None:
-    """Trace ``model`` (eval mode, CPU) to ``path``, check it with ``onnx.checker`` and store ``metadata``.
+    """Trace a copy of ``model`` (:func:`exportable`: eval mode, CPU) to ``path``, check it with ``onnx.checker`` and store ``metadata``.
 
     Args:
         model: torchvision detector taking a list of (3, H, W) float images in [0, 1].
@@ -159,10 +179,10 @@ def export_onnx(
     """
     import onnx
 
-    model = model.eval().cpu()
+    model = exportable(model)
     image = torch.rand(3, *sample_size, generator=torch.Generator().manual_seed(0))
     dynamic = {INPUT_NAME: {1: "height", 2: "width"}, **{name: {0: "detections"} for name in OUTPUT_NAMES}}
-    with warnings.catch_warnings(), torch.no_grad(), exact_resize():
+    with warnings.catch_warnings(), torch.no_grad():
         # The tracer warns about every Python-side shape computation in torchvision's transform; the
         # detectors are written so those stay valid for other sizes (torchvision/test/test_onnx.py).
         warnings.simplefilter("ignore")
@@ -170,10 +190,16 @@ def export_onnx(
             # dynamo=False pins the TorchScript exporter: the dynamo exporter cannot capture the
             # data-dependent shapes of torchvision's score filtering and NMS (torch 2.4-2.14).
             torch.onnx.export(
-                SingleImageDetector(model), (image,), os.fspath(path), dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic,
+                SingleImageDetector(model),
+                (image,),
+                os.fspath(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes=dynamic,
                 do_constant_folding=True,
-            )  # fmt: skip
+            )
         except Exception as exc:
             raise DetectFTError(
                 f"ONNX export of {metadata.get('model_name')} at opset {opset} failed: {str(exc).splitlines()[0]}; "

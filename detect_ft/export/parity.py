@@ -14,19 +14,19 @@ Two checks, both on the validation split:
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from detect_ft.data.records import DatasetRecords
 from detect_ft.errors import DetectFTError
 from detect_ft.evaluation.voc_eval import box_iou
+from detect_ft.predictions import PredictBatch, filter_predictions
 
-PredictBatch = Callable[[list[np.ndarray]], list[dict]]
 
-
-def match_detections(reference: dict, candidate: dict, iou_thresh: float = 0.99) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy one-to-one matching of two detection sets of one image.
+def pair_detections(reference: dict, candidate: dict, iou_thresh: float = 0.99) -> tuple[np.ndarray, np.ndarray]:
+    """Pair up two runtimes' detections of one image, one-to-one and greedily (not VOC ground-truth
+    matching, which is :func:`detect_ft.evaluation.voc_eval.match_detections`).
 
     Args:
         reference, candidate: ``boxes`` (N, 4) xyxy, ``scores`` (N,), ``labels`` (N,).
@@ -69,7 +69,7 @@ def compare_detections(reference: Sequence[dict], candidate: Sequence[dict], iou
     n_ref = n_cand = matched = 0
     score_diff = box_diff = 0.0
     for ref, cand in zip(reference, candidate, strict=True):
-        i, j = match_detections(ref, cand, iou_thresh)
+        i, j = pair_detections(ref, cand, iou_thresh)
         n_ref += len(np.asarray(ref["scores"]).reshape(-1))
         n_cand += len(np.asarray(cand["scores"]).reshape(-1))
         matched += len(i)
@@ -106,8 +106,12 @@ def latency_summary(times: Sequence[float], warmup: int = 1) -> dict:
     kept = np.asarray(times[warmup:] if len(times) > warmup else times, np.float64) * 1000.0
     if not kept.size:
         return {"p50_ms": None, "p90_ms": None, "mean_ms": None, "calls": 0}
-    return {"p50_ms": float(np.percentile(kept, 50)), "p90_ms": float(np.percentile(kept, 90)),
-            "mean_ms": float(kept.mean()), "calls": int(kept.size)}  # fmt: skip
+    return {
+        "p50_ms": float(np.percentile(kept, 50)),
+        "p90_ms": float(np.percentile(kept, 90)),
+        "mean_ms": float(kept.mean()),
+        "calls": int(kept.size),
+    }
 
 
 def score_runtime(
@@ -127,7 +131,7 @@ def score_runtime(
         :func:`coco_metrics`'s plus ``latency`` (:func:`latency_summary`).
     """
     from detect_ft.evaluation.coco_eval import coco_metrics
-    from detect_ft.evaluation.evaluator import filter_predictions, predict_records
+    from detect_ft.evaluation.evaluator import predict_records
 
     times: list[float] = []
     raw = predict_records(timed(predict_batch, times), dataset, batch_size=1, workers=0, progress=progress)

@@ -12,6 +12,7 @@ gated, and the report says so.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -73,16 +74,59 @@ def export_detector(
 
     Returns:
         A report: ``output``, ``model_name``, ``opset``, ``export_seconds``, ``verified``; with a
-        validation split ``parity`` (``torch`` and ``onnx`` metrics with ``map``, ``map50`` and batch-1
-        ``latency``; ``detections`` from :func:`compare_detections`; ``map_diff_points``); with ``int8``
-        ``int8``: path, calibration and options, ``speed`` (:func:`compare_latency`, fp32 vs INT8
-        alternating), ``gate`` (``passed``, ``kept anyway`` or ``not checked``), and with a validation
-        split its metrics, ``map_diff_points`` (INT8 minus fp32 ONNX) and ``max_map_drop``.
+        validation split ``parity`` (:func:`verify_export`'s report); with ``int8`` ``int8`` (see
+        :func:`_export_int8`).
 
     Raises:
         DetectFTError: the export fails, the graph does not run, or the mAPs differ too much.
         Int8RefusedError: the INT8 model lost more than ``int8_max_map_drop`` (and not ``int8_keep_anyway``).
     """
+    output = _checked_output(output, int8, calib_images)
+    model = model.eval().cpu()
+    meta = build_metadata(
+        model,
+        model_name=model_name,
+        class_names=class_names,
+        category_ids=category_ids,
+        opset=opset,
+        extra=extra_metadata,
+    )
+    report = {"output": str(output), "model_name": model_name, "opset": opset, "verified": val_dataset is not None}
+    checks = {"max_map_drop": max_map_drop, "score_thresh": score_thresh, "backend": backend, "progress": progress}
+    report.update(_write_fp32(model, output, meta, calib_images, val_dataset, checks))
+    if int8:
+        gate = Int8Gate(val_dataset, int8_max_map_drop, int8_keep_anyway, score_thresh, backend, progress)
+        _export_int8(output, report, list(calib_images), int8_options, gate)
+    return report
+
+
+def _write_fp32(
+    model: nn.Module,
+    output: Path,
+    meta: dict[str, Any],
+    calib_images: Optional[Sequence[np.ndarray]],
+    val_dataset: Optional[DatasetRecords],
+    checks: dict[str, Any],
+) -> dict[str, Any]:
+    """Export ``model`` to ``output`` through a temporary file that is renamed only once the graph has run in
+    onnxruntime and, with ``val_dataset``, passed :func:`verify_export` (``checks`` are its options).
+
+    Returns:
+        ``export_seconds`` and, with ``val_dataset``, ``parity``.
+    """
+    side = input_sizes(model)["min_size"]
+    with atomic_path(output) as tmp:
+        start = time.perf_counter()
+        export_onnx(model, tmp, metadata=meta, opset=meta["opset"], sample_size=(side, side * 4 // 3))
+        written: dict[str, Any] = {"export_seconds": time.perf_counter() - start}
+        _smoke_run(tmp, calib_images)
+        if val_dataset is not None:
+            written["parity"] = verify_export(model, tmp, val_dataset, **checks)
+    return written
+
+
+def _checked_output(output: str | os.PathLike, int8: bool, calib_images: Optional[Sequence[np.ndarray]]) -> Path:
+    """``output`` as a Path; DetectFTError when it is not a .onnx name or INT8 lacks calibration images."""
     output = Path(output)
     if output.suffix.lower() != ".onnx":
         raise DetectFTError(
@@ -90,53 +134,77 @@ def export_detector(
         )
     if int8 and not calib_images:
         raise DetectFTError("INT8 export needs calibration images; pass some from the training split (data.train)")
-    model = model.eval().cpu()
-    meta = build_metadata(model, model_name=model_name, class_names=class_names, category_ids=category_ids,
-                          opset=opset, extra=extra_metadata)  # fmt: skip
-    side = input_sizes(model)["min_size"]
-    report: dict[str, Any] = {"output": str(output), "model_name": model_name, "opset": opset,
-                              "verified": val_dataset is not None}  # fmt: skip
-    start = time.perf_counter()
-    with atomic_path(output) as tmp:
-        export_onnx(model, tmp, metadata=meta, opset=opset, sample_size=(side, side * 4 // 3))
-        report["export_seconds"] = time.perf_counter() - start
+    return output
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Gate:
+    """How the INT8 model is checked against the fp32 ONNX model (the ``int8_*`` arguments of
+    :func:`export_detector`); without ``val_dataset`` it is not checked."""
+
+    val_dataset: Optional[DatasetRecords]
+    max_map_drop: float = 1.0
+    keep_anyway: bool = False
+    score_thresh: float = 0.001
+    backend: str = "hotcoco"
+    progress: bool = False
+
+
+def _export_int8(
+    output: Path, report: dict[str, Any], calib_images: list[np.ndarray], options: Optional[Int8Options], gate: Int8Gate
+) -> None:
+    """Quantise the verified fp32 ``output`` to ``MODEL.int8.onnx``, time it against fp32 and gate it.
+
+    Fills ``report["int8"]``: path, calibration and options (:func:`quantize_int8`), ``speed``
+    (:func:`compare_latency`, fp32 vs INT8 alternating), ``gate`` (``passed``, ``kept anyway`` or ``not
+    checked``), and with a validation split its metrics, ``map_diff_points`` (INT8 minus fp32 ONNX) and
+    ``max_map_drop``. The file is evaluated at its temporary path, so a refused model is never renamed to
+    ``MODEL.int8.onnx``.
+    """
+    int8_path = int8_path_for(output)
+    with atomic_path(int8_path) as tmp:
+        calibration = quantize_int8(output, tmp, calib_images, options)
         _smoke_run(tmp, calib_images)
-        if val_dataset is not None:
-            report["parity"] = verify_export(model, tmp, val_dataset, max_map_drop=max_map_drop,
-                                             score_thresh=score_thresh, backend=backend, progress=progress)  # fmt: skip
-    if int8:
-        int8_path = int8_path_for(output)
-        # Evaluated at the temporary path: a refused model is never renamed to MODEL.int8.onnx.
-        with atomic_path(int8_path) as tmp:
-            calibration = quantize_int8(output, tmp, list(calib_images), int8_options)
-            _smoke_run(tmp, calib_images)
-            info = report["int8"] = {"output": str(int8_path), **calibration, "max_map_drop": int8_max_map_drop}
-            sample = read_image(val_dataset.records[0].image_path) if val_dataset is not None else calib_images[0]
-            info["speed"] = compare_latency(output, tmp, sample)
-            if val_dataset is None:
-                info["gate"] = "not checked"
-            else:
-                _, metrics = score_runtime(EdgeDetector(tmp).predict_batch, val_dataset, score_thresh=score_thresh,
-                                           backend=backend, source=str(int8_path), progress=progress)  # fmt: skip
-                fp32_map = report["parity"]["onnx"]["map"] or 0.0
-                info.update(_summary(metrics), map_diff_points=100 * ((metrics["map"] or 0.0) - fp32_map))
-                drop = -info["map_diff_points"]
-                info["gate"] = "passed" if drop <= int8_max_map_drop else "kept anyway"
-                if drop > int8_max_map_drop and not int8_keep_anyway:
-                    info["gate"] = "refused"
-                    raise Int8RefusedError(
-                        f"INT8 model refused: its mAP {100 * (metrics['map'] or 0):.2f} is {drop:.2f} AP points below "
-                        f"the fp32 ONNX model's {100 * fp32_map:.2f} (> export.int8_max_map_drop={int8_max_map_drop}), "
-                        f"so {int8_path.name} was not written ({output.name}, fp32 and verified, was kept); deploy "
-                        "the fp32 model, or try export.int8_exclude=[head], export.int8_calibration=percentile or "
-                        "more export.calib_images, or raise export.int8_max_map_drop, or keep it anyway (int8_keep_anyway=True)",
-                        report,
-                    )
-    return report
+        info = report["int8"] = {"output": str(int8_path), **calibration, "max_map_drop": gate.max_map_drop}
+        dataset = gate.val_dataset
+        sample = read_image(dataset.records[0].image_path) if dataset is not None else calib_images[0]
+        info["speed"] = compare_latency(output, tmp, sample)
+        if dataset is None:
+            info["gate"] = "not checked"
+            return
+        _, metrics = score_runtime(
+            EdgeDetector(tmp).predict_batch,
+            dataset,
+            score_thresh=gate.score_thresh,
+            backend=gate.backend,
+            source=str(int8_path),
+            progress=gate.progress,
+        )
+        fp32_map = report["parity"]["onnx"]["map"] or 0.0
+        info.update(_summary(metrics), map_diff_points=100 * ((metrics["map"] or 0.0) - fp32_map))
+        drop = -info["map_diff_points"]
+        info["gate"] = "passed" if drop <= gate.max_map_drop else "kept anyway"
+        if drop > gate.max_map_drop and not gate.keep_anyway:
+            info["gate"] = "refused"
+            raise Int8RefusedError(
+                f"INT8 model refused: its mAP {100 * (metrics['map'] or 0):.2f} is {drop:.2f} AP points below "
+                f"the fp32 ONNX model's {100 * fp32_map:.2f} (> export.int8_max_map_drop={gate.max_map_drop}), "
+                f"so {int8_path.name} was not written ({output.name}, fp32 and verified, was kept); deploy "
+                "the fp32 model, or try export.int8_exclude=[head], export.int8_calibration=percentile or "
+                "more export.calib_images, or raise export.int8_max_map_drop, or keep it anyway (int8_keep_anyway=True)",
+                report,
+            )
 
 
-def compare_latency(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, image: np.ndarray, *,
-                    rounds: int = 10, warmup: int = 2, threads: Optional[int] = None) -> dict[str, Any]:  # fmt: skip
+def compare_latency(
+    fp32_path: str | os.PathLike,
+    int8_path: str | os.PathLike,
+    image: np.ndarray,
+    *,
+    rounds: int = 10,
+    warmup: int = 2,
+    threads: Optional[int] = None,
+) -> dict[str, Any]:
     """Batch-1 latency of the fp32 and INT8 files on ``image``, calls alternating (fp32, INT8, fp32, ...)
     so that both see the same machine load; both sessions get the same ``threads`` (None: onnxruntime's
     default, as :class:`EdgeDetector`). Preprocessing included.
@@ -154,8 +222,14 @@ def compare_latency(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, 
             if i >= warmup:
                 times[name].append(time.perf_counter() - start)
     p50 = {name: 1000.0 * float(np.median(values)) for name, values in times.items()}
-    return {"fp32_p50_ms": p50["fp32"], "int8_p50_ms": p50["int8"], "speedup": p50["fp32"] / p50["int8"],
-            "rounds": rounds, "threads": threads, "cpu": cpu_int8_support()}  # fmt: skip
+    return {
+        "fp32_p50_ms": p50["fp32"],
+        "int8_p50_ms": p50["int8"],
+        "speedup": p50["fp32"] / p50["int8"],
+        "rounds": rounds,
+        "threads": threads,
+        "cpu": cpu_int8_support(),
+    }
 
 
 def cpu_int8_support() -> str:
@@ -189,11 +263,22 @@ def verify_export(
     """
     from detect_ft.evaluation.evaluator import torch_predictor
 
-    torch_preds, torch_metrics = score_runtime(torch_predictor(model, "cpu"), dataset, score_thresh=score_thresh,
-                                               backend=backend, source="PyTorch model", progress=progress)  # fmt: skip
-    onnx_preds, onnx_metrics = score_runtime(EdgeDetector(onnx_path).predict_batch, dataset,
-                                             score_thresh=score_thresh, backend=backend, source="ONNX model",
-                                             progress=progress)  # fmt: skip
+    torch_preds, torch_metrics = score_runtime(
+        torch_predictor(model, "cpu"),
+        dataset,
+        score_thresh=score_thresh,
+        backend=backend,
+        source="PyTorch model",
+        progress=progress,
+    )
+    onnx_preds, onnx_metrics = score_runtime(
+        EdgeDetector(onnx_path).predict_batch,
+        dataset,
+        score_thresh=score_thresh,
+        backend=backend,
+        source="ONNX model",
+        progress=progress,
+    )
     detections = compare_detections(torch_preds, onnx_preds)
     check_map_drop(torch_metrics["map"], onnx_metrics["map"], max_map_drop, "exported ONNX model")
     return {
@@ -217,5 +302,7 @@ def _smoke_run(path: str | os.PathLike, images: Optional[Sequence[np.ndarray]]) 
     except DetectFTError:
         raise
     except Exception as exc:
-        raise DetectFTError(f"the exported graph does not run in onnxruntime ({str(exc).splitlines()[0]}); "
-                            "try another opset (export.opset)") from exc  # fmt: skip
+        raise DetectFTError(
+            f"the exported graph does not run in onnxruntime ({str(exc).splitlines()[0]}); "
+            "try another opset (export.opset)"
+        ) from exc

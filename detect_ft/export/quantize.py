@@ -6,11 +6,11 @@ Calibration images go through exactly the edge runtime's preprocessing. What is 
 format, per-channel INT8 weights, UINT8 activations calibrated with MinMax, and the convolutions *with*
 the ReLU6/ReLU (``Clip``/``Relu``), residual ``Add`` and ``Pad`` around them, so that onnxruntime fuses
 them into chains of integer kernels instead of converting back to float after every convolution; then
-:func:`simplify_qdq` removes the float round trips that onnxruntime's QDQ fusion leaves (around Pad, and
-DequantizeLinear nodes read only by Shape). Only the network body is touched (:func:`_feature_nodes`):
-the graph's own resize/normalisation and the post-processing (box decoding, score thresholds, TopK, NMS)
-stay in float, where INT8 would move boxes by whole quantisation steps and change which detections
-survive NMS.
+:func:`~detect_ft.export.qdq_graph.simplify_qdq` removes the float round trips that onnxruntime's QDQ
+fusion leaves (around Pad, and DequantizeLinear nodes read only by Shape). Only the network body is
+touched (:func:`_feature_nodes`): the graph's own resize/normalisation and the post-processing (box
+decoding, score thresholds, TopK, NMS) stay in float, where INT8 would move boxes by whole quantisation
+steps and change which detections survive NMS.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from detect_ft.edge.runtime import preprocess, read_metadata
+from detect_ft.edge.runtime import preprocess
 from detect_ft.errors import DetectFTError
+from detect_ft.export.qdq_graph import simplify_qdq
+from detect_ft.predictions import read_onnx_metadata
 
 CONV_OPS = ("Conv", "MatMul", "Gemm")
 # Ops quantised with the default ``ops="fused"``: the convolutions plus what sits between two of them in
@@ -69,8 +71,11 @@ class Int8Options:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude", tuple(self.exclude))
-        for key, value, allowed in (("format", self.format, FORMATS), ("calibration", self.calibration, CALIBRATIONS),
-                                    ("ops", self.ops, tuple(OP_SETS))):  # fmt: skip
+        for key, value, allowed in (
+            ("format", self.format, FORMATS),
+            ("calibration", self.calibration, CALIBRATIONS),
+            ("ops", self.ops, tuple(OP_SETS)),
+        ):
             if value not in allowed:
                 raise DetectFTError(f"export.int8_{key}={value!r} is not one of {', '.join(allowed)}")
         if not 0 < self.percentile <= 100:
@@ -132,8 +137,10 @@ def excluded_nodes(graph, exclude: Sequence[str], op_types: Sequence[str]) -> li
         else:
             found = [n.name for n in nodes if entry in n.name]
         if not found:
-            raise DetectFTError(f"export.int8_exclude entry {entry!r} matches no quantisable node of the graph; "
-                                f"use one of {', '.join(EXCLUDE_KEYWORDS)} or a substring of a node name")  # fmt: skip
+            raise DetectFTError(
+                f"export.int8_exclude entry {entry!r} matches no quantisable node of the graph; "
+                f"use one of {', '.join(EXCLUDE_KEYWORDS)} or a substring of a node name"
+            )
         names += [name for name in found if name not in names]
     return names
 
@@ -180,139 +187,104 @@ def quantize_int8(
         the edge runtime reads the INT8 file like the fp32 one.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from detect_ft.export.onnx_export import set_metadata
 
     options = options or Int8Options()
     if not images:
-        raise DetectFTError("INT8 calibration needs at least one training image; set export.calib_images >= 1 "
-                            "and check that data.train has images")  # fmt: skip
-    meta = read_metadata(fp32_path)
+        raise DetectFTError(
+            "INT8 calibration needs at least one training image; set export.calib_images >= 1 "
+            "and check that data.train has images"
+        )
+    meta = read_onnx_metadata(fp32_path)
     reader = ImageCalibrationReader(images, meta["input"])
+    op_types = _op_types(options)
+    with tempfile.TemporaryDirectory(prefix="detect_ft_int8_") as tmp:
+        proto, excluded = _quantize_static(fp32_path, Path(tmp), reader, options, op_types)
+    simplified = simplify_qdq(proto.graph) if options.format == "qdq" else {}
+    onnx.checker.check_model(proto)
+    meta["quantization"] = {
+        "format": options.format.upper(),
+        "weights": "int8 " + ("per-channel" if options.per_channel else "per-tensor"),
+        "activations": "uint8",
+        "calibration": options.calibration,
+        "calibration_images": len(images),
+        "ops": op_types,
+        "excluded_nodes": excluded,
+        "reduce_range": options.reduce_range,
+    }
+    set_metadata(proto, meta)
+    onnx.save(proto, os.fspath(int8_path))
+    return {
+        "calibration_images": len(images),
+        "quantized_ops": op_types,
+        "options": options.to_dict(),
+        "excluded_nodes": excluded,
+        "description": options.describe(),
+        "simplified": simplified,
+    }
+
+
+def _op_types(options: Int8Options) -> list[str]:
+    """The op types ``options`` quantises."""
     op_types = list(OP_SETS[options.ops])
     if options.format == "qoperator" and "Pad" in op_types:
         # onnxruntime's QOperator quantiser folds a Clip into the QLinearConv before it and then wires the
         # following QPad to a renamed tensor, which makes a cycle ("Graph is not a DAG"); Pad stays float.
         op_types.remove("Pad")
-    calibration = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                   "entropy": CalibrationMethod.Entropy}[options.calibration]  # fmt: skip
+    return op_types
+
+
+def _quantize_static(
+    fp32_path: str | os.PathLike, tmp: Path, reader: ImageCalibrationReader, options: Int8Options, op_types: list[str]
+):
+    """Run onnxruntime's ``quantize_static`` on the feature nodes of ``fp32_path`` (work files in ``tmp``).
+
+    Returns:
+        ``(proto, excluded)``: the quantised ``onnx.ModelProto`` and the names of the nodes kept in float.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    calibration = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[options.calibration]
     extra: dict[str, Any] = {}
     if options.calibration == "percentile":
         # Cut (100 - percentile) / 2 % of the values on each side (onnxruntime's default cuts |x|, which
         # wastes half the uint8 range of a signed tensor).
         extra.update(CalibPercentile=options.percentile, CalibTensorRangeSymmetric=False)
-    with tempfile.TemporaryDirectory(prefix="detect_ft_int8_") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        # Shape inference + constant folding first, as onnxruntime recommends; symbolic shape inference
-        # cannot follow the data-dependent shapes after NMS, so only the ONNX shape inference runs.
-        quant_pre_process(os.fspath(fp32_path), os.fspath(prepared), skip_symbolic_shape=True)
-        graph = onnx.load(os.fspath(prepared)).graph
-        excluded = excluded_nodes(graph, options.exclude, op_types)
-        selected = [name for name in _feature_nodes(graph, op_types) if name not in excluded]
-        if not selected:
-            raise DetectFTError(f"export.int8_exclude={list(options.exclude)} leaves no node to quantise; exclude less")
-        if options.calibration == "entropy":
-            extra["TensorQuantOverrides"] = _entropy_ranges(prepared, reader, op_types, Path(tmp) / "augmented.onnx")
-        quantized = Path(tmp) / "int8.onnx"
-        quantize_static(
-            os.fspath(prepared), os.fspath(quantized), reader,
-            quant_format=QuantFormat.QDQ if options.format == "qdq" else QuantFormat.QOperator,
-            per_channel=options.per_channel, reduce_range=options.reduce_range, op_types_to_quantize=op_types,
-            nodes_to_quantize=selected,
-            nodes_to_exclude=excluded, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax if options.calibration == "entropy" else calibration,
-            extra_options=extra,
-        )  # fmt: skip
-        proto = onnx.load(os.fspath(quantized))
-    simplified = simplify_qdq(proto.graph) if options.format == "qdq" else {}
-    onnx.checker.check_model(proto)
-    meta["quantization"] = {"format": options.format.upper(), "weights": "int8 " + ("per-channel" if options.per_channel
-                            else "per-tensor"), "activations": "uint8", "calibration": options.calibration,
-                            "calibration_images": len(images), "ops": op_types, "excluded_nodes": excluded,
-                            "reduce_range": options.reduce_range}  # fmt: skip
-    set_metadata(proto, meta)
-    onnx.save(proto, os.fspath(int8_path))
-    return {"calibration_images": len(images), "quantized_ops": op_types, "options": options.to_dict(),
-            "excluded_nodes": excluded, "description": options.describe(), "simplified": simplified}  # fmt: skip
-
-
-def simplify_qdq(graph) -> dict[str, int]:
-    """Two exact rewrites of a QDQ graph (in place) that onnxruntime's QDQ fusion does not make itself.
-
-    * ``DequantizeLinear -> Pad(0) -> QuantizeLinear`` with the same scale and zero point on both sides
-      becomes a ``Pad`` of the uint8 tensor with the zero point as pad value (TF-"same" padding in
-      EfficientNet-Lite: otherwise five float round trips of stride-2 feature maps).
-    * ``Shape(DequantizeLinear(x))`` becomes ``Shape(x)``: the head's reshapes only read the shape, and
-      the DequantizeLinear that fed them is dropped when nothing else reads it.
-
-    Returns:
-        ``{"pad": n, "shape": n}``: how many of each were rewritten.
-    """
-    from onnx import numpy_helper
-
-    initializers = {init.name: init for init in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-
-    def consumers(name: str) -> list:
-        return [node for node in graph.node if name in node.input]
-
-    def const(name: str):
-        """The value of ``name`` when it is an initializer, or the float value of a DequantizeLinear of one."""
-        if name in initializers:
-            return numpy_helper.to_array(initializers[name])
-        node = producer.get(name)
-        if node is not None and node.op_type == "DequantizeLinear" and all(n in initializers for n in node.input):
-            x, scale, *zp = (numpy_helper.to_array(initializers[n]).astype(np.float64) for n in node.input)
-            return (x - (zp[0] if zp else 0)) * scale
-        return None
-
-    counts = {"pad": 0, "shape": 0}
-    dropped: list = []
-    for pad in [node for node in graph.node if node.op_type == "Pad"]:
-        dq, users = producer.get(pad.input[0]), consumers(pad.output[0])
-        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in initializers or len(dq.input) < 3:
-            continue
-        if len(users) != 1 or users[0].op_type != "QuantizeLinear" or len(users[0].input) < 3:
-            continue
-        q = users[0]
-        if next((a.s for a in pad.attribute if a.name == "mode"), b"constant") != b"constant":
-            continue
-        value = const(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(())
-        params = [const(name) for name in (dq.input[1], q.input[1], dq.input[2], q.input[2])]
-        if value is None or np.any(value != 0) or any(p is None for p in params) or dq.input[2] not in initializers:
-            continue
-        if not (np.array_equal(params[0], params[1]) and np.array_equal(params[2], params[3]) and params[2].size == 1):
-            continue
-        zero_point = initializers[dq.input[2]]
-        if list(zero_point.dims) not in ([], [1]) or initializers.get(q.input[2]) is None:
-            continue
-        if initializers[q.input[2]].data_type != zero_point.data_type:
-            continue
-        pads = pad.input[1]
-        pad.input[:] = [dq.input[0], pads, dq.input[2]]  # pad the quantised tensor with its zero point
-        pad.output[:] = [q.output[0]]
-        dropped.append(q)
-        counts["pad"] += 1
-    for shape in [node for node in graph.node if node.op_type == "Shape"]:
-        dq = producer.get(shape.input[0])
-        if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] not in initializers:
-            shape.input[0] = dq.input[0]
-            counts["shape"] += 1
-    for node in dropped:
-        graph.node.remove(node)
-    outputs = {o.name for o in graph.output}
-    while True:  # DequantizeLinear nodes nothing reads any more (repeat: one may feed another)
-        used = {name for node in graph.node for name in node.input} | outputs
-        dead = [
-            n for n in graph.node if n.op_type in ("DequantizeLinear", "QuantizeLinear") and n.output[0] not in used
-        ]
-        if not dead:
-            break
-        for node in dead:
-            graph.node.remove(node)
-    return counts
+    prepared = tmp / "prepared.onnx"
+    # Shape inference + constant folding first, as onnxruntime recommends; symbolic shape inference
+    # cannot follow the data-dependent shapes after NMS, so only the ONNX shape inference runs.
+    quant_pre_process(os.fspath(fp32_path), os.fspath(prepared), skip_symbolic_shape=True)
+    graph = onnx.load(os.fspath(prepared)).graph
+    excluded = excluded_nodes(graph, options.exclude, op_types)
+    selected = [name for name in _feature_nodes(graph, op_types) if name not in excluded]
+    if not selected:
+        raise DetectFTError(f"export.int8_exclude={list(options.exclude)} leaves no node to quantise; exclude less")
+    if options.calibration == "entropy":
+        extra["TensorQuantOverrides"] = _entropy_ranges(prepared, reader, op_types, tmp / "augmented.onnx")
+    quantized = tmp / "int8.onnx"
+    quantize_static(
+        os.fspath(prepared),
+        os.fspath(quantized),
+        reader,
+        quant_format=QuantFormat.QDQ if options.format == "qdq" else QuantFormat.QOperator,
+        per_channel=options.per_channel,
+        reduce_range=options.reduce_range,
+        op_types_to_quantize=op_types,
+        nodes_to_quantize=selected,
+        nodes_to_exclude=excluded,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax if options.calibration == "entropy" else calibration,
+        extra_options=extra,
+    )
+    return onnx.load(os.fspath(quantized)), excluded
 
 
 def _feature_nodes(graph, op_types: Sequence[str]) -> list[str]:
@@ -352,9 +324,13 @@ def _entropy_ranges(prepared: Path, reader: ImageCalibrationReader, op_types: Se
     """
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
-    calibrator = create_calibrator(prepared, list(op_types), augmented_model_path=os.fspath(augmented),
-                                   calibrate_method=CalibrationMethod.Entropy,
-                                   extra_options={"num_bins": ENTROPY_BINS, "num_quantized_bins": 128})  # fmt: skip
+    calibrator = create_calibrator(
+        prepared,
+        list(op_types),
+        augmented_model_path=os.fspath(augmented),
+        calibrate_method=CalibrationMethod.Entropy,
+        extra_options={"num_bins": ENTROPY_BINS, "num_quantized_bins": 128},
+    )
     calibrator.collect_data(reader)
     ranges = calibrator.compute_data()
     reader.rewind()
