@@ -14,7 +14,7 @@ callables, never the Config: :func:`detect_ft.engine.trainer.train` builds it fr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -22,10 +22,12 @@ import torch.nn as nn
 from detect_ft.engine import distributed as dist_utils
 from detect_ft.engine.checkpoint import rng_state
 from detect_ft.engine.ema import ModelEMA, unwrap
-from detect_ft.engine.hooks import Hook
 from detect_ft.engine.loop import train_one_epoch
 from detect_ft.engine.state import RunState
 from detect_ft.errors import DetectFTError
+
+if TYPE_CHECKING:
+    from detect_ft.engine.hooks import Hook
 
 NO_BOXES = "no boxes to score: the validation split has no countable ground-truth boxes"
 

@@ -17,14 +17,12 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from detect_ft.engine.checkpoint import save_checkpoint
+from detect_ft.engine.fit import Run, WeightsDiverged
 from detect_ft.engine.logs import MetricsLog, format_summary, log_tensorboard, open_tensorboard, write_plots
 from detect_ft.io import atomic_path
-
-if TYPE_CHECKING:
-    from detect_ft.engine.fit import Run
 
 
 class Hook:
@@ -62,8 +60,6 @@ class MetricsLogger(Hook):
         self.log.append(run.row)
 
     def after_train(self, run: Run) -> None:
-        from detect_ft.engine.fit import WeightsDiverged
-
         # The epoch whose weights diverged is logged too (its loss shows it), but nothing of it is saved.
         if isinstance(run.error, WeightsDiverged) and self.log is not None:
             self.log.append(run.row)

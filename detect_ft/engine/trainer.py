@@ -23,6 +23,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from detect_ft import checkpoint as ckpt
 from detect_ft.config import Config, config_to_dict, save_config
 from detect_ft.engine import distributed as dist_utils
 from detect_ft.engine.checkpoint import load_checkpoint, resolve_resume, restore_training_state, set_rng_state
@@ -89,35 +90,7 @@ def _prepare(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progr
     dataset = _build_dataset(cfg, train_records)
     iters = len(_epoch_loader(cfg, dataset, info, 0))
     iters = min(iters, t.max_iters_per_epoch) if t.max_iters_per_epoch else iters
-    optimizer, scheduler = _build_optimization(cfg, model, iters, say)
-    amp_dtype = _amp_dtype(t.amp, device)
-    options = LoopOptions(
-        amp_dtype=amp_dtype,
-        accumulate=t.accumulate,
-        clip_grad_norm=t.clip_grad_norm,
-        max_iters=t.max_iters_per_epoch,
-        max_nonfinite=t.max_nonfinite,
-        progress=progress,
-    )
-    evaluate = functools.partial(_evaluate, cfg, val_records=val_records, device=device) if val_records else None
-    run = Run(
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        device=device,
-        info=info,
-        epochs=t.epochs,
-        make_loader=functools.partial(_epoch_loader, cfg, dataset, info),
-        model_name=cfg.model.name,
-        trainable=trainable,
-        freeze_backbone_epochs=t.freeze_backbone_epochs,
-        scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
-        ema=ModelEMA(model, t.ema_decay) if t.ema else None,
-        options=options,
-        evaluate=evaluate,
-        eval_interval=eval_interval(t.eval_interval, t.epochs),
-        best_metric=t.best_metric,
-    )
+    run = _build_run(cfg, info, device, model, trainable, dataset, iters, val_records, progress, say)
     _resume(run, cfg, run_dir, class_names, say)
     hooks: list[Hook] = []
     if info.is_main:
@@ -192,6 +165,43 @@ def _build_dataset(cfg: Config, train_records):
     return DetectionDataset(train_records, transform, on_unreadable=cfg.data.on_unreadable_image)
 
 
+def _build_run(
+    cfg: Config, info, device, model, trainable, dataset, iters: int, val_records, progress: bool, say
+) -> Run:
+    """A new run of ``model`` on ``dataset``: optimizer, LR schedule, AMP, EMA, validation and the loop's
+    options as ``cfg`` says."""
+    t = cfg.train
+    optimizer, scheduler = _build_optimization(cfg, model, iters, say)
+    amp_dtype = _amp_dtype(t.amp, device)
+    options = LoopOptions(
+        amp_dtype=amp_dtype,
+        accumulate=t.accumulate,
+        clip_grad_norm=t.clip_grad_norm,
+        max_iters=t.max_iters_per_epoch,
+        max_nonfinite=t.max_nonfinite,
+        progress=progress,
+    )
+    evaluate = functools.partial(_evaluate, cfg, val_records=val_records, device=device) if val_records else None
+    return Run(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        device=device,
+        info=info,
+        epochs=t.epochs,
+        make_loader=functools.partial(_epoch_loader, cfg, dataset, info),
+        model_name=cfg.model.name,
+        trainable=trainable,
+        freeze_backbone_epochs=t.freeze_backbone_epochs,
+        scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
+        ema=ModelEMA(model, t.ema_decay) if t.ema else None,
+        options=options,
+        evaluate=evaluate,
+        eval_interval=eval_interval(t.eval_interval, t.epochs),
+        best_metric=t.best_metric,
+    )
+
+
 def _build_optimization(cfg: Config, model: torch.nn.Module, iters: int, say) -> tuple[torch.optim.Optimizer, Any]:
     """The optimizer and the per-step LR schedule (warmup included) for ``iters`` batches an epoch."""
     t = cfg.train
@@ -240,7 +250,7 @@ def _resume(run: Run, cfg: Config, run_dir: Path, class_names: list[str], say) -
             ema=run.ema,
         )
         run.state = RunState.from_checkpoint(checkpoint)
-        saved_rng = checkpoint.get("rng") or []
+        saved_rng = checkpoint.get(ckpt.RNG) or []
         if len(saved_rng) == info.world_size:
             set_rng_state(saved_rng[info.rank])
     except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as exc:
@@ -310,14 +320,14 @@ def _epoch_loader(cfg: Config, dataset, info: dist_utils.DistInfo, epoch: int):
 
 
 def _check_resumable(checkpoint: dict, cfg: Config, class_names: list[str], path: Optional[Path]) -> None:
-    if checkpoint.get("model_name") != cfg.model.name:
+    if checkpoint.get(ckpt.MODEL_NAME) != cfg.model.name:
         raise DetectFTError(
-            f"train.resume: {path} trained {checkpoint.get('model_name')} but model.name is "
+            f"train.resume: {path} trained {checkpoint.get(ckpt.MODEL_NAME)} but model.name is "
             f"{cfg.model.name}; resume with the same model.name"
         )
-    if list(checkpoint.get("class_names", [])) != class_names:
+    if list(checkpoint.get(ckpt.CLASS_NAMES, [])) != class_names:
         raise DetectFTError(
-            f"train.resume: {path} has classes {checkpoint.get('class_names')} but the data has "
+            f"train.resume: {path} has classes {checkpoint.get(ckpt.CLASS_NAMES)} but the data has "
             f"{class_names}; resume with the same data.classes"
         )
 
