@@ -39,7 +39,7 @@ __all__ = [
 def rng_state() -> dict[str, Any]:
     """This process's Python, NumPy, torch CPU and (when present) CUDA generator states.
 
-    Plain values and tensors only (see the module doc): NumPy's MT19937 key becomes an int64 tensor.
+    Plain values and tensors only (see :mod:`detect_ft.checkpoint`): NumPy's MT19937 key becomes an int64 tensor.
     """
     kind, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
