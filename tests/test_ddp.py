@@ -27,32 +27,23 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world_size: int, port: int, data_dir: Path, tmp: Path) -> None:
-    """One rank: what torchrun would set up, then train() with a spy that saves this rank's weights."""
+    """One rank: what torchrun would set up, then train() with a hook that saves this rank's weights."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))  # fmt: skip
     torch.set_num_threads(1)
-    from detect_ft.engine import distributed, trainer
-    from detect_ft.engine.ema import unwrap
+    from detect_ft.engine import trainer
+    from detect_ft.engine.hooks import Hook
 
-    real_epoch, real_gather = trainer.train_one_epoch, distributed.gather_objects
-    seen: dict = {}
+    class Spy(Hook):
+        """Runs on every rank after the epoch's end-of-epoch syncs: the state to compare."""
 
-    def spy_epoch(model, *args, **kwargs):
-        stats = real_epoch(model, *args, **kwargs)
-        seen.update(model=model, stats=stats, epoch=kwargs["epoch"])
-        return stats
+        def after_epoch(self, run) -> None:
+            record = {"state": run.model.state_dict(), "stats": run.stats,
+                      "ddp": isinstance(run.train_model, torch.nn.parallel.DistributedDataParallel)}  # fmt: skip
+            torch.save(record, tmp / "spy" / f"rank{rank}_epoch{run.epoch}.pt")
 
-    def spy_gather(obj):
-        # Called by every rank once per epoch, after the epoch's end-of-epoch syncs: the state to compare.
-        model = seen["model"]
-        record = {"state": unwrap(model).state_dict(), "stats": seen["stats"],
-                  "ddp": isinstance(model, torch.nn.parallel.DistributedDataParallel)}  # fmt: skip
-        torch.save(record, tmp / "spy" / f"rank{rank}_epoch{seen['epoch']}.pt")
-        return real_gather(obj)
-
-    trainer.train_one_epoch, distributed.gather_objects = spy_epoch, spy_gather
     # Each rank gets its own output.dir: anything rank 1 wrote would show up in its folder.
-    trainer.train(tiny_config(data_dir, tmp / f"out{rank}", *DDP_OVERRIDES), progress=False)
+    trainer.train(tiny_config(data_dir, tmp / f"out{rank}", *DDP_OVERRIDES), progress=False, hooks=[Spy()])
 
 
 def test_two_gloo_ranks_train_alike_and_only_rank0_writes(tmp_path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import yaml
 from detect_ft.config import Config, load_config
 from detect_ft.data.synthetic import make_synthetic_dataset
 from detect_ft.engine import trainer as trainer_module
+from detect_ft.engine.fit import WeightsDiverged
+from detect_ft.engine.hooks import Hook
 from detect_ft.engine.loop import train_one_epoch
 from detect_ft.errors import DataError, DetectFTError
 
@@ -114,27 +117,34 @@ def test_data_errors_stop_training_before_it_starts(data_dir, tmp_path) -> None:
     assert not (out / "checkpoints").exists()
 
 
-def test_backbone_frozen_for_first_epochs_then_restored(data_dir, tmp_path, monkeypatch) -> None:
+class EpochSpy(Hook):
+    """Records, per epoch, which parameters were trainable when it started and which changed in it."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[dict, dict]] = []
+
+    def before_epoch(self, run) -> None:
+        self.before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+        self.trainable = {n: p.requires_grad for n, p in run.model.named_parameters()}
+
+    def after_epoch(self, run) -> None:
+        changed = {n: not torch.equal(self.before[n], p) for n, p in run.model.named_parameters()}
+        self.seen.append((self.trainable, changed))
+
+
+def test_backbone_frozen_for_first_epochs_then_restored(data_dir, tmp_path) -> None:
+    from detect_ft.models import build_model
     from detect_ft.models.finetune import backbone_parameter_ids
 
-    seen = []
-
-    def spy(model, *args, **kwargs):
-        ids = backbone_parameter_ids(model, MODEL)
-        before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        trainable = {n: p.requires_grad for n, p in model.named_parameters()}
-        stats = train_one_epoch(model, *args, **kwargs)
-        changed = {n: not torch.equal(before[n], p) for n, p in model.named_parameters()}
-        backbone = {n for n, p in model.named_parameters() if id(p) in ids}
-        seen.append((backbone, trainable, changed))
-        return stats
-
-    monkeypatch.setattr(trainer_module, "train_one_epoch", spy)
+    spy = EpochSpy()
     cfg = tiny_config(data_dir, tmp_path / "run", "train.epochs=2", "train.freeze_backbone_epochs=1",
                       "train.eval_interval=0", "model.trainable_backbone_layers=3")  # fmt: skip
-    trainer_module.train(cfg, progress=False)
+    trainer_module.train(cfg, progress=False, hooks=[spy])
 
-    (backbone, trainable1, changed1), (_, trainable2, changed2) = seen
+    reference = build_model(MODEL, 2, weights="none")
+    ids = backbone_parameter_ids(reference, MODEL)
+    backbone = {n for n, p in reference.named_parameters() if id(p) in ids}
+    (trainable1, changed1), (trainable2, changed2) = spy.seen
     assert backbone and not any(trainable1[n] or changed1[n] for n in backbone)
     heads = set(trainable1) - backbone
     assert all(trainable1[n] for n in heads) and any(changed1[n] for n in heads)
@@ -142,6 +152,24 @@ def test_backbone_frozen_for_first_epochs_then_restored(data_dir, tmp_path, monk
     assert 0 < sum(trainable2[n] for n in backbone) < len(backbone)
     assert not any(changed2[n] for n in backbone if not trainable2[n])
     assert any(changed2[n] for n in backbone if trainable2[n])
+
+
+def test_train_puts_back_the_global_determinism_settings(data_dir, tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+              torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())  # fmt: skip
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        cfg = tiny_config(data_dir, tmp_path / "run", "train.deterministic=true", "train.eval_interval=0",
+                          "train.max_iters_per_epoch=1")  # fmt: skip
+        trainer_module.train(cfg, progress=False)
+        assert torch.backends.cudnn.deterministic is False and torch.backends.cudnn.benchmark is True
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[:2]
+        torch.use_deterministic_algorithms(before[2], warn_only=before[3])
 
 
 class ToyDetector(nn.Module):
@@ -199,24 +227,33 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run() -> None:
                         nonfinite_run=1, progress=False)  # fmt: skip
 
 
-def test_best_checkpoint_and_early_stopping_follow_the_chosen_metric(data_dir, tmp_path, monkeypatch, capsys) -> None:
-    scores = iter([(0.1, 0.5), (0.3, 0.4), (0.2, 0.45), (0.9, 0.9)])  # (map, map50) per validation
+class FakeValidation(Hook):
+    """Replaces the run's evaluation by given (map, map50) values, one per validation."""
 
-    def fake_validate(cfg, model, val_records, device):
-        m, m50 = next(scores)
+    def __init__(self, scores: list[tuple[float, float]]) -> None:
+        self.scores = iter(scores)
+
+    def before_train(self, run) -> None:
+        run.evaluate = self.evaluate
+
+    def evaluate(self, model) -> dict:
+        m, m50 = next(self.scores)
         return {"map": m, "map50": m50, "map75": 0.0, "seconds": 0.0}
 
-    monkeypatch.setattr(trainer_module, "_validate", fake_validate)
+
+def test_best_checkpoint_and_early_stopping_follow_the_chosen_metric(data_dir, tmp_path, capsys) -> None:
+    fake = FakeValidation([(0.1, 0.5), (0.3, 0.4), (0.2, 0.45), (0.9, 0.9)])
     out = tmp_path / "run"
     cfg = tiny_config(data_dir, out, "train.epochs=4", "train.best_metric=map50", "train.patience=2",
                       "train.max_iters_per_epoch=1")  # fmt: skip
-    trainer_module.train(cfg, progress=False)
+    trainer_module.train(cfg, progress=False, hooks=[fake])
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["map50"] for r in rows] == [0.5, 0.4, 0.45]  # stopped after 2 validations without a better map50
     best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
     last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert best["epoch"] == 1 and last["epoch"] == 3 and last["trainer"]["stale"] == 2
+    assert best["trainer"] == {"best_value": 0.5, "best_epoch": 1, "stale": 0, "nonfinite_run": 0}
     assert "stopped early: map50 did not improve for 2 validations" in capsys.readouterr().out
 
 
@@ -241,24 +278,28 @@ def test_trains_on_the_real_raccoon_voc_split(tmp_path) -> None:
     assert checkpoint["class_names"] == ["raccoon"]
 
 
-def test_nonfinite_weights_are_never_saved_and_metrics_stay_strict_json(data_dir, tmp_path, monkeypatch) -> None:
-    real = trainer_module.train_one_epoch
+class Poison(Hook):
+    """Leaves a nan in the first weight before each epoch, as a diverging step would; notes how the run ended."""
 
-    def poisoned(model, *args, **kwargs):
-        stats = real(model, *args, **kwargs)
+    def before_epoch(self, run) -> None:
         with torch.no_grad():
-            next(model.parameters()).view(-1)[0] = float("nan")  # what a diverging step leaves behind
-        return {**stats, "loss": float("nan")}
+            next(run.model.parameters()).view(-1)[0] = float("nan")
 
-    monkeypatch.setattr(trainer_module, "train_one_epoch", poisoned)
+    def after_train(self, run) -> None:
+        self.error = run.error
+
+
+def test_nonfinite_weights_are_never_saved_and_metrics_stay_strict_json(data_dir, tmp_path) -> None:
+    poison = Poison()
     out = tmp_path / "run"
     with pytest.raises(DetectFTError, match="non-finite.*epoch 1/1.*best.pt and last.pt keep the last finite"):
-        trainer_module.train(tiny_config(data_dir, out), progress=False)
+        trainer_module.train(tiny_config(data_dir, out), progress=False, hooks=[poison])
+    assert isinstance(poison.error, WeightsDiverged)
     assert not (out / "checkpoints" / "best.pt").exists() and not (out / "checkpoints" / "last.pt").exists()
     text = (out / "metrics.jsonl").read_text()
     rows = [json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl")) for line in
             text.splitlines()]  # fmt: skip
-    assert rows[0]["epoch"] == 1 and rows[0]["loss"] is None
+    assert rows[0]["epoch"] == 1 and rows[0]["loss"] is None and rows[0]["skipped_steps"] == 2
 
 
 def test_a_validation_split_without_boxes_trains_and_says_so(data_dir, tmp_path, capsys) -> None:

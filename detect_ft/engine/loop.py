@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import math
 import time
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 import torch
@@ -48,14 +49,13 @@ def train_one_epoch(
             returns a dict of scalar losses, which are summed.
         loader: yields ``(images, targets)``: a list of (3, H, W) float tensors in [0, 1] and a list of
             dicts with ``boxes`` (N, 4) float xyxy absolute pixels and ``labels`` (N,) int64 in 1..K.
-        scheduler: stepped after every optimizer step.
+        scheduler, ema: stepped / updated after every optimizer step.
         scaler: a GradScaler for fp16 autocast (None or disabled otherwise).
         amp_dtype: ``torch.bfloat16`` / ``torch.float16`` to run the forward pass under autocast; None
             for full precision.
         accumulate: batches whose gradients add up before one optimizer step (each loss is divided by
             it); the epoch's last partial window steps too.
         clip_grad_norm: clip the global gradient norm to this before each step.
-        ema: updated after every optimizer step.
         max_nonfinite: a non-finite loss skips its batch (no backward); this many in a row (counted
             across epochs through ``nonfinite_run``) raise :class:`DetectFTError`.
         progress: show a tqdm bar with the running loss components, LR and img/s.
@@ -65,94 +65,179 @@ def train_one_epoch(
         ranks), ``loss`` and ``losses`` (means over the finite batches of all ranks), ``lr`` (first
         group's LR at the end), ``skipped_steps`` (non-finite batches) and ``nonfinite_run``.
     """
-    from tqdm import tqdm
+    scaler = scaler if scaler is not None and scaler.is_enabled() else None
+    loop = _EpochLoop(
+        model,
+        optimizer,
+        device,
+        epoch,
+        scheduler,
+        scaler,
+        amp_dtype,
+        max(int(accumulate), 1),
+        clip_grad_norm,
+        ema,
+        max_nonfinite,
+        progress,
+        _Tally(nonfinite_run=nonfinite_run),
+    )
+    return loop.run(loader, max_iters)
 
-    model.train()
-    total = len(loader) if hasattr(loader, "__len__") else None
-    num_iters = min(total, max_iters) if (total is not None and max_iters) else (max_iters or total)
-    accumulate = max(int(accumulate), 1)
-    distributed = is_distributed()
-    scaling = scaler is not None and scaler.is_enabled()
-    sums: dict[str, float] = {}
-    finite_batches = images_seen = steps = skipped = iterations = 0
-    bar = tqdm(total=num_iters, desc=f"epoch {epoch + 1}", unit="it", disable=not progress, dynamic_ncols=True,
-               leave=True)  # fmt: skip
-    optimizer.zero_grad(set_to_none=True)
-    start = time.perf_counter()
-    # islice stops before fetching a batch past the cap (a plain break would load one more).
-    batches = itertools.islice(loader, num_iters) if num_iters is not None else loader
-    for i, (images, targets) in enumerate(batches):
-        images = [image.to(device, non_blocking=True) for image in images]
-        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
-        last_in_window = (i + 1) % accumulate == 0 or (num_iters is not None and i + 1 == num_iters)
+
+@dataclass
+class _EpochLoop:
+    """One epoch of :func:`train_one_epoch`: its settings and its running tally."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    epoch: int
+    scheduler: Optional[Any]
+    scaler: Optional[torch.amp.GradScaler]
+    amp_dtype: Optional[torch.dtype]
+    accumulate: int
+    clip_grad_norm: Optional[float]
+    ema: Optional[ModelEMA]
+    max_nonfinite: int
+    progress: bool
+    tally: _Tally
+
+    def run(self, loader: Iterable, max_iters: Optional[int]) -> dict[str, Any]:
+        from tqdm import tqdm
+
+        self.model.train()
+        total = len(loader) if hasattr(loader, "__len__") else None
+        num_iters = min(total, max_iters) if (total is not None and max_iters) else (max_iters or total)
+        bar = tqdm(
+            total=num_iters,
+            desc=f"epoch {self.epoch + 1}",
+            unit="it",
+            disable=not self.progress,
+            dynamic_ncols=True,
+            leave=True,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        # islice stops before fetching a batch past the cap (a plain break would load one more).
+        batches = itertools.islice(loader, num_iters) if num_iters is not None else loader
+        with contextlib.closing(bar):
+            for i, (images, targets) in enumerate(batches):
+                last_in_window = (i + 1) % self.accumulate == 0 or (num_iters is not None and i + 1 == num_iters)
+                self.batch(i, images, targets, last_in_window)
+                if self.progress:
+                    bar.set_postfix(self.tally.postfix(self.optimizer, time.perf_counter() - start), refresh=False)
+                self.tally.iterations += 1
+                bar.update(1)
+            seconds = time.perf_counter() - start
+        return self.tally.stats(self.optimizer, seconds, self.device)
+
+    def batch(self, i: int, images: list[torch.Tensor], targets: list[dict], last_in_window: bool) -> None:
+        """Forward and backward one batch; an optimizer step when it ends an accumulation window."""
         # Without a step coming, DDP must not all-reduce gradients that are still accumulating.
-        sync = contextlib.nullcontext() if (last_in_window or not distributed) else model.no_sync()
+        sync = contextlib.nullcontext() if (last_in_window or not is_distributed()) else self.model.no_sync()
         with sync:
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loss_dict = model(images, targets)
-            loss = sum(loss_dict.values())
-            values = torch.stack([loss.detach()] + [v.detach() for v in loss_dict.values()]).float().tolist()
-            # Every rank must take the same branch, or DDP's gradient all-reduce would wait forever.
-            finite = all_true(all(math.isfinite(v) for v in values), device)
-            if finite:
-                loss = loss / accumulate
-                (scaler.scale(loss) if scaling else loss).backward()
-        images_seen += len(images)
-        if finite:
-            nonfinite_run = 0
-            finite_batches += 1
-            for name, value in zip(["loss", *loss_dict.keys()], values):
-                sums[name] = sums.get(name, 0.0) + value
-        else:
-            skipped += 1
-            nonfinite_run += 1
-            if nonfinite_run >= max_nonfinite:
-                bar.close()
-                raise DetectFTError(
-                    f"training stopped: the loss was not finite (nan/inf) for {nonfinite_run} batches in a row "
-                    f"(epoch {epoch + 1}, batch {i + 1}; train.max_nonfinite={max_nonfinite}); lower train.lr, "
-                    "add warmup (train.warmup_iters), set train.clip_grad_norm, or check the boxes with "
-                    "detect-ft check-data"
-                )
+            losses = _forward_backward(
+                self.model, images, targets, self.device, self.amp_dtype, self.accumulate, self.scaler
+            )
+        self.tally.add(losses, len(images))
+        if losses is None and self.tally.nonfinite_run >= self.max_nonfinite:
+            raise DetectFTError(
+                f"training stopped: the loss was not finite (nan/inf) for {self.tally.nonfinite_run} batches in a "
+                f"row (epoch {self.epoch + 1}, batch {i + 1}; train.max_nonfinite={self.max_nonfinite}); lower "
+                "train.lr, add warmup (train.warmup_iters), set train.clip_grad_norm, or check the boxes with "
+                "detect-ft check-data"
+            )
         if last_in_window:
-            _step(model, optimizer, scaler if scaling else None, clip_grad_norm)
-            steps += 1
-            if scheduler is not None:
-                scheduler.step()
-            if ema is not None:
-                ema.update(model)
-        if progress:
-            elapsed = time.perf_counter() - start
-            shown = {k: v / max(finite_batches, 1) for k, v in sums.items()}
-            postfix = {k: f"{v:.3f}" for k, v in shown.items()}
-            postfix.update(lr=f"{optimizer.param_groups[0]['lr']:.2e}", **{"img/s": f"{images_seen / elapsed:.1f}"})
-            bar.set_postfix(postfix, refresh=False)
-        iterations += 1
-        bar.update(1)
-    seconds = time.perf_counter() - start
-    bar.close()
-    names = sorted(sums)
-    reduced = all_reduce_sum([sums[n] for n in names] + [finite_batches, images_seen, seconds], device)
-    count = max(reduced[len(names)], 1)
-    world = torch.distributed.get_world_size() if distributed else 1
-    means = {n: reduced[k] / count for k, n in enumerate(names)}
-    return {
-        "iterations": iterations,
-        "steps": steps,
-        "images": int(reduced[len(names) + 1]),
-        "time": seconds,
-        # every rank ran the same wall time; the mean keeps img/s honest if one rank was slower
-        "img_s": reduced[len(names) + 1] / max(reduced[len(names) + 2] / world, 1e-9),
-        "loss": means.pop("loss", float("nan")),
-        "losses": means,
-        "lr": optimizer.param_groups[0]["lr"],
-        "skipped_steps": skipped,
-        "nonfinite_run": nonfinite_run,
-    }
+            _step(self.model, self.optimizer, self.scaler, self.clip_grad_norm)
+            self.tally.steps += 1
+            if self.scheduler is not None:
+                self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
 
 
-def _step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler],
-          clip_grad_norm: Optional[float]) -> None:  # fmt: skip
+def _forward_backward(
+    model: nn.Module,
+    images: list[torch.Tensor],
+    targets: list[dict[str, torch.Tensor]],
+    device: torch.device,
+    amp_dtype: Optional[torch.dtype],
+    accumulate: int,
+    scaler: Optional[torch.amp.GradScaler],
+) -> Optional[dict[str, float]]:
+    """One batch's forward pass and (for a finite loss) backward pass; the losses as floats (``loss``
+    first, then the model's components), or None when any is not finite on any rank."""
+    images = [image.to(device, non_blocking=True) for image in images]
+    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        loss_dict = model(images, targets)
+    loss = sum(loss_dict.values())
+    values = torch.stack([loss.detach()] + [v.detach() for v in loss_dict.values()]).float().tolist()
+    # Every rank must take the same branch, or DDP's gradient all-reduce would wait forever.
+    if not all_true(all(math.isfinite(v) for v in values), device):
+        return None
+    loss = loss / accumulate
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    return dict(zip(["loss", *loss_dict.keys()], values))
+
+
+@dataclass
+class _Tally:
+    """The running counts and loss sums of one epoch on this rank."""
+
+    nonfinite_run: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    finite_batches: int = 0
+    images: int = 0
+    steps: int = 0
+    skipped: int = 0
+    iterations: int = 0
+
+    def add(self, losses: Optional[dict[str, float]], num_images: int) -> None:
+        """Count a batch: its losses, or (None) a skipped non-finite one."""
+        self.images += num_images
+        if losses is None:
+            self.skipped += 1
+            self.nonfinite_run += 1
+            return
+        self.nonfinite_run = 0
+        self.finite_batches += 1
+        for name, value in losses.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+
+    def postfix(self, optimizer: torch.optim.Optimizer, elapsed: float) -> dict[str, str]:
+        """The progress bar's running loss components, LR and img/s."""
+        shown = {k: f"{v / max(self.finite_batches, 1):.3f}" for k, v in self.sums.items()}
+        return {**shown, "lr": f"{optimizer.param_groups[0]['lr']:.2e}", "img/s": f"{self.images / elapsed:.1f}"}
+
+    def stats(self, optimizer: torch.optim.Optimizer, seconds: float, device: torch.device) -> dict[str, Any]:
+        """What :func:`train_one_epoch` returns, the losses and throughput reduced over ranks."""
+        names = sorted(self.sums)
+        reduced = all_reduce_sum([self.sums[n] for n in names] + [self.finite_batches, self.images, seconds], device)
+        count = max(reduced[len(names)], 1)
+        world = torch.distributed.get_world_size() if is_distributed() else 1
+        means = {n: reduced[k] / count for k, n in enumerate(names)}
+        return {
+            "iterations": self.iterations,
+            "steps": self.steps,
+            "images": int(reduced[len(names) + 1]),
+            "time": seconds,
+            # every rank ran the same wall time; the mean keeps img/s honest if one rank was slower
+            "img_s": reduced[len(names) + 1] / max(reduced[len(names) + 2] / world, 1e-9),
+            "loss": means.pop("loss", float("nan")),
+            "losses": means,
+            "lr": optimizer.param_groups[0]["lr"],
+            "skipped_steps": self.skipped,
+            "nonfinite_run": self.nonfinite_run,
+        }
+
+
+def _step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: Optional[torch.amp.GradScaler],
+    clip_grad_norm: Optional[float],
+) -> None:
     if clip_grad_norm:
         if scaler is not None:
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones

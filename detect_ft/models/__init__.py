@@ -3,7 +3,13 @@
 Label convention: user classes are 1..K, 0 is background, in every model.
 """
 
-from detect_ft.models.build import build_model, load_detector, load_pretrained
+from detect_ft.models.build import (
+    build_model,
+    input_normalisation,
+    load_detector,
+    load_pretrained,
+    set_input_normalisation,
+)
 from detect_ft.models.finetune import (
     num_backbone_stages,
     parameter_groups,
@@ -16,10 +22,12 @@ __all__ = [
     "ModelSpec",
     "build_model",
     "coco_category_names",
+    "input_normalisation",
     "list_models",
     "load_detector",
     "load_pretrained",
     "num_backbone_stages",
     "parameter_groups",
+    "set_input_normalisation",
     "set_trainable_backbone_layers",
 ]

@@ -16,6 +16,8 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn as nn
 
+from detect_ft import checkpoint as ckpt
+from detect_ft.checkpoint import read_checkpoint
 from detect_ft.errors import ConfigError, WeightsError
 from detect_ft.models.finetune import backbone_stages, freeze_batchnorm, set_trainable_backbone_layers
 from detect_ft.models.registry import MODELS, ModelSpec, coco_category_names
@@ -58,31 +60,12 @@ def build_model(
         The torchvision detector. ``model(images)`` takes a list of float tensors (3, H, W) in [0, 1] and,
         in eval mode, returns per image ``{"boxes": (N, 4) xyxy pixels, "scores": (N,), "labels": (N,)}``.
     """
-    if name not in MODELS:
-        raise ConfigError(f"model.name: unknown model {name!r}; allowed: {', '.join(MODELS)}")
-    if num_classes < 1:
-        raise ConfigError(f"num_classes must be >= 1 (the user's classes, background excluded), got {num_classes}")
-    if class_names is not None and len(class_names) != num_classes:
-        raise ConfigError(f"{len(class_names)} class names given for num_classes={num_classes}")
-    spec = MODELS[name]
-    if backbone and not spec.timm_backbone:
-        raise ConfigError(f"model.backbone: {name} has a fixed torchvision backbone; model.backbone applies to the "
-                          f"timm models ({', '.join(n for n, s in MODELS.items() if s.timm_backbone)})")  # fmt: skip
+    spec = _checked_spec(name, num_classes, class_names, backbone)
     if spec.timm_backbone:
         model, pretrained = _build_timm(name, spec, backbone or spec.timm_backbone, num_classes, weights, class_names,
                                         init_from_coco_names)  # fmt: skip
-    elif weights == "imagenet":
-        # The builder knows which backbone variant the ImageNet weights fit (SSDlite's full-width tail).
-        with _download_errors(spec.backbone_weights):
-            model = spec.builder(weights=None, weights_backbone=spec.backbone_weights, num_classes=num_classes + 1)
-        pretrained = True
     else:
-        model = spec.builder(weights=None, weights_backbone=None, num_classes=num_classes + 1)
-        source = _source_weights(weights, name, spec)
-        if source is not None:
-            load_pretrained(model, name, source, class_names, match_names=init_from_coco_names)
-        pretrained = source is not None
-
+        model, pretrained = _build_torchvision(name, spec, num_classes, weights, class_names, init_from_coco_names)
     if spec.sigmoid_head:
         _silence_background_column(model)
     if frozen_bn if frozen_bn is not None else (pretrained and spec.frozen_bn):
@@ -94,6 +77,37 @@ def build_model(
     _set_input_size(model, name, spec, min_size, max_size)
     _set_postprocess(model, spec, score_thresh, detections_per_img)
     return model
+
+
+def _checked_spec(name: str, num_classes: int, class_names: Sequence[str] | None, backbone: str | None) -> ModelSpec:
+    """The registry entry of ``name``, once the request is known to be buildable."""
+    if name not in MODELS:
+        raise ConfigError(f"model.name: unknown model {name!r}; allowed: {', '.join(MODELS)}")
+    if num_classes < 1:
+        raise ConfigError(f"num_classes must be >= 1 (the user's classes, background excluded), got {num_classes}")
+    if class_names is not None and len(class_names) != num_classes:
+        raise ConfigError(f"{len(class_names)} class names given for num_classes={num_classes}")
+    spec = MODELS[name]
+    if backbone and not spec.timm_backbone:
+        raise ConfigError(f"model.backbone: {name} has a fixed torchvision backbone; model.backbone applies to the "
+                          f"timm models ({', '.join(n for n, s in MODELS.items() if s.timm_backbone)})")  # fmt: skip
+    return spec
+
+
+def _build_torchvision(
+    name: str, spec: ModelSpec, num_classes: int, weights: str, class_names, match_names: bool
+) -> tuple[nn.Module, bool]:
+    """A torchvision detector with ``weights`` loaded; and whether anything pretrained was loaded."""
+    if weights == "imagenet":
+        # The builder knows which backbone variant the ImageNet weights fit (SSDlite's full-width tail).
+        with _download_errors(spec.backbone_weights):
+            model = spec.builder(weights=None, weights_backbone=spec.backbone_weights, num_classes=num_classes + 1)
+        return model, True
+    model = spec.builder(weights=None, weights_backbone=None, num_classes=num_classes + 1)
+    source = _source_weights(weights, name, spec)
+    if source is not None:
+        load_pretrained(model, name, source, class_names, match_names=match_names)
+    return model, source is not None
 
 
 @contextlib.contextmanager
@@ -294,38 +308,47 @@ def load_detector(
     Returns:
         ``(model, meta)`` where meta holds ``model_name``, ``num_classes``, ``class_names``,
         ``category_ids``, ``config`` (plain dict) and ``epoch`` from the checkpoint.
-    """
-    if not os.path.isfile(path):
-        raise WeightsError(f"checkpoint {path} not found; pass a run's checkpoints/best.pt or last.pt")
-    from detect_ft.models.weights import check_checkpoint, safe_torch_load
 
-    # weights_only: pickled code in the file never runs; then the fields read below are checked
-    checkpoint = check_checkpoint(safe_torch_load(path, "checkpoint"), path)
-    if not isinstance(checkpoint, dict) or "model_name" not in checkpoint or "model" not in checkpoint:
-        raise WeightsError(
-            f"{path} is not a detect-ft checkpoint (no model_name/model); train one with detect-ft train"
-        )
-    options = checkpoint.get("config", {}).get("model", {})
+    Raises:
+        CheckpointError: the file is missing, unsafe, of a newer format or not a detect-ft checkpoint.
+    """
+    # weights_only: pickled code in the file never runs; the entries read below are checked
+    checkpoint = read_checkpoint(path, "checkpoint")
+    name = checkpoint[ckpt.MODEL_NAME]
+    options = checkpoint.get(ckpt.CONFIG, {}).get("model", {})
     sizes = {k: options[k] for k in ("min_size", "max_size", "score_thresh", "detections_per_img") if k in options}
     model = build_model(
-        checkpoint["model_name"],
-        checkpoint["num_classes"],
+        name,
+        checkpoint[ckpt.NUM_CLASSES],
         weights="none",
-        class_names=checkpoint.get("class_names"),
+        class_names=checkpoint.get(ckpt.CLASS_NAMES),
         backbone=options.get("backbone") or None,
         frozen_bn=False,
         **sizes,
     )
-    source = SourceWeights(checkpoint["model"], None, str(path))
-    if _backbone_bn_was_frozen(model, checkpoint["model_name"], source.state):
-        _freeze_backbone_bn(model, MODELS[checkpoint["model_name"]])
-    load_pretrained(model, checkpoint["model_name"], source, checkpoint.get("class_names"))
-    normalisation = checkpoint.get("normalisation")
+    source = SourceWeights(checkpoint[ckpt.MODEL], None, str(path))
+    if _backbone_bn_was_frozen(model, name, source.state):
+        _freeze_backbone_bn(model, MODELS[name])
+    load_pretrained(model, name, source, checkpoint.get(ckpt.CLASS_NAMES))
+    set_input_normalisation(model, checkpoint.get(ckpt.NORMALISATION))
+    model.to(map_location).eval()
+    keys = (ckpt.MODEL_NAME, ckpt.NUM_CLASSES, ckpt.CLASS_NAMES, ckpt.CATEGORY_IDS, ckpt.CONFIG, ckpt.EPOCH)
+    return model, {k: checkpoint.get(k) for k in keys}
+
+
+def input_normalisation(model: nn.Module) -> dict[str, list[float]] | None:
+    """The ``mean`` and ``std`` a torchvision detector's transform normalises [0, 1] RGB inputs with (the
+    backbone's pretraining values; checkpoints and exported models carry them); None for a model without
+    such a transform."""
+    transform = getattr(model, "transform", None)
+    if transform is None:
+        return None
+    return {"mean": [float(v) for v in transform.image_mean], "std": [float(v) for v in transform.image_std]}
+
+
+def set_input_normalisation(model: nn.Module, normalisation: Any) -> None:
+    """Make ``model`` normalise as :func:`input_normalisation` said; a checkpoint without it keeps the
+    model's defaults."""
     if isinstance(normalisation, dict) and {"mean", "std"} <= set(normalisation):
         model.transform.image_mean = [float(v) for v in normalisation["mean"]]
         model.transform.image_std = [float(v) for v in normalisation["std"]]
-    model.to(map_location).eval()
-    meta = {
-        k: checkpoint.get(k) for k in ("model_name", "num_classes", "class_names", "category_ids", "config", "epoch")
-    }
-    return model, meta
