@@ -2,6 +2,21 @@
 
 __version__ = "0.1.0"
 
+__all__ = ["Detector", "Result", "TrainRun", "build_model", "list_models", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy, so that `import detect_ft` (and the torch-free edge runtime under it) imports no torch.
+    if name in ("Detector", "TrainRun"):
+        from detect_ft import api
+
+        return getattr(api, name)
+    if name == "Result":
+        from detect_ft.results import Result
+
+        return Result
+    raise AttributeError(f"module 'detect_ft' has no attribute {name!r}")
+
 
 def list_models() -> list[str]:
     from detect_ft.models import list_models as _list_models

@@ -104,17 +104,6 @@ class DataConfig:
     on_small_box: Literal[ALLOWED[SMALL_BOX]] = DEFAULT_POLICIES["on_small_box"]
     on_unknown_class: Literal[ALLOWED[UNKNOWN_CLASS]] = DEFAULT_POLICIES["on_unknown_class"]
 
-    def split_options(self) -> dict[str, Any]:
-        """Keyword arguments of ``detect_ft.data.doctor.prepare_split`` (all but ``split`` and ``classes``).
-
-        New code builds a :class:`detect_ft.data.split.SplitSpec` (``SplitSpec.from_config``) instead.
-        """
-        from detect_ft.data.split import SplitSpec
-
-        spec = SplitSpec.from_config(self)
-        return dict(format=spec.format, root=spec.root, images=spec.images, keep_background=spec.keep_background,
-                    policies=dict(spec.policies))  # fmt: skip
-
     def check(self) -> None:
         if len(set(self.classes)) != len(self.classes):
             fail("data.classes", self.classes, "distinct class names")

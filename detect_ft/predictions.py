@@ -190,3 +190,9 @@ def check_metadata(meta: dict[str, Any], path: str | os.PathLike) -> None:
     outputs = meta.get("outputs")
     if not isinstance(outputs, list) or len(outputs) != 3 or not all(isinstance(o, str) for o in outputs):
         raise bad("outputs", "a list of the 3 output names (boxes, scores, labels)")
+    thresholds = meta.get("thresholds")
+    numbers = isinstance(thresholds, list) and all(
+        isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in thresholds
+    )
+    if thresholds is not None and (not numbers or len(thresholds) != len(names)):
+        raise bad("thresholds", f"a list of {len(names)} confidences in [0, 1] (one per class) or absent")

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from onnx import TensorProto, helper
 
+from detect_ft.api import Detector
 from detect_ft.cli.main import main
 from detect_ft.edge.runtime import METADATA_FORMAT, METADATA_KEY
-from detect_ft.evaluation.evaluator import load_predictor
 
 
 def _middle_half_graph(path, class_names, category_ids):
@@ -89,10 +89,11 @@ def setup(tmp_path):
     return tmp_path
 
 
-def test_load_predictor_reads_onnx_metadata(setup):
-    predict_batch, meta = load_predictor(str(setup / "model.onnx"), "cpu")
-    assert meta == {"model_name": "middle_half", "class_names": ["cat", "dog"], "category_ids": [3, 7]}
-    out = predict_batch([np.zeros((40, 60, 3), np.uint8)])
+def test_detector_reads_onnx_metadata(setup):
+    detector = Detector.load(setup / "model.onnx", device="cpu")
+    assert (detector.model_name, detector.class_names, detector.category_ids) == ("middle_half", ["cat", "dog"], [3, 7])
+    assert detector.thresholds is None and detector.model is None
+    out = detector.predict_batch([np.zeros((40, 60, 3), np.uint8)])
     np.testing.assert_allclose(out[0]["boxes"], [[15, 10, 45, 30]])
 
 

@@ -151,7 +151,7 @@ def test_export_without_val_split_names_the_fix(tmp_path, capsys):
     checkpoint = write_checkpoint(model, FAST_MODELS[0], tmp_path / "m.pt", tmp_path)
     assert main(["export", str(checkpoint), "--output", str(tmp_path / "m.onnx"), "data.val="]) == 2
     err = capsys.readouterr().err
-    assert "data.val" in err and "--no-verify" in err
+    assert "data.val" in err and "export.verify=false" in err
     assert main(["export", str(checkpoint), "--output", str(tmp_path / "m.onnx"), "--no-verify"]) == 0
     assert EdgeDetector(tmp_path / "m.onnx").metadata["source_checkpoint"] == str(checkpoint)
 
@@ -212,14 +212,14 @@ def test_int8_keep_anyway_keeps_it_with_a_warning(tmp_path):
 def test_int8_gate_through_the_cli(tmp_path, capsys, monkeypatch):
     from test_export_support import pseudo_labelled_split, write_checkpoint
 
-    from detect_ft.cli import export_cmd
+    from detect_ft.api import export as export_api
 
     name = FAST_MODELS[0]
     model = separated_model(name)
     root = synthetic_root(tmp_path)
     pseudo_labelled_split(model, root)
     checkpoint = write_checkpoint(model, name, tmp_path / "m.pt", root)
-    monkeypatch.setattr(export_cmd, "calibration_images", lambda dataset, count: list(BAD_CALIBRATION))
+    monkeypatch.setattr(export_api, "calibration_images", lambda dataset, count: list(BAD_CALIBRATION))
     out = tmp_path / "out" / "m.onnx"
     report_json = tmp_path / "report.json"
     assert main(["export", str(checkpoint), "--output", str(out), "--int8", "--json", str(report_json)]) == 2

@@ -354,19 +354,23 @@ def test_onnx_metadata_that_cannot_drive_the_runtime_is_one_line(tmp_path, run_c
 def test_predict_never_writes_over_its_inputs(tmp_path):
     from conftest import noise_image
 
-    from detect_ft.edge.predict import predict_source
+    from detect_ft.api import Detector
+    from detect_ft.edge.predict import write_predictions
 
     folder = tmp_path / "photos"
     for i in range(3):
         noise_image(folder / f"p{i}.jpg", seed=i)
     before = _snapshot(folder)
     nothing = lambda images: [{"boxes": [], "scores": [], "labels": []} for _ in images]  # noqa: E731
-    for source, output in ((folder, folder), (folder / "p1.jpg", folder), (folder, tmp_path / "photos" / ".")):
+    detector = Detector(predict_batch=nothing, model_name="test", class_names=["x"])
+    sources = ((folder, folder), (folder / "p1.jpg", folder), (folder, tmp_path / "photos" / "."),
+               ([folder / "p0.jpg", folder / "p1.jpg"], folder))  # fmt: skip
+    for source, output in sources:
         with pytest.raises(DetectFTError, match="overwrite") as info:
-            predict_source(nothing, source, output, class_names=["x"], category_ids=[1])
+            write_predictions(detector.stream(source), source, output, save_format="coco")
         assert "p1.jpg" in str(info.value) and "choose another output folder" in str(info.value)
     assert _snapshot(folder) == before
-    summary = predict_source(nothing, folder, tmp_path / "out", class_names=["x"], category_ids=[1])
+    summary = write_predictions(detector.stream(folder), folder, tmp_path / "out", save_format="voc")
     assert summary["images"] == 3 and _snapshot(folder) == before
 
 

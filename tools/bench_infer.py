@@ -209,7 +209,7 @@ def main() -> None:
             iters = args.rcnn_train_iters if "rcnn" in name else args.train_iters
             model, class_names = train_briefly(name, synthetic[0], iters, args.side), list(CLASSES)
         if args.data_config:
-            from detect_ft.cli.export_cmd import calibration_images
+            from detect_ft.api.export import calibration_images
 
             train, val, cfg = checkpoint_data(checkpoints[name], args.data_config, class_names)
             calib, score_thresh = calibration_images(train, args.calib_images), cfg.eval.score_thresh

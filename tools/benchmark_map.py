@@ -17,12 +17,14 @@ import sys
 import time
 from pathlib import Path
 
+from detect_ft.api import Detector
 from detect_ft.config import load_config
 from detect_ft.data.split import SplitSpec, load_checked_split
 from detect_ft.errors import DetectFTError
-from detect_ft.evaluation.evaluator import filter_predictions, load_predictor, predict_records, score_predictions
+from detect_ft.evaluation.evaluator import predict_records, score_predictions
 from detect_ft.evaluation.report import fmt, markdown_table
 from detect_ft.io import write_json_atomic, write_text_atomic
+from detect_ft.predictions import filter_predictions
 
 
 def benchmark(cfg, weights: list[str], split_name: str) -> list[dict]:
@@ -34,9 +36,10 @@ def benchmark(cfg, weights: list[str], split_name: str) -> list[dict]:
     spec = SplitSpec.from_config(cfg.data)
     results = []
     for path in weights:
-        predict_batch, meta = load_predictor(path, cfg.train.device)
-        # the model's class order labels the split; an old checkpoint without names falls back to the config
-        dataset, _ = load_checked_split(spec, split, meta.get("class_names") or cfg.data.classes)
+        detector = Detector.load(path, device=cfg.train.device)
+        predict_batch = detector.predict_batch
+        # the model's class order labels the split
+        dataset, _ = load_checked_split(spec, split, detector.class_names)
         # One warm-up batch so lazy CUDA/cuDNN initialisation is not billed to the first model.
         warm = dataclasses.replace(dataset, records=dataset.records[: cfg.eval.batch_size])
         predict_records(predict_batch, warm, batch_size=cfg.eval.batch_size, progress=False)
@@ -45,7 +48,7 @@ def benchmark(cfg, weights: list[str], split_name: str) -> list[dict]:
         seconds = time.perf_counter() - start
         metrics = score_predictions(dataset, filter_predictions(raw, cfg.eval.score_thresh),
                                     backend=cfg.eval.backend, source=path)  # fmt: skip
-        metrics.update(weights=path, model_name=meta.get("model_name"), images_per_s=len(dataset) / seconds,
+        metrics.update(weights=path, model_name=detector.model_name, images_per_s=len(dataset) / seconds,
                        dataset=dataset.source, split=split_name)  # fmt: skip
         results.append(metrics)
         print(f"{path}: mAP {fmt(metrics['map'])}  mAP50 {fmt(metrics['map50'])}  {metrics['images_per_s']:.1f} img/s")

@@ -31,53 +31,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detect_ft.config import load_config
+    from detect_ft.api.export import export_checkpoint
     from detect_ft.errors import ConfigError, DetectFTError
-    from detect_ft.export.pipeline import Int8RefusedError, export_detector
-    from detect_ft.export.quantize import Int8Options
-    from detect_ft.models import load_detector
+    from detect_ft.export.pipeline import Int8RefusedError
 
-    model, meta = load_detector(args.checkpoint)
-    cfg = (
-        load_config(args.config, args.overrides)
-        if args.config
-        else _checkpoint_config(meta, args.overrides, args.checkpoint)
-    )
-    opset = args.opset if args.opset is not None else cfg.export.opset
-    if not 11 <= opset <= 21:
-        raise ConfigError(f"--opset {opset}: torchvision detectors export at opsets 11..21; use --opset 17")
-    verify = cfg.export.verify and not args.no_verify
-    class_names = list(meta["class_names"])
-    val = None
-    if verify:
-        if not cfg.data.val:
-            raise ConfigError(
-                f"{args.config or args.checkpoint}: config key 'data.val' is empty, so there is no split for the "
-                "parity check; pass --config CONFIG with data.val set, or --no-verify"
-            )
-        val = _split(cfg, cfg.data.val, class_names)
+    if args.opset is not None and not 11 <= args.opset <= 21:
+        raise ConfigError(f"--opset {args.opset}: torchvision detectors export at opsets 11..21; use --opset 17")
     if args.int8_keep_anyway and not args.int8:
         raise DetectFTError("--int8-keep-anyway only applies with --int8")
-    calib = None
-    if args.int8:
-        calib_cfg = load_config(args.calib) if args.calib else cfg
-        if not calib_cfg.data.train:
-            raise ConfigError(f"{args.calib or args.config or args.checkpoint}: config key 'data.train' is empty; "
-                              "INT8 calibration reads training images, pass --calib CONFIG with data.train set")  # fmt: skip
-        calib = calibration_images(_split(calib_cfg, calib_cfg.data.train, class_names), calib_cfg.export.calib_images)
-    ex = cfg.export
-    int8_options = Int8Options(format=ex.int8_format, per_channel=ex.int8_per_channel, calibration=ex.int8_calibration,
-                               reduce_range=ex.int8_reduce_range, ops=ex.int8_ops, exclude=tuple(ex.int8_exclude))  # fmt: skip
     try:
-        report = export_detector(
-            model, args.output, model_name=meta["model_name"], class_names=class_names,
-            category_ids=meta.get("category_ids"), opset=opset, val_dataset=val,
-            max_map_drop=cfg.export.max_map_drop, score_thresh=cfg.eval.score_thresh, backend=cfg.eval.backend,
-            int8=args.int8, calib_images=calib, int8_options=int8_options,
-            int8_max_map_drop=ex.int8_max_map_drop, int8_keep_anyway=args.int8_keep_anyway,
-            extra_metadata={"source_checkpoint": str(args.checkpoint), "epoch": meta.get("epoch"),
-                            "backbone": _backbone(meta["model_name"], cfg.model.backbone)}, progress=True,
-        )  # fmt: skip
+        report = export_checkpoint(args.checkpoint, args.output, config=args.config, overrides=args.overrides,
+                                   opset=args.opset, verify=not args.no_verify, int8=args.int8,
+                                   int8_keep_anyway=args.int8_keep_anyway, calib_config=args.calib)  # fmt: skip
     except Int8RefusedError as exc:  # the fp32 model was written: show its report, then the one-line error
         _print_report(exc.report, args.json)
         raise DetectFTError(str(exc).replace("(int8_keep_anyway=True)", "with --int8-keep-anyway")) from None
@@ -92,46 +57,6 @@ def _print_report(report: dict, json_path) -> None:
 
         write_json_atomic(json_path, report)
         print(f"wrote {json_path}")
-
-
-def _backbone(model_name: str, configured: str):
-    """The timm backbone of a timm-backbone model (None for torchvision's own backbones)."""
-    from detect_ft.models import MODELS
-
-    spec = MODELS.get(model_name)
-    return (configured or spec.timm_backbone) if spec is not None and spec.timm_backbone else None
-
-
-def _checkpoint_config(meta: dict, overrides: list[str], checkpoint: str):
-    """The checkpoint's resolved config (a plain dict), re-checked, with ``overrides`` applied."""
-    from detect_ft.config import config_from_dict
-    from detect_ft.errors import ConfigError
-
-    saved = meta.get("config") or {}
-    if not isinstance(saved, dict):
-        raise ConfigError(f"{checkpoint}: its 'config' entry is not a mapping; pass --config CONFIG")
-    try:
-        return config_from_dict(saved, overrides, source=f"checkpoint {checkpoint}")
-    except ConfigError as exc:
-        raise ConfigError(f"{checkpoint}: the saved config does not load ({exc}); pass --config CONFIG") from None
-
-
-def _split(cfg, split: str, class_names: list[str]):
-    from detect_ft.data.split import SplitSpec, load_checked_split
-
-    dataset, _ = load_checked_split(SplitSpec.from_config(cfg.data), split, class_names, decode=True)
-    return dataset
-
-
-def calibration_images(dataset, count: int) -> list:
-    """``count`` RGB uint8 images spread evenly over the split (the whole split when it is smaller)."""
-    import numpy as np
-
-    from detect_ft.data.image import read_image
-
-    records = dataset.records
-    index = np.unique(np.linspace(0, len(records) - 1, num=min(count, len(records))).round().astype(int))
-    return [read_image(records[i].image_path, apply_orientation=records[i].apply_orientation) for i in index]
 
 
 def format_report(report: dict) -> str:
@@ -149,6 +74,12 @@ def format_report(report: dict) -> str:
             f"PyTorch detections matched (same label, IoU >= {det['iou_thresh']}), "
             f"max score diff {det['max_score_diff']:.2e}, max box diff {det['max_box_diff']:.2e} px"
         )
+    thresholds = report.get("thresholds")
+    if thresholds:
+        shown = ", ".join(f"{name} {conf:.2f}" for name, conf in thresholds.items())
+        lines.append(f"stored the checkpoint's F1-optimal confidence per class ({shown}); predict uses them")
+    else:
+        lines.append("no validated confidence thresholds in the checkpoint: predict defaults to 0.3")
     rows = []
     if parity is not None:
         for name, key in (("pytorch", "torch"), ("onnx fp32", "onnx")):

@@ -1,52 +1,58 @@
-"""``detect-ft predict MODEL.onnx|CHECKPOINT SOURCE --output DIR``: detect objects in images or a video.
+"""``detect-ft predict MODEL.onnx|CHECKPOINT SOURCE --output DIR``: detect objects in images or videos.
 
 An ``.onnx`` model runs through the torch-free edge runtime (torch is never imported); anything else is
-read as a detect-ft checkpoint and runs in PyTorch. Writes annotated images (or ``<video>.pred.mp4``)
-and ``predictions.json`` (COCO results with the dataset's original category ids) to DIR.
+read as a detect-ft checkpoint and runs in PyTorch; both through :class:`detect_ft.api.Detector`. Writes
+annotated images (or ``<video>.pred.mp4``) and ``predictions.json`` (COCO results with the dataset's
+original category ids) to DIR, and with ``--save-format`` the predictions as a dataset in ``DIR/dataset``.
+Detections are kept above each class's validated F1-optimal confidence (stored in the checkpoint or the
+ONNX file), or 0.3 for models without; ``--conf`` sets one threshold for all classes.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-HELP = "run a checkpoint or an exported .onnx model on an image, a folder or a video; write annotated copies"
+HELP = "run a checkpoint or an exported .onnx model on images, folders, globs or videos; write annotated copies"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="an exported .onnx file or a detect-ft checkpoint (.pt)")
-    parser.add_argument("source", metavar="SOURCE", help="an image file, a folder of images or a video file")
-    parser.add_argument(
-        "--output", required=True, metavar="DIR", help="folder for annotated outputs and predictions.json"
-    )
-    parser.add_argument("--conf", type=float, default=0.3, help="keep detections scoring at least this (default 0.3)")
-    parser.add_argument("--device", default="auto", help="checkpoints only: auto | cpu | cuda | cuda:N")
+    parser.add_argument("source", metavar="SOURCE", nargs="+",
+                        help="image files, folders of images, globs ('photos/*.jpg') or video files")  # fmt: skip
+    parser.add_argument("--output", required=True, metavar="DIR", help="folder for annotated outputs and predictions")
+    parser.add_argument("--conf", type=float, default=None,
+                        help="keep detections scoring at least this (default: the model's per-class thresholds "
+                             "from validation, else 0.3)")  # fmt: skip
+    parser.add_argument("--classes", default="", help="comma-separated class names to keep (default: all)")
+    parser.add_argument("--save-format", choices=("coco", "voc", "yolo"), default=None,
+                        help="also write the predictions as a dataset in DIR/dataset (pseudo-labels; images copied)")  # fmt: skip
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="ONNX only: onnxruntime intra-op threads")
 
 
 def run(args: argparse.Namespace) -> int:
-    from detect_ft.edge.predict import predict_source
+    from detect_ft.api import Detector
+    from detect_ft.edge.predict import write_predictions
     from detect_ft.errors import DetectFTError
+    from detect_ft.sources import count_frames
 
-    if not 0 <= args.conf <= 1:
+    if args.conf is not None and not 0 <= args.conf <= 1:
         raise DetectFTError(f"--conf {args.conf}: pass a score threshold in [0, 1], e.g. --conf 0.3")
-    if Path(args.model).suffix.lower() == ".onnx":
-        from detect_ft.edge.runtime import EdgeDetector
-
-        detector = EdgeDetector(args.model, threads=args.threads)
-        predict_batch, class_names, category_ids = detector.predict_batch, detector.class_names, detector.category_ids
-    else:
-        from detect_ft.evaluation.evaluator import load_predictor
-
-        predict_batch, meta = load_predictor(args.model, args.device)
-        class_names = list(meta["class_names"])
-        category_ids = list(meta.get("category_ids") or range(1, len(class_names) + 1))
-    summary = predict_source(predict_batch, args.source, args.output, class_names=class_names,
-                             category_ids=category_ids, conf=args.conf)  # fmt: skip
-    print(f"{summary['detections']} detections in {summary['images']} images/frames (conf >= {args.conf})")
+    source = args.source[0] if len(args.source) == 1 else args.source
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] or None
+    detector = Detector.load(args.model, device=args.device, threads=args.threads)
+    _, note = detector.confidence(args.conf)
+    print(f"{detector.model_name}: keeping detections above the {note}")
+    stream = detector.stream(source, args.conf, classes)
+    summary = write_predictions(stream, source, args.output, save_format=args.save_format,
+                                total=count_frames(source), progress=True)  # fmt: skip
+    print(f"{summary['detections']} detections in {summary['images']} images/frames")
     for path in summary["annotated"][:5]:
         print(f"wrote {path}")
     if len(summary["annotated"]) > 5:
         print(f"... and {len(summary['annotated']) - 5} more annotated files in {args.output}")
     print(f"wrote {summary['predictions']}")
+    if summary["dataset"]:
+        print(f"wrote the predictions as a {args.save_format} dataset: data.root={args.output}/dataset, "
+              f"data.train={summary['dataset']}")  # fmt: skip
     return 0

@@ -1,7 +1,8 @@
 """``detect-ft train CONFIG [key=value ...]``: fine-tune a detector; writes the run directory output.dir.
 
-Under ``torchrun --nproc_per_node N -m detect_ft train CONFIG ...`` each process runs this command and
-they train together with DDP (see docs/training.md).
+A thin wrapper over :func:`detect_ft.api.detector.train_config` (what ``Detector.train`` runs). Under
+``torchrun --nproc_per_node N -m detect_ft train CONFIG ...`` each process runs this command and they
+train together with DDP (see docs/training.md).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detect_ft.engine.trainer import train
+    from detect_ft.api.detector import train_config
 
     cfg = config_from_args(args)
-    train(cfg, progress=not args.no_progress)
+    train_config(cfg, progress=not args.no_progress)
     return 0

@@ -1,24 +1,23 @@
-"""Run a detector over an image, a folder of images or a video; write annotated copies and COCO results.
+"""Write what a detector found: annotated copies of images and videos, COCO results, and (optionally) the
+predictions as a COCO, VOC or YOLO dataset of pseudo-labels.
 
-Torch-free (numpy and OpenCV), so the ONNX path of ``detect-ft predict`` runs where only the edge
-runtime's dependencies are installed; a PyTorch checkpoint plugs in through the same ``predict_batch``.
+Torch-free (numpy and OpenCV), so ``detect-ft predict model.onnx`` runs where only the edge runtime's
+dependencies are installed. The detections come from :meth:`detect_ft.api.Detector.stream` (ONNX or
+PyTorch alike) as :class:`~detect_ft.results.Result` objects.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Optional, Sequence
 
 import cv2
 import numpy as np
 
-from detect_ft.edge.runtime import read_image
 from detect_ft.errors import DetectFTError
-from detect_ft.predictions import PredictBatch, as_detections, coco_results, filter_detections
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+from detect_ft.results import Result, write_results_dataset
+from detect_ft.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Source, expand_source, is_video
 
 
 def draw_detections(image: np.ndarray, detections: dict, class_names: Sequence[str]) -> np.ndarray:
@@ -44,59 +43,59 @@ def _color(label: int) -> tuple[int, int, int]:
     return tuple(int(c) for c in rgb)
 
 
-def list_images(source: Path) -> list[Path]:
-    """The image files directly inside folder ``source``, sorted by name."""
-    return sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def write_predictions(results: Iterable[Result], source: Source, output: str | os.PathLike, *,
+                      save_format: Optional[str] = None, total: Optional[int] = None,
+                      progress: bool = False) -> dict:  # fmt: skip
+    """Write ``results`` (those of ``source``, in order) under ``output``.
 
+    Images are written annotated under their own names (PNG for non-JPEG/PNG inputs, ``image_<n>.png``
+    for in-memory ones); a video becomes ``<stem>.pred.mp4`` (mp4v, the source's frame rate).
+    ``predictions.json`` holds COCO results for every image or frame: ``image_id`` (1-based position,
+    counting video frames), ``file_name``, ``category_id`` (original ids), ``bbox`` [x, y, w, h] pixels,
+    ``score``. With ``save_format`` (coco, voc or yolo) the predictions are also written as a dataset in
+    ``output/dataset`` (images copied), which detect-ft's adapters read back.
 
-def predict_source(
-    predict_batch: PredictBatch,
-    source: str | os.PathLike,
-    output: str | os.PathLike,
-    *,
-    class_names: Sequence[str],
-    category_ids: Sequence[int],
-    conf: float = 0.3,
-) -> dict:
-    """Detect objects in ``source`` and write the results under ``output``.
-
-    ``source`` is an image file, a folder of images (non-recursive) or a video file. Images are written
-    annotated under their own names (PNG for non-JPEG inputs, JPEG otherwise); a video becomes
-    ``<stem>.pred.mp4`` (mp4v). ``predictions.json`` holds COCO results for every image or frame:
-    ``image_id`` (1-based position; frame number + 1 for videos), ``file_name``, ``category_id``
-    (original ids), ``bbox`` [x, y, w, h] pixels, ``score`` (>= ``conf``).
-
-    The inputs are never written over: ``output`` may not be the source folder, and no output file may
-    be one of the input files; that is checked before anything is written.
+    The inputs are never written over: checked before anything is written.
 
     Returns:
-        ``{"images": n, "detections": n, "predictions": path, "annotated": [paths]}``.
+        ``{"images": n, "detections": n, "predictions": path, "annotated": [paths], "dataset": path or None}``.
     """
+    from tqdm import tqdm
+
     from detect_ft.io import write_json_atomic
 
-    source, output = Path(source), Path(output)
-    if not source.exists():
-        raise DetectFTError(f"source {source} does not exist; pass an image, a folder of images or a video")
-    check_no_overwrite(source, output)
+    output = Path(output)
+    check_no_overwrite(source, output, dataset=save_format is not None)
     output.mkdir(parents=True, exist_ok=True)
-    results: list[dict] = []
-    if source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
-        count, annotated = _predict_video(predict_batch, source, output, class_names, category_ids, conf, results)
-    else:
-        count, annotated = 0, []
-        for image_id, name, image in _images(source):
-            det = _detections(predict_batch, image, conf)
-            results += coco_results(image_id, det, category_ids, file_name=name)
-            annotated.append(_write_annotated(output, name, draw_detections(image, det, class_names)))
-            count += 1
-    if count == 0:
-        raise DetectFTError(
-            f"source {source} holds no readable images or frames; pass {', '.join(IMAGE_SUFFIXES)} "
-            f"files or a {', '.join(VIDEO_SUFFIXES)} video"
-        )
+    rows, annotated, kept, sink, image_id = [], [], [], None, 0
+    try:
+        bar = tqdm(results, total=total, unit="img", desc="predict", disable=not progress, leave=False)
+        for image_id, result in enumerate(bar, start=1):
+            rows += result.to_coco(image_id)
+            drawn = result.plot()
+            if result.frame is not None:
+                if sink is None or sink.source != result.path:
+                    sink = _next_sink(sink, Path(result.path), output, annotated)
+                sink.write(drawn)
+            else:
+                name = Path(result.path).name if result.path else f"image_{image_id}.png"
+                annotated.append(_write_annotated(output, name, drawn))
+                if save_format:
+                    result.image = None
+                    kept.append(result)
+        _next_sink(sink, None, output, annotated)
+        sink = None
+    finally:
+        if sink is not None:
+            sink.abort()
+    if not rows and not annotated:
+        raise DetectFTError(f"source {source} holds no readable images or frames; pass {', '.join(IMAGE_SUFFIXES)} "
+                            f"files or a {', '.join(VIDEO_SUFFIXES)} video")  # fmt: skip
     predictions = output / "predictions.json"
-    write_json_atomic(predictions, results, indent=None)
-    return {"images": count, "detections": len(results), "predictions": str(predictions), "annotated": annotated}
+    write_json_atomic(predictions, rows, indent=None)
+    dataset = write_results_dataset(kept, output / "dataset", save_format) if save_format else None
+    return {"images": image_id, "detections": len(rows), "predictions": str(predictions), "annotated": annotated,
+            "dataset": None if dataset is None else str(dataset)}  # fmt: skip
 
 
 def annotated_name(name: str) -> str:
@@ -111,31 +110,30 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.abspath(a) == os.path.abspath(b)
 
 
-def check_no_overwrite(source: Path, output: Path) -> None:
+def check_no_overwrite(source: Source, output: Path, *, dataset: bool = False) -> None:
     """DetectFTError, before anything is written, when predicting ``source`` into ``output`` would write
-    over an input: the same folder, or an output file that is one of the inputs. Names what it would
-    overwrite."""
-    if source.is_dir():
-        inputs = list_images(source)
-        if output.exists() and _same_file(output, source):
+    over an input: a source folder, or an output file that is one of the inputs. Names what it would
+    overwrite. With ``dataset``, also refuses sources that cannot become a dataset (videos, arrays)."""
+    items = expand_source(source)
+    inputs = [p for p in items if isinstance(p, Path)]
+    folders = [Path(os.fspath(s)) for s in (source if isinstance(source, (list, tuple)) else [source])
+               if isinstance(s, (str, os.PathLike)) and Path(os.fspath(s)).is_dir()]  # fmt: skip
+    for folder in folders:
+        if output.exists() and _same_file(output, folder):
             shown = ", ".join(p.name for p in inputs[:5]) + (f" ... ({len(inputs)} in all)" if len(inputs) > 5 else "")
-            raise DetectFTError(
-                f"output folder {output} is the source folder: the annotated copies would overwrite "
-                f"the input images ({shown or 'none yet'}) and become inputs of the next run; "
-                "choose another output folder"
-            )
-        outputs = [output / annotated_name(p.name) for p in inputs]
-    elif source.suffix.lower() in VIDEO_SUFFIXES:
-        inputs, outputs = [source], [output / f"{source.stem}.pred.mp4"]
-    else:
-        inputs, outputs = [source], [output / annotated_name(source.name)]
+            raise DetectFTError(f"output folder {output} is the source folder: the annotated copies would overwrite "
+                                f"the input images ({shown or 'none yet'}) and become inputs of the next run; "
+                                "choose another output folder")  # fmt: skip
+    if dataset and len(inputs) != len(items) or dataset and any(is_video(p) for p in inputs):
+        raise DetectFTError("only image files can be saved as a dataset (not videos or in-memory images); "
+                            "predict a folder of images, or leave out the dataset format")  # fmt: skip
+    outputs = [output / (f"{p.stem}.pred.mp4" if is_video(p) else annotated_name(p.name)) for p in inputs]
     outputs.append(output / "predictions.json")
     hits = [(t, p) for t in outputs if t.exists() for p in inputs if _same_file(t, p)]
     if hits:
         shown = ", ".join(f"{t} (the input {p})" for t, p in hits[:5])
-        raise DetectFTError(
-            f"writing the predictions to {output} would overwrite input file(s) {shown}; choose another output folder"
-        )
+        raise DetectFTError(f"writing the predictions to {output} would overwrite input file(s) {shown}; "
+                            "choose another output folder")  # fmt: skip
 
 
 def _write_annotated(output: Path, name: str, image: np.ndarray) -> str:
@@ -150,73 +148,44 @@ def _write_annotated(output: Path, name: str, image: np.ndarray) -> str:
     return str(target)
 
 
-def _detections(predict_batch: PredictBatch, image: np.ndarray, conf: float) -> dict:
-    return filter_detections(as_detections(predict_batch([image])[0]), conf)
+def _next_sink(sink: Optional["VideoSink"], source: Optional[Path], output: Path, annotated: list[str]):
+    """Finish ``sink`` (recording its file) and open the sink of the next video ``source`` (None: none)."""
+    if sink is not None:
+        annotated.append(sink.close())
+    return VideoSink(source, output / f"{source.stem}.pred.mp4") if source is not None else None
 
 
-def _images(source: Path) -> Iterator[tuple[int, str, np.ndarray]]:
-    """``(image_id, file name, RGB uint8 image)`` for an image file or each image of a folder."""
-    if source.is_dir():
-        for i, path in enumerate(list_images(source)):
-            yield i + 1, path.name, read_image(path)
-        return
-    if source.suffix.lower() not in IMAGE_SUFFIXES:
-        raise DetectFTError(
-            f"source {source}: unknown file type {source.suffix!r}; pass an image "
-            f"({', '.join(IMAGE_SUFFIXES)}), a folder or a video ({', '.join(VIDEO_SUFFIXES)})"
-        )
-    yield 1, source.name, read_image(source)
+class VideoSink:
+    """Annotated frames of one video into ``target`` (mp4v, the source's frame rate), renamed into place
+    only when complete; :meth:`abort` leaves no file."""
 
-
-def _predict_video(
-    predict_batch: PredictBatch,
-    source: Path,
-    output: Path,
-    class_names: Sequence[str],
-    category_ids: Sequence[int],
-    conf: float,
-    results: list[dict],
-) -> tuple[int, list[str]]:
-    """Annotate every frame into ``<stem>.pred.mp4`` (mp4v, the source's frame rate); append results."""
-    from detect_ft.io import atomic_path
-
-    capture = cv2.VideoCapture(os.fspath(source))
-    if not capture.isOpened():
-        raise DetectFTError(f"video {source} cannot be opened by OpenCV; re-encode it as an H.264 or MJPEG .mp4/.avi")
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    target = output / f"{source.stem}.pred.mp4"
-    count, writer = 0, None
-    try:
-        with atomic_path(target) as tmp:
-            # OpenCV picks the container from the file suffix, so the temporary name must end in .mp4.
-            tmp_mp4 = tmp.with_name(tmp.name + ".mp4")
-            try:
-                while True:
-                    ok, frame = capture.read()
-                    if not ok:
-                        break
-                    image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                    det = _detections(predict_batch, image, conf)
-                    results += coco_results(count + 1, det, category_ids, file_name=source.name)
-                    if writer is None:
-                        size = (image.shape[1], image.shape[0])
-                        writer = cv2.VideoWriter(os.fspath(tmp_mp4), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
-                        if not writer.isOpened():
-                            raise DetectFTError(
-                                f"OpenCV cannot write {target} with the mp4v codec; use an OpenCV build with FFmpeg"
-                            )
-                    writer.write(cv2.cvtColor(draw_detections(image, det, class_names), cv2.COLOR_RGB2BGR))
-                    count += 1
-                if writer is not None:
-                    writer.release()
-                    writer = None
-                    os.replace(tmp_mp4, tmp)
-                elif count == 0:
-                    raise DetectFTError(f"video {source} has no readable frames; re-encode it")
-            finally:
-                if writer is not None:
-                    writer.release()
-                tmp_mp4.unlink(missing_ok=True)
-    finally:
+    def __init__(self, source: Path, target: Path) -> None:
+        capture = cv2.VideoCapture(os.fspath(source))
+        self.fps = float(capture.get(cv2.CAP_PROP_FPS) or 25.0)
         capture.release()
-    return count, [str(target)]
+        self.source, self.target = str(source), target
+        # OpenCV picks the container from the file suffix, so the temporary name must end in .mp4.
+        self.tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.mp4")
+        self.writer = None
+
+    def write(self, image: np.ndarray) -> None:
+        if self.writer is None:
+            size = (image.shape[1], image.shape[0])
+            self.writer = cv2.VideoWriter(os.fspath(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, size)
+            if not self.writer.isOpened():
+                self.abort()
+                raise DetectFTError(f"OpenCV cannot write {self.target} with the mp4v codec; "
+                                    "use an OpenCV build with FFmpeg")  # fmt: skip
+        self.writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> str:
+        self.writer.release()  # OpenCV created the file with open(), so it has the user's umask already
+        self.writer = None
+        os.replace(self.tmp, self.target)
+        return str(self.target)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+        self.tmp.unlink(missing_ok=True)

@@ -271,13 +271,13 @@ def _amp_dtype(amp: bool, device: torch.device) -> Optional[torch.dtype]:
 
 def _load_data(cfg: Config, say) -> tuple[Any, Any]:
     """The checked training split and (if ``data.val`` is set) the validation split in its class order."""
-    from detect_ft.data.doctor import prepare_split
+    from detect_ft.data.split import SplitSpec, load_checked_split
 
     d = cfg.data
     if not d.train:
         raise DetectFTError("config key 'data.train' is empty; set it to the training split (file, folder or name)")
-    common = d.split_options()
-    train_records, report = prepare_split(split=d.train, classes=list(d.classes) or None, **common)
+    spec = SplitSpec.from_config(d)
+    train_records, report = load_checked_split(spec, d.train, d.classes)
     say(
         f"train: {len(train_records)} images, {train_records.num_boxes} boxes, classes {train_records.class_names} "
         f"({len(report.findings)} findings handled by the data.on_* policies)"
@@ -287,7 +287,7 @@ def _load_data(cfg: Config, say) -> tuple[Any, Any]:
         # Decoded once now (strictly), so an unreadable validation image is found before training and
         # handled by data.on_unreadable_image instead of failing every validation; the training split is
         # checked as its images are loaded (see DetectionDataset).
-        val_records, _ = prepare_split(split=d.val, classes=list(train_records.class_names), decode=True, **common)
+        val_records, _ = load_checked_split(spec, d.val, train_records.class_names, decode=True)
         say(f"val: {len(val_records)} images, {val_records.num_boxes} boxes")
     return train_records, val_records
 

@@ -7,7 +7,6 @@ metrics = coco_metrics(dataset, preds)                             # map, map50,
 from detect_ft.evaluation.coco_eval import coco_metrics, predictions_to_coco_results, write_coco_results
 from detect_ft.evaluation.evaluator import (
     evaluate_model,
-    load_predictor,
     predict_records,
     score_predictions,
     torch_predictor,
@@ -19,7 +18,6 @@ __all__ = [
     "coco_metrics",
     "confusion_matrix",
     "evaluate_model",
-    "load_predictor",
     "predict_records",
     "predictions_to_coco_results",
     "score_predictions",

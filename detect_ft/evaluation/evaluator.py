@@ -25,7 +25,6 @@ __all__ = [
     "PredictBatch",
     "evaluate_model",
     "filter_predictions",
-    "load_predictor",
     "predict_records",
     "score_predictions",
     "torch_predictor",
@@ -144,49 +143,29 @@ def torch_predictor(model, device) -> PredictBatch:
     return predict_batch
 
 
-def load_predictor(weights: str, device: str = "auto") -> tuple[PredictBatch, dict]:
-    """``(predict_batch, meta)`` for a detect-ft checkpoint (.pt) or exported model (.onnx).
-
-    Checkpoints run in torch on ``device`` (auto: CUDA if available); ``.onnx`` files run through the
-    edge runtime (onnxruntime; CUDA provider when ``device`` is not cpu and onnxruntime has it).
-    ``meta`` holds ``model_name``, ``class_names`` and ``category_ids`` (plus ``config`` for checkpoints).
-    """
-    from pathlib import Path
-
-    if Path(weights).suffix.lower() == ".onnx":
-        return _onnx_predictor(weights, device)
-
-    import torch
-
-    from detect_ft.models import load_detector
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, meta = load_detector(weights, map_location="cpu")
-    return torch_predictor(model, device), meta
-
-
-def _onnx_predictor(path: str, device: str) -> tuple[PredictBatch, dict]:
-    from detect_ft.edge import EdgeDetector
-    from detect_ft.predictions import onnx_providers
-
-    detector = EdgeDetector(path, providers=onnx_providers(device))
-    meta = {key: detector.metadata.get(key) for key in ("model_name", "class_names", "category_ids")}
-    return detector.predict_batch, meta
-
-
 def score_predictions(
     dataset: DatasetRecords, predictions: list[dict], *, backend: str = "hotcoco", source: str = "predictions"
 ) -> dict:
     """:func:`coco_metrics` plus the VOC view: ``voc_map50`` (all-point AP at IoU 0.5, mean over
-    classes), ``voc_per_class`` and ``num_ground_truth_per_class`` (countable boxes per class)."""
+    classes), ``voc_per_class`` and ``num_ground_truth_per_class`` (countable boxes per class); and the
+    deployment thresholds (:func:`~detect_ft.evaluation.thresholds.threshold_curves`): ``thresholds``
+    ({class: F1-optimal confidence or None}), ``overall_threshold``, ``overall_f1`` and the full
+    ``threshold_curves``."""
     from detect_ft.evaluation.coco_eval import coco_metrics
+    from detect_ft.evaluation.thresholds import threshold_curves
     from detect_ft.evaluation.voc_eval import voc_metrics
 
     metrics = coco_metrics(dataset, predictions, backend=backend, source=source)
     voc = voc_metrics(dataset, predictions, source=source)
+    curves = threshold_curves(dataset, predictions)
     metrics.update(
-        voc_map50=voc["map50"], voc_per_class=voc["per_class"], num_ground_truth_per_class=voc["num_ground_truth"]
+        voc_map50=voc["map50"],
+        voc_per_class=voc["per_class"],
+        num_ground_truth_per_class=voc["num_ground_truth"],
+        thresholds=curves["thresholds"],
+        overall_threshold=curves["overall_threshold"],
+        overall_f1=curves["overall_f1"],
+        threshold_curves=curves,
     )
     return metrics
 
@@ -221,6 +200,7 @@ def evaluate_model(
     metrics = score_predictions(
         dataset, filter_predictions(raw, score_thresh), backend=backend, source="model predictions"
     )
+    del metrics["threshold_curves"]  # the per-class thresholds stay; checkpoints carry these metrics
     metrics["seconds"] = time.perf_counter() - start
     metrics["images_per_s"] = len(dataset.records) / predict_s if predict_s > 0 else None
     metrics["constant_predictions"] = predictions_ignore_image(raw)

@@ -15,12 +15,13 @@ import numpy as np
 from detect_ft.data.records import DatasetRecords
 from detect_ft.errors import DetectFTError
 from detect_ft.evaluation.checks import check_predictions, ground_truth_ignore
+from detect_ft.evaluation.thresholds import THRESHOLD_PLOT_NAMES
 from detect_ft.evaluation.voc_eval import average_precision, box_iou, match_detections, precision_recall
 from detect_ft.io import atomic_path
 from detect_ft.predictions import filter_detections
 
 _LEGEND_MAX = 20  # beyond this many classes a legend hides the curves
-PLOT_NAMES = ("pr_curves.png", "confusion_matrix.png")
+PLOT_NAMES = ("pr_curves.png", "confusion_matrix.png", *THRESHOLD_PLOT_NAMES)
 SOFTWARE = "detect-ft eval"  # the PNG "Software" text entry of every plot written here
 
 

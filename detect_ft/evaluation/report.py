@@ -18,6 +18,8 @@ OVERALL = (
     ("mar_10", "AR maxDets 10"),
     ("mar_100", "AR maxDets 100"),
     ("voc_map50", "VOC AP @.50 (area)"),
+    ("overall_f1", "best F1 @.50"),
+    ("overall_threshold", "  at confidence"),
 )
 
 
@@ -44,10 +46,12 @@ def format_metrics(metrics: dict) -> str:
     overall = [(label, fmt(metrics.get(key))) for key, label in OVERALL if key in metrics]
     counts = metrics.get("num_ground_truth_per_class", {})
     voc = metrics.get("voc_per_class", {})
+    thresholds = metrics.get("thresholds", {})
     per_class = [
-        (name, counts.get(name, ""), fmt(ap), fmt(metrics["per_class_map50"].get(name)), fmt(voc.get(name)))
+        (name, counts.get(name, ""), fmt(ap), fmt(metrics["per_class_map50"].get(name)), fmt(voc.get(name)),
+         fmt(thresholds.get(name), 2))
         for name, ap in metrics["per_class"].items()
-    ]
+    ]  # fmt: skip
     head = (
         f"{metrics.get('num_images', '?')} images, {metrics.get('num_ground_truth', '?')} boxes, "
         f"{metrics.get('num_detections', '?')} detections (backend {metrics.get('backend', '?')})"
@@ -57,7 +61,7 @@ def format_metrics(metrics: dict) -> str:
     return "\n\n".join([
         head,
         format_table(("metric", "value"), overall),
-        format_table(("class", "boxes", "AP", "AP50", "VOC AP50"), per_class),
+        format_table(("class", "boxes", "AP", "AP50", "VOC AP50", "F1 conf"), per_class),
     ])  # fmt: skip
 
 

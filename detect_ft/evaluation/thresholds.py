@@ -107,6 +107,14 @@ def class_thresholds(curves: dict, class_names: list[str]) -> list[float]:
     return [float(chosen[name]) if chosen.get(name) is not None else float(fallback) for name in class_names]
 
 
+def stored_thresholds(metrics, class_names: list[str]) -> Optional[list[float]]:
+    """The per-class thresholds (:func:`class_thresholds`) of a metrics dict that has them (an evaluation's,
+    or a checkpoint's last validation); None for metrics without (older files, runs without validation)."""
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("thresholds"), dict):
+        return None
+    return class_thresholds(metrics, class_names)
+
+
 def write_threshold_plots(curves: dict, out_dir: str | Path, *, software: str) -> list[Path]:
     """``f1_curve.png``, ``precision_curve.png`` and ``recall_curve.png`` against confidence: the overall
     curve bold, each class thin (legend up to 20 classes), the overall F1-optimal point marked."""

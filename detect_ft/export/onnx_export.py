@@ -21,6 +21,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from detect_ft import __version__
 from detect_ft.errors import DetectFTError
+from detect_ft.models.build import input_normalisation
 from detect_ft.predictions import METADATA_FORMAT, METADATA_KEY
 
 INPUT_NAME = "image"
@@ -100,8 +101,7 @@ def input_sizes(model: nn.Module) -> dict[str, Any]:
         "min_size": int(transform.min_size[-1]),
         "max_size": int(transform.max_size),
         "fixed_size": list(fixed) if fixed else None,
-        "mean": [float(v) for v in transform.image_mean],
-        "std": [float(v) for v in transform.image_std],
+        **input_normalisation(model),
     }
 
 

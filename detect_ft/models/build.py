@@ -307,7 +307,8 @@ def load_detector(
 
     Returns:
         ``(model, meta)`` where meta holds ``model_name``, ``num_classes``, ``class_names``,
-        ``category_ids``, ``config`` (plain dict) and ``epoch`` from the checkpoint.
+        ``category_ids``, ``config`` (plain dict), ``epoch`` and ``metrics`` (the validation the
+        checkpoint was saved after, with the deployment ``thresholds``; None without one).
 
     Raises:
         CheckpointError: the file is missing, unsafe, of a newer format or not a detect-ft checkpoint.
@@ -332,7 +333,15 @@ def load_detector(
     load_pretrained(model, name, source, checkpoint.get(ckpt.CLASS_NAMES))
     set_input_normalisation(model, checkpoint.get(ckpt.NORMALISATION))
     model.to(map_location).eval()
-    keys = (ckpt.MODEL_NAME, ckpt.NUM_CLASSES, ckpt.CLASS_NAMES, ckpt.CATEGORY_IDS, ckpt.CONFIG, ckpt.EPOCH)
+    keys = (
+        ckpt.MODEL_NAME,
+        ckpt.NUM_CLASSES,
+        ckpt.CLASS_NAMES,
+        ckpt.CATEGORY_IDS,
+        ckpt.CONFIG,
+        ckpt.EPOCH,
+        ckpt.METRICS,
+    )
     return model, {k: checkpoint.get(k) for k in keys}
 
 

@@ -1,0 +1,9 @@
+"""The Python API: :class:`Detector` (load or create, train, predict, evaluate, export) and its results.
+
+The command line calls it; see :mod:`detect_ft.api.detector` for an example.
+"""
+
+from detect_ft.api.detector import Detector, TrainRun
+from detect_ft.results import Result
+
+__all__ = ["Detector", "Result", "TrainRun"]

@@ -1,0 +1,290 @@
+"""``Detector``: the one public entry point for training, prediction, evaluation and export from Python.
+
+    from detect_ft import Detector
+
+    detector = Detector.create("ssdlite320_efficientnet_lite0", classes=["raccoon"], weights="imagenet")
+    run = detector.train("configs/demo.yaml", epochs=5)       # fine-tunes, then loads run.best_checkpoint
+    results = detector.predict("photos/")                      # list[Result]: boxes, scores, names, .plot()
+    metrics = detector.evaluate("configs/demo.yaml")           # the eval command's metrics dict
+    detector.export("raccoon.onnx")                            # verified ONNX
+    Detector.load("raccoon.onnx").predict("photo.jpg")[0].save("annotated.jpg")
+
+A checkpoint runs in PyTorch, an ``.onnx`` file through the torch-free edge runtime; both give the same
+:class:`~detect_ft.results.Result` objects. The command line calls these methods.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
+
+import numpy as np
+
+from detect_ft.errors import ConfigError, DetectFTError
+from detect_ft.predictions import PredictBatch
+from detect_ft.results import Result
+from detect_ft.sources import Source, iter_frames
+
+if TYPE_CHECKING:
+    from detect_ft.api.options import ConfigSource
+
+DEFAULT_CONF = 0.3  # for models that store no validated thresholds
+
+
+@dataclass
+class TrainRun:
+    """What :meth:`Detector.train` returns: the run directory, its best checkpoint, and that epoch's
+    metrics row of ``metrics.jsonl`` (``map``, ``map50``, ``map75``, ``epoch``, ...; empty without validation)."""
+
+    run_dir: Path
+    best_checkpoint: Path
+    metrics: dict[str, Any]
+
+
+class Detector:
+    """A detector with its class names, ready to predict; see the module doc. Build with :meth:`load` or
+    :meth:`create`, not directly.
+
+    Attributes:
+        model_name: the registry name; ``class_names`` the K classes (label k is ``class_names[k - 1]``);
+        category_ids: their original dataset ids; ``thresholds`` one validated confidence per class, or
+        None; ``source``: the file it was loaded from (None for :meth:`create`); ``model``: the torch
+        module (None for ONNX).
+    """
+
+    def __init__(self, *, predict_batch: PredictBatch, model_name: str, class_names: Sequence[str],
+                 category_ids: Optional[Sequence[int]] = None, thresholds: Optional[Sequence[float]] = None,
+                 source: Optional[str] = None, model: Any = None, weights: str = "none", device: str = "cpu",
+                 metadata: Optional[dict] = None) -> None:  # fmt: skip
+        self.predict_batch = predict_batch
+        self.model_name = model_name
+        self.class_names = list(class_names)
+        self.category_ids = list(category_ids or range(1, len(self.class_names) + 1))
+        self.thresholds = _checked_thresholds(thresholds, self.class_names, source)
+        self.source = source
+        self.model = model
+        self.weights = weights  # what a further train() starts from
+        self.device = device
+        self.metadata = dict(metadata or {})
+
+    # -- building ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str = "auto", threads: Optional[int] = None) -> "Detector":
+        """A trained detector from a detect-ft checkpoint (``best.pt``; PyTorch on ``device``) or an exported
+        ``.onnx`` model (onnxruntime, ``threads`` intra-op threads; torch is not imported)."""
+        path = os.fspath(path)
+        if Path(path).suffix.lower() == ".onnx":
+            from detect_ft.edge.runtime import EdgeDetector
+            from detect_ft.predictions import onnx_providers
+
+            edge = EdgeDetector(path, threads=threads, providers=onnx_providers(device))
+            meta = edge.metadata
+            return cls(predict_batch=edge.predict_batch, model_name=meta.get("model_name", "?"),
+                       class_names=edge.class_names, category_ids=edge.category_ids,
+                       thresholds=meta.get("thresholds"), source=path, metadata=meta, device=device)  # fmt: skip
+        from detect_ft.evaluation.evaluator import torch_predictor
+        from detect_ft.evaluation.thresholds import stored_thresholds
+        from detect_ft.models import load_detector
+
+        device = _torch_device(device)
+        model, meta = load_detector(path, map_location="cpu")
+        thresholds = stored_thresholds(meta.get("metrics"), list(meta["class_names"]))
+        return cls(predict_batch=torch_predictor(model, device), model_name=meta["model_name"],
+                   class_names=meta["class_names"], category_ids=meta.get("category_ids"), thresholds=thresholds,
+                   source=path, model=model, weights=path, device=device, metadata=meta)  # fmt: skip
+
+    @classmethod
+    def create(cls, name: str, *, classes: Sequence[str], weights: str = "coco", device: str = "auto",
+               **model_options: Any) -> "Detector":  # fmt: skip
+        """A new detector ``name`` (see ``detect-ft models``) with class heads for ``classes``.
+
+        ``weights``: ``coco`` (torchvision's COCO detector; heads of classes named like a COCO class start
+        from that class's row), ``imagenet`` (backbone only), ``none``, or a file (state dict or detect-ft
+        checkpoint). ``model_options`` go to :func:`detect_ft.models.build_model` (e.g. ``min_size``).
+        """
+        from detect_ft.evaluation.evaluator import torch_predictor
+        from detect_ft.models import build_model
+
+        classes = [str(c) for c in classes]
+        if not classes:
+            raise ConfigError("Detector.create: classes is empty; pass the names of your classes, e.g. ['cat']")
+        device = _torch_device(device)
+        model = build_model(name, len(classes), weights=weights, class_names=classes, **model_options)
+        return cls(predict_batch=torch_predictor(model, device), model_name=name, class_names=classes,
+                   model=model, weights=weights, device=device)  # fmt: skip
+
+    # -- prediction -------------------------------------------------------------------------------------
+
+    def confidence(self, conf: Optional[float] = None) -> tuple[float | list[float], str]:
+        """The score threshold(s) :meth:`predict` applies, and a sentence saying where they come from."""
+        if conf is not None:
+            if not 0 <= float(conf) <= 1:
+                raise ConfigError(f"conf {conf}: pass a score threshold in [0, 1], e.g. 0.3")
+            return float(conf), f"confidence {float(conf):g} (given)"
+        if self.thresholds is not None:
+            shown = ", ".join(f"{n} {t:.2f}" for n, t in zip(self.class_names, self.thresholds))
+            return list(self.thresholds), f"per-class F1-optimal confidence from validation ({shown})"
+        return DEFAULT_CONF, f"confidence {DEFAULT_CONF} (the default: this model stores no validated thresholds)"
+
+    def stream(self, source: Source, conf: Optional[float] = None,
+               classes: Optional[Sequence[str]] = None) -> Iterator[Result]:  # fmt: skip
+        """:meth:`predict` one image or frame at a time; each Result keeps its ``image``."""
+        threshold, _ = self.confidence(conf)
+        keep_labels = self._labels_of(classes)
+        minimum = np.asarray(threshold if isinstance(threshold, list) else [threshold] * len(self.class_names))
+        for frame in iter_frames(source):
+            det = self.predict_batch([frame.image])[0]
+            boxes = np.asarray(det["boxes"], np.float32).reshape(-1, 4)
+            scores = np.asarray(det["scores"], np.float32).reshape(-1)
+            labels = np.asarray(det["labels"], np.int64).reshape(-1)
+            keep = scores >= minimum[labels - 1]
+            if keep_labels is not None:
+                keep &= np.isin(labels, keep_labels)
+            order = np.argsort(-scores[keep], kind="stable")
+            height, width = frame.image.shape[:2]
+            yield Result(boxes=boxes[keep][order], scores=scores[keep][order], labels=labels[keep][order],
+                         class_names=self.class_names, category_ids=self.category_ids, height=height, width=width,
+                         path=frame.path, frame=frame.frame, conf=threshold, image=frame.image)  # fmt: skip
+
+    def predict(self, source: Source, conf: Optional[float] = None,
+                classes: Optional[Sequence[str]] = None) -> list[Result]:  # fmt: skip
+        """Detect objects in ``source``: an image path, a folder, a glob, a video, an RGB uint8 array
+        (H, W, 3), or a list of them. One :class:`Result` per image or frame, boxes xyxy in its pixels.
+
+        Args:
+            conf: keep detections scoring at least this; default: the model's validated per-class
+                thresholds (see :meth:`confidence`), else 0.3.
+            classes: keep only these class names.
+        """
+        results = []
+        for result in self.stream(source, conf, classes):
+            if result.path is not None:
+                result.image = None  # files are re-read by plot(); a folder is not held in memory
+            results.append(result)
+        return results
+
+    def _labels_of(self, classes: Optional[Sequence[str]]) -> Optional[np.ndarray]:
+        if classes is None:
+            return None
+        unknown = [c for c in classes if c not in self.class_names]
+        if unknown:
+            raise ConfigError(f"classes {unknown} are not classes of this model; choose from {self.class_names}")
+        return np.asarray([self.class_names.index(c) + 1 for c in classes], np.int64)
+
+    # -- training, evaluation, export ---------------------------------------------------------------------
+
+    def train(self, config: ConfigSource = None, *, progress: bool = True, **overrides: Any) -> TrainRun:
+        """Fine-tune this detector as ``config`` (YAML path, dict or Config) and ``overrides`` say, then load
+        the run's best checkpoint into this object.
+
+        Overrides are config keys, dotted (``**{"train.lr": 0.01}``) or by a name unique across the
+        config's sections (``epochs=5``, ``lr=0.01``). The model name, its classes and its current weights
+        (the loaded checkpoint, or ``create``'s weights) override the config's.
+        """
+        from detect_ft.api.options import dotted_overrides, resolve_config
+
+        self._needs_torch("train")
+        keys = {"model.name": self.model_name, "model.weights": self.weights}
+        cfg = resolve_config(config, {**dotted_overrides(overrides), **keys})
+        if cfg.data.classes and list(cfg.data.classes) != self.class_names:
+            raise ConfigError(f"{config}: data.classes {list(cfg.data.classes)} differ from this detector's classes "
+                              f"{self.class_names}; remove data.classes or create a detector for those classes")  # fmt: skip
+        cfg.data.classes = list(self.class_names)
+        run = train_config(cfg, progress=progress)
+        trained = Detector.load(run.best_checkpoint, device=self.device)
+        self.__dict__.update(trained.__dict__)
+        return run
+
+    def evaluate(self, config: ConfigSource = None, *, split: str = "val", json_path: Optional[str | os.PathLike] = None,
+                 predictions: Optional[str | os.PathLike] = None, progress: bool = False,
+                 **overrides: Any) -> dict[str, Any]:  # fmt: skip
+        """Score this detector on ``split`` (``val`` or ``train``) of the config's data (labelled in this
+        model's class order): COCO mAPs, VOC AP50, per class, and the deployment ``thresholds``.
+
+        ``json_path``: also write the metrics there, and ``thresholds.json`` (P/R/F1 against confidence)
+        and the plots (``eval.plots``) beside it; ``predictions``: also write the detections as COCO results.
+        """
+        from detect_ft.api.evaluate import evaluate_config
+        from detect_ft.api.options import dotted_overrides, resolve_config
+
+        cfg = resolve_config(config, dotted_overrides(overrides))
+        return evaluate_config(self.predict_batch, cfg, class_names=self.class_names, split=split,
+                               source=str(self.source or self.model_name), model_name=self.model_name,
+                               json_path=None if json_path is None else Path(json_path),
+                               predictions_path=None if predictions is None else Path(predictions),
+                               progress=progress)  # fmt: skip
+
+    def export(self, path: str | os.PathLike, *, int8: bool = False, config: Optional[str | os.PathLike] = None,
+               verify: bool = True, progress: bool = False, **overrides: Any) -> dict[str, Any]:  # fmt: skip
+        """Export to ONNX at ``path`` (and ``<path stem>.int8.onnx`` with ``int8``), checked against PyTorch
+        on ``data.val`` of ``config`` (a YAML file; default the checkpoint's own config), with the validated
+        per-class thresholds in its metadata. Returns the export report (parity, mAPs, latencies).
+
+        Raises:
+            Int8RefusedError: the INT8 model lost more than ``export.int8_max_map_drop`` AP points
+                (pass ``int8_keep_anyway=True`` as an override to keep it).
+        """
+        from detect_ft.api.export import export_checkpoint
+        from detect_ft.api.options import dotted_overrides, override_list
+
+        self._needs_torch("export")
+        if self.source is None:
+            raise DetectFTError("export needs a trained checkpoint: train() or Detector.load('best.pt') first")
+        keep = bool(overrides.pop("int8_keep_anyway", False))
+        return export_checkpoint(self.source, path, config=config, overrides=override_list(dotted_overrides(overrides)),
+                                 verify=verify, int8=int8, int8_keep_anyway=keep, progress=progress)  # fmt: skip
+
+    def _needs_torch(self, what: str) -> None:
+        if self.model is None:
+            raise DetectFTError(f"{self.source} is an ONNX model: it can predict and evaluate but not {what}; "
+                                "load the checkpoint it was exported from")  # fmt: skip
+
+    def __repr__(self) -> str:
+        kind = "onnx" if self.model is None else "torch"
+        return f"Detector({self.model_name!r}, classes={self.class_names}, {kind}, source={self.source!r})"
+
+
+def train_config(cfg, *, progress: bool = True, hooks: Sequence[Any] = ()) -> TrainRun:
+    """Run the training ``cfg`` (a :class:`~detect_ft.config.Config`) describes, as ``detect-ft train`` does.
+
+    ``hooks``: extra :class:`detect_ft.engine.hooks.Hook` s (e.g. to log elsewhere).
+    """
+    from detect_ft.engine.trainer import train
+
+    run_dir = train(cfg, progress=progress, hooks=hooks)
+    best = run_dir / "checkpoints" / "best.pt"
+    if not best.is_file():  # no validation split, or none scored: the last epoch is the result
+        best = run_dir / "checkpoints" / "last.pt"
+    best_row = _best_row(run_dir / "metrics.jsonl", cfg.train.best_metric)
+    return TrainRun(run_dir=run_dir, best_checkpoint=best, metrics=best_row)
+
+
+def _torch_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _checked_thresholds(thresholds, class_names: list[str], source: Optional[str]) -> Optional[list[float]]:
+    if thresholds is None:
+        return None
+    values = [float(t) for t in thresholds]
+    if len(values) != len(class_names) or not all(0 <= t <= 1 for t in values):
+        raise DetectFTError(f"{source}: its stored thresholds {values} do not give one confidence in [0, 1] per "
+                            f"class ({len(class_names)}); re-export or re-evaluate the model")  # fmt: skip
+    return values
+
+
+def _best_row(metrics_path: Path, best_metric: str) -> dict[str, Any]:
+    """The metrics.jsonl row of the first validation with the best ``best_metric`` (as best.pt keeps), or {}."""
+    if not metrics_path.is_file():
+        return {}
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    scored = [r for r in rows if r.get(best_metric) is not None]
+    return max(scored, key=lambda r: r[best_metric]) if scored else {}

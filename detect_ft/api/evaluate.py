@@ -1,0 +1,84 @@
+"""Evaluation as ``Detector.evaluate`` and ``detect-ft eval`` run it: the config's split, scored, written.
+
+This is an entry point: it reads the :class:`~detect_ft.config.Config` and hands plain values to the
+evaluation library.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from detect_ft.config import Config
+from detect_ft.errors import ConfigError, DetectFTError
+from detect_ft.predictions import PredictBatch
+
+THRESHOLDS_FILE = "thresholds.json"
+
+
+def evaluate_config(predict_batch: PredictBatch, cfg: Config, *, class_names: list[str], split: str = "val",
+                    source: str, model_name: Optional[str] = None, json_path: Optional[Path] = None,
+                    predictions_path: Optional[Path] = None, progress: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Score ``predict_batch`` on the config's ``split`` (``val`` or ``train``), labelled in ``class_names``.
+
+    With ``json_path``: the metrics there, and beside it ``thresholds.json`` (P/R/F1 against confidence)
+    and, with ``eval.plots``, the PR curves, confusion matrix and threshold plots; with
+    ``predictions_path`` the detections as COCO results. Returns the metrics (``files``: what was written).
+    """
+    from detect_ft.data.split import SplitSpec, load_checked_split
+    from detect_ft.evaluation.evaluator import predict_records, score_predictions
+    from detect_ft.predictions import filter_predictions
+
+    split_path = getattr(cfg.data, split, None) if split in ("val", "train") else None
+    if not split_path:
+        raise ConfigError(f"config key 'data.{split}' is empty; set it to the split to evaluate")
+    if json_path is not None and cfg.eval.plots:
+        _refuse_foreign_plots(json_path.parent)
+    # decode=True: unreadable images are found (and handled by data.on_unreadable_image) before scoring,
+    # so a dropped image leaves the ground truth too instead of counting as missed boxes
+    dataset, _ = load_checked_split(SplitSpec.from_config(cfg.data), split_path, class_names, decode=True)
+    start = time.perf_counter()
+    raw = predict_records(predict_batch, dataset, batch_size=cfg.eval.batch_size, workers=cfg.train.workers,
+                          progress=progress)  # fmt: skip
+    seconds = time.perf_counter() - start
+    preds = filter_predictions(raw, cfg.eval.score_thresh)
+    metrics = score_predictions(dataset, preds, backend=cfg.eval.backend, source=source)
+    curves = metrics.pop("threshold_curves")
+    metrics.update(images_per_s=len(dataset) / seconds if seconds > 0 else None, score_thresh=cfg.eval.score_thresh,
+                   weights=source, model_name=model_name, split=split, dataset=dataset.source)  # fmt: skip
+    files = []
+    if json_path is not None:
+        files = _write_outputs(metrics, curves, dataset, preds, json_path, plots=cfg.eval.plots)
+    if predictions_path is not None:
+        from detect_ft.evaluation.coco_eval import write_coco_results
+
+        write_coco_results(predictions_path, dataset, preds)
+        files.append(Path(predictions_path))
+    metrics["files"] = [str(f) for f in files]
+    return metrics
+
+
+def _refuse_foreign_plots(save_dir: Path) -> None:
+    from detect_ft.evaluation.plots import foreign_plot_files
+
+    foreign = foreign_plot_files(save_dir)
+    if foreign:  # checked before the (long) prediction, and never replaced
+        raise DetectFTError(f"the evaluation plots go to {save_dir}, where {', '.join(map(str, foreign))} exist and "
+                            "were not written by detect-ft eval; write the evaluation to a folder of its own, or set "
+                            "eval.plots=false")  # fmt: skip
+
+
+def _write_outputs(metrics: dict, curves: dict, dataset, preds: list[dict], json_path: Path, *, plots: bool) -> list:
+    from detect_ft.evaluation.plots import SOFTWARE, write_plots
+    from detect_ft.evaluation.thresholds import write_threshold_plots
+    from detect_ft.io import write_json_atomic
+
+    save_dir = json_path.parent
+    write_json_atomic(json_path, metrics)
+    write_json_atomic(save_dir / THRESHOLDS_FILE, curves)
+    files = [json_path, save_dir / THRESHOLDS_FILE]
+    if plots:
+        files += write_plots(dataset, preds, save_dir)
+        files += write_threshold_plots(curves, save_dir, software=SOFTWARE)
+    return files
