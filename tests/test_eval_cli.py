@@ -152,7 +152,9 @@ def test_export_checks_the_checkpoints_saved_config_in_memory(setup, capsys, mon
     assert main(["export", str(root / "typo.pt"), "--output", str(root / "typo.onnx")]) == 2
     err = capsys.readouterr().err
     assert f"{root / 'typo.pt'}: the saved config does not load" in err
-    assert "unknown config key 'train.epohcs'; did you mean 'train.epochs'?" in err and "give a config file instead" in err
+    assert (
+        "unknown config key 'train.epohcs'; did you mean 'train.epochs'?" in err and "give a config file instead" in err
+    )
     # the saved config loads; overrides apply on top of it (here: a data.val that is empty, named with the fix)
     assert main(["export", str(root / "best.pt"), "data.val=", "--output", str(root / "m.onnx")]) == 2
     assert "config key 'data.val' is empty" in capsys.readouterr().err
