@@ -20,7 +20,7 @@ from detect_ft.data.convert import write_split
 from detect_ft.data.image import read_image
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.data.synthetic import make_synthetic_dataset
-from detect_ft.evaluation.evaluator import torch_predictor
+from detect_ft.evaluation.evaluator import evaluate_model, torch_predictor
 from detect_ft.models import MODELS, build_model
 
 CLASSES = ["circle", "square"]
@@ -74,8 +74,11 @@ def calibrate_batchnorm(model: torch.nn.Module, images: int = 8) -> None:
     model.eval()
 
 
-def write_checkpoint(model: torch.nn.Module, name: str, path: Path, data_root: Path, side: int = 128) -> Path:
-    """A detect-ft checkpoint (docs/architecture.md) of ``model`` whose config points at ``data_root``."""
+def write_checkpoint(
+    model: torch.nn.Module, name: str, path: Path, data_root: Path, side: int = 128, metrics: dict | None = None
+) -> Path:
+    """A detect-ft checkpoint (docs/architecture.md) of ``model`` whose config points at ``data_root``, with
+    ``metrics`` (a validation's, holding the deployment thresholds) when given."""
     cfg = Config()
     cfg.model.name = name
     cfg.model.weights = "none"
@@ -86,7 +89,7 @@ def write_checkpoint(model: torch.nn.Module, name: str, path: Path, data_root: P
     cfg.export.calib_images = 2
     torch.save({"model": model.state_dict(), "model_name": name, "num_classes": len(CLASSES),
                 "class_names": list(CLASSES), "category_ids": list(CATEGORY_IDS), "config": config_to_dict(cfg), "epoch": 1,
-                "iteration": 1, "version": "test"}, path)  # fmt: skip
+                "iteration": 1, "version": "test", **({"metrics": metrics} if metrics else {})}, path)  # fmt: skip
     return path
 
 
@@ -123,7 +126,8 @@ def exported_model(
     model = separated_model(name)
     root = synthetic_root(tmp_path)
     val = pseudo_labelled_split(model, root)
-    checkpoint = write_checkpoint(model, name, tmp_path / "model.pt", root)
+    metrics = evaluate_model(model, val)  # as the trainer's validation stores it, deployment thresholds included
+    checkpoint = write_checkpoint(model, name, tmp_path / "model.pt", root, metrics=metrics)
     onnx_path = tmp_path / "out" / "model.onnx"
     assert main(["export", str(checkpoint), "--output", str(onnx_path), "--int8", *overrides]) == 0
     return {"model": model, "name": name, "root": root, "val": val, "checkpoint": checkpoint, "onnx": onnx_path,

@@ -133,7 +133,7 @@ def write_coco(
     _guard(json_path, protect)
     if images != "none":
         placed = []
-        for record in records.records:
+        for record in _progress(records.records, "copy images"):
             name = output_name(record.file_name)
             target = json_path.parent / image_subdir / name
             place_image(record.image_path, target, images, protect)
@@ -167,7 +167,7 @@ def write_yolo(records: DatasetRecords, out_dir: str | os.PathLike, split: str, 
     split_dir = out_dir / split
     data_yaml = out_dir / "data.yaml"
     _guard(data_yaml, protect)
-    for record in records.records:
+    for record in _progress(records.records, "write yolo"):
         name = output_name(record.file_name)
         label_path = (split_dir / "labels" / name).with_suffix(".txt")
         _guard(label_path, protect)
@@ -226,7 +226,7 @@ def write_voc(records: DatasetRecords, out_dir: str | os.PathLike, split: str, *
     base = [Path(n).name for n in names]
     flat = base if len(set(base)) == len(base) else [n.replace("/", "_") for n in names]
     ids, seen = [], {}
-    for record, file_name in zip(records.records, flat):
+    for record, file_name in zip(_progress(records.records, "write voc"), flat):
         image_id = Path(file_name).stem
         if image_id in seen:
             raise DataError(
@@ -243,6 +243,13 @@ def write_voc(records: DatasetRecords, out_dir: str | os.PathLike, split: str, *
     _guard(list_path, protect)
     write_text_atomic(list_path, "".join(i + "\n" for i in ids))
     return out_dir
+
+
+def _progress(records: list[ImageRecord], what: str):
+    """``records`` with a progress bar on a terminal (tqdm's ``disable=None``: never in logs or tests)."""
+    from tqdm import tqdm
+
+    return tqdm(records, desc=what, unit="img", disable=None, leave=False)
 
 
 def _check_unique_ids(records: DatasetRecords) -> None:

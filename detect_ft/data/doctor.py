@@ -97,11 +97,17 @@ def image_file_status(path: str, decode: bool = False) -> FileStatus:
 
 
 def check_images(records: list[ImageRecord], decode: bool = False, workers: int = 8) -> list[FileStatus]:
-    """:func:`image_file_status` of every record's image, in order (threads: PIL and OpenCV release the GIL)."""
+    """:func:`image_file_status` of every record's image, in order (threads: PIL and OpenCV release the GIL).
+
+    Shows a progress bar on a terminal (tqdm's ``disable=None``: never in logs or tests)."""
+    from tqdm import tqdm
+
     if not records:
         return []
+    what = "decode images" if decode else "read image headers"
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(records)))) as pool:
-        return list(pool.map(lambda r: image_file_status(r.image_path, decode), records))
+        statuses = pool.map(lambda r: image_file_status(r.image_path, decode), records)
+        return list(tqdm(statuses, total=len(records), desc=what, unit="img", disable=None, leave=False))
 
 
 def small_box_thresholds(records: DatasetRecords) -> dict[int, float]:

@@ -38,6 +38,7 @@ def predict_records(
     batch_size: int = 8,
     workers: int = 0,
     progress: bool = True,
+    desc: str = "predict",
 ) -> list[dict]:
     """Predictions for every record, in the records' order.
 
@@ -48,7 +49,7 @@ def predict_records(
         batch_size: images per ``predict_batch`` call.
         workers: decoding threads (0: decode in this thread). OpenCV releases the GIL while decoding,
             so threads overlap decoding with inference without a process pool.
-        progress: show a tqdm bar.
+        progress: show a tqdm bar, labelled ``desc``.
 
     Returns:
         One dict per record with numpy ``boxes`` float32 (N, 4), ``scores`` float32 (N,), ``labels``
@@ -60,7 +61,7 @@ def predict_records(
         raise DetectFTError(f"batch_size must be >= 1, got {batch_size}; set eval.batch_size to a positive integer")
     batches = [dataset.records[i : i + batch_size] for i in range(0, len(dataset.records), batch_size)]
     predictions: list[dict] = []
-    with tqdm(total=len(dataset.records), unit="img", desc="predict", disable=not progress, leave=False) as bar:
+    with tqdm(total=len(dataset.records), unit="img", desc=desc, disable=not progress, leave=False) as bar:
         for records, images in _decoded_batches(batches, workers):
             outputs = list(predict_batch(images))
             if len(outputs) != len(images):

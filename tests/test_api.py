@@ -1,0 +1,141 @@
+"""``detect_ft.Detector``: one interface over checkpoints and ONNX models, with the same Results from
+both, validated thresholds as the default confidence, predictions written as datasets, and the README's
+Python snippet run as written."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from test_export_support import CATEGORY_IDS, CLASSES
+
+from detect_ft import Detector
+from detect_ft.api.options import dotted_overrides
+from detect_ft.cli.main import main
+from detect_ft.data.load import load_split
+from detect_ft.errors import ConfigError, DetectFTError
+from detect_ft.export import compare_detections
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _images(exported_onnx, n=4):
+    return sorted(exported_onnx["images"].glob("*.*"))[:n]
+
+
+def test_torch_and_onnx_give_the_same_results(exported_onnx):
+    torch_detector = Detector.load(exported_onnx["checkpoint"], device="cpu")
+    onnx_detector = Detector.load(exported_onnx["onnx"])
+    assert torch_detector.model is not None and onnx_detector.model is None
+    assert torch_detector.class_names == onnx_detector.class_names == list(CLASSES)
+    images = _images(exported_onnx)
+    torch_results, onnx_results = torch_detector.predict(images, conf=0.2), onnx_detector.predict(images, conf=0.2)
+    assert len(torch_results) == len(onnx_results) == len(images)
+    assert sum(len(r) for r in torch_results) > 0
+    for a, b in zip(torch_results, onnx_results):
+        assert (a.path, a.height, a.width, a.conf) == (b.path, b.height, b.width, b.conf)
+        agreement = compare_detections([a.detections()], [b.detections()])
+        assert agreement["matched"] == agreement["reference_detections"] == agreement["candidate_detections"]
+        assert sorted(a.names) == sorted(b.names)
+
+
+def test_validated_thresholds_are_the_default_confidence(exported_onnx, tmp_path, capsys):
+    torch_detector = Detector.load(exported_onnx["checkpoint"], device="cpu")
+    onnx_detector = Detector.load(exported_onnx["onnx"])
+    assert torch_detector.thresholds is not None and onnx_detector.thresholds == torch_detector.thresholds
+    conf, note = onnx_detector.confidence()
+    assert conf == onnx_detector.thresholds and "F1-optimal" in note
+    assert onnx_detector.confidence(0.7) == (0.7, "confidence 0.7 (given)")
+    for result in onnx_detector.predict(exported_onnx["images"]):
+        assert all(s >= onnx_detector.thresholds[k - 1] for s, k in zip(result.scores, result.labels))
+    assert main(["predict", str(exported_onnx["onnx"]), str(_images(exported_onnx)[0]), "--output", str(tmp_path)]) == 0
+    assert "per-class F1-optimal confidence from validation" in capsys.readouterr().out
+    blank = Detector(predict_batch=lambda images: [], model_name="m", class_names=["a"])
+    assert blank.confidence() == (0.3, "confidence 0.3 (the default: this model stores no validated thresholds)")
+
+
+def test_class_filter_and_in_memory_images(exported_onnx):
+    detector = Detector.load(exported_onnx["onnx"])
+    kept = detector.predict(exported_onnx["images"], conf=0.05, classes=[CLASSES[1]])
+    assert all(set(r.names) <= {CLASSES[1]} for r in kept)
+    with pytest.raises(ConfigError, match="not classes of this model"):
+        detector.predict(exported_onnx["images"], classes=["zebra"])
+    [result] = detector.predict(np.zeros((48, 64, 3), np.uint8), conf=0.0)
+    assert result.path is None and (result.height, result.width) == (48, 64) and result.plot().shape == (48, 64, 3)
+    with pytest.raises(DetectFTError, match="ONNX model"):
+        detector.train()
+
+
+@pytest.mark.parametrize("fmt", ["coco", "voc", "yolo"])
+def test_predict_save_format_round_trips_through_the_adapters(exported_onnx, tmp_path, fmt):
+    out = tmp_path / fmt
+    argv = ["predict", str(exported_onnx["onnx"]), str(exported_onnx["images"]), "--output", str(out), "--conf",
+            "0.2", "--save-format", fmt]  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads((out / "predictions.json").read_text())
+    split = {"coco": "predictions.json", "voc": "predictions", "yolo": "predictions"}[fmt]
+    records, _ = load_split(format=fmt, root=out / "dataset", split=split)
+    assert records.class_names == list(CLASSES) and len(records) == len(list(exported_onnx["images"].iterdir()))
+    for record in records.records:
+        mine = [r for r in rows if r["file_name"] == Path(record.file_name).name]
+        expected = np.array([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in mine)]).reshape(-1, 4)
+        if fmt == "voc":  # VOC stores integer corners
+            expected = np.round(expected)
+        order = lambda boxes: boxes[np.lexsort(np.round(boxes, 2).T[::-1])]  # noqa: E731  (YOLO's floats differ by 1e-6)
+        np.testing.assert_allclose(order(record.boxes), order(expected), atol=1e-3)
+        labels = sorted(CATEGORY_IDS.index(r["category_id"]) + 1 for r in mine)
+        assert sorted(record.labels.tolist()) == labels
+    assert (out / "dataset" / "images" if fmt == "coco" else out / "dataset").exists()
+
+
+def test_eval_writes_thresholds_and_their_curves(exported_onnx, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"data": {"format": "coco", "root": str(exported_onnx["root"]),
+                                               "train": "train.json", "val": "val.json"}}))  # fmt: skip
+    assert main(["eval", str(config), "--weights", str(exported_onnx["onnx"]), "--json", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "F1 conf" in out and "best F1 @.50" in out
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert set(metrics["thresholds"]) == set(CLASSES) and 0 < metrics["overall_f1"] <= 1
+    curves = json.loads((tmp_path / "thresholds.json").read_text())
+    assert len(curves["conf"]) == len(curves["overall"]["f1"]) == 101 and set(curves["per_class"]) == set(CLASSES)
+    for name in ("f1_curve.png", "precision_curve.png", "recall_curve.png", "pr_curves.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_overrides_by_short_or_dotted_name():
+    assert dotted_overrides({"epochs": 5, "eval.batch_size": 2}) == {"train.epochs": 5, "eval.batch_size": 2}
+    with pytest.raises(ConfigError, match="train.batch_size, eval.batch_size"):
+        dotted_overrides({"batch_size": 4})
+    with pytest.raises(ConfigError, match="no config section has it"):
+        dotted_overrides({"epohcs": 4})
+
+
+def _readme_snippet() -> str:
+    text = (ROOT / "README.md").read_text()
+    return re.search(r"```python\n(.*?)```", text, re.S).group(1)
+
+
+@pytest.mark.slow
+def test_readme_python_snippet_runs_as_written(tmp_path, monkeypatch):
+    """The README's train / predict / plot / export / load snippet, on the raccoon photos that ship in the
+    repo (one step per epoch so it runs in a minute)."""
+    raccoon = ROOT / "datasets" / "raccoon-small"
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump({
+        "data": {"format": "voc", "root": str(raccoon), "train": "train", "val": "val"},
+        "train": {"max_iters_per_epoch": 1, "batch_size": 4, "workers": 0},
+        "output": {"dir": str(tmp_path / "runs" / "raccoon")},
+    }))  # fmt: skip
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in sorted((raccoon / "ImageSets" / "Main" / "val.txt").read_text().split())[:3]:
+        shutil.copy(raccoon / "JPEGImages" / f"{name}.jpg", photos)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(_readme_snippet(), "README.md", "exec"), {})  # the snippet itself, nothing added
+    assert (tmp_path / "annotated.jpg").stat().st_size > 0 and (tmp_path / "raccoon.onnx").exists()
+    assert len(list((tmp_path / "runs" / "raccoon" / "checkpoints").glob("*.pt"))) == 2
