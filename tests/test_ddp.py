@@ -46,6 +46,7 @@ def _worker(rank: int, world_size: int, port: int, data_dir: Path, tmp: Path) ->
     trainer.train(tiny_config(data_dir, tmp / f"out{rank}", *DDP_OVERRIDES), progress=False, hooks=[Spy()])
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_train_alike_and_only_rank0_writes(tmp_path) -> None:
     data_dir = make_tiny_data(tmp_path / "data")
     (tmp_path / "spy").mkdir()

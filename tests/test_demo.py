@@ -12,6 +12,7 @@ from detect_ft.cli.main import main
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_demo_pipeline_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)  # the demo reads configs/demo_shapes.yaml as the README's command does
     run_dir = tmp_path / "run"

@@ -114,6 +114,7 @@ def test_user_mistakes_are_one_line_errors(setup, capsys):
     assert "data.val" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_benchmark_map_tool_writes_markdown_and_json(setup):
     import importlib.util
     from pathlib import Path

@@ -104,6 +104,7 @@ def test_evaluate_model_scores_and_restores_train_mode(dataset):
     assert evaluate_model(model, dataset, score_thresh=0.9)["num_detections"] == 0
 
 
+@pytest.mark.slow
 def test_torchvision_detector_runs_through_the_loop(dataset):
     from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
 

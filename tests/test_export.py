@@ -19,8 +19,11 @@ from detect_ft.evaluation.evaluator import torch_predictor
 from detect_ft.export import compare_detections, export_detector, pair_detections
 from detect_ft.export.onnx_export import build_metadata, export_onnx
 
+# The session's exported model is in the fast tier; the other fast-to-export models run with the slow tests.
+FAST_TIER_FIRST = [name if i == 0 else pytest.param(name, marks=pytest.mark.slow) for i, name in enumerate(FAST_MODELS)]
 
-@pytest.fixture(scope="module", params=FAST_MODELS)
+
+@pytest.fixture(scope="module", params=FAST_TIER_FIRST)
 def exported(request, tmp_path_factory):
     """conftest's ``exported_onnx`` for each fast model: the session's own for ssdlite320_mobilenet_v3_large,
     exported here the same way for the others."""
@@ -69,6 +72,7 @@ def test_int8_model_is_quantized_and_runs(exported):
     assert result["boxes"].shape[1] == 4 and set(result["labels"].tolist()) <= {1, 2}
 
 
+@pytest.mark.slow
 def test_parity_gate_fails_and_leaves_no_file(tmp_path, monkeypatch):
     name = FAST_MODELS[0]
     model = separated_model(name)
@@ -89,7 +93,7 @@ def _set_score_thresh(model, value: float) -> None:
     owner.score_thresh = value
 
 
-@pytest.mark.parametrize("name", FAST_MODELS)
+@pytest.mark.parametrize("name", FAST_TIER_FIRST)
 def test_zero_and_exactly_one_detection_run(tmp_path, name):
     """Pick a score threshold (from the PyTorch scores, with margins) at which one image keeps exactly one
     detection and another keeps none, bake it into the graph, and run both through onnxruntime."""
@@ -144,6 +148,7 @@ def test_pair_detections_pairs_by_label_and_iou():
     assert compare_detections([point], [point])["matched"] == 1  # zero-area boxes have no IoU
 
 
+@pytest.mark.slow
 def test_export_without_val_split_names_the_fix(tmp_path, capsys):
     from test_export_support import write_checkpoint
 
@@ -173,6 +178,7 @@ def _int8_setup(tmp_path, name: str = "ssdlite320_mobilenet_v3_large"):
 BAD_CALIBRATION = [np.zeros((96, 128, 3), np.uint8)] * 2
 
 
+@pytest.mark.slow
 def test_int8_gate_refuses_a_lossy_model_and_leaves_no_file(tmp_path):
     from detect_ft.cli.export_cmd import format_report
     from detect_ft.export.pipeline import Int8RefusedError
@@ -194,6 +200,7 @@ def test_int8_gate_refuses_a_lossy_model_and_leaves_no_file(tmp_path):
     assert "INT8 model REFUSED" in format_report(info.value.report)
 
 
+@pytest.mark.slow
 def test_int8_keep_anyway_keeps_it_with_a_warning(tmp_path):
     from detect_ft.cli.export_cmd import format_report
 
@@ -209,6 +216,7 @@ def test_int8_keep_anyway_keeps_it_with_a_warning(tmp_path):
     assert speed["fp32_p50_ms"] > 0 and speed["int8_p50_ms"] > 0 and speed["rounds"] == 10
 
 
+@pytest.mark.slow
 def test_int8_gate_through_the_cli(tmp_path, capsys, monkeypatch):
     from test_export_support import pseudo_labelled_split, write_checkpoint
 
@@ -260,6 +268,7 @@ def _weight_is_float(graph, node) -> bool:
     return weight in initializers and initializers[weight].data_type == onnx.TensorProto.FLOAT
 
 
+@pytest.mark.slow
 def test_int8_excluded_nodes_stay_float(tmp_path):
     from detect_ft.export.quantize import Int8Options, quantize_int8
 
@@ -291,6 +300,7 @@ def test_int8_excluded_nodes_stay_float(tmp_path):
         Int8Options(calibration="kl")
 
 
+@pytest.mark.slow
 def test_int8_fused_ops_remove_the_float_round_trips(tmp_path):
     """ops="fused" folds ReLU6 (Clip) into the convolutions and quantises residual Adds; "conv" leaves a
     Dequantize -> Clip -> Quantize after every convolution. qoperator writes QLinearConv nodes itself.

@@ -47,7 +47,12 @@ def random_detector_state(name: str, num_classes: int = 91) -> dict[str, torch.T
     return MODELS[name].builder(weights=None, weights_backbone=None, num_classes=num_classes).state_dict()
 
 
-@pytest.mark.parametrize("name", list_models())
+FAST_TIER = ("ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn")
+
+
+@pytest.mark.parametrize(
+    "name", [n if n in FAST_TIER else pytest.param(n, marks=pytest.mark.slow) for n in list_models()]
+)
 def test_every_model_trains_a_step_and_predicts_user_labels(name):
     torch.manual_seed(0)
     model = build_model(name, 3, weights="none", score_thresh=0.0, **small_options(name))
@@ -184,7 +189,10 @@ def _fake_imagenet(self, *args, **kwargs):
     }[type(self).__name__]().state_dict()
 
 
-@pytest.mark.parametrize("name", ["ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn"])
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param("ssdlite320_mobilenet_v3_large", marks=pytest.mark.slow), "fasterrcnn_mobilenet_v3_large_320_fpn"],
+)
 def test_trainable_backbone_layers_match_torchvision(monkeypatch, name):
     monkeypatch.setattr(WeightsEnum, "get_state_dict", _fake_imagenet)
     spec = MODELS[name]

@@ -97,6 +97,7 @@ def test_one_epoch_then_resume_equals_two_epochs(data_dir, straight_run, tmp_pat
     _assert_same_training(straight_run, out)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_from_last(data_dir, straight_run, tmp_path) -> None:
     out = tmp_path / "run"
     config = tmp_path / "config.yaml"

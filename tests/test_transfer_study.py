@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from detect_ft.config import load_config
 from detect_ft.data.synthetic import make_synthetic_dataset
 from detect_ft.engine.trainer import train
@@ -20,6 +22,7 @@ def load_tool():
     return module
 
 
+@pytest.mark.slow
 def test_transfer_study_from_a_checkpoint_on_other_classes(tmp_path):
     common = ["model.min_size=96", "train.batch_size=4", "train.workers=0", "train.epochs=1", "eval.batch_size=4"]
     source_data = make_synthetic_dataset(tmp_path / "a", num_train=8, num_val=4, image_size=96,
