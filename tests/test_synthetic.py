@@ -104,3 +104,17 @@ def test_make_synthetic_script(tmp_path):
     assert "data.format=yolo" in result.stdout
     records, _ = load_split(format="yolo", root=out, split="val")
     assert len(records) == 2 and records.class_names == ["hexagon", "star"]
+
+
+def test_small_objects_in_large_images():
+    """``object_px`` sets the shapes' size in pixels (a small-object benchmark), ``count`` how many."""
+    import numpy as np
+
+    from detect_ft.data.synthetic import synthetic_image
+
+    image, boxes, labels = synthetic_image(
+        np.random.default_rng(0), 800, 600, ("circle", "square"), object_px=(12, 32), count=(20, 30)
+    )
+    assert image.shape == (600, 800, 3) and len(boxes) >= 15 and len(labels) == len(boxes)
+    sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    assert sides.min() >= 10 and sides.max() <= 34

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -125,30 +125,61 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def synthetic_image(
-    rng: np.random.Generator, width: int, height: int, classes: Sequence[str]
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    classes: Sequence[str],
+    *,
+    object_px: Optional[tuple[float, float]] = None,
+    count: tuple[int, int] = (1, 4),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One image (H, W, 3) uint8 RGB, its boxes (N, 4) float32 xyxy absolute pixels, labels (N,) 1..K."""
+    """One image (H, W, 3) uint8 RGB, its boxes (N, 4) float32 xyxy absolute pixels, labels (N,) 1..K.
+
+    ``object_px``: the shapes' diameter range in pixels (default 10%-50% of the short side);
+    ``count``: how many shapes to try to place (inclusive range).
+    """
     image = _background(rng, width, height)
     side = min(width, height)
     boxes: list[np.ndarray] = []
     labels: list[int] = []
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(count[0], count[1] + 1))):
         for _attempt in range(30):
-            r = rng.uniform(0.05, 0.25) * side  # diameter 10%-50% of the short side
+            if object_px is None:
+                r = rng.uniform(0.05, 0.25) * side  # diameter 10%-50% of the short side
+            else:
+                r = rng.uniform(object_px[0] / 2, object_px[1] / 2)
             cx, cy = rng.uniform(r, width - r), rng.uniform(r, height - r)
             label = int(rng.integers(len(classes))) + 1
-            mask = np.zeros((height, width), np.uint8)
-            SHAPES[classes[label - 1]](mask, cx, cy, r)
-            ys, xs = np.nonzero(mask)
-            if len(xs) == 0:
+            placed = _draw_shape(SHAPES[classes[label - 1]], width, height, cx, cy, r)
+            if placed is None:
                 continue
-            box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+            box, window, mask = placed
             if all(_overlap(box, other) <= 0.05 for other in boxes):
-                image[mask > 0] = _hsv_color(rng, (0.75, 1.0), (0.8, 1.0))
+                image[window][mask > 0] = _hsv_color(rng, (0.75, 1.0), (0.8, 1.0))
                 boxes.append(box)
                 labels.append(label)
                 break
     return image, np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64)
+
+
+def _draw_shape(draw: Callable, width: int, height: int, cx: float, cy: float, r: float):
+    """``(box, window, mask)`` of one shape drawn into a window around it (not a whole-image mask: large
+    images with many small shapes stay fast), or None when nothing of it lands in the image.
+
+    The window starts at even pixel offsets, so the half-to-even rounding of the drawing functions gives
+    the same pixels as drawing into the whole image would.
+    """
+    margin = 0.5 * r + 4
+    x0, y0 = max(0, int(cx - r - margin)), max(0, int(cy - r - margin))
+    x0, y0 = x0 - x0 % 2, y0 - y0 % 2
+    x1, y1 = min(width, int(cx + r + margin) + 1), min(height, int(cy + r + margin) + 1)
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    draw(mask, cx - x0, cy - y0, r)
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    box = np.array([xs.min() + x0, ys.min() + y0, xs.max() + 1 + x0, ys.max() + 1 + y0], np.float32)
+    return box, (slice(y0, y1), slice(x0, x1)), mask
 
 
 def _image_path(out_dir: Path, format: str, split: str, file_name: str) -> Path:
@@ -165,13 +196,16 @@ def make_synthetic_dataset(
     classes: Sequence[str] = ("circle", "square", "triangle"),
     format: str = "coco",
     seed: int = 0,
+    object_px: Optional[tuple[float, float]] = None,
+    objects: tuple[int, int] = (1, 4),
 ) -> Path:
     """Write a synthetic dataset and return ``out_dir``.
 
     Layouts: coco: ``train.json``, ``val.json``, ``images/``; voc: ``Annotations/``, ``JPEGImages/``,
     ``ImageSets/Main/{train,val}.txt``; yolo: ``{train,val}/{images,labels}/`` and ``data.yaml``.
     ``image_size`` is ``(width, height)`` or one int for square images; ``classes`` are names from
-    :data:`SHAPES` (label k = classes[k-1]).
+    :data:`SHAPES` (label k = classes[k-1]). ``object_px`` (diameter range in pixels, e.g. ``(12, 32)``
+    for a small-object set) and ``objects`` (shapes per image) go to :func:`synthetic_image`.
     """
     unknown = [c for c in classes if c not in SHAPES]
     if unknown or not classes or len(set(classes)) != len(classes):
@@ -188,7 +222,7 @@ def make_synthetic_dataset(
         records = []
         for index in range(count):
             rng = np.random.default_rng([seed, split_code, index])
-            image, boxes, labels = synthetic_image(rng, width, height, classes)
+            image, boxes, labels = synthetic_image(rng, width, height, classes, object_px=object_px, count=objects)
             file_name = f"{split}_{index:06d}.jpg"
             path = _image_path(out_dir, format, split, file_name)
             ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
