@@ -50,7 +50,8 @@ class SliceOptions:
         check_tiling(self.size, self.overlap)
         if self.merge not in MERGES:
             raise ConfigError(f"slice merge {self.merge!r} is not a merge method; choose one of {', '.join(MERGES)}")
-        if isinstance(self.merge_iou, bool) or not 0 < float(self.merge_iou) <= 1:
+        iou = self.merge_iou
+        if isinstance(iou, bool) or not isinstance(iou, (int, float)) or not 0 < iou <= 1:
             raise ConfigError(f"slice merge IoU {self.merge_iou!r}: pass an overlap threshold in (0, 1], e.g. 0.5")
 
     def wrap(self, predict_batch: PredictBatch) -> PredictBatch:
