@@ -190,11 +190,23 @@ class EvalConfig:
     batch_size: int = 8
     score_thresh: float = 0.001  # detections below this score are not scored
     plots: bool = True
+    # sliced inference for small objects (docs/deploy.md): tiles of `slice` pixels; 0 runs whole images only
+    slice: int = 0
+    slice_overlap: float = 0.2  # fraction of a tile shared with its neighbour
+    slice_merge: Literal["nms", "greedy"] = "nms"  # class-wise NMS (IoU) or greedy merging (IoS) of duplicates
+    slice_merge_iou: float = 0.5
+    slice_full_image: bool = True  # also run the whole image (large objects) and merge it with the tiles
 
     def check(self) -> None:
         positive("eval.batch_size", self.batch_size)
         if not 0 <= self.score_thresh < 1:
             fail("eval.score_thresh", self.score_thresh, "a number in [0, 1)")
+        if self.slice < 0:
+            fail("eval.slice", self.slice, "a tile side in pixels (e.g. 512), or 0 for no slicing")
+        if not 0 <= self.slice_overlap < 1:
+            fail("eval.slice_overlap", self.slice_overlap, "a number in [0, 1)")
+        if not 0 < self.slice_merge_iou <= 1:
+            fail("eval.slice_merge_iou", self.slice_merge_iou, "a number in (0, 1]")
 
 
 @dataclass

@@ -26,6 +26,7 @@ import numpy as np
 from detect_ft.errors import ConfigError, DetectFTError
 from detect_ft.predictions import PredictBatch
 from detect_ft.results import Result
+from detect_ft.slicing import SliceOptions
 from detect_ft.sources import Source, iter_frames
 
 if TYPE_CHECKING:
@@ -130,14 +131,18 @@ class Detector:
             return list(self.thresholds), f"per-class F1-optimal confidence from validation ({shown})"
         return DEFAULT_CONF, f"confidence {DEFAULT_CONF} (the default: this model stores no validated thresholds)"
 
-    def stream(self, source: Source, conf: Optional[float] = None,
-               classes: Optional[Sequence[str]] = None) -> Iterator[Result]:  # fmt: skip
+    def stream(self, source: Source, conf: Optional[float] = None, classes: Optional[Sequence[str]] = None, *,
+               slice: Optional[int] = None, overlap: float = 0.2, merge: str = "nms", full_image: bool = True,
+               merge_iou: float = 0.5) -> Iterator[Result]:  # fmt: skip
         """:meth:`predict` one image or frame at a time; each Result keeps its ``image``."""
         threshold, _ = self.confidence(conf)
         keep_labels = self._labels_of(classes)
         minimum = np.asarray(threshold if isinstance(threshold, list) else [threshold] * len(self.class_names))
+        predict_batch = self.predict_batch
+        if slice:
+            predict_batch = SliceOptions(slice, overlap, merge, full_image, merge_iou).wrap(predict_batch)
         for frame in iter_frames(source):
-            det = self.predict_batch([frame.image])[0]
+            det = predict_batch([frame.image])[0]
             boxes = np.asarray(det["boxes"], np.float32).reshape(-1, 4)
             scores = np.asarray(det["scores"], np.float32).reshape(-1)
             labels = np.asarray(det["labels"], np.int64).reshape(-1)
@@ -150,8 +155,9 @@ class Detector:
                          class_names=self.class_names, category_ids=self.category_ids, height=height, width=width,
                          path=frame.path, frame=frame.frame, conf=threshold, image=frame.image)  # fmt: skip
 
-    def predict(self, source: Source, conf: Optional[float] = None,
-                classes: Optional[Sequence[str]] = None) -> list[Result]:  # fmt: skip
+    def predict(self, source: Source, conf: Optional[float] = None, classes: Optional[Sequence[str]] = None, *,
+                slice: Optional[int] = None, overlap: float = 0.2, merge: str = "nms", full_image: bool = True,
+                merge_iou: float = 0.5) -> list[Result]:  # fmt: skip
         """Detect objects in ``source``: an image path, a folder, a glob, a video, an RGB uint8 array
         (H, W, 3), or a list of them. One :class:`Result` per image or frame, boxes xyxy in its pixels.
 
@@ -159,9 +165,15 @@ class Detector:
             conf: keep detections scoring at least this; default: the model's validated per-class
                 thresholds (see :meth:`confidence`), else 0.3.
             classes: keep only these class names.
+            slice: sliced inference for small objects in large images (:mod:`detect_ft.slicing`): run on
+                ``slice`` x ``slice`` pixel tiles overlapping by the fraction ``overlap``, plus the whole
+                image when ``full_image``, and merge the duplicates by ``merge`` (``nms``: class-wise NMS
+                at IoU ``merge_iou``; ``greedy``: greedy merging at IoS ``merge_iou``). None or 0: whole
+                images only.
         """
         results = []
-        for result in self.stream(source, conf, classes):
+        options = dict(slice=slice, overlap=overlap, merge=merge, full_image=full_image, merge_iou=merge_iou)
+        for result in self.stream(source, conf, classes, **options):
             if result.path is not None:
                 result.image = None  # files are re-read by plot(); a folder is not held in memory
             results.append(result)

@@ -13,6 +13,7 @@ from typing import Any, Optional
 from detect_ft.config import Config
 from detect_ft.errors import ConfigError, DetectFTError
 from detect_ft.predictions import PredictBatch
+from detect_ft.slicing import SliceOptions
 
 THRESHOLDS_FILE = "thresholds.json"
 
@@ -38,6 +39,9 @@ def evaluate_config(predict_batch: PredictBatch, cfg: Config, *, class_names: li
     # decode=True: unreadable images are found (and handled by data.on_unreadable_image) before scoring,
     # so a dropped image leaves the ground truth too instead of counting as missed boxes
     dataset, _ = load_checked_split(SplitSpec.from_config(cfg.data), split_path, class_names, decode=True)
+    slicing = eval_slicing(cfg)
+    if slicing is not None:
+        predict_batch = slicing.wrap(predict_batch)
     start = time.perf_counter()
     raw = predict_records(predict_batch, dataset, batch_size=cfg.eval.batch_size, workers=cfg.train.workers,
                           progress=progress)  # fmt: skip
@@ -47,6 +51,8 @@ def evaluate_config(predict_batch: PredictBatch, cfg: Config, *, class_names: li
     curves = metrics.pop("threshold_curves")
     metrics.update(images_per_s=len(dataset) / seconds if seconds > 0 else None, score_thresh=cfg.eval.score_thresh,
                    weights=source, model_name=model_name, split=split, dataset=dataset.source)  # fmt: skip
+    if slicing is not None:
+        metrics["slicing"] = slicing.describe()
     files = []
     if json_path is not None:
         files = _write_outputs(metrics, curves, dataset, preds, json_path, plots=cfg.eval.plots)
@@ -57,6 +63,14 @@ def evaluate_config(predict_batch: PredictBatch, cfg: Config, *, class_names: li
         files.append(Path(predictions_path))
     metrics["files"] = [str(f) for f in files]
     return metrics
+
+
+def eval_slicing(cfg: Config) -> Optional[SliceOptions]:
+    """The sliced inference the ``eval.slice*`` keys ask for, or None (``eval.slice: 0``, the default)."""
+    if not cfg.eval.slice:
+        return None
+    return SliceOptions(cfg.eval.slice, overlap=cfg.eval.slice_overlap, merge=cfg.eval.slice_merge,
+                        full_image=cfg.eval.slice_full_image, merge_iou=cfg.eval.slice_merge_iou)  # fmt: skip
 
 
 def _refuse_foreign_plots(save_dir: Path) -> None:

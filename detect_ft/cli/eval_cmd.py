@@ -3,8 +3,9 @@
 Prints the overall and per-class table (with each class's F1-optimal confidence), writes the metrics
 JSON (default ``<output.dir>/eval_<split>/metrics.json``), ``thresholds.json`` (precision, recall and F1
 against confidence, overall and per class) and, with ``eval.plots``, the PR curves, confusion matrix and
-P/R/F1 curves beside it; ``--predictions`` also writes the detections in COCO results format. A thin
-wrapper over :meth:`detect_ft.api.Detector.evaluate`.
+P/R/F1 curves beside it; ``--predictions`` also writes the detections in COCO results format.
+``eval.slice=512`` (and the other ``eval.slice_*`` keys) scores sliced inference (:mod:`detect_ft.slicing`).
+A thin wrapper over :meth:`detect_ft.api.Detector.evaluate`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from detect_ft.api import Detector
+    from detect_ft.api.evaluate import eval_slicing
     from detect_ft.errors import ConfigError, DetectFTError
     from detect_ft.evaluation.plots import foreign_plot_files
     from detect_ft.evaluation.report import format_metrics
@@ -43,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
         raise DetectFTError(f"the plots go beside --json {json_path}, where {', '.join(map(str, foreign))} exist "
                             "and were not written by detect-ft eval; pass --json into a folder of its own, or "
                             "set eval.plots=false")  # fmt: skip
+    slicing = eval_slicing(cfg)
+    if slicing is not None:
+        print(slicing.describe())
     detector = Detector.load(args.weights, device=cfg.train.device)
     metrics = detector.evaluate(cfg, split=args.split, json_path=json_path, predictions=args.predictions or None,
                                 progress=True)  # fmt: skip

@@ -5,7 +5,8 @@ read as a detect-ft checkpoint and runs in PyTorch; both through :class:`detect_
 annotated images (or ``<video>.pred.mp4``) and ``predictions.json`` (COCO results with the dataset's
 original category ids) to DIR, and with ``--save-format`` the predictions as a dataset in ``DIR/dataset``.
 Detections are kept above each class's validated F1-optimal confidence (stored in the checkpoint or the
-ONNX file), or 0.3 for models without; ``--conf`` sets one threshold for all classes.
+ONNX file), or 0.3 for models without; ``--conf`` sets one threshold for all classes. ``--slice 512``
+also runs each image as overlapping 512-pixel tiles and merges the detections (:mod:`detect_ft.slicing`).
 """
 
 from __future__ import annotations
@@ -28,22 +29,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write the predictions as a dataset in DIR/dataset (pseudo-labels; images copied)")  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="ONNX only: onnxruntime intra-op threads")
+    tiles = parser.add_argument_group("sliced inference (small objects in large images; docs/deploy.md)")
+    tiles.add_argument("--slice", type=int, default=0, metavar="PIXELS",
+                       help="also cut each image into overlapping PIXELS x PIXELS tiles, run them and merge the "
+                            "detections (e.g. 512; default 0: off)")  # fmt: skip
+    tiles.add_argument("--overlap", type=float, default=0.2, help="fraction of a tile its neighbour shares (0.2)")
+    tiles.add_argument("--merge", choices=("nms", "greedy"), default="nms",
+                       help="nms: class-wise NMS (IoU); greedy: merge overlapping boxes into their union (IoS)")  # fmt: skip
+    tiles.add_argument("--merge-iou", type=float, default=0.5, help="IoU (nms) or IoS (greedy) that makes duplicates")
+    tiles.add_argument("--no-full-image", dest="full_image", action="store_false",
+                       help="run the tiles only, not also the whole image (large objects may be split)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     from detect_ft.api import Detector
     from detect_ft.edge.predict import write_predictions
     from detect_ft.errors import DetectFTError
+    from detect_ft.slicing import SliceOptions
     from detect_ft.sources import count_frames
 
     if args.conf is not None and not 0 <= args.conf <= 1:
         raise DetectFTError(f"--conf {args.conf}: pass a score threshold in [0, 1], e.g. --conf 0.3")
     source = args.source[0] if len(args.source) == 1 else args.source
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] or None
+    slicing = dict(overlap=args.overlap, merge=args.merge, full_image=args.full_image, merge_iou=args.merge_iou)
+    tiles = SliceOptions(args.slice, **slicing) if args.slice else None  # checked before the model loads
     detector = Detector.load(args.model, device=args.device, threads=args.threads)
     _, note = detector.confidence(args.conf)
     print(f"{detector.model_name}: keeping detections above the {note}")
-    stream = detector.stream(source, args.conf, classes)
+    if tiles is not None:
+        print(tiles.describe())
+    stream = detector.stream(source, args.conf, classes, slice=args.slice, **slicing)
     summary = write_predictions(stream, source, args.output, save_format=args.save_format,
                                 total=count_frames(source), progress=True)  # fmt: skip
     print(f"{summary['detections']} detections in {summary['images']} images/frames")
