@@ -161,7 +161,9 @@ def _build_dataset(cfg: Config, train_records):
     from detect_ft.data.transforms import build_transform
 
     a = cfg.augment
-    transform = build_transform(a.preset, train=True, min_area=a.min_area, min_visibility=a.min_visibility)
+    transform = build_transform(
+        a.preset, train=True, min_area=a.min_area, min_visibility=a.min_visibility, crop_size=a.crop_size
+    )
     return DetectionDataset(train_records, transform, on_unreadable=cfg.data.on_unreadable_image)
 
 
