@@ -141,3 +141,12 @@ def test_resume_repeats_the_sizes_exactly(data_dir, tmp_path) -> None:
     chosen = MultiScale(SIZES, seed=0)
     assert spy.steps == [(1, step, (chosen.size_for(1, step),) * 2) for step in (0, 1)]
     _assert_same_training(straight, resumed)
+
+
+def test_slice_crops_and_multi_scale_train_together(data_dir, tmp_path) -> None:
+    out = tmp_path / "run"
+    cfg = tiny_config(data_dir, out, "augment.crop_size=64", "augment.preset=strong", "train.multi_scale=[96,160]")
+    train(cfg, progress=False)
+    model, meta = load_detector(out / "checkpoints" / "last.pt")
+    assert meta["epoch"] == 1 and meta["config"]["augment"]["crop_size"] == 64
+    assert input_size(model) == ((128,), 128, (128, 128))
