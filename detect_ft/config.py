@@ -23,7 +23,7 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from detect_ft.config_checks import apply_model_recipe, check_model, fail, model_names, positive, set_key
+from detect_ft.config_checks import apply_model_recipe, check_model, fail, input_side, model_names, positive, set_key
 from detect_ft.data.findings import (
     ALLOWED,
     BOX_OUTSIDE,
@@ -124,12 +124,15 @@ class AugmentConfig:
     preset: Literal["none", "light", "ssd", "strong"] = "light"
     min_area: float = 4.0  # boxes smaller than this (pixels^2) after augmentation are dropped
     min_visibility: float = 0.2  # boxes keeping less than this fraction of their area are dropped
+    crop_size: int = 0  # train on random crop_size x crop_size crops of the original pixels (0: off)
 
     def check(self) -> None:
         if self.min_area < 0:
             fail("augment.min_area", self.min_area, "a number >= 0")
         if not 0 <= self.min_visibility <= 1:
             fail("augment.min_visibility", self.min_visibility, "a number in [0, 1]")
+        if self.crop_size:
+            input_side("augment.crop_size", self.crop_size, "0 (off)")
 
 
 @dataclass
@@ -165,6 +168,7 @@ class TrainConfig:
     sync_bn: bool = False
     aspect_ratio_grouping: bool = False
     max_iters_per_epoch: Optional[int] = None  # cap iterations per epoch (quick runs, tests)
+    multi_scale: list[int] = field(default_factory=list)  # input sizes, one drawn per batch (empty: off)
 
     def check(self) -> None:
         for key in ("epochs", "batch_size", "accumulate", "max_nonfinite"):
@@ -182,6 +186,8 @@ class TrainConfig:
             positive("train.max_iters_per_epoch", self.max_iters_per_epoch)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             fail("train.device", self.device, "auto, cpu, cuda or cuda:N")
+        for i, size in enumerate(self.multi_scale):
+            input_side(f"train.multi_scale[{i}]", size, "")
 
 
 @dataclass

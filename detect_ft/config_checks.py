@@ -30,11 +30,11 @@ def positive(key: str, value: Any) -> None:
         fail(key, value, "an integer > 0")
 
 
-def input_side(key: str, value: int) -> None:
+def input_side(key: str, value: int, otherwise: str = "null") -> None:
     """A model input side: positive and at most what any detector uses (a larger one would make every
-    image allocate gigabytes)."""
+    image allocate gigabytes). ``otherwise`` names the key's other allowed value, if any."""
     if not 0 < value <= MAX_INPUT_SIDE:
-        fail(key, value, f"an integer in 1..{MAX_INPUT_SIDE} (pixels) or null")
+        fail(key, value, f"an integer in 1..{MAX_INPUT_SIDE} (pixels)" + (f" or {otherwise}" if otherwise else ""))
 
 
 def model_names() -> list[str]:

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detect_ft.data.transforms import (
+    MEAN_RGB,
     PRESETS,
     BoxTransform,
     MinIoURandomCrop,
@@ -18,6 +19,7 @@ from detect_ft.data.transforms import (
     _ssd,
     build_transform,
     sanitize_boxes,
+    slice_crop,
 )
 from detect_ft.errors import ConfigError
 
@@ -250,3 +252,162 @@ def test_sanitize_boxes_clips_and_drops_degenerate() -> None:
     np.testing.assert_array_equal(labels, [1, 3])
     with pytest.raises(ValueError):
         sanitize_boxes(boxes, np.array([1]), width=10, height=10)
+
+
+def _coordinates(width: int, height: int) -> np.ndarray:
+    """An image whose pixel (x, y) reads R = x % 256, B = x // 256, G = y: a crop tells where it was cut."""
+    image = np.zeros((height, width, 3), np.uint8)
+    xs = np.arange(width)
+    image[:, :, 0] = xs % 256
+    image[:, :, 2] = xs // 256
+    image[:, :, 1] = np.arange(height)[:, None]
+    return image
+
+
+def _expected_crop(boxes, labels, left: int, top: int, size: int, min_visibility: float):
+    """The boxes of a ``size`` window at (left, top), clipped, kept when enough of their area is inside."""
+    shifted = boxes - np.array([left, top, left, top], np.float32)
+    clipped = np.clip(shifted, 0, size)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    inside = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+    keep = inside / area >= min_visibility
+    return clipped[keep], labels[keep]
+
+
+def test_slice_crop_cuts_a_window_and_keeps_clips_or_drops_each_box() -> None:
+    size, min_visibility = 100, 0.51  # 40 px boxes: never exactly at the threshold
+    boxes = np.array([[130, 20, 170, 60], [60, 30, 100, 70], [230, 10, 270, 50], [10, 50, 50, 90]], np.float32)
+    labels = np.array([1, 2, 3, 4], np.int64)
+    image = _coordinates(300, 120)
+    transform = build_transform("none", train=True, min_area=0.0, min_visibility=min_visibility, crop_size=size)
+    transform.set_seed(0)
+    seen = set()
+    for _ in range(60):
+        out, out_boxes, out_labels = transform(image, boxes, labels)
+        assert out.shape == (size, size, 3)
+        left, top = int(out[0, 0, 0]) + 256 * int(out[0, 0, 2]), int(out[0, 0, 1])
+        np.testing.assert_array_equal(out, image[top : top + size, left : left + size])  # original pixels
+        expected_boxes, expected_labels = _expected_crop(boxes, labels, left, top, size, min_visibility)
+        np.testing.assert_array_equal(out_labels, expected_labels)
+        np.testing.assert_allclose(out_boxes, expected_boxes, atol=1e-3)
+        for box, label in zip(boxes, labels):
+            x1, x2 = box[0] - left, box[2] - left
+            y1, y2 = box[1] - top, box[3] - top
+            whole = x1 >= 0 and y1 >= 0 and x2 <= size and y2 <= size
+            outside = x2 <= 0 or x1 >= size or y2 <= 0 or y1 >= size
+            seen.add(
+                "inside" if whole else "outside" if outside else "cut kept" if label in out_labels else "cut dropped"
+            )
+    assert seen == {"inside", "outside", "cut kept", "cut dropped"}
+
+
+def test_slice_crop_known_answer_half_cut_box() -> None:
+    """A window that must start at x = 0: a box inside, one cut in half, one outside."""
+    boxes = np.array([[10, 10, 50, 50], [80, 20, 120, 60], [150, 30, 190, 70]], np.float32)
+    labels = np.array([1, 2, 3], np.int64)
+    for min_visibility, kept in ((0.4, [1, 2]), (0.6, [1])):
+        transform = BoxTransform([], min_area=0.0, min_visibility=min_visibility, crop=slice_crop(100))
+        for seed in range(20):
+            transform.set_seed(seed)
+            out, out_boxes, out_labels = transform(_coordinates(200, 100), boxes, labels)
+            if out[0, 0, 0] == 0:  # the window starts at x = 0
+                break
+        else:
+            pytest.fail("no window at x = 0 in 20 seeds")
+        np.testing.assert_array_equal(out_labels, kept)
+        np.testing.assert_allclose(out_boxes, [[10, 10, 50, 50], [80, 20, 100, 60]][: len(kept)], atol=1e-3)
+
+
+@pytest.mark.parametrize("preset", ["none", "light", "strong"])
+def test_slice_crop_output_is_always_the_crop_size(preset: str) -> None:
+    """Larger, smaller (padded) and mixed images all come out crop_size x crop_size, mosaics too."""
+    size = 64
+    transform = build_transform(preset, train=True, crop_size=size)
+    transform.set_seed(4)
+    for width, height in ((200, 150), (40, 30), (300, 50), (64, 64)):
+        boxes = np.array([[2, 2, 20, 20], [width - 20, height - 20, width - 2, height - 2]], np.float32)
+        labels = np.array([1, 2], np.int64)
+        extra = [(_painted(90, 70, boxes[:1], labels[:1]), boxes[:1], labels[:1])] * transform.num_extra
+        for _ in range(5):
+            image, out_boxes, out_labels = transform(_painted(width, height, boxes, labels), boxes, labels, extra=extra)
+            assert image.shape == (size, size, 3)
+            _check_invariants(image, out_boxes, out_labels, [1, 2])
+
+
+def test_slice_crop_pads_a_small_image_with_the_mean_colour() -> None:
+    transform = build_transform("none", train=True, crop_size=50)
+    transform.set_seed(0)
+    boxes, labels = np.array([[5, 5, 15, 15]], np.float32), np.array([1], np.int64)
+    image, out_boxes, out_labels = transform(np.full((20, 30, 3), 7, np.uint8), boxes, labels)
+    assert image.shape == (50, 50, 3)
+    assert (image == 7).all(axis=2).sum() == 20 * 30  # every original pixel, none resized
+    assert ((image == 7).all(axis=2) | (image == MEAN_RGB).all(axis=2)).all()
+    np.testing.assert_array_equal(out_labels, [1])
+    np.testing.assert_allclose(out_boxes[:, 2:] - out_boxes[:, :2], [[10, 10]], atol=1e-3)  # only moved
+
+
+def test_slice_crop_of_a_background_image() -> None:
+    transform = build_transform("light", train=True, crop_size=32)
+    transform.set_seed(0)
+    for _ in range(5):
+        image, boxes, labels = transform(np.zeros((80, 120, 3), np.uint8), np.zeros((0, 4)), np.zeros((0,)))
+        assert image.shape == (32, 32, 3)
+        assert boxes.shape == (0, 4) and boxes.dtype == np.float32 and labels.shape == (0,) and labels.dtype == np.int64
+
+
+def test_slice_crops_mostly_hold_a_box_but_not_always() -> None:
+    """One small object in a large image: most crops contain it (few empty batches), some are background."""
+    transform = build_transform("none", train=True, crop_size=100)
+    transform.set_seed(0)
+    boxes, labels = np.array([[700, 300, 720, 320]], np.float32), np.array([1], np.int64)
+    image = np.zeros((800, 1000, 3), np.uint8)
+    holding = sum(len(transform(image, boxes, labels)[2]) for _ in range(200))
+    assert 130 <= holding <= 190  # OBJECT_CROP_P = 0.8 places a window on it; a random one rarely hits it
+
+
+def test_slice_crop_is_repeatable_with_the_seed() -> None:
+    boxes = np.array([[5, 5, 40, 30], [150, 80, 190, 120]], np.float32)
+    labels = np.array([1, 2], np.int64)
+    image = _coordinates(240, 160)
+    runs = []
+    for seed in (3, 3, 4):
+        transform = build_transform("light", train=True, crop_size=64)
+        transform.set_seed(seed)
+        runs.append([transform(image, boxes, labels) for _ in range(8)])
+    for (im_a, b_a, l_a), (im_b, b_b, l_b) in zip(runs[0], runs[1]):
+        np.testing.assert_array_equal(im_a, im_b)
+        np.testing.assert_array_equal(b_a, b_b)
+        np.testing.assert_array_equal(l_a, l_b)
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(runs[0], runs[2]))
+
+
+def test_mosaic_of_slice_crops_keeps_every_image_at_its_own_scale() -> None:
+    """The other images of a mosaic are cropped too: their boxes keep their pixel sizes (no resize)."""
+    transform = BoxTransform(
+        [], min_area=0.0, min_visibility=0.0, mixer=SizeKeepingMosaic(p=1.0), mix_p=1.0, num_extra=3,
+        crop=slice_crop(64),
+    )  # fmt: skip
+    transform.set_seed(0)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        samples = []
+        for label in (1, 2, 3, 4):
+            x, y = int(rng.integers(0, 180)), int(rng.integers(0, 130))
+            boxes, labels = np.array([[x, y, x + 12, y + 12]], np.float32), np.array([label], np.int64)
+            samples.append((_painted(200, 150, boxes, labels), boxes, labels))
+        image, out_boxes, out_labels = transform(*samples[0], extra=samples[1:])
+        assert image.shape == (64, 64, 3)
+        sides = out_boxes[:, 2:] - out_boxes[:, :2]
+        whole = (out_boxes[:, :2] > 0).all(axis=1) & (out_boxes[:, 2:] < 64).all(axis=1)
+        np.testing.assert_allclose(sides[whole], 12, atol=0.5)
+        _check_alignment(image, out_boxes, out_labels)
+
+
+def test_crop_size_is_a_checked_config_key() -> None:
+    from detect_ft.config import load_config
+
+    assert load_config(None, []).augment.crop_size == 0
+    assert load_config(None, ["augment.crop_size=640"]).augment.crop_size == 640
+    for bad in ("-1", "100000", "1.5"):
+        with pytest.raises(ConfigError, match="augment.crop_size"):
+            load_config(None, [f"augment.crop_size={bad}"])

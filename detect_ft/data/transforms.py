@@ -13,6 +13,10 @@ paper's photometric distortion, zoom-out on a mean-filled canvas, min-IoU random
 ``strong`` (a 2x2 mosaic with three other dataset images, then ``light``). A transform that wants other
 dataset samples says so in ``num_extra``; :class:`~detect_ft.data.dataset.DetectionDataset` passes a
 function fetching them as ``extra``. Eval-time transforms do nothing: torchvision detectors resize and normalise inside the model.
+
+``crop_size`` (``augment.crop_size``) puts :func:`slice_crop` first: a ``crop_size`` x ``crop_size`` window of
+the original pixels (padded where the image is smaller), so that training sees objects at the scale that
+sliced inference on tiles of that size sees them. With a mosaic, the other images are cropped alike.
 """
 
 from __future__ import annotations
@@ -214,6 +218,30 @@ class SizeKeepingMosaic(A.Mosaic):
         return super().get_params_dependent_on_data(params, data)
 
 
+# How often a slice crop is placed to hold a whole box (one picked at random); the other crops fall
+# anywhere, so background tiles, which sliced inference also sees, are still trained on.
+OBJECT_CROP_P = 0.8
+
+
+def slice_crop(size: int) -> list[A.BasicTransform]:
+    """Steps giving a random ``size`` x ``size`` window of the image at its own scale (no resizing).
+
+    A side shorter than ``size`` is first padded with ``MEAN_RGB`` (at a random offset). With
+    probability ``OBJECT_CROP_P`` the window contains a whole box chosen at random (or as much of a box
+    larger than the window as fits), else it lies anywhere. Boxes the window cuts are clipped, and
+    dropped by the pipeline's ``min_area`` / ``min_visibility`` rules.
+    """
+    return [
+        A.PadIfNeeded(
+            min_height=size, min_width=size, position="random", border_mode=cv2.BORDER_CONSTANT, fill=MEAN_RGB
+        ),
+        A.OneOf(
+            [A.AtLeastOneBBoxRandomCrop(size, size, p=OBJECT_CROP_P), A.RandomCrop(size, size, p=1 - OBJECT_CROP_P)],
+            p=1.0,
+        ),
+    ]
+
+
 def _light() -> list[A.BasicTransform]:
     return [
         A.HorizontalFlip(p=0.5),
@@ -254,10 +282,11 @@ MIXING: dict[str, tuple[Callable[[], A.BasicTransform], float, int]] = {
 class BoxTransform:
     """Callable ``(image, boxes, labels, extra=None) -> (image, boxes, labels)`` around A.Compose.
 
-    An optional ``mixer`` (mosaic) runs first, with probability ``mix_p``, on the sample and
-    ``num_extra`` other samples given by ``extra``: a list of (image, boxes, labels), or a function
-    returning one. A function is only called when the mixer runs: decoding three more images for a
-    mosaic that is then skipped made ``strong`` three times slower than ``light``.
+    An optional ``crop`` (:func:`slice_crop`) runs first of all. An optional ``mixer`` (mosaic) runs
+    next, with probability ``mix_p``, on the sample and ``num_extra`` other samples given by ``extra``:
+    a list of (image, boxes, labels), or a function returning one; each of them is cropped first too. A
+    function is only called when the mixer runs: decoding three more images for a mosaic that is then
+    skipped made ``strong`` three times slower than ``light``.
     """
 
     def __init__(
@@ -268,10 +297,12 @@ class BoxTransform:
         mixer: A.BasicTransform | None = None,
         mix_p: float = 0.0,
         num_extra: int = 0,
+        crop: list[A.BasicTransform] | None = None,
     ):
         params = bbox_params(min_area, min_visibility)
         self.compose = A.Compose(steps, bbox_params=params) if steps else None
         self.mixer = A.Compose([mixer], bbox_params=bbox_params(min_area, min_visibility)) if mixer else None
+        self.crop = A.Compose(crop, bbox_params=bbox_params(min_area, min_visibility)) if crop else None
         self.mix_p = mix_p
         self.num_extra = num_extra if mixer else 0
         self._rng = random.Random()
@@ -283,6 +314,8 @@ class BoxTransform:
             self.compose.set_random_seed(seed)
         if self.mixer is not None:
             self.mixer.set_random_seed(seed + 1)
+        if self.crop is not None:
+            self.crop.set_random_seed(seed + 2)
 
     def __call__(
         self,
@@ -292,8 +325,12 @@ class BoxTransform:
         extra: list[Sample] | Callable[[], list[Sample]] | None = None,
     ) -> Sample:
         boxes, labels = sanitize_boxes(boxes, labels, image.shape[1], image.shape[0])
+        if self.crop is not None:
+            image, boxes, labels = _run(self.crop, image, boxes, labels)
         if self.mixer is not None and self._rng.random() < self.mix_p:
             samples = extra() if callable(extra) else extra or []
+            if self.crop is not None:  # the other images at the same scale as this one
+                samples = [_run(self.crop, *sanitized(*sample)) for sample in samples]
             metadata = [_metadata(*sample) for sample in samples]
             image, boxes, labels = _run(self.mixer, image, boxes, labels, mosaic_metadata=metadata)
         if self.compose is not None:
@@ -301,7 +338,7 @@ class BoxTransform:
         return image, boxes, labels
 
     def __repr__(self) -> str:
-        return f"BoxTransform(mixer={self.mixer!r}, mix_p={self.mix_p}, compose={self.compose!r})"
+        return f"BoxTransform(crop={self.crop!r}, mixer={self.mixer!r}, mix_p={self.mix_p}, compose={self.compose!r})"
 
 
 def _run(compose: A.Compose, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, **extra: Any) -> Sample:
@@ -312,8 +349,13 @@ def _run(compose: A.Compose, image: np.ndarray, boxes: np.ndarray, labels: np.nd
     return (image, *sanitize_boxes(boxes, labels, image.shape[1], image.shape[0]))
 
 
+def sanitized(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> Sample:
+    """The sample with :func:`sanitize_boxes` applied to its boxes."""
+    return (image, *sanitize_boxes(boxes, labels, image.shape[1], image.shape[0]))
+
+
 def _metadata(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    boxes, labels = sanitize_boxes(boxes, labels, image.shape[1], image.shape[0])
+    image, boxes, labels = sanitized(image, boxes, labels)
     return {"image": image, "bboxes": boxes, "labels": labels}
 
 
@@ -323,12 +365,14 @@ def identity_transform(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
 
 
 def build_transform(
-    preset: str, *, train: bool, min_area: float = 4.0, min_visibility: float = 0.2
+    preset: str, *, train: bool, min_area: float = 4.0, min_visibility: float = 0.2, crop_size: int = 0
 ) -> Callable[..., Sample]:
     """The augmentation for ``preset`` (a key of ``PRESETS``); ``train=False`` gives the identity.
 
     The result maps (image (H,W,3) uint8 RGB, boxes (N,4) float xyxy absolute, labels (N,) int64) to the
     same triple, with boxes clipped to the output image and too-small ones dropped with their labels.
+    ``crop_size`` > 0 first takes a random ``crop_size`` x ``crop_size`` window (:func:`slice_crop`), so
+    every training image comes out that size.
     """
     if preset not in PRESETS:
         raise ConfigError(f"config key 'augment.preset': got {preset!r}; allowed: {', '.join(PRESETS)}")
@@ -342,4 +386,5 @@ def build_transform(
         mixer=mixer() if mixer else None,
         mix_p=mix_p,
         num_extra=num_extra,
+        crop=slice_crop(crop_size) if crop_size else None,
     )

@@ -3,7 +3,8 @@
     for each epoch from run.state.epoch to run.epochs:
         prepare_epoch   freeze or unfreeze the backbone (and rebuild the DDP wrapper on a change)
         hooks.before_epoch
-        train_epoch     one pass of train_one_epoch; stop if the weights became nan/inf
+        train_epoch     one pass of train_one_epoch, hooks.before_step/after_step around each batch;
+                        stop if the weights became nan/inf
         validate        rank 0, on the epochs eval_interval picks; best/stale bookkeeping in run.state
         hooks.after_epoch, then stop when a hook set run.stop_reason (agreed over ranks)
 
@@ -13,8 +14,10 @@ callables, never the Config: :func:`detect_ft.engine.trainer.train` builds it fr
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -63,6 +66,7 @@ class Run:
             and after the last (0: never).
         best_metric: the metric (higher is better) that picks best.pt and that patience watches.
         state: what carries over epochs and into checkpoints (restored on resume).
+        step: the current batch's 0-based index in the epoch (for ``before_step``/``after_step``).
         epoch, train_model, stats, row, improved, rng: the current epoch's 0-based index, the module
             that trains (``model`` or its DDP wrapper), train_one_epoch's stats, the metrics.jsonl row,
             whether ``best_metric`` improved, and every rank's RNG state for the checkpoint.
@@ -87,6 +91,7 @@ class Run:
     best_metric: str = "map"
     state: RunState = field(default_factory=RunState)
     epoch: int = 0
+    step: int = 0
     train_model: Optional[nn.Module] = None
     frozen: Optional[bool] = None
     stats: dict[str, Any] = field(default_factory=dict)
@@ -117,7 +122,7 @@ def fit(run: Run, hooks: Sequence[Hook] = ()) -> RunState:
             run.epoch = epoch
             prepare_epoch(run)
             _call(hooks, "before_epoch", run)
-            train_epoch(run)
+            train_epoch(run, hooks)
             validate(run)
             run.rng = dist_utils.gather_objects(rng_state())
             _call(hooks, "after_epoch", run)
@@ -136,6 +141,15 @@ def fit(run: Run, hooks: Sequence[Hook] = ()) -> RunState:
 def _call(hooks: Sequence[Hook], point: str, run: Run) -> None:
     for hook in hooks:
         getattr(hook, point)(run)
+
+
+@contextlib.contextmanager
+def _around_step(hooks: Sequence[Hook], run: Run, step: int) -> Iterator[None]:
+    """The hooks' ``before_step`` and ``after_step`` around batch ``step`` (not ``after_step`` when it raised)."""
+    run.step = step
+    _call(hooks, "before_step", run)
+    yield
+    _call(hooks, "after_step", run)
 
 
 def prepare_epoch(run: Run) -> None:
@@ -161,8 +175,9 @@ def _wrap(model: nn.Module, info: dist_utils.DistInfo, device: torch.device) -> 
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def train_epoch(run: Run) -> None:
-    """One pass over the epoch's loader; ``run.stats``, ``run.row`` and ``run.state`` updated.
+def train_epoch(run: Run, hooks: Sequence[Hook] = ()) -> None:
+    """One pass over the epoch's loader, ``hooks``' step points around each batch; ``run.stats``,
+    ``run.row`` and ``run.state`` updated.
 
     Raises:
         WeightsDiverged: the weights became non-finite (the row is still logged, nothing is saved).
@@ -185,6 +200,7 @@ def train_epoch(run: Run) -> None:
         max_nonfinite=o.max_nonfinite,
         nonfinite_run=run.state.nonfinite_run,
         progress=o.progress and run.info.is_main,
+        around_batch=functools.partial(_around_step, hooks, run) if hooks else None,
     )
     del loader  # shuts its workers down before validation starts its own threads
     dist_utils.broadcast_buffers(run.model)

@@ -6,10 +6,12 @@
 
     train(cfg, hooks=[Spy()])
 
-A hook overrides any of ``before_train``, ``before_epoch``, ``after_epoch`` and ``after_train``; each gets
-the :class:`~detect_ft.engine.fit.Run`. ``train`` runs the built-in hooks below (on rank 0 only, in
-this order) and then the caller's (on every rank). ``after_train`` runs also when training raised,
-with ``run.error`` set, so that hooks can close what they opened.
+A hook overrides any of ``before_train``, ``before_epoch``, ``before_step``, ``after_step``,
+``after_epoch`` and ``after_train``; each gets the :class:`~detect_ft.engine.fit.Run`. ``train`` runs
+:class:`~detect_ft.engine.multiscale.MultiScale` when ``train.multi_scale`` is set (on every rank), the
+built-in hooks below (on rank 0 only, in this order) and then the caller's (on every rank).
+``after_train`` runs also when training raised, with ``run.error`` set, so that hooks can close what
+they opened.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ class Hook:
 
     def before_epoch(self, run: Run) -> None:
         """Before an epoch trains (``run.epoch`` is its 0-based index; the backbone is frozen or not)."""
+
+    def before_step(self, run: Run) -> None:
+        """Before batch ``run.step`` (0-based in the epoch) trains: forward, backward, the step it may end."""
+
+    def after_step(self, run: Run) -> None:
+        """After batch ``run.step`` trained, and the optimizer step it ended, if any (not when it raised)."""
 
     def after_epoch(self, run: Run) -> None:
         """After an epoch trained and (if due) validated: ``run.stats``, ``run.row`` and ``run.state``

@@ -14,7 +14,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, ContextManager, Iterable, Optional
 
 import torch
 import torch.nn as nn
@@ -41,6 +41,7 @@ def train_one_epoch(
     max_nonfinite: int = 10,
     nonfinite_run: int = 0,
     progress: bool = True,
+    around_batch: Optional[Callable[[int], ContextManager[Any]]] = None,
 ) -> dict[str, Any]:
     """Train ``model`` for one pass over ``loader`` (at most ``max_iters`` batches).
 
@@ -59,20 +60,21 @@ def train_one_epoch(
         max_nonfinite: a non-finite loss skips its batch (no backward); this many in a row (counted
             across epochs through ``nonfinite_run``) raise :class:`DetectFTError`.
         progress: show a tqdm bar with the running loss components, LR and img/s.
+        around_batch: ``i -> context manager`` entered around batch ``i`` (0-based in the epoch) and the
+            optimizer step it ends, if any; ``fit`` runs the hooks' ``before_step``/``after_step`` in it.
 
     Returns:
         ``iterations``, ``steps`` (optimizer steps), ``images``, ``time`` (s), ``img_s`` (summed over
         ranks), ``loss`` and ``losses`` (means over the finite batches of all ranks), ``lr`` (first
         group's LR at the end), ``skipped_steps`` (non-finite batches) and ``nonfinite_run``.
     """
-    scaler = scaler if scaler is not None and scaler.is_enabled() else None
     loop = _EpochLoop(
         model,
         optimizer,
         device,
         epoch,
         scheduler,
-        scaler,
+        scaler if scaler is not None and scaler.is_enabled() else None,
         amp_dtype,
         max(int(accumulate), 1),
         clip_grad_norm,
@@ -81,7 +83,7 @@ def train_one_epoch(
         progress,
         _Tally(nonfinite_run=nonfinite_run),
     )
-    return loop.run(loader, max_iters)
+    return loop.run(loader, max_iters, around_batch)
 
 
 @dataclass
@@ -102,7 +104,9 @@ class _EpochLoop:
     progress: bool
     tally: _Tally
 
-    def run(self, loader: Iterable, max_iters: Optional[int]) -> dict[str, Any]:
+    def run(
+        self, loader: Iterable, max_iters: Optional[int], around_batch: Optional[Callable[[int], ContextManager[Any]]]
+    ) -> dict[str, Any]:
         from tqdm import tqdm
 
         self.model.train()
@@ -123,7 +127,8 @@ class _EpochLoop:
         with contextlib.closing(bar):
             for i, (images, targets) in enumerate(batches):
                 last_in_window = (i + 1) % self.accumulate == 0 or (num_iters is not None and i + 1 == num_iters)
-                self.batch(i, images, targets, last_in_window)
+                with around_batch(i) if around_batch is not None else contextlib.nullcontext():
+                    self.batch(i, images, targets, last_in_window)
                 if self.progress:
                     bar.set_postfix(self.tally.postfix(self.optimizer, time.perf_counter() - start), refresh=False)
                 self.tally.iterations += 1

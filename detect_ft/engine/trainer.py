@@ -32,6 +32,7 @@ from detect_ft.engine.ema import ModelEMA
 from detect_ft.engine.fit import LoopOptions, Run, fit
 from detect_ft.engine.hooks import Hook, default_hooks
 from detect_ft.engine.loop import train_one_epoch
+from detect_ft.engine.multiscale import MultiScale, check_multi_scale
 from detect_ft.engine.optim import build_optimizer, build_scheduler, optimizer_steps_per_epoch, resolve_warmup_iters
 from detect_ft.engine.rundir import choose_run_dir
 from detect_ft.engine.state import RunState
@@ -75,7 +76,8 @@ def train(cfg: Config, progress: bool = True, hooks: Sequence[Hook] = ()) -> Pat
 
 
 def _prepare(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progress: bool) -> tuple[Run, Path, list]:
-    """The run (resumed where ``train.resume`` says), its directory, and rank 0's built-in hooks."""
+    """The run (resumed where ``train.resume`` says), its directory, and the built-in hooks (multi-scale
+    on every rank, the others on rank 0)."""
     t = cfg.train
     say = print if info.is_main else _silent
     if info.distributed and t.sync_bn and device.type != "cuda":
@@ -83,6 +85,7 @@ def _prepare(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progr
             "train.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm runs on GPUs only); "
             "set train.sync_bn=false to train with DDP on CPUs"
         )
+    check_multi_scale(cfg.model.name, t.multi_scale)
     train_records, val_records = _load_data(cfg, say)
     class_names, category_ids = list(train_records.class_names), list(train_records.category_ids)
     run_dir, cfg = _choose_run_dir(cfg, info, say)
@@ -92,10 +95,10 @@ def _prepare(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progr
     iters = min(iters, t.max_iters_per_epoch) if t.max_iters_per_epoch else iters
     run = _build_run(cfg, info, device, model, trainable, dataset, iters, val_records, progress, say)
     _resume(run, cfg, run_dir, class_names, say)
-    hooks: list[Hook] = []
+    hooks: list[Hook] = [MultiScale(t.multi_scale, seed=t.seed)] if t.multi_scale else []  # every rank
     if info.is_main:
         save_config(cfg, run_dir / "config.yaml")
-        hooks = default_hooks(
+        hooks += default_hooks(
             run_dir,
             model_name=cfg.model.name,
             class_names=class_names,
@@ -161,7 +164,9 @@ def _build_dataset(cfg: Config, train_records):
     from detect_ft.data.transforms import build_transform
 
     a = cfg.augment
-    transform = build_transform(a.preset, train=True, min_area=a.min_area, min_visibility=a.min_visibility)
+    transform = build_transform(
+        a.preset, train=True, min_area=a.min_area, min_visibility=a.min_visibility, crop_size=a.crop_size
+    )
     return DetectionDataset(train_records, transform, on_unreadable=cfg.data.on_unreadable_image)
 
 
