@@ -186,7 +186,11 @@ def _build_run(
         max_nonfinite=t.max_nonfinite,
         progress=progress,
     )
-    evaluate = functools.partial(_evaluate, cfg, val_records=val_records, device=device) if val_records else None
+    evaluate = (
+        functools.partial(_evaluate, cfg, val_records=val_records, device=device, progress=progress and info.is_main)
+        if val_records
+        else None
+    )
     return Run(
         model=model,
         optimizer=optimizer,
@@ -342,7 +346,9 @@ def eval_interval(eval_interval: Optional[int], epochs: int) -> int:
     return max(1, round(epochs / 10)) if eval_interval is None else eval_interval
 
 
-def _evaluate(cfg: Config, model: torch.nn.Module, *, val_records, device: torch.device) -> dict[str, Any]:
+def _evaluate(
+    cfg: Config, model: torch.nn.Module, *, val_records, device: torch.device, progress: bool = False
+) -> dict[str, Any]:
     from detect_ft.evaluation.evaluator import evaluate_model
 
     e = cfg.eval
@@ -354,7 +360,8 @@ def _evaluate(cfg: Config, model: torch.nn.Module, *, val_records, device: torch
         workers=cfg.train.workers,
         score_thresh=e.score_thresh,
         backend=e.backend,
-        progress=False,
+        progress=progress,
+        desc="validate",
     )
 
 

@@ -181,6 +181,7 @@ def evaluate_model(
     score_thresh: float = 0.001,
     backend: str = "hotcoco",
     progress: bool = False,
+    desc: str = "predict",
 ) -> dict:
     """Validation metrics of a torch detector on a split (the trainer's per-epoch evaluation).
 
@@ -193,7 +194,12 @@ def evaluate_model(
     start = time.perf_counter()
     try:
         raw = predict_records(
-            torch_predictor(model, device), dataset, batch_size=batch_size, workers=workers, progress=progress
+            torch_predictor(model, device),
+            dataset,
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
+            desc=desc,
         )
     finally:
         model.train(was_training)
