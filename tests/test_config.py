@@ -156,6 +156,7 @@ def test_trainable_backbone_layers_is_bounded_by_the_models_stage_count():
         load_config(None, ["model.trainable_backbone_layers=-1"])
 
 
+@pytest.mark.slow
 def test_stage_counts_match_a_meta_device_build_of_every_model():
     from detect_ft.models import list_models
     from detect_ft.models.stages import backbone_stage_count, count_on_meta_device

@@ -93,6 +93,7 @@ def _set_score_thresh(model, value: float) -> None:
     owner.score_thresh = value
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAST_TIER_FIRST)
 def test_zero_and_exactly_one_detection_run(tmp_path, name):
     """Pick a score threshold (from the PyTorch scores, with margins) at which one image keeps exactly one

@@ -85,6 +85,7 @@ def test_frozen_batchnorm_keeps_timm_activations():
         assert torch.allclose(model.backbone.body(x)[-1], frozen.backbone.body(x)[-1], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_backbone_named_in_the_config_needs_no_code(tmp_path):
     cfg = load_config(None, ["model.name=ssdlite320_efficientnet_lite0", "model.backbone=convnext_atto",
                              "model.weights=none"])  # fmt: skip
