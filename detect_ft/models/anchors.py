@@ -10,7 +10,6 @@ location), so it has nothing to fit.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable, Optional, Sequence
 
 import torch.nn as nn
@@ -23,6 +22,7 @@ from detect_ft.limits import short_repr
 
 # Model-name prefixes of the anchor-based families (the registry's names start with their family).
 ANCHOR_FAMILIES = ("ssd", "retinanet", "fasterrcnn")
+_MAX_VALUE = 1e6  # bounds a value read from a checkpoint; no anchor size or ratio comes near it
 ANCHOR_FREE_REASON = "FCOS is anchor-free: it predicts boxes from feature-map points, so it has no anchors to fit"
 
 
@@ -87,8 +87,8 @@ def set_anchors(
         )
     else:
         new = AnchorGenerator(wanted.sizes, wanted.ratios)
-    owner = getattr(model, "rpn", None) or model
-    owner.anchor_generator = new
+    rpn = getattr(model, "rpn", None)
+    (rpn if rpn is not None else model).anchor_generator = new
 
 
 def set_saved_anchors(model: nn.Module, name: str, options: dict, source: str) -> None:
@@ -117,7 +117,7 @@ def _checked(key: str, given: Any, layout: tuple, name: str, kind: str) -> tuple
     ok = ok and all(isinstance(row, (list, tuple)) and len(row) == n for row, n in zip(rows, lengths))
     values = [v for row in rows for v in row] if ok else []
     ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-    if not ok or not all(math.isfinite(v) and v > 0 for v in values):
+    if not ok or not all(0 < v < _MAX_VALUE for v in values):  # comparisons: NaN fails, huge ints don't overflow
         if kind == "ssd" and key.endswith("sizes"):
             shape = f"one list of {lengths[0]} scales (fractions of the input side)"
         else:
