@@ -188,6 +188,8 @@ def test_anchor_config_checks() -> None:
     # the layout is the model's: SSDLite takes one row of 7 scales; RetinaNet 5 levels of 3 sizes
     with pytest.raises(ConfigError, match="one list of 7 scales"):
         build_model("ssdlite320_mobilenet_v3_large", 2, weights="none", anchor_sizes=[[0.1, 0.2]])
+    with pytest.raises(ConfigError, match="model.anchor_sizes"):  # as read from a hostile checkpoint
+        build_model("ssdlite320_mobilenet_v3_large", 2, weights="none", anchor_sizes=[[10**400] * 7])
     with pytest.raises(ConfigError, match=r"5 lists .* \[3, 3, 3, 3, 3\] sizes"):
         build_model("retinanet_efficientnet_lite0_fpn", 2, weights="none", anchor_sizes=[[32, 64]] * 5)
 
