@@ -73,6 +73,10 @@ class ModelConfig:
     max_size: Optional[int] = None
     score_thresh: Optional[float] = None  # model-internal score threshold; None = model default
     detections_per_img: int = 100
+    # auto: fit anchor sizes/ratios to the training boxes when training starts (docs/fine-tuning.md)
+    anchors: Literal["default", "auto"] = "default"
+    anchor_sizes: list[list[float]] = field(default_factory=list)  # the anchors used; [] = the model's own
+    anchor_ratios: list[list[float]] = field(default_factory=list)  # (anchors=auto records its fit here)
 
     def check(self) -> None:
         check_model(self)

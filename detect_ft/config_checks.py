@@ -56,6 +56,22 @@ def check_model(model: Any) -> None:
     check_trainable_backbone_layers(model.name, model.trainable_backbone_layers, model.backbone)
     if model.backbone:
         check_backbone(model.name, model.backbone)
+    check_anchors(model)
+
+
+def check_anchors(model: Any) -> None:
+    """``model.anchors`` / ``anchor_sizes`` / ``anchor_ratios``: only for anchor-based models, positive
+    values; their layout (one row per feature level) is checked against the model when it is built."""
+    from detect_ft.models.anchors import ANCHOR_FREE_REASON, has_anchors
+
+    if not has_anchors(model.name):
+        for key, unset in (("anchors", "default"), ("anchor_sizes", []), ("anchor_ratios", [])):
+            if getattr(model, key) != unset:
+                fail(f"model.{key}", getattr(model, key), f"{unset or '[]'} for {model.name} ({ANCHOR_FREE_REASON})")
+    for key in ("anchor_sizes", "anchor_ratios"):
+        rows = getattr(model, key)
+        if not all(row and all(v > 0 for v in row) for row in rows):
+            fail(f"model.{key}", rows, "[] (the model's own) or lists of numbers > 0, one list per feature level")
 
 
 def check_backbone(model_name: str, backbone: str) -> None:

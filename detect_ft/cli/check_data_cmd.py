@@ -38,7 +38,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"== {name}: data.{name} not set, skipped\n")
             continue
         classes = val_classes if name == "val" else data.classes
-        errors += _check_one(spec, name, split, classes, decode=not args.fast, plots=args.plots)
+        records, split_errors = _check_one(spec, name, split, classes, decode=not args.fast, plots=args.plots)
+        errors += split_errors
+        if name == "train":
+            _print_anchors(cfg.model, records)
     if errors:
         print(f"{errors} finding(s) at policy 'error': fix the data or change the data.on_* policies")
         return 1
@@ -61,8 +64,9 @@ def _val_classes(data) -> list[str]:
     return train.class_names
 
 
-def _check_one(spec, name: str, split: str, classes, *, decode: bool, plots: str) -> int:
-    """Check one split, print its statistics and findings (and write plots); return its error count."""
+def _check_one(spec, name: str, split: str, classes, *, decode: bool, plots: str):
+    """Check one split, print its statistics and findings (and write plots); return its records (after
+    the policies) and its error count."""
     from detect_ft.data.split import report_split
     from detect_ft.data.stats import format_stats, split_stats
 
@@ -81,7 +85,46 @@ def _check_one(spec, name: str, split: str, classes, *, decode: bool, plots: str
         for path in write_split_plots(records, plots, name):
             print(f"wrote {path}")
     print()
-    return len(report.errors)
+    return records, len(report.errors)
+
+
+def _print_anchors(model_config, records) -> None:
+    """The configured model's anchors and anchors fitted to ``records``, with the share of boxes each
+    covers, and the config line that uses the fitted ones (anchor-based models with boxes only)."""
+    from detect_ft.errors import DataError
+    from detect_ft.models import build_model
+    from detect_ft.models.anchors import fit_model_anchors, has_anchors, input_resize
+
+    m = model_config
+    if not has_anchors(m.name) or not records.num_boxes:
+        return
+    # random weights: only the anchor generator and the input transform are read
+    model = build_model(
+        m.name,
+        max(records.num_classes, 1),
+        weights="none",
+        backbone=m.backbone or None,
+        min_size=m.min_size,
+        max_size=m.max_size,
+        anchor_sizes=m.anchor_sizes,
+        anchor_ratios=m.anchor_ratios,
+    )
+    try:
+        fit = fit_model_anchors(model, records.records)
+    except DataError:  # crowd boxes only
+        return
+    mine = "configured (model.anchor_sizes / model.anchor_ratios)" if m.anchor_sizes or m.anchor_ratios else "default"
+    print(f"== anchors of {m.name}, on {fit.boxes} training boxes at its input size ({input_resize(model)})")
+    print(fit.current.legend())
+    print("coverage: share of boxes whose best anchor shape (centred; widths and heights only) has IoU >= 0.5")
+    for label, anchors, share in (
+        (mine, fit.current, fit.current_coverage),
+        ("fitted", fit.fitted, fit.fitted_coverage),
+    ):
+        sizes, ratios = anchors.config_values()
+        print(f"{label}: sizes {sizes}, ratios {ratios}: coverage {share:.1%}")
+    print(f"to use the fitted ones: model.anchors=auto (fitted when training starts), or {fit.config_line()}")
+    print()
 
 
 def _print_findings(report, policies: dict[str, str]) -> None:

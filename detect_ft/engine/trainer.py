@@ -89,7 +89,7 @@ def _prepare(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progr
     train_records, val_records = _load_data(cfg, say)
     class_names, category_ids = list(train_records.class_names), list(train_records.category_ids)
     run_dir, cfg = _choose_run_dir(cfg, info, say)
-    model, trainable = _build_model(cfg, info, device, class_names)
+    model, trainable, anchor_line = _build_model(cfg, info, device, train_records)
     dataset = _build_dataset(cfg, train_records)
     iters = len(_epoch_loader(cfg, dataset, info, 0))
     iters = min(iters, t.max_iters_per_epoch) if t.max_iters_per_epoch else iters
@@ -108,6 +108,8 @@ def _prepare(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progr
             patience=t.patience,
         )
     say(_banner(cfg, info, device, run.options.amp_dtype, len(dataset), val_records, iters))
+    if anchor_line:
+        say(anchor_line)
     return run, run_dir, hooks
 
 
@@ -129,11 +131,14 @@ def _choose_run_dir(cfg: Config, info: dist_utils.DistInfo, say) -> tuple[Path, 
     return run_dir, cfg
 
 
-def _build_model(cfg: Config, info: dist_utils.DistInfo, device: torch.device, class_names: list[str]):
-    """The detector on ``device`` (the same initial weights on every rank) and which parameters train."""
+def _build_model(cfg: Config, info: dist_utils.DistInfo, device: torch.device, train_records):
+    """The detector on ``device`` (the same initial weights on every rank), which parameters train, and
+    the banner line about anchors fitted to ``train_records`` (``model.anchors=auto``; '' without)."""
     from detect_ft.models import build_model
+    from detect_ft.models.anchors import fit_and_set_anchors
 
     m, t = cfg.model, cfg.train
+    class_names = list(train_records.class_names)
     seed_everything(t.seed)
     model = build_model(
         m.name,
@@ -148,7 +153,15 @@ def _build_model(cfg: Config, info: dist_utils.DistInfo, device: torch.device, c
         max_size=m.max_size,
         score_thresh=m.score_thresh,
         detections_per_img=m.detections_per_img,
+        anchor_sizes=m.anchor_sizes,
+        anchor_ratios=m.anchor_ratios,
     )
+    anchor_line = ""
+    if m.anchors == "auto" and not (m.anchor_sizes or m.anchor_ratios):
+        # Recorded in the run's config (config.yaml, checkpoints), so every rebuild of the model has them.
+        fit = fit_and_set_anchors(model, m.name, train_records.records)
+        m.anchor_sizes, m.anchor_ratios = fit.fitted.config_values()
+        anchor_line = fit.summary()
     trainable = {name: p.requires_grad for name, p in model.named_parameters()}
     if info.distributed and t.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -156,7 +169,7 @@ def _build_model(cfg: Config, info: dist_utils.DistInfo, device: torch.device, c
     if t.channels_last:  # faster on GPUs, and for depthwise convs (EfficientNet, MobileNet) on CPUs too
         model.to(memory_format=torch.channels_last)
     seed_everything(t.seed + info.rank)  # per-rank randomness (e.g. Faster R-CNN's box sampling)
-    return model, trainable
+    return model, trainable, anchor_line
 
 
 def _build_dataset(cfg: Config, train_records):

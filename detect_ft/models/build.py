@@ -19,6 +19,7 @@ import torch.nn as nn
 from detect_ft import checkpoint as ckpt
 from detect_ft.checkpoint import read_checkpoint
 from detect_ft.errors import ConfigError, WeightsError
+from detect_ft.models.anchors import set_anchors, set_saved_anchors
 from detect_ft.models.finetune import backbone_stages, freeze_batchnorm, set_trainable_backbone_layers
 from detect_ft.models.registry import MODELS, ModelSpec, coco_category_names
 from detect_ft.models.timm_backbone import freeze_body_batchnorm, imagenet_state_dict
@@ -39,6 +40,8 @@ def build_model(
     max_size: int | None = None,
     score_thresh: float | None = None,
     detections_per_img: int = 100,
+    anchor_sizes: Sequence[Sequence[float]] | None = None,
+    anchor_ratios: Sequence[Sequence[float]] | None = None,
 ) -> nn.Module:
     """Build detector ``name`` for ``num_classes`` user classes (labels 1..K; 0 is background).
 
@@ -55,6 +58,9 @@ def build_model(
             pretrained weights of this model.
         min_size, max_size: input resize bounds (SSD models: the square input side).
         score_thresh, detections_per_img: post-processing of the model's predictions.
+        anchor_sizes, anchor_ratios: anchors in place of the model's defaults (None or empty: the
+            defaults), laid out as the model's own so every head tensor keeps its shape
+            (:mod:`detect_ft.models.anchors`, :mod:`detect_ft.data.anchors`).
 
     Returns:
         The torchvision detector. ``model(images)`` takes a list of float tensors (3, H, W) in [0, 1] and,
@@ -76,6 +82,7 @@ def build_model(
     set_trainable_backbone_layers(model, name, trainable_backbone_layers)
     _set_input_size(model, name, spec, min_size, max_size)
     _set_postprocess(model, spec, score_thresh, detections_per_img)
+    set_anchors(model, anchor_sizes, anchor_ratios, name=name)
     return model
 
 
@@ -327,6 +334,7 @@ def load_detector(
         frozen_bn=False,
         **sizes,
     )
+    set_saved_anchors(model, name, options, str(path))
     source = SourceWeights(checkpoint[ckpt.MODEL], None, str(path))
     if _backbone_bn_was_frozen(model, name, source.state):
         _freeze_backbone_bn(model, MODELS[name])

@@ -11,6 +11,9 @@ resize/normalise transform uses the backbone's pretraining mean and std.
 | :func:`ssdlite_timm` | 16, 32 | 4 SSDLite extra blocks (8 px .. 1 px maps at 320) | torchvision's SSDLite default boxes |
 | :func:`fasterrcnn_timm_fpn` | 4, 8, 16, 32 | FPN 256 + max-pool level | torchvision's Faster R-CNN defaults |
 | :func:`retinanet_timm_fpn` / :func:`fcos_timm_fpn` | 8, 16, 32 | FPN 256 + P6, P7 | torchvision's RetinaNet / FCOS defaults |
+
+``build_model(..., anchor_sizes=..., anchor_ratios=...)`` replaces these anchors after building, with the
+same count per location, as for the torchvision models (:mod:`detect_ft.models.anchors`).
 """
 
 from __future__ import annotations
