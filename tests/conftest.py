@@ -80,12 +80,37 @@ def write_coco(root: Path, images: list[tuple[str, int, int]], boxes: dict[str, 
     return path
 
 
+TINY_MODEL = "ssdlite320_mobilenet_v3_large"
+
+
+def make_tiny_data(root: Path) -> Path:
+    """12 train and 4 val images of 96x96 with two shape classes, in COCO layout."""
+    from detect_ft.data.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(root, num_train=12, num_val=4, image_size=96, classes=("circle", "square"), seed=0)
+
+
+def tiny_overrides(data_dir: Path, out_dir: Path) -> list[str]:
+    """A run of ssdlite at 128 px from random weights: 2 images a batch, 2 batches an epoch."""
+    return [
+        f"model.name={TINY_MODEL}", "model.weights=none", "model.min_size=128", "model.max_size=128",
+        "data.format=coco", f"data.root={data_dir}", "data.train=train.json", "data.val=val.json",
+        "train.epochs=1", "train.batch_size=2", "train.workers=0", "train.max_iters_per_epoch=2",
+        "train.warmup_iters=1", "train.lr=0.01", "eval.batch_size=4", f"output.dir={out_dir}",
+    ]  # fmt: skip
+
+
+def tiny_config(data_dir: Path, out_dir: Path, *extra: str):
+    """:func:`tiny_overrides` plus ``extra`` as a checked Config."""
+    from detect_ft.config import load_config
+
+    return load_config(None, tiny_overrides(data_dir, out_dir) + list(extra))
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """12 train and 4 val synthetic 96x96 images with two shape classes, COCO layout (read-only: copy it
     before changing anything)."""
-    from test_train import make_tiny_data
-
     return make_tiny_data(tmp_path_factory.mktemp("tiny_data"))
 
 

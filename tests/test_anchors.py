@@ -36,12 +36,7 @@ SSDLITE = AnchorSet("ssd", ((0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.0),), ((2, 3),) 
 SSD300 = AnchorSet("ssd", ((0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05),), ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _boxes(w: float, h: float, n: int = 50) -> np.ndarray:
@@ -195,7 +190,7 @@ def test_anchor_config_checks() -> None:
 
 
 def test_training_with_auto_anchors_records_them_for_every_rebuild(tmp_path, capsys) -> None:
-    from test_train import make_tiny_data, tiny_config
+    from conftest import make_tiny_data, tiny_config
 
     from detect_ft.data.split import SplitSpec, load_checked_split
     from detect_ft.engine import trainer
@@ -224,7 +219,7 @@ def test_training_with_auto_anchors_records_them_for_every_rebuild(tmp_path, cap
 
 
 def test_check_data_prints_default_and_fitted_anchors(tmp_path, capsys) -> None:
-    from test_train import make_tiny_data
+    from conftest import make_tiny_data
 
     from detect_ft.cli.main import main
 

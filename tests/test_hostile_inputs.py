@@ -11,7 +11,7 @@ import stat
 import pytest
 import torch
 import yaml
-from test_train import tiny_overrides
+from conftest import tiny_overrides
 
 from detect_ft.errors import DetectFTError
 

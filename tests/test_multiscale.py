@@ -3,12 +3,10 @@ size back for validation, checkpoints and export, SSD300 refused, and exact resu
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import tiny_config
 from test_resume import RESUME_OVERRIDES, _assert_same_training
-from test_train import make_tiny_data, tiny_config
 
 from detect_ft.config import load_config
 from detect_ft.engine.ema import unwrap
@@ -21,17 +19,7 @@ from detect_ft.models import build_model, load_detector
 SIZES = [96, 128, 160]  # tiny_config's ssdlite takes 128 px
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    return make_tiny_data(tmp_path_factory.mktemp("synthetic"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_sizes_come_from_the_list_and_repeat_with_the_seed() -> None:
@@ -67,12 +55,12 @@ def test_set_input_size_and_restore(name: str, square: bool) -> None:
     assert input_size(model) == configured
 
 
-def test_ssd300_is_refused(data_dir, tmp_path) -> None:
+def test_ssd300_is_refused(tiny_data, tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"'train.multi_scale'.*ssd300_vgg16.*300 px inputs only"):
         check_multi_scale("ssd300_vgg16", [256, 300])
     check_multi_scale("ssd300_vgg16", [])
     check_multi_scale("ssdlite320_mobilenet_v3_large", SIZES)
-    cfg = tiny_config(data_dir, tmp_path / "run", "model.name=ssd300_vgg16", "model.min_size=null",
+    cfg = tiny_config(tiny_data, tmp_path / "run", "model.name=ssd300_vgg16", "model.min_size=null",
                       "model.max_size=null", "train.multi_scale=[256,300]")  # fmt: skip
     with pytest.raises(ConfigError, match="train.multi_scale"):
         train(cfg, progress=False)
@@ -115,12 +103,12 @@ class SizeSpy(Hook):
         self.after_epochs.append(input_size(run.model))
 
 
-def test_training_steps_use_the_drawn_sizes_and_validation_the_configured_one(data_dir, tmp_path) -> None:
+def test_training_steps_use_the_drawn_sizes_and_validation_the_configured_one(tiny_data, tmp_path) -> None:
     spy, out = SizeSpy(), tmp_path / "run"
     seed = 3
     chosen = MultiScale(SIZES, seed=seed)
     assert chosen.size_for(0, 0) != chosen.size_for(0, 1)  # the run below really changes size
-    cfg = tiny_config(data_dir, out, f"train.multi_scale={SIZES}", f"train.seed={seed}")
+    cfg = tiny_config(tiny_data, out, f"train.multi_scale={SIZES}", f"train.seed={seed}")
     train(cfg, progress=False, hooks=[spy])
     configured = ((128,), 128, (128, 128))
     assert spy.steps == [(0, 0, (chosen.size_for(0, 0),) * 2), (0, 1, (chosen.size_for(0, 1),) * 2)]
@@ -130,22 +118,22 @@ def test_training_steps_use_the_drawn_sizes_and_validation_the_configured_one(da
         assert input_size(model) == configured and meta["config"]["train"]["multi_scale"] == SIZES
 
 
-def test_resume_repeats_the_sizes_exactly(data_dir, tmp_path) -> None:
+def test_resume_repeats_the_sizes_exactly(tiny_data, tmp_path) -> None:
     """1 epoch, then resume to 2, equals 2 epochs straight, with multi-scale on."""
     extra = ["train.multi_scale=[96,128,160]", *RESUME_OVERRIDES]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train(tiny_config(data_dir, straight, "train.epochs=2", *extra), progress=False)
-    train(tiny_config(data_dir, resumed, "train.epochs=1", *extra), progress=False)
+    train(tiny_config(tiny_data, straight, "train.epochs=2", *extra), progress=False)
+    train(tiny_config(tiny_data, resumed, "train.epochs=1", *extra), progress=False)
     spy = SizeSpy()
-    train(tiny_config(data_dir, resumed, "train.epochs=2", "train.resume=auto", *extra), progress=False, hooks=[spy])
+    train(tiny_config(tiny_data, resumed, "train.epochs=2", "train.resume=auto", *extra), progress=False, hooks=[spy])
     chosen = MultiScale(SIZES, seed=0)
     assert spy.steps == [(1, step, (chosen.size_for(1, step),) * 2) for step in (0, 1)]
     _assert_same_training(straight, resumed)
 
 
-def test_slice_crops_and_multi_scale_train_together(data_dir, tmp_path) -> None:
+def test_slice_crops_and_multi_scale_train_together(tiny_data, tmp_path) -> None:
     out = tmp_path / "run"
-    cfg = tiny_config(data_dir, out, "augment.crop_size=64", "augment.preset=strong", "train.multi_scale=[96,160]")
+    cfg = tiny_config(tiny_data, out, "augment.crop_size=64", "augment.preset=strong", "train.multi_scale=[96,160]")
     train(cfg, progress=False)
     model, meta = load_detector(out / "checkpoints" / "last.pt")
     assert meta["epoch"] == 1 and meta["config"]["augment"]["crop_size"] == 64

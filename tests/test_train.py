@@ -14,60 +14,27 @@ import pytest
 import torch
 import torch.nn as nn
 import yaml
+from conftest import TINY_MODEL as MODEL
+from conftest import tiny_config, tiny_overrides
 
-from detect_ft.config import Config, load_config
-from detect_ft.data.synthetic import make_synthetic_dataset
+from detect_ft.config import load_config
 from detect_ft.engine import trainer as trainer_module
 from detect_ft.engine.fit import WeightsDiverged
 from detect_ft.engine.hooks import Hook
 from detect_ft.engine.loop import train_one_epoch
 from detect_ft.errors import DataError, DetectFTError
 
-MODEL = "ssdlite320_mobilenet_v3_large"
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def make_tiny_data(root: Path) -> Path:
-    """12 train and 4 val images of 96x96 with two shape classes, in COCO layout."""
-    return make_synthetic_dataset(root, num_train=12, num_val=4, image_size=96, classes=("circle", "square"), seed=0)
-
-
-def tiny_overrides(data_dir: Path, out_dir: Path) -> list[str]:
-    """A run of ssdlite at 128 px from random weights: 2 images a batch, 2 batches an epoch."""
-    return [
-        f"model.name={MODEL}", "model.weights=none", "model.min_size=128", "model.max_size=128",
-        "data.format=coco", f"data.root={data_dir}", "data.train=train.json", "data.val=val.json",
-        "train.epochs=1", "train.batch_size=2", "train.workers=0", "train.max_iters_per_epoch=2",
-        "train.warmup_iters=1", "train.lr=0.01", "eval.batch_size=4", f"output.dir={out_dir}",
-    ]  # fmt: skip
-
-
-def tiny_config(data_dir: Path, out_dir: Path, *extra: str) -> Config:
-    return load_config(None, tiny_overrides(data_dir, out_dir) + list(extra))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads that spin-wait for each other
-    are up to 50x slower than one, and results are only bit-identical at a fixed thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    return make_tiny_data(tmp_path_factory.mktemp("synthetic"))
-
-
-def test_cli_run_writes_every_file(data_dir, tmp_path, capsys) -> None:
+def test_cli_run_writes_every_file(tiny_data, tmp_path, capsys) -> None:
     from detect_ft.cli.main import main
     from detect_ft.models import load_detector
 
     out = tmp_path / "run"
     config_path = tmp_path / "config.yaml"
     sections: dict = {}
-    for text in tiny_overrides(data_dir, out) + ["train.epochs=2", "train.ema=true"]:
+    for text in tiny_overrides(tiny_data, out) + ["train.epochs=2", "train.ema=true"]:
         key, value = text.split("=", 1)
         section, name = key.split(".")
         sections.setdefault(section, {})[name] = yaml.safe_load(value)
@@ -107,9 +74,9 @@ def test_cli_run_writes_every_file(data_dir, tmp_path, capsys) -> None:
     assert not list((out / "checkpoints").glob(".*"))  # no temporary files left behind
 
 
-def test_data_errors_stop_training_before_it_starts(data_dir, tmp_path) -> None:
+def test_data_errors_stop_training_before_it_starts(tiny_data, tmp_path) -> None:
     broken = tmp_path / "broken"
-    shutil.copytree(data_dir, broken)
+    shutil.copytree(tiny_data, broken)
     (broken / "images" / "train_000003.jpg").unlink()
     out = tmp_path / "run"
     with pytest.raises(DataError, match="train_000003.jpg"):
@@ -132,12 +99,12 @@ class EpochSpy(Hook):
         self.seen.append((self.trainable, changed))
 
 
-def test_backbone_frozen_for_first_epochs_then_restored(data_dir, tmp_path) -> None:
+def test_backbone_frozen_for_first_epochs_then_restored(tiny_data, tmp_path) -> None:
     from detect_ft.models import build_model
     from detect_ft.models.finetune import backbone_parameter_ids
 
     spy = EpochSpy()
-    cfg = tiny_config(data_dir, tmp_path / "run", "train.epochs=2", "train.freeze_backbone_epochs=1",
+    cfg = tiny_config(tiny_data, tmp_path / "run", "train.epochs=2", "train.freeze_backbone_epochs=1",
                       "train.eval_interval=0", "model.trainable_backbone_layers=3")  # fmt: skip
     trainer_module.train(cfg, progress=False, hooks=[spy])
 
@@ -154,14 +121,14 @@ def test_backbone_frozen_for_first_epochs_then_restored(data_dir, tmp_path) -> N
     assert any(changed2[n] for n in backbone if trainable2[n])
 
 
-def test_train_puts_back_the_global_determinism_settings(data_dir, tmp_path, monkeypatch) -> None:
+def test_train_puts_back_the_global_determinism_settings(tiny_data, tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     before = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
               torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())  # fmt: skip
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        cfg = tiny_config(data_dir, tmp_path / "run", "train.deterministic=true", "train.eval_interval=0",
+        cfg = tiny_config(tiny_data, tmp_path / "run", "train.deterministic=true", "train.eval_interval=0",
                           "train.max_iters_per_epoch=1")  # fmt: skip
         trainer_module.train(cfg, progress=False)
         assert torch.backends.cudnn.deterministic is False and torch.backends.cudnn.benchmark is True
@@ -241,10 +208,10 @@ class FakeValidation(Hook):
         return {"map": m, "map50": m50, "map75": 0.0, "seconds": 0.0}
 
 
-def test_best_checkpoint_and_early_stopping_follow_the_chosen_metric(data_dir, tmp_path, capsys) -> None:
+def test_best_checkpoint_and_early_stopping_follow_the_chosen_metric(tiny_data, tmp_path, capsys) -> None:
     fake = FakeValidation([(0.1, 0.5), (0.3, 0.4), (0.2, 0.45), (0.9, 0.9)])
     out = tmp_path / "run"
-    cfg = tiny_config(data_dir, out, "train.epochs=4", "train.best_metric=map50", "train.patience=2",
+    cfg = tiny_config(tiny_data, out, "train.epochs=4", "train.best_metric=map50", "train.patience=2",
                       "train.max_iters_per_epoch=1")  # fmt: skip
     trainer_module.train(cfg, progress=False, hooks=[fake])
 
@@ -289,11 +256,11 @@ class Poison(Hook):
         self.error = run.error
 
 
-def test_nonfinite_weights_are_never_saved_and_metrics_stay_strict_json(data_dir, tmp_path) -> None:
+def test_nonfinite_weights_are_never_saved_and_metrics_stay_strict_json(tiny_data, tmp_path) -> None:
     poison = Poison()
     out = tmp_path / "run"
     with pytest.raises(DetectFTError, match="non-finite.*epoch 1/1.*best.pt and last.pt keep the last finite"):
-        trainer_module.train(tiny_config(data_dir, out), progress=False, hooks=[poison])
+        trainer_module.train(tiny_config(tiny_data, out), progress=False, hooks=[poison])
     assert isinstance(poison.error, WeightsDiverged)
     assert not (out / "checkpoints" / "best.pt").exists() and not (out / "checkpoints" / "last.pt").exists()
     text = (out / "metrics.jsonl").read_text()
@@ -302,10 +269,10 @@ def test_nonfinite_weights_are_never_saved_and_metrics_stay_strict_json(data_dir
     assert rows[0]["epoch"] == 1 and rows[0]["loss"] is None and rows[0]["skipped_steps"] == 2
 
 
-def test_a_validation_split_without_boxes_trains_and_says_so(data_dir, tmp_path, capsys) -> None:
-    val = json.loads((data_dir / "val.json").read_text())
+def test_a_validation_split_without_boxes_trains_and_says_so(tiny_data, tmp_path, capsys) -> None:
+    val = json.loads((tiny_data / "val.json").read_text())
     empty = tmp_path / "data"
-    shutil.copytree(data_dir, empty)
+    shutil.copytree(tiny_data, empty)
     (empty / "val.json").write_text(json.dumps({**val, "annotations": []}))
     out = tmp_path / "run"
     trainer_module.train(tiny_config(empty, out), progress=False)
@@ -316,9 +283,9 @@ def test_a_validation_split_without_boxes_trains_and_says_so(data_dir, tmp_path,
     assert (out / "checkpoints" / "last.pt").is_file() and not (out / "checkpoints" / "best.pt").exists()
 
 
-def test_a_truncated_training_image_is_named_or_left_out_as_data_on_unreadable_image_says(data_dir, tmp_path) -> None:
+def test_a_truncated_training_image_is_named_or_left_out_as_data_on_unreadable_image_says(tiny_data, tmp_path) -> None:
     broken = tmp_path / "broken"
-    shutil.copytree(data_dir, broken)
+    shutil.copytree(tiny_data, broken)
     image = broken / "images" / "train_000003.jpg"
     image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])  # the header survives: found on decoding
     overrides = ["train.max_iters_per_epoch=6", "train.eval_interval=0"]  # 6 batches of 2: every image

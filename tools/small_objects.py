@@ -1,7 +1,7 @@
 """Small objects in large images: AP and AP_small with and without sliced inference, with and without
 anchors fitted to the data, same model and budget (the #14 benchmark in docs/benchmarks.md).
 
-    python tools/small_objects.py --out runs/small_objects [--epochs 16] [--raccoon ../shared/datasets/raccoon-voc]
+    python tools/small_objects.py --out runs/small_objects [--epochs 20] [--raccoon ../shared/datasets/raccoon-voc]
 
 Datasets:
 - ``small``: generated (detect_ft.data.synthetic): 1600x1200 images, 10-30 shapes of 12-32 px each;
@@ -67,10 +67,10 @@ def run_arm(out: Path, name: str, common: list[str], anchors: str, slice_size: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/small_objects"))
-    parser.add_argument("--epochs", type=int, default=16)
-    parser.add_argument("--slice", type=int, default=512, help="slice size (training crops and inference tiles)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--slice", type=int, default=320, help="slice size (training crops and inference tiles)")
     parser.add_argument("--overlap", type=float, default=0.2)
-    parser.add_argument("--num-train", type=int, default=48)
+    parser.add_argument("--num-train", type=int, default=64)
     parser.add_argument("--num-val", type=int, default=12)
     parser.add_argument("--raccoon", type=Path, default=Path("../shared/datasets/raccoon-voc"))
     parser.add_argument("--datasets", nargs="+", default=["small", "raccoon"], choices=["small", "raccoon"])

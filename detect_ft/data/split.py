@@ -51,8 +51,11 @@ class SplitSpec:
                    policies=policies)  # fmt: skip
 
 
-def _class_list(classes: Optional[Sequence[str]]) -> Optional[list[str]]:
-    return list(classes) if classes else None
+def _arguments(spec: SplitSpec, split: str, classes: Optional[Sequence[str]], decode: bool) -> dict[str, Any]:
+    """The doctor's keyword arguments for ``split`` of ``spec`` (no classes given: the dataset's own)."""
+    return dict(format=spec.format, root=spec.root, split=split, images=spec.images,
+                classes=list(classes) if classes else None, keep_background=spec.keep_background,
+                policies=spec.policies, decode=decode)  # fmt: skip
 
 
 def load_checked_split(
@@ -74,29 +77,11 @@ def load_checked_split(
     Raises:
         DataError: a malformed annotation file, findings at policy ``error``, or no image left.
     """
-    return prepare_split(
-        format=spec.format,
-        root=spec.root,
-        split=split,
-        images=spec.images,
-        classes=_class_list(classes),
-        keep_background=spec.keep_background,
-        policies=spec.policies,
-        decode=decode,
-    )
+    return prepare_split(**_arguments(spec, split, classes, decode))
 
 
 def report_split(
     spec: SplitSpec, split: str, classes: Optional[Sequence[str]], *, decode: bool = False
 ) -> tuple[DatasetRecords, Report]:
     """As :func:`load_checked_split`, but findings at policy ``error`` are reported, not raised (check-data)."""
-    return check_split(
-        format=spec.format,
-        root=spec.root,
-        split=split,
-        images=spec.images,
-        classes=_class_list(classes),
-        keep_background=spec.keep_background,
-        policies=spec.policies,
-        decode=decode,
-    )
+    return check_split(**_arguments(spec, split, classes, decode))
