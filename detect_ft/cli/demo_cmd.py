@@ -8,7 +8,8 @@
 3. ``detect-ft eval``: the mAP table, metrics JSON and plots;
 4. ``detect-ft export``: ONNX with the PyTorch parity check;
 5. ``detect-ft predict``: the ONNX model through the torch-free edge runtime on validation photos that
-   training never saw;
+   training never saw, keeping detections above the F1-optimal confidence validation found (stored in the
+   checkpoint and the ONNX metadata);
 6. writes ``<output.dir>/report.md``.
 
 Each command is printed before it runs, so a user can rerun any step alone.
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         ("train", ["train", config, *overrides]),
         ("eval", ["eval", config, *overrides, "--weights", str(best), "--json", str(run_dir / "eval" / "metrics.json")]),
         ("export", ["export", str(best), "--output", str(onnx_path), "--json", str(run_dir / "export.json")]),
-        ("predict", ["predict", str(onnx_path), str(photos), "--output", str(run_dir / "predictions"), "--conf", "0.5"]),
+        ("predict", ["predict", str(onnx_path), str(photos), "--output", str(run_dir / "predictions")]),
     ]  # fmt: skip
     seconds: dict[str, float] = {}
     for name, argv in steps:
