@@ -68,6 +68,15 @@ class SliceOptions:
         )
 
 
+def slice_options(eval_config: Any) -> "SliceOptions | None":
+    """The sliced inference an ``EvalConfig``'s ``slice*`` keys ask for (read by attribute), or None when
+    ``slice`` is 0 (whole images only)."""
+    if not eval_config.slice:
+        return None
+    return SliceOptions(eval_config.slice, overlap=eval_config.slice_overlap, merge=eval_config.slice_merge,
+                        full_image=eval_config.slice_full_image, merge_iou=eval_config.slice_merge_iou)  # fmt: skip
+
+
 def check_tiling(size: Any, overlap: Any) -> None:
     """ConfigError unless ``size`` is a whole number of pixels >= 1 and ``overlap`` a fraction in [0, 1)."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:

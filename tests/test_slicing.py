@@ -344,3 +344,18 @@ def test_predict_cli_refuses_a_bad_slice_before_loading_the_model(tmp_path, caps
     assert main(["predict", str(tmp_path / "missing.onnx"), str(tmp_path), "--output", str(tmp_path / "o"),
                  "--slice", "256", "--overlap", "1.2"]) != 0  # fmt: skip
     assert "slice overlap 1.2" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_training_validates_as_the_eval_slice_keys_say(tiny_data, tmp_path):
+    """With eval.slice set, the trainer's validation (which picks best.pt) runs sliced too, as eval does."""
+    from conftest import tiny_config
+
+    from detect_ft.checkpoint import read_checkpoint
+    from detect_ft.engine.trainer import train
+
+    run_dir = train(
+        tiny_config(tiny_data, tmp_path / "run", "eval.slice=64", "eval.slice_overlap=0.25"), progress=False
+    )
+    metrics = read_checkpoint(run_dir / "checkpoints" / "last.pt")["metrics"]
+    assert metrics["slicing"].startswith("sliced inference: 64x64 tiles overlapping by 0.25")

@@ -13,7 +13,7 @@ from typing import Any, Optional
 from detect_ft.config import Config
 from detect_ft.errors import ConfigError, DetectFTError
 from detect_ft.predictions import PredictBatch
-from detect_ft.slicing import SliceOptions
+from detect_ft.slicing import SliceOptions, slice_options
 
 THRESHOLDS_FILE = "thresholds.json"
 
@@ -67,10 +67,7 @@ def evaluate_config(predict_batch: PredictBatch, cfg: Config, *, class_names: li
 
 def eval_slicing(cfg: Config) -> Optional[SliceOptions]:
     """The sliced inference the ``eval.slice*`` keys ask for, or None (``eval.slice: 0``, the default)."""
-    if not cfg.eval.slice:
-        return None
-    return SliceOptions(cfg.eval.slice, overlap=cfg.eval.slice_overlap, merge=cfg.eval.slice_merge,
-                        full_image=cfg.eval.slice_full_image, merge_iou=cfg.eval.slice_merge_iou)  # fmt: skip
+    return slice_options(cfg.eval)
 
 
 def _refuse_foreign_plots(save_dir: Path) -> None:

@@ -363,6 +363,7 @@ def _evaluate(
     cfg: Config, model: torch.nn.Module, *, val_records, device: torch.device, progress: bool = False
 ) -> dict[str, Any]:
     from detect_ft.evaluation.evaluator import evaluate_model
+    from detect_ft.slicing import slice_options
 
     e = cfg.eval
     return evaluate_model(
@@ -375,6 +376,7 @@ def _evaluate(
         backend=e.backend,
         progress=progress,
         desc="validate",
+        slicing=slice_options(e),
     )
 
 

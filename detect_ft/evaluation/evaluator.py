@@ -182,8 +182,12 @@ def evaluate_model(
     backend: str = "hotcoco",
     progress: bool = False,
     desc: str = "predict",
+    slicing=None,
 ) -> dict:
     """Validation metrics of a torch detector on a split (the trainer's per-epoch evaluation).
+
+    ``slicing``: a :class:`~detect_ft.slicing.SliceOptions` to validate with sliced inference (what the
+    ``eval.slice*`` keys ask for), or None for whole images.
 
     Returns:
         :func:`score_predictions`'s dict plus ``seconds`` (prediction + scoring wall time), ``images_per_s``
@@ -192,9 +196,10 @@ def evaluate_model(
     """
     was_training = model.training
     start = time.perf_counter()
+    predict_batch = torch_predictor(model, device)
     try:
         raw = predict_records(
-            torch_predictor(model, device),
+            slicing.wrap(predict_batch) if slicing is not None else predict_batch,
             dataset,
             batch_size=batch_size,
             workers=workers,
@@ -211,4 +216,6 @@ def evaluate_model(
     metrics["seconds"] = time.perf_counter() - start
     metrics["images_per_s"] = len(dataset.records) / predict_s if predict_s > 0 else None
     metrics["constant_predictions"] = predictions_ignore_image(raw)
+    if slicing is not None:
+        metrics["slicing"] = slicing.describe()
     return metrics
