@@ -20,15 +20,17 @@ from detect_ft.data.anchors import AnchorFit, AnchorSet, InputResize, box_sizes,
 from detect_ft.errors import ConfigError, DataError
 from detect_ft.limits import short_repr
 
-# Model-name prefixes of the anchor-based families (the registry's names start with their family).
-ANCHOR_FAMILIES = ("ssd", "retinanet", "fasterrcnn")
 _MAX_VALUE = 1e6  # bounds a value read from a checkpoint; no anchor size or ratio comes near it
 ANCHOR_FREE_REASON = "FCOS is anchor-free: it predicts boxes from feature-map points, so it has no anchors to fit"
 
 
 def has_anchors(name: str) -> bool:
-    """Whether model ``name`` (a registry name) places anchors that ``model.anchors`` can fit."""
-    return name.startswith(ANCHOR_FAMILIES)
+    """Whether model ``name`` (a registry name) places anchors that ``model.anchors`` can fit: every
+    registered detector but the ``anchor_free`` ones (the registry's capability field)."""
+    from detect_ft.models.registry import MODELS
+
+    spec = MODELS.get(name)
+    return spec is not None and not spec.anchor_free
 
 
 def anchor_generator(model: nn.Module) -> nn.Module:

@@ -61,6 +61,8 @@ class ModelSpec:
         fixed_size: takes a fixed square input instead of min/max sizes (SSD-style).
         fixed_side: the only square side it accepts (SSD300's default boxes use fixed pixel steps).
         sigmoid_head: scores each class column with a sigmoid, background column included.
+        anchor_free: places no anchors to fit (FCOS predicts boxes from feature-map points), so
+            ``model.anchors`` does not apply.
         recipe: ``(config key, value)`` pairs used where the user's config leaves the key unset.
     """
 
@@ -77,6 +79,7 @@ class ModelSpec:
     fixed_size: bool = False
     fixed_side: Optional[int] = None
     sigmoid_head: bool = False
+    anchor_free: bool = False
     recipe: tuple[tuple[str, Any], ...] = ()
 
     def is_head_key(self, key: str) -> bool:
@@ -191,6 +194,7 @@ MODELS: dict[str, ModelSpec] = {
         default_trainable=3,
         frozen_bn=True,
         sigmoid_head=True,
+        anchor_free=True,
         description="FCOS, ResNet50-FPN: anchor-free one-stage",
     ),
     "ssdlite320_efficientnet_lite0": ModelSpec(
@@ -237,6 +241,7 @@ MODELS: dict[str, ModelSpec] = {
         default_trainable=3,
         frozen_bn=True,
         sigmoid_head=True,
+        anchor_free=True,
         recipe=_TIMM_RECIPE,
         description="FCOS, EfficientNet-Lite0 FPN (timm, ImageNet weights offline), 512 px",
     ),
