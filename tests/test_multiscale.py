@@ -118,6 +118,7 @@ def test_training_steps_use_the_drawn_sizes_and_validation_the_configured_one(ti
         assert input_size(model) == configured and meta["config"]["train"]["multi_scale"] == SIZES
 
 
+@pytest.mark.slow
 def test_resume_repeats_the_sizes_exactly(tiny_data, tmp_path) -> None:
     """1 epoch, then resume to 2, equals 2 epochs straight, with multi-scale on."""
     extra = ["train.multi_scale=[96,128,160]", *RESUME_OVERRIDES]
