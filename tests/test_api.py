@@ -139,3 +139,27 @@ def test_readme_python_snippet_runs_as_written(tmp_path, monkeypatch):
     exec(compile(_readme_snippet(), "README.md", "exec"), {})  # the snippet itself, nothing added
     assert (tmp_path / "annotated.jpg").stat().st_size > 0 and (tmp_path / "raccoon.onnx").exists()
     assert len(list((tmp_path / "runs" / "raccoon" / "checkpoints").glob("*.pt"))) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_create_then_train_keeps_the_created_model(tiny_data, tmp_path):
+    """Detector.create's classes, weights and model options reach training; the detector then holds the
+    run's best checkpoint."""
+    from conftest import TINY_MODEL, tiny_config
+
+    from detect_ft.config import load_config
+
+    detector = Detector.create(TINY_MODEL, classes=["circle", "square"], weights="none", detections_per_img=50,
+                               device="cpu")  # fmt: skip
+    run = detector.train(tiny_config(tiny_data, tmp_path / "run"), progress=False, epochs=1)
+    saved = load_config(run.run_dir / "config.yaml")
+    assert (saved.model.detections_per_img, saved.model.weights, saved.data.classes) == (
+        50,
+        "none",
+        ["circle", "square"],
+    )
+    assert detector.source == str(run.best_checkpoint) and detector.model is not None
+    assert run.metrics.get("epoch") == 1
+    with pytest.raises(ConfigError, match="differ from this detector's classes"):
+        detector.train(tiny_config(tiny_data, tmp_path / "other", "data.classes=[square]"), progress=False)

@@ -70,6 +70,7 @@ class Detector:
         self.weights = weights  # what a further train() starts from
         self.device = device
         self.metadata = dict(metadata or {})
+        self.model_options: dict[str, Any] = {}
 
     # -- building ---------------------------------------------------------------------------------------
 
@@ -105,7 +106,8 @@ class Detector:
 
         ``weights``: ``coco`` (torchvision's COCO detector; heads of classes named like a COCO class start
         from that class's row), ``imagenet`` (backbone only), ``none``, or a file (state dict or detect-ft
-        checkpoint). ``model_options`` go to :func:`detect_ft.models.build_model` (e.g. ``min_size``).
+        checkpoint). ``model_options`` go to :func:`detect_ft.models.build_model` (e.g. ``min_size``), and
+        to :meth:`train` as ``model.*`` config keys.
         """
         from detect_ft.evaluation.evaluator import torch_predictor
         from detect_ft.models import build_model
@@ -115,8 +117,10 @@ class Detector:
             raise ConfigError("Detector.create: classes is empty; pass the names of your classes, e.g. ['cat']")
         device = _torch_device(device)
         model = build_model(name, len(classes), weights=weights, class_names=classes, **model_options)
-        return cls(predict_batch=torch_predictor(model, device), model_name=name, class_names=classes,
-                   model=model, weights=weights, device=device)  # fmt: skip
+        created = cls(predict_batch=torch_predictor(model, device), model_name=name, class_names=classes,
+                      model=model, weights=weights, device=device)  # fmt: skip
+        created.model_options = dict(model_options)  # train() passes them on as model.* config keys
+        return created
 
     # -- prediction -------------------------------------------------------------------------------------
 
@@ -201,7 +205,8 @@ class Detector:
 
         self._needs_torch("train")
         keys = {"model.name": self.model_name, "model.weights": self.weights}
-        cfg = resolve_config(config, {**dotted_overrides(overrides), **keys})
+        options = {f"model.{key}": value for key, value in self.model_options.items()}
+        cfg = resolve_config(config, {**options, **dotted_overrides(overrides), **keys})
         if cfg.data.classes and list(cfg.data.classes) != self.class_names:
             raise ConfigError(f"{config}: data.classes {list(cfg.data.classes)} differ from this detector's classes "
                               f"{self.class_names}; remove data.classes or create a detector for those classes")  # fmt: skip
