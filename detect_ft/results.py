@@ -83,32 +83,20 @@ class Result:
 
         Refuses to write over the image the result came from.
         """
-        import cv2
-
-        from detect_ft.io import atomic_path
+        from detect_ft.edge.predict import write_rgb_image
 
         target = Path(path)
         if self.path is not None and target.exists() and os.path.samefile(target, self.path):
             raise DetectFTError(f"{target} is the input image of this result; save the annotated copy elsewhere")
-        ok, data = cv2.imencode(target.suffix or ".png", cv2.cvtColor(self.plot(), cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise DetectFTError(f"OpenCV could not encode {target}; use a .jpg or .png name")
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(data.tobytes())
-        return target
+        return write_rgb_image(target, self.plot())
 
     def to_coco(self, image_id: int = 1) -> list[dict[str, Any]]:
-        """COCO results rows: ``image_id``, ``category_id`` (original ids), ``bbox`` [x, y, w, h] pixels,
-        ``score``, and ``file_name`` when the result has a file."""
-        rows = []
-        for box, score, label in zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist()):
-            x1, y1, x2, y2 = box
-            row = {"image_id": image_id, "category_id": int(self.category_ids[label - 1]),
-                   "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score}  # fmt: skip
-            if self.path is not None:
-                row["file_name"] = Path(self.path).name
-            rows.append(row)
-        return rows
+        """COCO results rows (:func:`detect_ft.predictions.coco_results`): ``image_id``, ``file_name`` when
+        the result has a file, ``category_id`` (original ids), ``bbox`` [x, y, w, h] pixels, ``score``."""
+        from detect_ft.predictions import coco_results
+
+        file_name = None if self.path is None else Path(self.path).name
+        return coco_results(image_id, self.detections(), self.category_ids, file_name=file_name)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values: path, frame, size, the threshold and one entry per box."""

@@ -80,6 +80,6 @@ def test_class_without_ground_truth_falls_back_to_the_overall_threshold():
 def test_plots_are_written(tmp_path):
     preds = [_pred([[0, 0, 10, 10]], [0.9], [1]), _pred([], [], []), _pred([], [], [])]
     curves = threshold_curves(_split(), preds)
-    paths = write_threshold_plots(curves, tmp_path, software="detect-ft eval")
+    paths = write_threshold_plots(curves, tmp_path)
     assert [p.name for p in paths] == ["f1_curve.png", "precision_curve.png", "recall_curve.png"]
     assert all(p.stat().st_size > 1000 for p in paths)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 import numpy as np
 
 from detect_ft.errors import ConfigError, DetectFTError
-from detect_ft.predictions import PredictBatch
+from detect_ft.predictions import PredictBatch, as_detections
 from detect_ft.results import Result
 from detect_ft.slicing import SliceOptions
 from detect_ft.sources import Source, iter_frames
@@ -146,10 +146,8 @@ class Detector:
         if slice:
             predict_batch = SliceOptions(slice, overlap, merge, full_image, merge_iou).wrap(predict_batch)
         for frame in iter_frames(source):
-            det = predict_batch([frame.image])[0]
-            boxes = np.asarray(det["boxes"], np.float32).reshape(-1, 4)
-            scores = np.asarray(det["scores"], np.float32).reshape(-1)
-            labels = np.asarray(det["labels"], np.int64).reshape(-1)
+            det = as_detections(predict_batch([frame.image])[0])
+            boxes, scores, labels = det["boxes"], det["scores"], det["labels"]
             keep = scores >= minimum[labels - 1]
             if keep_labels is not None:
                 keep &= np.isin(labels, keep_labels)

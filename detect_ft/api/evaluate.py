@@ -81,7 +81,7 @@ def _refuse_foreign_plots(save_dir: Path) -> None:
 
 
 def _write_outputs(metrics: dict, curves: dict, dataset, preds: list[dict], json_path: Path, *, plots: bool) -> list:
-    from detect_ft.evaluation.plots import SOFTWARE, write_plots
+    from detect_ft.evaluation.plots import write_plots
     from detect_ft.evaluation.thresholds import write_threshold_plots
     from detect_ft.io import write_json_atomic
 
@@ -91,5 +91,5 @@ def _write_outputs(metrics: dict, curves: dict, dataset, preds: list[dict], json
     files = [json_path, save_dir / THRESHOLDS_FILE]
     if plots:
         files += write_plots(dataset, preds, save_dir)
-        files += write_threshold_plots(curves, save_dir, software=SOFTWARE)
+        files += write_threshold_plots(curves, save_dir)
     return files

@@ -26,8 +26,8 @@ from PIL import Image, UnidentifiedImageError
 
 from detect_ft.errors import DataError
 from detect_ft.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from detect_ft.sources import IMAGE_SUFFIXES  # noqa: F401  (re-exported: one list, on the torch- and PIL-free side)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 EXIF_ORIENTATION_TAG = 0x0112
 
 

@@ -136,16 +136,20 @@ def check_no_overwrite(source: Source, output: Path, *, dataset: bool = False) -
                             "choose another output folder")  # fmt: skip
 
 
-def _write_annotated(output: Path, name: str, image: np.ndarray) -> str:
+def write_rgb_image(target: Path, image: np.ndarray) -> Path:
+    """Write the RGB uint8 ``image`` to ``target`` atomically, in the format its suffix names (PNG without one)."""
     from detect_ft.io import atomic_path
 
-    target = output / annotated_name(name)
-    ok, data = cv2.imencode(target.suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    ok, data = cv2.imencode(target.suffix or ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
-        raise DetectFTError(f"OpenCV could not encode {target}; use .jpg or .png images")
+        raise DetectFTError(f"OpenCV could not encode {target}; use a .jpg or .png file name")
     with atomic_path(target) as tmp:
         tmp.write_bytes(data.tobytes())
-    return str(target)
+    return target
+
+
+def _write_annotated(output: Path, name: str, image: np.ndarray) -> str:
+    return str(write_rgb_image(output / annotated_name(name), image))
 
 
 def _next_sink(sink: Optional["VideoSink"], source: Optional[Path], output: Path, annotated: list[str]):

@@ -135,7 +135,7 @@ def _plot_pr(dataset: DatasetRecords, preds: list[dict], path: Path, iou: float)
     ax.grid(alpha=0.3)
     if 0 < len(aps) <= _LEGEND_MAX:
         ax.legend(loc="lower left", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, iou: float, score_thresh: float) -> Path:
@@ -168,10 +168,11 @@ def _plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, iou:
                     fontsize=7,
                     color="white" if shade[r, c] > 0.5 else "black",
                 )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` as PNG atomically, tagged as this evaluation's own (see :func:`foreign_plot_files`)."""
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png", metadata={"Software": SOFTWARE})

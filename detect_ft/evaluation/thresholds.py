@@ -115,12 +115,12 @@ def stored_thresholds(metrics, class_names: list[str]) -> Optional[list[float]]:
     return class_thresholds(metrics, class_names)
 
 
-def write_threshold_plots(curves: dict, out_dir: str | Path, *, software: str) -> list[Path]:
+def write_threshold_plots(curves: dict, out_dir: str | Path) -> list[Path]:
     """``f1_curve.png``, ``precision_curve.png`` and ``recall_curve.png`` against confidence: the overall
     curve bold, each class thin (legend up to 20 classes), the overall F1-optimal point marked."""
     from matplotlib.figure import Figure
 
-    from detect_ft.io import atomic_path
+    from detect_ft.evaluation.plots import save_figure
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -138,11 +138,7 @@ def write_threshold_plots(curves: dict, out_dir: str | Path, *, software: str) -
         ax.set(xlabel="confidence threshold", ylabel=key, xlim=(0, 1), ylim=(0, 1.02))
         if len(curves["per_class"]) <= 20:
             ax.legend(fontsize=7, loc="lower left" if key != "precision" else "lower right")
-        fig.tight_layout()
-        path = out_dir / name
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", metadata={"Software": software})
-        written.append(path)
+        written.append(save_figure(fig, out_dir / name))
     return written
 
 
