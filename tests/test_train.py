@@ -3,11 +3,13 @@ the inner loop's accumulation, clipping and non-finite guards on a toy model."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -178,6 +180,29 @@ def test_gradient_clipping_bounds_the_update() -> None:
     train_one_epoch(model, optimizer, _batches([[100.0, 100.0]]), torch.device("cpu"), clip_grad_norm=0.01,
                     progress=False)  # fmt: skip
     assert (model.w.detach() - start).norm() == pytest.approx(0.01, rel=1e-4)
+
+
+def test_steps_the_grad_scaler_skips_do_not_advance_the_schedule() -> None:
+    # fp16 runs start with a scale so large that the first gradients overflow and the scaler skips those
+    # steps; the LR schedule must wait for the real ones (and torch must not warn that it ran ahead).
+    model = ToyDetector()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)  # goal 1e4: loss x scale overflows to inf
+    seen = []
+
+    @contextlib.contextmanager
+    def around_batch(i: int):
+        before = model.w.detach().clone()
+        yield
+        seen.append((not torch.equal(before, model.w.detach()), scheduler.last_epoch))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stats = train_one_epoch(model, optimizer, _batches([[1e4], [1e4], [1.0], [1.0]]), torch.device("cpu"),
+                                scheduler=scheduler, scaler=scaler, progress=False, around_batch=around_batch)  # fmt: skip
+    assert seen == [(False, 0), (False, 0), (True, 1), (True, 2)]
+    assert stats["steps"] == 2
 
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run() -> None:

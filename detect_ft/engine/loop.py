@@ -152,8 +152,9 @@ class _EpochLoop:
                 "train.lr, add warmup (train.warmup_iters), set train.clip_grad_norm, or check the boxes with "
                 "detect-ft check-data"
             )
-        if last_in_window:
-            _step(self.model, self.optimizer, self.scaler, self.clip_grad_norm)
+        # A GradScaler skips the step when the fp16 gradients overflowed (the first steps of most fp16
+        # runs); the schedule and the EMA then wait too, or warm-up would be spent on skipped steps.
+        if last_in_window and _step(self.model, self.optimizer, self.scaler, self.clip_grad_norm):
             self.tally.steps += 1
             if self.scheduler is not None:
                 self.scheduler.step()
@@ -242,15 +243,20 @@ def _step(
     optimizer: torch.optim.Optimizer,
     scaler: Optional[torch.amp.GradScaler],
     clip_grad_norm: Optional[float],
-) -> None:
+) -> bool:
+    """One optimizer step; False when the scaler skipped it (inf/nan fp16 gradients)."""
     if clip_grad_norm:
         if scaler is not None:
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+    stepped = True
     if scaler is not None:
+        scale = scaler.get_scale()
         scaler.step(optimizer)
         scaler.update()
+        stepped = scaler.get_scale() >= scale  # update() lowers the scale exactly when step() was skipped
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    return stepped
