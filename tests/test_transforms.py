@@ -411,3 +411,23 @@ def test_crop_size_is_a_checked_config_key() -> None:
     for bad in ("-1", "100000", "1.5"):
         with pytest.raises(ConfigError, match="augment.crop_size"):
             load_config(None, [f"augment.crop_size={bad}"])
+
+
+def test_importing_the_toolkit_makes_no_network_call() -> None:
+    """albumentations phones pypi.org on import unless told not to; detect-ft tells it (offline machines
+    would wait for a timeout in every data-loader process)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "calls = []\n"
+        "sys.addaudithook(lambda event, args: calls.append(event) if event.split('.')[0] in ('socket', 'urllib') else None)\n"
+        "import detect_ft.data.transforms, detect_ft.api, detect_ft.cli.main\n"
+        "print(sorted(set(calls)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -21,8 +21,13 @@ sliced inference on tiles of that size sees them. With a mosaic, the other image
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any, Callable, Sequence
+
+# albumentations asks pypi.org for a newer version of itself on import (a 2 s timeout offline, in every
+# data-loader process that imports it). A toolkit must not phone home; a user's own setting stands.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import albumentations as A
 import cv2
