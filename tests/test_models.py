@@ -56,6 +56,9 @@ FAST_TIER = ("ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320
 def test_every_model_trains_a_step_and_predicts_user_labels(name):
     torch.manual_seed(0)
     model = build_model(name, 3, weights="none", score_thresh=0.0, **small_options(name))
+    spec = MODELS[name]
+    assert spec.num_head_columns(model) == 4  # 3 classes + background, read where this family keeps it
+    assert spec.postprocessor(model).score_thresh == 0.0
     images, targets = tiny_batch()
     model.train()
     losses = model(images, targets)

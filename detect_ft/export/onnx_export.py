@@ -22,6 +22,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from detect_ft import __version__
 from detect_ft.errors import DetectFTError
 from detect_ft.models.build import input_normalisation
+from detect_ft.models.registry import MODELS
 from detect_ft.predictions import METADATA_FORMAT, METADATA_KEY
 
 INPUT_NAME = "image"
@@ -120,7 +121,7 @@ def build_metadata(
     :func:`detect_ft.edge.runtime.preprocess` applies); ``in_graph`` what the graph does itself.
     """
     sizes = input_sizes(model)
-    post = model.roi_heads if hasattr(model, "roi_heads") else model
+    post = MODELS[model_name].postprocessor(model)
     meta = {
         "format": METADATA_FORMAT,
         "detect_ft_version": __version__,

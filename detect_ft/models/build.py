@@ -219,7 +219,7 @@ def load_pretrained(
             f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]}); pick weights of a {name}"
         )
     new_names = ["__background__", *class_names] if class_names is not None else None
-    new_c = _num_head_classes(model)
+    new_c = spec.num_head_columns(model)
     loaded: dict[str, torch.Tensor] = {}
     for key, tensor in target.items():
         if key not in source.state:
@@ -236,14 +236,6 @@ def load_pretrained(
         else:
             loaded[key] = source.state[key]
     model.load_state_dict(loaded, strict=False)
-
-
-def _num_head_classes(model: nn.Module) -> int:
-    """C = K + 1, the classifier's outputs per location (or per RoI)."""
-    if hasattr(model, "roi_heads"):
-        return model.roi_heads.box_predictor.cls_score.out_features
-    head = model.head.classification_head
-    return head.num_columns if hasattr(head, "num_columns") else head.num_classes
 
 
 def _head_tensor(
@@ -301,7 +293,7 @@ def _set_input_size(model: nn.Module, name: str, spec: ModelSpec, min_size: int 
 
 
 def _set_postprocess(model: nn.Module, spec: ModelSpec, score_thresh: float | None, detections_per_img: int) -> None:
-    owner = model.roi_heads if spec.head_layout == "rcnn" else model
+    owner = spec.postprocessor(model)
     if score_thresh is not None:
         owner.score_thresh = score_thresh
     owner.detections_per_img = detections_per_img

@@ -85,6 +85,19 @@ class ModelSpec:
     def is_head_key(self, key: str) -> bool:
         return re.fullmatch(self.head_pattern, key) is not None
 
+    def postprocessor(self, model: nn.Module) -> nn.Module:
+        """The module of ``model`` holding ``score_thresh`` and ``detections_per_img``: the R-CNNs' RoI
+        heads, the model itself otherwise."""
+        return model.roi_heads if self.head_layout == "rcnn" else model
+
+    def num_head_columns(self, model: nn.Module) -> int:
+        """C = K + 1, the classifier's outputs per location (or per RoI) of ``model``."""
+        if self.head_layout == "rcnn":
+            return model.roi_heads.box_predictor.cls_score.out_features
+        head = model.head.classification_head
+        # torchvision's sigmoid heads (RetinaNet, FCOS) call it num_classes, its SSD scoring heads num_columns
+        return head.num_classes if self.sigmoid_head else head.num_columns
+
 
 _SSDLITE_HEAD = r"head\.classification_head\.module_list\.\d+\.1\.(weight|bias)"
 _RCNN_HEAD = r"roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(weight|bias)"
