@@ -96,13 +96,18 @@ def onnx_providers(device: str = "cpu") -> list[str]:
 
 
 def open_onnx_session(
-    path: str | os.PathLike, *, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None
+    path: str | os.PathLike,
+    *,
+    providers: Optional[Sequence[str]] = None,
+    threads: Optional[int] = None,
+    graph_optimization: str = "ORT_ENABLE_ALL",
 ):
     """An ``onnxruntime.InferenceSession`` of the model file ``path``.
 
     Args:
         providers: execution providers (default: CPU only).
         threads: intra-op threads, with one inter-op thread (default: onnxruntime's choice).
+        graph_optimization: an ``onnxruntime.GraphOptimizationLevel`` name (onnxruntime's default: all).
 
     Raises:
         DetectFTError: the file is missing or onnxruntime cannot load it.
@@ -112,6 +117,7 @@ def open_onnx_session(
     if not os.path.isfile(path):
         raise DetectFTError(f"model file {path} not found; pass the .onnx file written by `detect-ft export`")
     options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, graph_optimization)
     if threads is not None:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1

@@ -43,6 +43,7 @@ from detect_ft.export.parity import score_runtime
 from detect_ft.export.pipeline import cpu_int8_support, export_detector
 from detect_ft.export.quantize import Int8Options, quantize_int8
 from detect_ft.models import MODELS, build_model, load_detector
+from detect_ft.predictions import open_onnx_session
 
 MODELS_TO_BENCH = ("ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn")
 CLASSES = ("circle", "square", "triangle")
@@ -100,12 +101,7 @@ def onnx_predictor(path, threads: int, level: str = ""):
     its session is reopened at that graph optimisation level."""
     detector = EdgeDetector(path, threads=threads)
     if level:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-        detector.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        detector.session = open_onnx_session(path, threads=threads, graph_optimization=level)
     return detector.predict_batch
 
 
