@@ -22,7 +22,7 @@ from detect_ft.data.anchors import (
     suggest_anchors,
 )
 from detect_ft.data.records import ImageRecord
-from detect_ft.errors import ConfigError, WeightsError
+from detect_ft.errors import ConfigError, DetectFTError, WeightsError
 from detect_ft.models import build_model, load_detector
 from detect_ft.models.anchors import anchor_generator, current_anchors, fit_model_anchors, input_resize
 
@@ -216,6 +216,13 @@ def test_training_with_auto_anchors_records_them_for_every_rebuild(tmp_path, cap
     torch.save(checkpoint, tmp_path / "bad.pt")
     with pytest.raises(WeightsError, match="anchors in its config do not fit"):
         load_detector(tmp_path / "bad.pt")
+
+    # Resuming needs the anchors the heads learnt: auto fits the same ones again; the defaults are refused.
+    resumed = ("train.resume=auto", "train.epochs=2")
+    with pytest.raises(DetectFTError, match=r"trained with model.anchor_sizes=\[\[.*the defaults"):
+        trainer.train(tiny_config(data_dir, run_dir, *overrides[1:], *resumed), progress=False)
+    assert trainer.train(tiny_config(data_dir, run_dir, *overrides, *resumed), progress=False) == run_dir
+    assert load_detector(run_dir / "checkpoints" / "last.pt")[1]["epoch"] == 2
 
 
 def test_check_data_prints_default_and_fitted_anchors(tmp_path, capsys) -> None:

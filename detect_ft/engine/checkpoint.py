@@ -156,6 +156,42 @@ def resolve_resume(resume: str, run_dir: Path) -> Optional[Path]:
     return path
 
 
+def check_resumable(
+    checkpoint: dict[str, Any],
+    path: Optional[Path],
+    *,
+    model_name: str,
+    class_names: list[str],
+    anchor_sizes: list,
+    anchor_ratios: list,
+) -> None:
+    """Refuse to resume ``checkpoint`` (read from ``path``) into a run of another model, other classes or
+    other anchors (``[]``: the model's defaults)."""
+    if checkpoint.get(ckpt.MODEL_NAME) != model_name:
+        raise DetectFTError(
+            f"train.resume: {path} trained {checkpoint.get(ckpt.MODEL_NAME)} but model.name is "
+            f"{model_name}; resume with the same model.name"
+        )
+    if list(checkpoint.get(ckpt.CLASS_NAMES, [])) != class_names:
+        raise DetectFTError(
+            f"train.resume: {path} has classes {checkpoint.get(ckpt.CLASS_NAMES)} but the data has "
+            f"{class_names}; resume with the same data.classes"
+        )
+    # Anchors are no tensors of the state dict: only the saved config says which ones the heads learnt.
+    saved = (checkpoint.get(ckpt.CONFIG) or {}).get("model") or {}
+    for key, now in (("anchor_sizes", anchor_sizes), ("anchor_ratios", anchor_ratios)):
+        before = _nested_floats(saved.get(key) or [])
+        if before != _nested_floats(now or []):
+            raise DetectFTError(
+                f"train.resume: {path} was trained with model.{key}={before or 'the defaults'} but this run has "
+                f"{_nested_floats(now or []) or 'the defaults'}; resume with the same model.anchors and model.{key}"
+            )
+
+
+def _nested_floats(value: Any) -> Any:
+    return [_nested_floats(v) for v in value] if isinstance(value, (list, tuple)) else float(value)
+
+
 def restore_training_state(
     checkpoint: dict[str, Any],
     *,

@@ -26,7 +26,13 @@ import torch
 from detect_ft import checkpoint as ckpt
 from detect_ft.config import Config, config_to_dict, save_config
 from detect_ft.engine import distributed as dist_utils
-from detect_ft.engine.checkpoint import load_checkpoint, resolve_resume, restore_training_state, set_rng_state
+from detect_ft.engine.checkpoint import (
+    check_resumable,
+    load_checkpoint,
+    resolve_resume,
+    restore_training_state,
+    set_rng_state,
+)
 from detect_ft.engine.determinism import DeterminismSettings, set_determinism
 from detect_ft.engine.ema import ModelEMA
 from detect_ft.engine.fit import LoopOptions, Run, fit
@@ -261,7 +267,8 @@ def _resume(run: Run, cfg: Config, run_dir: Path, class_names: list[str], say) -
     checkpoint = dist_utils.broadcast_object(load_checkpoint(resume_path) if resume_path else None)
     if checkpoint is None:
         return
-    _check_resumable(checkpoint, cfg, class_names, resume_path)
+    check_resumable(checkpoint, resume_path, model_name=cfg.model.name, class_names=class_names,
+                    anchor_sizes=cfg.model.anchor_sizes, anchor_ratios=cfg.model.anchor_ratios)  # fmt: skip
     try:
         restore_training_state(
             checkpoint,
@@ -339,19 +346,6 @@ def _epoch_loader(cfg: Config, dataset, info: dist_utils.DistInfo, epoch: int):
         if t.workers == 0:
             dataset.set_seed(rank_seed)
     return loader
-
-
-def _check_resumable(checkpoint: dict, cfg: Config, class_names: list[str], path: Optional[Path]) -> None:
-    if checkpoint.get(ckpt.MODEL_NAME) != cfg.model.name:
-        raise DetectFTError(
-            f"train.resume: {path} trained {checkpoint.get(ckpt.MODEL_NAME)} but model.name is "
-            f"{cfg.model.name}; resume with the same model.name"
-        )
-    if list(checkpoint.get(ckpt.CLASS_NAMES, [])) != class_names:
-        raise DetectFTError(
-            f"train.resume: {path} has classes {checkpoint.get(ckpt.CLASS_NAMES)} but the data has "
-            f"{class_names}; resume with the same data.classes"
-        )
 
 
 def eval_interval(eval_interval: Optional[int], epochs: int) -> int:
