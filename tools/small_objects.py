@@ -46,14 +46,16 @@ def dataset_overrides(name: str, root: Path, slice_size: int) -> list[str]:
     return ["data.format=voc", f"data.root={root}", "data.train=train", "data.val=val", "data.classes=[raccoon]"]
 
 
-def run_arm(out: Path, name: str, common: list[str], anchors: str, slice_size: int, overlap: float) -> list[dict]:
+def run_arm(
+    out: Path, name: str, common: list[str], anchors: str, slice_size: int, overlap: float, device: str
+) -> list[dict]:
     """Train one arm, then score its best checkpoint without and with slicing."""
     run_dir = out / f"{name}_{anchors}"
     cfg = load_config(None, [*common, f"model.anchors={anchors}", f"output.dir={run_dir}", "output.overwrite=true"])
     start = time.perf_counter()
     run = train_config(cfg, progress=False)
     train_s = time.perf_counter() - start
-    detector = Detector.load(run.best_checkpoint, device="cpu")
+    detector = Detector.load(run.best_checkpoint, device=device)
     rows = []
     for sliced in (False, True):
         keys = {"eval.slice": slice_size if sliced else 0, "eval.slice_overlap": overlap}
@@ -73,11 +75,15 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=0.2)
     parser.add_argument("--num-train", type=int, default=64)
     parser.add_argument("--num-val", type=int, default=12)
+    parser.add_argument("--workers", type=int, default=1, help="data loader processes (train.workers)")
+    parser.add_argument("--eval-interval", type=int, default=4, help="validate every N epochs (train.eval_interval)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (training and scoring)")
     parser.add_argument("--raccoon", type=Path, default=Path("../shared/datasets/raccoon-voc"))
     parser.add_argument("--datasets", nargs="+", default=["small", "raccoon"], choices=["small", "raccoon"])
     args = parser.parse_args()
-    budget = ["model.name=ssdlite320_efficientnet_lite0", f"train.epochs={args.epochs}", "train.workers=1",
-              "train.best_metric=map50", "train.eval_interval=4", "eval.batch_size=4"]  # fmt: skip
+    budget = ["model.name=ssdlite320_efficientnet_lite0", f"train.epochs={args.epochs}", f"train.workers={args.workers}",
+              "train.best_metric=map50", f"train.eval_interval={args.eval_interval}", "eval.batch_size=4",
+              f"train.device={args.device}"]  # fmt: skip
     rows = []
     for name in args.datasets:
         if name == "raccoon" and not (args.raccoon / "ImageSets").exists():
@@ -86,7 +92,7 @@ def main() -> None:
         root = small_object_set(args.out / "data", args.num_train, args.num_val) if name == "small" else args.raccoon
         common = [*budget, *dataset_overrides(name, root.resolve(), args.slice)]
         for anchors in ("default", "auto"):
-            rows += run_arm(args.out, name, common, anchors, args.slice, args.overlap)
+            rows += run_arm(args.out, name, common, anchors, args.slice, args.overlap, args.device)
     (args.out / "results.json").write_text(json.dumps(rows, indent=2))
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     table = [(r["dataset"], r["anchors"], r["slicing"], fmt(r["map_small"]), fmt(r["map"]), fmt(r["map50"]),
