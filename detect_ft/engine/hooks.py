@@ -97,17 +97,7 @@ class Checkpointer(Hook):
 
     def after_epoch(self, run: Run) -> None:
         target = self.folder / ("best.pt" if run.improved else "last.pt")
-        save_checkpoint(
-            target,
-            model=run.model,
-            **self.meta,
-            optimizer=run.optimizer,
-            scheduler=run.scheduler,
-            scaler=run.scaler,
-            ema=run.ema,
-            rng=run.rng,
-            **run.state.checkpoint_entries(),
-        )
+        save_checkpoint(target, **run.training_objects(), **self.meta, rng=run.rng, **run.state.checkpoint_entries())
         if run.improved:
             with atomic_path(self.folder / "last.pt") as tmp:
                 shutil.copyfile(target, tmp)

@@ -270,14 +270,7 @@ def _resume(run: Run, cfg: Config, run_dir: Path, class_names: list[str], say) -
     check_resumable(checkpoint, resume_path, model_name=cfg.model.name, class_names=class_names,
                     anchor_sizes=cfg.model.anchor_sizes, anchor_ratios=cfg.model.anchor_ratios)  # fmt: skip
     try:
-        restore_training_state(
-            checkpoint,
-            model=run.model,
-            optimizer=run.optimizer,
-            scheduler=run.scheduler,
-            scaler=run.scaler,
-            ema=run.ema,
-        )
+        restore_training_state(checkpoint, **run.training_objects())
         run.state = RunState.from_checkpoint(checkpoint)
         saved_rng = checkpoint.get(ckpt.RNG) or []
         if len(saved_rng) == info.world_size:
