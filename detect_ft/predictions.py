@@ -18,6 +18,7 @@ edge runtime can use it on devices without torch (tests/test_edge.py imports it 
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -169,6 +170,15 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return session_metadata(open_onnx_session(path), path)
 
 
+def is_class_thresholds(thresholds: Any, num_classes: int) -> bool:
+    """Whether ``thresholds`` is a list (or tuple) of ``num_classes`` confidences in [0, 1], one per class."""
+    return (
+        isinstance(thresholds, (list, tuple))
+        and len(thresholds) == num_classes
+        and all(isinstance(t, numbers.Real) and not isinstance(t, bool) and 0 <= t <= 1 for t in thresholds)
+    )
+
+
 def check_metadata(meta: dict[str, Any], path: str | os.PathLike) -> None:
     """DetectFTError naming the field when the metadata cannot drive preprocessing and the outputs."""
 
@@ -197,8 +207,5 @@ def check_metadata(meta: dict[str, Any], path: str | os.PathLike) -> None:
     if not isinstance(outputs, list) or len(outputs) != 3 or not all(isinstance(o, str) for o in outputs):
         raise bad("outputs", "a list of the 3 output names (boxes, scores, labels)")
     thresholds = meta.get("thresholds")
-    numbers = isinstance(thresholds, list) and all(
-        isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in thresholds
-    )
-    if thresholds is not None and (not numbers or len(thresholds) != len(names)):
+    if thresholds is not None and not is_class_thresholds(thresholds, len(names)):
         raise bad("thresholds", f"a list of {len(names)} confidences in [0, 1] (one per class) or absent")

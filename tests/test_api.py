@@ -109,6 +109,17 @@ def test_eval_writes_thresholds_and_their_curves(exported_onnx, tmp_path, capsys
         assert (tmp_path / name).stat().st_size > 0
 
 
+def test_thresholds_must_be_one_confidence_per_class():
+    def nothing(images):
+        return []
+
+    for bad in ([0.5], [0.5, 1.5], [0.5, True], ["0.5", 0.5]):
+        with pytest.raises(DetectFTError, match="one confidence in \\[0, 1\\] per class \\(2\\)"):
+            Detector(predict_batch=nothing, model_name="m", class_names=["a", "b"], thresholds=bad, source="m.pt")
+    detector = Detector(predict_batch=nothing, model_name="m", class_names=["a", "b"], thresholds=(0, np.float32(1)))
+    assert detector.thresholds == [0.0, 1.0]
+
+
 def test_overrides_by_short_or_dotted_name():
     assert dotted_overrides({"epochs": 5, "eval.batch_size": 2}) == {"train.epochs": 5, "eval.batch_size": 2}
     with pytest.raises(ConfigError, match="train.batch_size, eval.batch_size"):

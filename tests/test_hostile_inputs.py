@@ -335,9 +335,11 @@ def _onnx_with_metadata(path, metadata: str):
     ('{"format": 1, "class_names": "cat", "category_ids": [1]}', "class_names"),
     ('{"format": 1, "class_names": ["cat"], "category_ids": [1], "input": {"scale": "x"}, "outputs": []}',
      "input.scale"),
+    ('{"format": 1, "class_names": ["cat", "dog"], "category_ids": [1, 2], "input": {"scale": 0.5}, '
+     '"outputs": ["b", "s", "l"], "thresholds": [0.5, 1.5]}', "thresholds.*2 confidences in \\[0, 1\\]"),
     ("[" * 100_000 + "]" * 100_000, "not supported|not valid JSON"),
     ("{not json", "not valid JSON"),
-], ids=["names", "scale", "nested", "syntax"])  # fmt: skip
+], ids=["names", "scale", "thresholds", "nested", "syntax"])  # fmt: skip
 def test_onnx_metadata_that_cannot_drive_the_runtime_is_one_line(tmp_path, run_cli, metadata, expected):
     import re
 

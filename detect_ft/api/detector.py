@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 import numpy as np
 
 from detect_ft.errors import ConfigError, DetectFTError
-from detect_ft.predictions import PredictBatch, as_detections
+from detect_ft.predictions import PredictBatch, as_detections, is_class_thresholds
 from detect_ft.results import Result
 from detect_ft.slicing import SliceOptions
 from detect_ft.sources import Source, iter_frames
@@ -289,11 +289,10 @@ def _torch_device(device: str) -> str:
 def _checked_thresholds(thresholds, class_names: list[str], source: Optional[str]) -> Optional[list[float]]:
     if thresholds is None:
         return None
-    values = [float(t) for t in thresholds]
-    if len(values) != len(class_names) or not all(0 <= t <= 1 for t in values):
-        raise DetectFTError(f"{source}: its stored thresholds {values} do not give one confidence in [0, 1] per "
+    if not is_class_thresholds(thresholds, len(class_names)):
+        raise DetectFTError(f"{source}: its stored thresholds {thresholds} do not give one confidence in [0, 1] per "
                             f"class ({len(class_names)}); re-export or re-evaluate the model")  # fmt: skip
-    return values
+    return [float(t) for t in thresholds]
 
 
 def _best_row(metrics_path: Path, best_metric: str) -> dict[str, Any]:
