@@ -35,7 +35,7 @@ def evaluate_config(predict_batch: PredictBatch, cfg: Config, *, class_names: li
     if not split_path:
         raise ConfigError(f"config key 'data.{split}' is empty; set it to the split to evaluate")
     if json_path is not None and cfg.eval.plots:
-        _refuse_foreign_plots(json_path.parent)
+        refuse_foreign_plots(json_path.parent)
     # decode=True: unreadable images are found (and handled by data.on_unreadable_image) before scoring,
     # so a dropped image leaves the ground truth too instead of counting as missed boxes
     dataset, _ = load_checked_split(SplitSpec.from_config(cfg.data), split_path, class_names, decode=True)
@@ -70,7 +70,9 @@ def eval_slicing(cfg: Config) -> Optional[SliceOptions]:
     return slice_options(cfg.eval)
 
 
-def _refuse_foreign_plots(save_dir: Path) -> None:
+def refuse_foreign_plots(save_dir: Path) -> None:
+    """Raise :class:`DetectFTError` when ``save_dir`` holds files at the plot paths that detect-ft did not
+    write (they are never replaced); callers check before the long prediction."""
     from detect_ft.evaluation.plots import foreign_plot_files
 
     foreign = foreign_plot_files(save_dir)

@@ -31,20 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from detect_ft.api import Detector
-    from detect_ft.api.evaluate import eval_slicing
-    from detect_ft.errors import ConfigError, DetectFTError
-    from detect_ft.evaluation.plots import foreign_plot_files
+    from detect_ft.api.evaluate import eval_slicing, refuse_foreign_plots
+    from detect_ft.errors import ConfigError
     from detect_ft.evaluation.report import format_metrics
 
     cfg = config_from_args(args)
     if not getattr(cfg.data, args.split):
         raise ConfigError(f"{args.config}: config key 'data.{args.split}' is empty; set it to the split to evaluate")
     json_path = Path(args.json) if args.json else Path(cfg.output.dir) / f"eval_{args.split}" / "metrics.json"
-    foreign = foreign_plot_files(json_path.parent) if cfg.eval.plots else []
-    if foreign:  # checked before the model loads and predicts, and never replaced
-        raise DetectFTError(f"the plots go beside --json {json_path}, where {', '.join(map(str, foreign))} exist "
-                            "and were not written by detect-ft eval; pass --json into a folder of its own, or "
-                            "set eval.plots=false")  # fmt: skip
+    if cfg.eval.plots:  # before the model loads, as well as in evaluate()
+        refuse_foreign_plots(json_path.parent)
     slicing = eval_slicing(cfg)
     if slicing is not None:
         print(slicing.describe())
