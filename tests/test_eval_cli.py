@@ -104,20 +104,6 @@ def test_default_output_goes_to_the_run_dir(setup):
     assert not (root / "run" / "eval_val" / "pr_curves.png").exists()
 
 
-def test_plots_never_replace_a_users_file_and_replace_their_own(setup, capsys):
-    root = setup
-    out = root / "plots_here" / "m.json"
-    command = ["eval", str(root / "config.yaml"), "--weights", str(root / "best.pt"), "--json", str(out)]
-    assert main(command) == 0  # a second run replaces the plots the first one wrote
-    assert main(command) == 0 and (out.parent / "pr_curves.png").is_file()
-    (out.parent / "f1_curve.png").write_bytes(b"the user's own figure")
-    capsys.readouterr()
-    assert main(command) == 2
-    err = capsys.readouterr().err
-    assert "f1_curve.png" in err and "not written by detect-ft eval" in err and "eval.plots=false" in err
-    assert (out.parent / "f1_curve.png").read_bytes() == b"the user's own figure"
-
-
 def test_user_mistakes_are_one_line_errors(setup, capsys):
     root = setup
     assert main(["eval", str(root / "config.yaml"), "--weights", str(root / "model.onnx")]) == 2

@@ -70,16 +70,16 @@ def eval_slicing(cfg: Config) -> Optional[SliceOptions]:
     return slice_options(cfg.eval)
 
 
-def refuse_foreign_plots(save_dir: Path) -> None:
+def refuse_foreign_plots(save_dir: Path, fix: str = "write the evaluation to a folder of its own") -> None:
     """Raise :class:`DetectFTError` when ``save_dir`` holds files at the plot paths that detect-ft did not
-    write (they are never replaced); callers check before the long prediction."""
+    write (they are never replaced); callers check before the long prediction. ``fix``: the way out the
+    message offers besides ``eval.plots=false``."""
     from detect_ft.evaluation.plots import foreign_plot_files
 
     foreign = foreign_plot_files(save_dir)
     if foreign:  # checked before the (long) prediction, and never replaced
         raise DetectFTError(f"the evaluation plots go to {save_dir}, where {', '.join(map(str, foreign))} exist and "
-                            "were not written by detect-ft eval; write the evaluation to a folder of its own, or set "
-                            "eval.plots=false")  # fmt: skip
+                            f"were not written by detect-ft eval; {fix}, or set eval.plots=false")  # fmt: skip
 
 
 def _write_outputs(metrics: dict, curves: dict, dataset, preds: list[dict], json_path: Path, *, plots: bool) -> list:

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: config key 'data.{args.split}' is empty; set it to the split to evaluate")
     json_path = Path(args.json) if args.json else Path(cfg.output.dir) / f"eval_{args.split}" / "metrics.json"
     if cfg.eval.plots:  # before the model loads, as well as in evaluate()
-        refuse_foreign_plots(json_path.parent)
+        refuse_foreign_plots(json_path.parent, fix=f"pass --json into a folder of its own (it is {json_path})")
     slicing = eval_slicing(cfg)
     if slicing is not None:
         print(slicing.describe())
