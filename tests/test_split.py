@@ -79,16 +79,26 @@ def test_load_checked_split_applies_the_configs_policies(tmp_path):
     assert first.image_path not in [r.image_path for r in records.records]
 
 
-def test_split_plots_use_no_pyplot_state(tmp_path, voc):
-    """The check-data plots draw on standalone figures: pyplot is never imported, the backend never set."""
+def test_plots_use_no_pyplot_state(tmp_path, voc):
+    """check-data's, training's and eval's plots draw on standalone figures: pyplot is never imported and
+    the backend never set (a notebook that trains keeps its own)."""
     script = (
         "import sys, matplotlib\n"
+        "import numpy as np\n"
+        "from pathlib import Path\n"
         "from detect_ft.data.load import load_split\n"
         "from detect_ft.data.plots import write_split_plots\n"
+        "from detect_ft.engine.logs import write_plots as training_plots\n"
+        "from detect_ft.evaluation.plots import write_plots as eval_plots\n"
         f"records, _ = load_split(format='voc', root={str(voc)!r}, split='train')\n"
         "backend = matplotlib.rcParams._get_backend_or_none()\n"
         f"paths = write_split_plots(records, {str(tmp_path)!r}, 'train', samples=4)\n"
         "assert [p.name for p in paths] == ['train_histograms.png', 'train_samples.png'], paths\n"
+        "rows = [{'epoch': 1, 'loss': 2.0, 'losses': {'a': 1.0}, 'map': 0.1, 'map50': 0.2, 'map75': None}]\n"
+        f"paths = training_plots(rows, Path({str(tmp_path)!r}))\n"
+        "assert [p.name for p in paths] == ['loss.png', 'map.png'], paths\n"
+        "preds = [{'boxes': r.boxes, 'scores': np.ones(len(r.boxes)), 'labels': r.labels} for r in records.records]\n"
+        f"assert len(eval_plots(records, preds, Path({str(tmp_path)!r}) / 'eval')) == 2\n"
         "assert 'matplotlib.pyplot' not in sys.modules\n"
         "assert matplotlib.rcParams._get_backend_or_none() == backend\n"
     )

@@ -40,17 +40,19 @@ class MetricsLog:
 
 
 def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """``loss.png`` (total and each loss component per epoch) and, once validated, ``map.png``."""
-    import matplotlib
+    """``loss.png`` (total and each loss component per epoch) and, once validated, ``map.png``.
 
-    matplotlib.use("Agg")  # no display on servers; also keeps a notebook's backend untouched
-    import matplotlib.pyplot as plt
+    Drawn on standalone matplotlib ``Figure`` objects: no pyplot state, no backend switch in the caller's
+    process (a notebook keeps its own).
+    """
+    from matplotlib.figure import Figure
 
     written: list[Path] = []
     if not rows:
         return written
     epochs = [r["epoch"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.plot(epochs, [_value(r["loss"]) for r in rows], marker="o", linewidth=2, label="total")
     for name in rows[-1].get("losses", {}):
         points = [(r["epoch"], _value(r["losses"][name])) for r in rows if name in r.get("losses", {})]
@@ -61,7 +63,8 @@ def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     written.append(_save(fig, out_dir / "loss.png"))
     validated = [r for r in rows if r.get("map") is not None]
     if validated:
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig = Figure(figsize=(7, 4))
+        ax = fig.subplots()
         for key in ("map", "map50", "map75"):
             points = [(r["epoch"], r[key]) for r in validated if r.get(key) is not None]
             if points:
@@ -79,11 +82,8 @@ def _value(value: Optional[float]) -> float:
 
 
 def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
