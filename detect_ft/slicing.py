@@ -73,8 +73,13 @@ def slice_options(eval_config: Any) -> "SliceOptions | None":
     ``slice`` is 0 (whole images only)."""
     if not eval_config.slice:
         return None
-    return SliceOptions(eval_config.slice, overlap=eval_config.slice_overlap, merge=eval_config.slice_merge,
-                        full_image=eval_config.slice_full_image, merge_iou=eval_config.slice_merge_iou)  # fmt: skip
+    return SliceOptions(
+        eval_config.slice,
+        overlap=eval_config.slice_overlap,
+        merge=eval_config.slice_merge,
+        full_image=eval_config.slice_full_image,
+        merge_iou=eval_config.slice_merge_iou,
+    )
 
 
 def check_tiling(size: Any, overlap: Any) -> None:

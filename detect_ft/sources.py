@@ -126,13 +126,17 @@ def _video_frames(path: Path) -> Iterator[Frame]:
 
 def _checked_file(path: Path) -> Path:
     if path.suffix.lower() not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
-        raise DetectFTError(f"source {path}: unknown file type {path.suffix!r}; pass an image "
-                            f"({', '.join(IMAGE_SUFFIXES)}), a folder, a glob or a video ({', '.join(VIDEO_SUFFIXES)})")  # fmt: skip
+        raise DetectFTError(
+            f"source {path}: unknown file type {path.suffix!r}; pass an image "
+            f"({', '.join(IMAGE_SUFFIXES)}), a folder, a glob or a video ({', '.join(VIDEO_SUFFIXES)})"
+        )
     return path
 
 
 def _checked_array(image: np.ndarray) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise DetectFTError(f"an in-memory image must be an RGB uint8 array (H, W, 3), got {image.dtype} "
-                            f"{tuple(image.shape)}; convert it, e.g. cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)")  # fmt: skip
+        raise DetectFTError(
+            f"an in-memory image must be an RGB uint8 array (H, W, 3), got {image.dtype} "
+            f"{tuple(image.shape)}; convert it, e.g. cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)"
+        )
     return image

@@ -39,8 +39,18 @@ def payload_checkpoint(tmp_path):
 
     path = tmp_path / "evil.pt"
     # Shaped like a detect-ft checkpoint, so only the pickled object stands between it and loading.
-    torch.save({"model": Payload(), "model_name": "ssdlite320_mobilenet_v3_large", "num_classes": 1,
-                "class_names": ["x"], "epoch": 1, "iteration": 1, "optimizer": {}}, path)  # fmt: skip
+    torch.save(
+        {
+            "model": Payload(),
+            "model_name": "ssdlite320_mobilenet_v3_large",
+            "num_classes": 1,
+            "class_names": ["x"],
+            "epoch": 1,
+            "iteration": 1,
+            "optimizer": {},
+        },
+        path,
+    )
     assert not marker.exists()
     return path, marker
 
@@ -52,8 +62,9 @@ def write_png_header(path: Path, width: int, height: int) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-                     + chunk(b"IEND", b""))  # fmt: skip
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -65,16 +76,25 @@ def noise_image(path: Path, width: int = 64, height: int = 48, seed: int = 0) ->
     return path
 
 
-def write_coco(root: Path, images: list[tuple[str, int, int]], boxes: dict[str, list], classes=("cat",),
-               name: str = "train.json") -> Path:  # fmt: skip
+def write_coco(
+    root: Path, images: list[tuple[str, int, int]], boxes: dict[str, list], classes=("cat",), name: str = "train.json"
+) -> Path:
     """A COCO JSON at ``root/name``: ``images`` [(file_name, w, h)], ``boxes`` {file_name: [[x, y, w, h, class]]}."""
     categories = [{"id": i + 1, "name": c} for i, c in enumerate(classes)]
     out_images, annotations = [], []
     for i, (file_name, w, h) in enumerate(images):
         out_images.append({"id": i + 1, "file_name": file_name, "width": w, "height": h})
         for x, y, bw, bh, cls in boxes.get(file_name, []):
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": classes.index(cls) + 1,
-                                "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0})  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": classes.index(cls) + 1,
+                    "bbox": [x, y, bw, bh],
+                    "area": bw * bh,
+                    "iscrowd": 0,
+                }
+            )
     path = root / name
     path.write_text(json.dumps({"images": out_images, "annotations": annotations, "categories": categories}))
     return path
@@ -93,11 +113,23 @@ def make_tiny_data(root: Path) -> Path:
 def tiny_overrides(data_dir: Path, out_dir: Path) -> list[str]:
     """A run of ssdlite at 128 px from random weights: 2 images a batch, 2 batches an epoch."""
     return [
-        f"model.name={TINY_MODEL}", "model.weights=none", "model.min_size=128", "model.max_size=128",
-        "data.format=coco", f"data.root={data_dir}", "data.train=train.json", "data.val=val.json",
-        "train.epochs=1", "train.batch_size=2", "train.workers=0", "train.max_iters_per_epoch=2",
-        "train.warmup_iters=1", "train.lr=0.01", "eval.batch_size=4", f"output.dir={out_dir}",
-    ]  # fmt: skip
+        f"model.name={TINY_MODEL}",
+        "model.weights=none",
+        "model.min_size=128",
+        "model.max_size=128",
+        "data.format=coco",
+        f"data.root={data_dir}",
+        "data.train=train.json",
+        "data.val=val.json",
+        "train.epochs=1",
+        "train.batch_size=2",
+        "train.workers=0",
+        "train.max_iters_per_epoch=2",
+        "train.warmup_iters=1",
+        "train.lr=0.01",
+        "eval.batch_size=4",
+        f"output.dir={out_dir}",
+    ]
 
 
 def tiny_config(data_dir: Path, out_dir: Path, *extra: str):

@@ -75,8 +75,17 @@ def test_class_filter_and_in_memory_images(exported_onnx):
 @pytest.mark.parametrize("fmt", ["coco", "voc", "yolo"])
 def test_predict_save_format_round_trips_through_the_adapters(exported_onnx, tmp_path, fmt):
     out = tmp_path / fmt
-    argv = ["predict", str(exported_onnx["onnx"]), str(exported_onnx["images"]), "--output", str(out), "--conf",
-            "0.2", "--save-format", fmt]  # fmt: skip
+    argv = [
+        "predict",
+        str(exported_onnx["onnx"]),
+        str(exported_onnx["images"]),
+        "--output",
+        str(out),
+        "--conf",
+        "0.2",
+        "--save-format",
+        fmt,
+    ]
     assert main(argv) == 0
     rows = json.loads((out / "predictions.json").read_text())
     split = {"coco": "predictions.json", "voc": "predictions", "yolo": "predictions"}[fmt]
@@ -96,8 +105,11 @@ def test_predict_save_format_round_trips_through_the_adapters(exported_onnx, tmp
 
 def test_eval_writes_thresholds_and_their_curves(exported_onnx, tmp_path, capsys):
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"data": {"format": "coco", "root": str(exported_onnx["root"]),
-                                               "train": "train.json", "val": "val.json"}}))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {"data": {"format": "coco", "root": str(exported_onnx["root"]), "train": "train.json", "val": "val.json"}}
+        )
+    )
     assert main(["eval", str(config), "--weights", str(exported_onnx["onnx"]), "--json", str(tmp_path / "m.json")]) == 0
     out = capsys.readouterr().out
     assert "F1 conf" in out and "best F1 @.50" in out
@@ -152,12 +164,16 @@ def test_readme_python_snippet_runs_as_written(tmp_path, monkeypatch):
     """The README's train / predict / plot / export / load snippet, on raccoon photos that ship in the repo
     (a subset, one step per epoch and one validation, so that it runs in well under a minute)."""
     raccoon = _raccoon_subset(tmp_path / "raccoon", train=16, val=8)
-    (tmp_path / "my.yaml").write_text(yaml.safe_dump({
-        "data": {"format": "voc", "root": str(raccoon), "train": "train", "val": "val"},
-        "train": {"max_iters_per_epoch": 1, "batch_size": 4, "workers": 0, "eval_interval": 5},
-        "eval": {"plots": False},
-        "output": {"dir": str(tmp_path / "runs" / "raccoon")},
-    }))  # fmt: skip
+    (tmp_path / "my.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "data": {"format": "voc", "root": str(raccoon), "train": "train", "val": "val"},
+                "train": {"max_iters_per_epoch": 1, "batch_size": 4, "workers": 0, "eval_interval": 5},
+                "eval": {"plots": False},
+                "output": {"dir": str(tmp_path / "runs" / "raccoon")},
+            }
+        )
+    )
     photos = tmp_path / "photos"
     photos.mkdir()
     for image in sorted((raccoon / "JPEGImages").iterdir())[:3]:
@@ -178,8 +194,9 @@ def test_create_then_train_keeps_the_created_model(tiny_data, tmp_path):
 
     from detect_ft.config import load_config
 
-    detector = Detector.create(TINY_MODEL, classes=["circle", "square"], weights="none", detections_per_img=50,
-                               device="cpu")  # fmt: skip
+    detector = Detector.create(
+        TINY_MODEL, classes=["circle", "square"], weights="none", detections_per_img=50, device="cpu"
+    )
     run = detector.train(tiny_config(tiny_data, tmp_path / "run"), progress=False, epochs=1)
     saved = load_config(run.run_dir / "config.yaml")
     assert (saved.model.detections_per_img, saved.model.weights, saved.data.classes) == (

@@ -34,9 +34,18 @@ def written(tmp_path_factory) -> Path:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     state = RunState(epoch=3, iteration=30, best_value=0.25, best_epoch=2, stale=1, metrics={"map": 0.2})
     path = tmp_path_factory.mktemp("ckpt") / "last.pt"
-    save_checkpoint(path, model=model, model_name=MODEL, class_names=["a", "b"], category_ids=[1, 5],
-                    config=config_to_dict(cfg), optimizer=optimizer, ema=ModelEMA(model), rng=[],
-                    **state.checkpoint_entries())  # fmt: skip
+    save_checkpoint(
+        path,
+        model=model,
+        model_name=MODEL,
+        class_names=["a", "b"],
+        category_ids=[1, 5],
+        config=config_to_dict(cfg),
+        optimizer=optimizer,
+        ema=ModelEMA(model),
+        rng=[],
+        **state.checkpoint_entries(),
+    )
     return path
 
 
@@ -69,9 +78,14 @@ def test_a_file_without_format_version_is_version_0_and_every_reader_takes_it(wr
     assert source.class_names == ["__background__", "a", "b"] and source.state.keys() == model.state_dict().keys()
 
 
-@pytest.mark.parametrize("version, message", [(2, "has checkpoint format 2 .*newer than the format 1.*upgrade"),
-                                              ("1", "format_version is '1', not a count"),
-                                              (-1, "format_version is '-1', not a count")])  # fmt: skip
+@pytest.mark.parametrize(
+    "version, message",
+    [
+        (2, "has checkpoint format 2 .*newer than the format 1.*upgrade"),
+        ("1", "format_version is '1', not a count"),
+        (-1, "format_version is '-1', not a count"),
+    ],
+)
 def test_a_newer_or_broken_format_version_is_refused_by_every_reader(written, tmp_path, version, message) -> None:
     saved = torch.load(written, weights_only=True)
     saved[ckpt.FORMAT] = version

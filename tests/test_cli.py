@@ -37,8 +37,9 @@ def test_overrides_may_follow_options():
 def test_user_mistake_is_one_line_not_a_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "detect_ft", "check-data", str(tmp_path / "missing.yaml")],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("error: config file") and "Traceback" not in result.stderr
 
@@ -53,10 +54,14 @@ def _library_strings():
         if "cli" in path.relative_to(package).parts:
             continue
         tree = ast.parse(path.read_text())
-        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                      and node.body and isinstance(node.body[0], ast.Expr)
-                      and isinstance(node.body[0].value, ast.Constant)}  # fmt: skip
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
                 yield path.relative_to(package.parent), node.lineno, node.value

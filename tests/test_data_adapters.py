@@ -218,16 +218,24 @@ def test_voc_class_list_names_must_be_used_by_some_annotation(tmp_path):
 def _background_everywhere(tmp_path):
     """The same dataset (classes cat and background, one box each) in the three formats."""
     _image(tmp_path / "coco" / "a.png")
-    (tmp_path / "coco" / "ann.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 9, 9]},
-                        {"id": 2, "image_id": 1, "category_id": 2, "bbox": [20, 20, 9, 9]}],
-        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "Background"}]}))  # fmt: skip
+    (tmp_path / "coco" / "ann.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
+                "annotations": [
+                    {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 9, 9]},
+                    {"id": 2, "image_id": 1, "category_id": 2, "bbox": [20, 20, 9, 9]},
+                ],
+                "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "Background"}],
+            }
+        )
+    )
     voc = tmp_path / "voc"
     _image(voc / "JPEGImages" / "a.jpg")
     (voc / "Annotations").mkdir()
-    (voc / "Annotations" / "a.xml").write_text(_voc_xml("a.jpg", [("cat", (2, 2, 10, 10), 0),
-                                                                 ("Background", (21, 21, 29, 29), 0)]))  # fmt: skip
+    (voc / "Annotations" / "a.xml").write_text(
+        _voc_xml("a.jpg", [("cat", (2, 2, 10, 10), 0), ("Background", (21, 21, 29, 29), 0)])
+    )
     (voc / "ImageSets" / "Main").mkdir(parents=True)
     (voc / "ImageSets" / "Main" / "train.txt").write_text("a\n")
     yolo = tmp_path / "yolo"
@@ -269,8 +277,10 @@ def test_image_paths_outside_the_dataset_are_refused_by_default(tmp_path):
     root = tmp_path / "data"
     _coco(root)
     data = json.loads((root / "ann.json").read_text())
-    data["images"] += [{"id": 11, "file_name": str(outside), "width": 64, "height": 48},
-                       {"id": 12, "file_name": "../../elsewhere/x.png", "width": 64, "height": 48}]  # fmt: skip
+    data["images"] += [
+        {"id": 11, "file_name": str(outside), "width": 64, "height": 48},
+        {"id": 12, "file_name": "../../elsewhere/x.png", "width": 64, "height": 48},
+    ]
     (root / "ann.json").write_text(json.dumps(data))
     records, findings = load_split(format="coco", root=root, split="ann.json", images="imgs")
     assert [r.image_id for r in records.records] == [7, 9]

@@ -28,8 +28,9 @@ def _free_port() -> int:
 
 def _worker(rank: int, world_size: int, port: int, data_dir: Path, tmp: Path) -> None:
     """One rank: what torchrun would set up, then train() with a hook that saves this rank's weights."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
-                      LOCAL_RANK=str(rank))  # fmt: skip
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     from detect_ft.engine import trainer
     from detect_ft.engine.hooks import Hook
@@ -38,8 +39,11 @@ def _worker(rank: int, world_size: int, port: int, data_dir: Path, tmp: Path) ->
         """Runs on every rank after the epoch's end-of-epoch syncs: the state to compare."""
 
         def after_epoch(self, run) -> None:
-            record = {"state": run.model.state_dict(), "stats": run.stats,
-                      "ddp": isinstance(run.train_model, torch.nn.parallel.DistributedDataParallel)}  # fmt: skip
+            record = {
+                "state": run.model.state_dict(),
+                "stats": run.stats,
+                "ddp": isinstance(run.train_model, torch.nn.parallel.DistributedDataParallel),
+            }
             torch.save(record, tmp / "spy" / f"rank{rank}_epoch{run.epoch}.pt")
 
     # Each rank gets its own output.dir: anything rank 1 wrote would show up in its folder.
@@ -73,8 +77,10 @@ def test_two_gloo_ranks_train_alike_and_only_rank0_writes(tmp_path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
-                    reason="torchrun not installed")  # fmt: skip
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+    reason="torchrun not installed",
+)
 def test_torchrun_command_line(tmp_path) -> None:
     """The documented launch: torchrun --standalone --nproc_per_node 2 -m detect_ft train CONFIG."""
     data_dir = make_tiny_data(tmp_path / "data")
@@ -88,9 +94,14 @@ def test_torchrun_command_line(tmp_path) -> None:
     config.write_text(yaml.safe_dump(sections))
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "detect_ft", "train",
-                             str(config), "--no-progress"], env=env, cwd=REPO, capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "detect_ft", "train", str(config), "--no-progress"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
     assert (out / "checkpoints" / "last.pt").is_file() and (out / "metrics.jsonl").is_file()

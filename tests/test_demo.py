@@ -16,12 +16,29 @@ REPO = Path(__file__).resolve().parents[1]
 def test_demo_pipeline_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)  # the demo reads configs/demo_shapes.yaml as the README's command does
     run_dir = tmp_path / "run"
-    code = main([
-        "demo", "--synthetic", "--data", str(tmp_path / "data"), "--train-images", "12", "--val-images", "6",
-        "--predict-images", "2", "--image-size", "96",
-        "model.weights=none", "model.min_size=96", "train.epochs=1", "train.batch_size=4", "train.workers=0",
-        "export.max_map_drop=100", f"output.dir={run_dir}",
-    ])  # fmt: skip
+    code = main(
+        [
+            "demo",
+            "--synthetic",
+            "--data",
+            str(tmp_path / "data"),
+            "--train-images",
+            "12",
+            "--val-images",
+            "6",
+            "--predict-images",
+            "2",
+            "--image-size",
+            "96",
+            "model.weights=none",
+            "model.min_size=96",
+            "train.epochs=1",
+            "train.batch_size=4",
+            "train.workers=0",
+            "export.max_map_drop=100",
+            f"output.dir={run_dir}",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     for step in ("detect-ft train", "detect-ft eval", "detect-ft export", "detect-ft predict"):
@@ -43,10 +60,20 @@ def test_real_photo_demo_fine_tunes_from_imagenet(tmp_path, monkeypatch, capsys)
     """The README's `make demo` at a reduced budget: the shipped raccoon photos, ImageNet weights offline."""
     monkeypatch.chdir(REPO)
     run_dir = tmp_path / "run"
-    code = main([
-        "demo", "--predict-images", "2", "train.epochs=1", "train.max_iters_per_epoch=2", "train.batch_size=4",
-        "train.workers=0", "eval.batch_size=8", "export.max_map_drop=100", f"output.dir={run_dir}",
-    ])  # fmt: skip
+    code = main(
+        [
+            "demo",
+            "--predict-images",
+            "2",
+            "train.epochs=1",
+            "train.max_iters_per_epoch=2",
+            "train.batch_size=4",
+            "train.workers=0",
+            "eval.batch_size=8",
+            "export.max_map_drop=100",
+            f"output.dir={run_dir}",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     report = (run_dir / "report.md").read_text()
@@ -64,10 +91,27 @@ def test_demo_runs_twice_into_the_same_run_directory(tmp_path, monkeypatch, caps
     instead of starting runs/demo-2 while its later steps read runs/demo."""
     monkeypatch.chdir(REPO)
     run_dir = tmp_path / "run"
-    argv = ["demo", "--synthetic", "--data", str(tmp_path / "data"), "--train-images", "8", "--val-images", "4",
-            "--predict-images", "1", "--image-size", "96", "model.weights=none", "model.min_size=96",
-            "train.epochs=1", "train.batch_size=4", "train.workers=0", "export.max_map_drop=100",
-            f"output.dir={run_dir}"]  # fmt: skip
+    argv = [
+        "demo",
+        "--synthetic",
+        "--data",
+        str(tmp_path / "data"),
+        "--train-images",
+        "8",
+        "--val-images",
+        "4",
+        "--predict-images",
+        "1",
+        "--image-size",
+        "96",
+        "model.weights=none",
+        "model.min_size=96",
+        "train.epochs=1",
+        "train.batch_size=4",
+        "train.workers=0",
+        "export.max_map_drop=100",
+        f"output.dir={run_dir}",
+    ]
     assert main(argv) == 0
     assert main(argv) == 0, capsys.readouterr().out
     assert "replacing the run" in capsys.readouterr().out and not (tmp_path / "run-2").exists()

@@ -45,8 +45,9 @@ def _sick_voc(root: Path) -> Path:
     (root / "JPEGImages" / "im2.jpg").write_bytes(data[: len(data) // 2])
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to show": a square image keeps its size
-    Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(root / "JPEGImages" / "im6.jpg",
-                                                                            exif=exif.tobytes())  # fmt: skip
+    Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(
+        root / "JPEGImages" / "im6.jpg", exif=exif.tobytes()
+    )
     ok = ("cat", (5, 5, 20, 20))
     xmls = [
         _xml("im0.jpg", [ok]),
@@ -271,11 +272,19 @@ def test_boxes_far_smaller_than_their_class_are_reported(tmp_path, capsys):
         noise_image(tmp_path / f"im{i}.jpg", 320, 240, seed=i)
     boxes = [[[20 + 10 * i, 20, 100, 100, 1]] for i in range(5)]
     boxes[3].append([200, 200, 1, 1, 1])  # a 1x1 box among 100 px boxes
-    (tmp_path / "train.json").write_text(json.dumps({
-        "images": [{"id": i + 1, "file_name": f"im{i}.jpg", "width": 320, "height": 240} for i in range(5)],
-        "annotations": [{"id": 10 * i + j, "image_id": i + 1, "category_id": b[4], "bbox": b[:4]}
-                        for i, bs in enumerate(boxes) for j, b in enumerate(bs)],
-        "categories": [{"id": 1, "name": "cat"}]}))  # fmt: skip
+    (tmp_path / "train.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": i + 1, "file_name": f"im{i}.jpg", "width": 320, "height": 240} for i in range(5)],
+                "annotations": [
+                    {"id": 10 * i + j, "image_id": i + 1, "category_id": b[4], "bbox": b[:4]}
+                    for i, bs in enumerate(boxes)
+                    for j, b in enumerate(bs)
+                ],
+                "categories": [{"id": 1, "name": "cat"}],
+            }
+        )
+    )
     config = tmp_path / "c.yaml"
     config.write_text(f"data:\n  format: coco\n  root: {tmp_path}\n  train: train.json\n")
     assert main(["check-data", str(config)]) == 0  # reported, kept by default (data.on_small_box=keep)

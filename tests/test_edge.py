@@ -118,8 +118,12 @@ def test_preprocess_reproduces_the_training_tensor(exported_onnx):
 def test_models_without_metadata_or_files_are_reported(tmp_path):
     node = onnx.helper.make_node("Identity", ["image"], ["out"])
     value = onnx.helper.make_tensor_value_info
-    graph = onnx.helper.make_graph([node], "g", [value("image", onnx.TensorProto.FLOAT, [3, 4, 4])],
-                                   [value("out", onnx.TensorProto.FLOAT, [3, 4, 4])])  # fmt: skip
+    graph = onnx.helper.make_graph(
+        [node],
+        "g",
+        [value("image", onnx.TensorProto.FLOAT, [3, 4, 4])],
+        [value("out", onnx.TensorProto.FLOAT, [3, 4, 4])],
+    )
     onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), tmp_path / "plain.onnx")
     with pytest.raises(DetectFTError, match="no 'detect_ft' metadata"):
         EdgeDetector(tmp_path / "plain.onnx")

@@ -191,8 +191,15 @@ def test_int8_gate_refuses_a_lossy_model_and_leaves_no_file(tmp_path):
         Int8RefusedError,
         match=r"INT8 model refused: its mAP .* AP points below .*int8_max_map_drop=1\.0.*int8_keep_anyway=True",
     ) as info:
-        export_detector(model, output, model_name=name, class_names=CLASSES, val_dataset=val, int8=True,
-                        calib_images=BAD_CALIBRATION)  # fmt: skip
+        export_detector(
+            model,
+            output,
+            model_name=name,
+            class_names=CLASSES,
+            val_dataset=val,
+            int8=True,
+            calib_images=BAD_CALIBRATION,
+        )
     assert "\n" not in str(info.value)
     assert output.exists(), "the verified fp32 model stays"
     assert sorted(p.name for p in output.parent.iterdir()) == ["model.onnx"], "no INT8 or temporary file left"
@@ -208,8 +215,16 @@ def test_int8_keep_anyway_keeps_it_with_a_warning(tmp_path):
     name = FAST_MODELS[0]
     model, val, _ = _int8_setup(tmp_path, name)
     output = tmp_path / "model.onnx"
-    report = export_detector(model, output, model_name=name, class_names=CLASSES, val_dataset=val, int8=True,
-                             calib_images=BAD_CALIBRATION, int8_keep_anyway=True)  # fmt: skip
+    report = export_detector(
+        model,
+        output,
+        model_name=name,
+        class_names=CLASSES,
+        val_dataset=val,
+        int8=True,
+        calib_images=BAD_CALIBRATION,
+        int8_keep_anyway=True,
+    )
     assert report["int8"]["gate"] == "kept anyway" and (tmp_path / "model.int8.onnx").exists()
     text = format_report(report)
     assert "WARNING: INT8 model KEPT DESPITE" in text and "--int8-keep-anyway" in text
@@ -255,8 +270,14 @@ def test_int8_slower_than_fp32_is_a_loud_line():
     speed = {"fp32_p50_ms": 10.0, "int8_p50_ms": 12.5, "speedup": 0.8, "rounds": 10, "cpu": "AVX2, no VNNI"}
     lines = _int8_lines({"gate": "passed", "map_diff_points": -0.2, "max_map_drop": 1.0, "speed": speed})
     assert any(line.startswith("WARNING: INT8 is SLOWER than fp32") and "0.80x" in line for line in lines)
-    faster = _int8_lines({"gate": "passed", "map_diff_points": -0.2, "max_map_drop": 1.0,
-                          "speed": {**speed, "int8_p50_ms": 5.0, "speedup": 2.0}})  # fmt: skip
+    faster = _int8_lines(
+        {
+            "gate": "passed",
+            "map_diff_points": -0.2,
+            "max_map_drop": 1.0,
+            "speed": {**speed, "int8_p50_ms": 5.0, "speedup": 2.0},
+        }
+    )
     assert not any("WARNING" in line for line in faster) and any(
         "speed-up vs fp32 onnxruntime: 2.00x" in line for line in faster
     )
@@ -320,8 +341,13 @@ def test_int8_fused_ops_remove_the_float_round_trips(tmp_path):
         counts[ops] = {op: sum(n.op_type == op for n in graph.node) for op in ("Clip", "QuantizeLinear", "Add")}
         producers = {o: n for n in graph.node for o in n.output}
         if ops == "fused":  # the TF-"same" Pads of stride-2 blocks run on uint8, no Shape reads a DequantizeLinear
-            assert not [n for n in graph.node if n.op_type in ("Pad", "Shape") and n.input[0] in producers
-                        and producers[n.input[0]].op_type == "DequantizeLinear"]  # fmt: skip
+            assert not [
+                n
+                for n in graph.node
+                if n.op_type in ("Pad", "Shape")
+                and n.input[0] in producers
+                and producers[n.input[0]].op_type == "DequantizeLinear"
+            ]
         # Box decoding (after the head) is untouched: no float Add there reads a DequantizeLinear output.
         decode = [
             n for n in graph.node if n.op_type == "Add" and "/model/head/" not in n.name and "backbone" not in n.name
@@ -350,18 +376,31 @@ def test_simplify_qdq_is_exact():
 
     from detect_ft.export.quantize import simplify_qdq
 
-    inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.05]), helper.make_tensor("zp", TensorProto.UINT8, [], [7]),
-             helper.make_tensor("s2", TensorProto.FLOAT, [], [0.05]), helper.make_tensor("zp2", TensorProto.UINT8, [], [7]),
-             helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 1, 0, 0, 0, 2, 1]),
-             helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])]  # fmt: skip
-    nodes = [helper.make_node("DequantizeLinear", ["x", "s", "zp"], ["xf"]),
-             helper.make_node("Pad", ["xf", "pads", "zero"], ["pf"]),
-             helper.make_node("QuantizeLinear", ["pf", "s2", "zp2"], ["y"]),
-             helper.make_node("Shape", ["xf"], ["shape"]),
-             helper.make_node("DequantizeLinear", ["y", "s", "zp"], ["yf"])]  # fmt: skip
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 2, 3, 3])],
-                              [helper.make_tensor_value_info("yf", TensorProto.FLOAT, [1, 2, 6, 4]),
-                               helper.make_tensor_value_info("shape", TensorProto.INT64, [4])], inits)  # fmt: skip
+    inits = [
+        helper.make_tensor("s", TensorProto.FLOAT, [], [0.05]),
+        helper.make_tensor("zp", TensorProto.UINT8, [], [7]),
+        helper.make_tensor("s2", TensorProto.FLOAT, [], [0.05]),
+        helper.make_tensor("zp2", TensorProto.UINT8, [], [7]),
+        helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 1, 0, 0, 0, 2, 1]),
+        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["x", "s", "zp"], ["xf"]),
+        helper.make_node("Pad", ["xf", "pads", "zero"], ["pf"]),
+        helper.make_node("QuantizeLinear", ["pf", "s2", "zp2"], ["y"]),
+        helper.make_node("Shape", ["xf"], ["shape"]),
+        helper.make_node("DequantizeLinear", ["y", "s", "zp"], ["yf"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 2, 3, 3])],
+        [
+            helper.make_tensor_value_info("yf", TensorProto.FLOAT, [1, 2, 6, 4]),
+            helper.make_tensor_value_info("shape", TensorProto.INT64, [4]),
+        ],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     x = np.random.default_rng(0).integers(0, 256, (1, 2, 3, 3), dtype=np.uint8)
     run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})

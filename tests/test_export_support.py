@@ -87,30 +87,53 @@ def write_checkpoint(
     cfg.data.format, cfg.data.root, cfg.data.train, cfg.data.val = "coco", str(data_root), "train.json", "val.json"
     cfg.data.classes = list(CLASSES)
     cfg.export.calib_images = 2
-    torch.save({"model": model.state_dict(), "model_name": name, "num_classes": len(CLASSES),
-                "class_names": list(CLASSES), "category_ids": list(CATEGORY_IDS), "config": config_to_dict(cfg), "epoch": 1,
-                "iteration": 1, "version": "test", **({"metrics": metrics} if metrics else {})}, path)  # fmt: skip
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "model_name": name,
+            "num_classes": len(CLASSES),
+            "class_names": list(CLASSES),
+            "category_ids": list(CATEGORY_IDS),
+            "config": config_to_dict(cfg),
+            "epoch": 1,
+            "iteration": 1,
+            "version": "test",
+            **({"metrics": metrics} if metrics else {}),
+        },
+        path,
+    )
     return path
 
 
 def synthetic_root(tmp_path: Path, num_train: int = 2, num_val: int = 4, size=(128, 96)) -> Path:
-    return make_synthetic_dataset(tmp_path / "data", num_train=num_train, num_val=num_val, image_size=size,
-                                  classes=CLASSES, format="coco", seed=3)  # fmt: skip
+    return make_synthetic_dataset(
+        tmp_path / "data", num_train=num_train, num_val=num_val, image_size=size, classes=CLASSES, format="coco", seed=3
+    )
 
 
 def pseudo_labelled_split(model: torch.nn.Module, root: Path, min_score: float = 0.3, top: int = 5) -> DatasetRecords:
     """Rewrite ``root/val.json`` so its boxes are the model's ``top`` detections above ``min_score``."""
     from detect_ft.data.load import load_split
 
-    val, _ = load_split(format="coco", root=root, split="val.json", images="", classes=list(CLASSES),
-                        keep_background=True)  # fmt: skip
+    val, _ = load_split(
+        format="coco", root=root, split="val.json", images="", classes=list(CLASSES), keep_background=True
+    )
     predict = torch_predictor(model, "cpu")
     records = []
     for record in val.records:
         pred = predict([read_image(record.image_path)])[0]
         keep = np.flatnonzero(pred["scores"] >= min_score)[:top]
-        records.append(ImageRecord(record.image_path, record.width, record.height, pred["boxes"][keep],
-                                   pred["labels"][keep], image_id=record.image_id, file_name=record.file_name))  # fmt: skip
+        records.append(
+            ImageRecord(
+                record.image_path,
+                record.width,
+                record.height,
+                pred["boxes"][keep],
+                pred["labels"][keep],
+                image_id=record.image_id,
+                file_name=record.file_name,
+            )
+        )
     dataset = DatasetRecords(records, list(CLASSES), source=str(root / "val.json"))
     write_split(dataset, "coco", root, "val", "none")
     return dataset
@@ -130,5 +153,13 @@ def exported_model(
     checkpoint = write_checkpoint(model, name, tmp_path / "model.pt", root, metrics=metrics)
     onnx_path = tmp_path / "out" / "model.onnx"
     assert main(["export", str(checkpoint), "--output", str(onnx_path), "--int8", *overrides]) == 0
-    return {"model": model, "name": name, "root": root, "val": val, "checkpoint": checkpoint, "onnx": onnx_path,
-            "int8": tmp_path / "out" / "model.int8.onnx", "images": root / "images"}  # fmt: skip
+    return {
+        "model": model,
+        "name": name,
+        "root": root,
+        "val": val,
+        "checkpoint": checkpoint,
+        "onnx": onnx_path,
+        "int8": tmp_path / "out" / "model.int8.onnx",
+        "images": root / "images",
+    }

@@ -38,8 +38,7 @@ def _config(path, overrides: list[str]):
 # ---------------------------------------------------------------- untrusted checkpoints never run code
 
 
-def test_a_pickled_payload_is_refused_by_every_command_and_never_runs(payload_checkpoint, tiny_data, tmp_path,
-                                                                      run_cli):  # fmt: skip
+def test_a_pickled_payload_is_refused_by_every_command_and_never_runs(payload_checkpoint, tiny_data, tmp_path, run_cli):
     evil, marker = payload_checkpoint
     config = _config(tmp_path / "c.yaml", tiny_overrides(tiny_data, tmp_path / "run"))
     image = next((tiny_data / "images").glob("*.jpg"))
@@ -101,8 +100,16 @@ def test_own_checkpoints_load_with_weights_only_and_carry_plain_rng_state(tmp_pa
 
 def test_a_tampered_checkpoint_structure_is_one_line(tmp_path, run_cli):
     path = tmp_path / "odd.pt"
-    torch.save({"model": {"w": torch.zeros(1)}, "model_name": "ssdlite320_mobilenet_v3_large", "num_classes": 1,
-                "class_names": ["x"], "config": {"model": {"min_size": 10**9}}}, path)  # fmt: skip
+    torch.save(
+        {
+            "model": {"w": torch.zeros(1)},
+            "model_name": "ssdlite320_mobilenet_v3_large",
+            "num_classes": 1,
+            "class_names": ["x"],
+            "config": {"model": {"min_size": 10**9}},
+        },
+        path,
+    )
     code, _, err = run_cli("export", path, "--output", tmp_path / "m.onnx", "--no-verify")
     assert code == 2 and "config.model.min_size" in _one_line(err)
     torch.save([1, 2, 3], path)
@@ -322,24 +329,36 @@ def _onnx_with_metadata(path, metadata: str):
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     helper.set_model_props(model, {"detect_ft": metadata})
     onnx.save(model, str(path))
     return path
 
 
-@pytest.mark.parametrize("metadata, expected", [
-    ('{"format": 1, "class_names": "cat", "category_ids": [1]}', "class_names"),
-    ('{"format": 1, "class_names": ["cat"], "category_ids": [1], "input": {"scale": "x"}, "outputs": []}',
-     "input.scale"),
-    ('{"format": 1, "class_names": ["cat", "dog"], "category_ids": [1, 2], "input": {"scale": 0.5}, '
-     '"outputs": ["b", "s", "l"], "thresholds": [0.5, 1.5]}', "thresholds.*2 confidences in \\[0, 1\\]"),
-    ("[" * 100_000 + "]" * 100_000, "not supported|not valid JSON"),
-    ("{not json", "not valid JSON"),
-], ids=["names", "scale", "thresholds", "nested", "syntax"])  # fmt: skip
+@pytest.mark.parametrize(
+    "metadata, expected",
+    [
+        ('{"format": 1, "class_names": "cat", "category_ids": [1]}', "class_names"),
+        (
+            '{"format": 1, "class_names": ["cat"], "category_ids": [1], "input": {"scale": "x"}, "outputs": []}',
+            "input.scale",
+        ),
+        (
+            '{"format": 1, "class_names": ["cat", "dog"], "category_ids": [1, 2], "input": {"scale": 0.5}, '
+            '"outputs": ["b", "s", "l"], "thresholds": [0.5, 1.5]}',
+            "thresholds.*2 confidences in \\[0, 1\\]",
+        ),
+        ("[" * 100_000 + "]" * 100_000, "not supported|not valid JSON"),
+        ("{not json", "not valid JSON"),
+    ],
+    ids=["names", "scale", "thresholds", "nested", "syntax"],
+)
 def test_onnx_metadata_that_cannot_drive_the_runtime_is_one_line(tmp_path, run_cli, metadata, expected):
     import re
 
@@ -365,8 +384,12 @@ def test_predict_never_writes_over_its_inputs(tmp_path):
     before = _snapshot(folder)
     nothing = lambda images: [{"boxes": [], "scores": [], "labels": []} for _ in images]  # noqa: E731
     detector = Detector(predict_batch=nothing, model_name="test", class_names=["x"])
-    sources = ((folder, folder), (folder / "p1.jpg", folder), (folder, tmp_path / "photos" / "."),
-               ([folder / "p0.jpg", folder / "p1.jpg"], folder))  # fmt: skip
+    sources = (
+        (folder, folder),
+        (folder / "p1.jpg", folder),
+        (folder, tmp_path / "photos" / "."),
+        ([folder / "p0.jpg", folder / "p1.jpg"], folder),
+    )
     for source, output in sources:
         with pytest.raises(DetectFTError, match="overwrite") as info:
             write_predictions(detector.stream(source), source, output, save_format="coco")
@@ -386,7 +409,8 @@ def _tiny_voc(root):
         (root / "Annotations" / f"p{i}.xml").write_text(
             f"<annotation><filename>p{i}.jpg</filename><size><width>64</width><height>48</height></size><object>"
             "<name>cat</name><bndbox><xmin>5</xmin><ymin>5</ymin><xmax>30</xmax><ymax>30</ymax></bndbox></object>"
-            "</annotation>")  # fmt: skip
+            "</annotation>"
+        )
     (root / "ImageSets" / "Main" / "train.txt").write_text("p0\np1\n")
     return root
 
@@ -398,11 +422,26 @@ def test_convert_never_writes_into_its_source_annotations(tmp_path, run_cli):
     assert code == 2 and "is part of the source annotations" in _one_line(err)
     assert _snapshot(voc) == before
 
-    assert run_cli("convert", "--from", "voc", "--to", "coco", "--root", voc, "--split", "train",
-                   "--out", tmp_path / "coco")[0] == 0  # fmt: skip
+    assert (
+        run_cli(
+            "convert", "--from", "voc", "--to", "coco", "--root", voc, "--split", "train", "--out", tmp_path / "coco"
+        )[0]
+        == 0
+    )
     coco_before = _snapshot(tmp_path / "coco")
-    code, _, err = run_cli("convert", "--from", "coco", "--to", "coco", "--root", tmp_path / "coco",
-                           "--split", "train.json", "--out", tmp_path / "coco")  # fmt: skip
+    code, _, err = run_cli(
+        "convert",
+        "--from",
+        "coco",
+        "--to",
+        "coco",
+        "--root",
+        tmp_path / "coco",
+        "--split",
+        "train.json",
+        "--out",
+        tmp_path / "coco",
+    )
     assert code == 2 and "train.json" in _one_line(err) and _snapshot(tmp_path / "coco") == coco_before
 
 
@@ -415,15 +454,27 @@ def test_convert_copies_only_image_files(tmp_path, run_cli):
     (root / "notes.txt").write_text("private\n")
     for bad in ("secret.jpg", "notes.txt"):
         write_coco(root, [("a.jpg", 64, 48), (bad, 64, 48)], {"a.jpg": [[5, 5, 20, 20, "cat"]]})
-        code, _, err = run_cli("convert", "--from", "coco", "--to", "yolo", "--root", root, "--split", "train.json",
-                               "--out", tmp_path / "out")  # fmt: skip
+        code, _, err = run_cli(
+            "convert",
+            "--from",
+            "coco",
+            "--to",
+            "yolo",
+            "--root",
+            root,
+            "--split",
+            "train.json",
+            "--out",
+            tmp_path / "out",
+        )
         assert code == 2 and bad in _one_line(err) and "refused to copy" in err
         assert not (tmp_path / "out").exists()  # checked before anything is written
     # and images outside the dataset are not even read unless allowed
     outside = noise_image(tmp_path / "elsewhere.jpg")
     write_coco(root, [("a.jpg", 64, 48), (str(outside), 64, 48), ("../elsewhere.jpg", 64, 48)], {})
-    code, printed, _ = run_cli("convert", "--from", "coco", "--to", "yolo", "--root", root, "--split", "train.json",
-                               "--out", tmp_path / "out")  # fmt: skip
+    code, printed, _ = run_cli(
+        "convert", "--from", "coco", "--to", "yolo", "--root", root, "--split", "train.json", "--out", tmp_path / "out"
+    )
     assert code == 0 and "2 box(es)/image(s) could not be converted" in printed and "outside_root" in printed
     assert sorted(p.name for p in (tmp_path / "out" / "train" / "images").iterdir()) == ["a.jpg"]
 
@@ -467,7 +518,8 @@ def test_odd_values_in_annotations_never_end_in_a_traceback(tmp_path):
             (root / "Annotations" / "a.xml").write_text(
                 f"<annotation><filename>a.jpg</filename><size><width>{v['width']}</width><height>{v['height']}"
                 f"</height></size><object><name>{v['name']}</name><bndbox><xmin>{v['xmin']}</xmin><ymin>{v['ymin']}"
-                f"</ymin><xmax>{v['xmax']}</xmax><ymax>{v['ymax']}</ymax></bndbox></object></annotation>")  # fmt: skip
+                f"</ymin><xmax>{v['xmax']}</xmax><ymax>{v['ymax']}</ymax></bndbox></object></annotation>"
+            )
             try:
                 check_split(format="voc", root=root, split="train")
             except DetectFTError:

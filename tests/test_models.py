@@ -259,9 +259,14 @@ def test_load_detector_round_trip(tmp_path):
     cfg.model.name, cfg.model.min_size, cfg.model.max_size = name, 96, 128
     model = build_model(name, 2, weights="none", class_names=["a", "b"], frozen_bn=True, min_size=96, max_size=128)
     checkpoint = {
-        "model": model.state_dict(), "model_name": name, "num_classes": 2, "class_names": ["a", "b"],
-        "category_ids": [3, 7], "config": config_to_dict(cfg), "epoch": 4,
-    }  # fmt: skip
+        "model": model.state_dict(),
+        "model_name": name,
+        "num_classes": 2,
+        "class_names": ["a", "b"],
+        "category_ids": [3, 7],
+        "config": config_to_dict(cfg),
+        "epoch": 4,
+    }
     torch.save(checkpoint, tmp_path / "best.pt")
     loaded, meta = load_detector(tmp_path / "best.pt")
     assert meta["class_names"] == ["a", "b"] and meta["category_ids"] == [3, 7] and meta["epoch"] == 4

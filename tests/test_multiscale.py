@@ -60,8 +60,14 @@ def test_ssd300_is_refused(tiny_data, tmp_path) -> None:
         check_multi_scale("ssd300_vgg16", [256, 300])
     check_multi_scale("ssd300_vgg16", [])
     check_multi_scale("ssdlite320_mobilenet_v3_large", SIZES)
-    cfg = tiny_config(tiny_data, tmp_path / "run", "model.name=ssd300_vgg16", "model.min_size=null",
-                      "model.max_size=null", "train.multi_scale=[256,300]")  # fmt: skip
+    cfg = tiny_config(
+        tiny_data,
+        tmp_path / "run",
+        "model.name=ssd300_vgg16",
+        "model.min_size=null",
+        "model.max_size=null",
+        "train.multi_scale=[256,300]",
+    )
     with pytest.raises(ConfigError, match="train.multi_scale"):
         train(cfg, progress=False)
     assert not (tmp_path / "run").exists()  # refused before anything was written

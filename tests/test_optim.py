@@ -20,7 +20,7 @@ from detect_ft.engine.optim import (
     build_scheduler,
     lr_factor,
     optimizer_steps_per_epoch,
-)  # fmt: skip
+)
 from detect_ft.errors import DetectFTError
 
 MODEL = "ssdlite320_mobilenet_v3_large"
@@ -53,8 +53,9 @@ def test_multistep_milestones_are_epochs_and_constant_stays() -> None:
 
 
 def test_sgd_groups_backbone_multiplier_and_scheduler(detector) -> None:
-    opt = build_optimizer(detector, MODEL, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
-                          backbone_lr_mult=0.1)  # fmt: skip
+    opt = build_optimizer(
+        detector, MODEL, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, backbone_lr_mult=0.1
+    )
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"] is True
     groups = {g["name"]: g for g in opt.param_groups}
     assert set(groups) == {"backbone", "backbone_no_decay", "heads", "heads_no_decay"}
@@ -62,8 +63,9 @@ def test_sgd_groups_backbone_multiplier_and_scheduler(detector) -> None:
     assert groups["heads_no_decay"]["weight_decay"] == 0 and groups["heads"]["weight_decay"] == 1e-4
     assert all(p.ndim <= 1 for p in groups["backbone_no_decay"]["params"])
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(detector.parameters()))
-    sched = build_scheduler(opt, scheduler="multistep", total_steps=20, steps_per_epoch=5, warmup_iters=0,
-                            milestones=[2], gamma=0.5)  # fmt: skip
+    sched = build_scheduler(
+        opt, scheduler="multistep", total_steps=20, steps_per_epoch=5, warmup_iters=0, milestones=[2], gamma=0.5
+    )
     for _ in range(10):
         opt.step()
         sched.step()
@@ -105,8 +107,18 @@ def test_checkpoint_round_trip_and_rng(tmp_path) -> None:
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
     state = rng_state()
     draws = (random.random(), np.random.rand(), torch.rand(1))
-    save_checkpoint(tmp_path / "c.pt", model=model, model_name="toy", class_names=["a", "b"], category_ids=[3, 7],
-                    config={"x": 1}, epoch=2, iteration=40, optimizer=opt, rng=[state])  # fmt: skip
+    save_checkpoint(
+        tmp_path / "c.pt",
+        model=model,
+        model_name="toy",
+        class_names=["a", "b"],
+        category_ids=[3, 7],
+        config={"x": 1},
+        epoch=2,
+        iteration=40,
+        optimizer=opt,
+        rng=[state],
+    )
     ckpt = load_checkpoint(tmp_path / "c.pt")
     assert (ckpt["epoch"], ckpt["iteration"], ckpt["category_ids"], ckpt["num_classes"]) == (2, 40, [3, 7], 2)
     assert torch.equal(ckpt["model"]["weight"], model.weight) and ckpt["ema"] is None
@@ -129,8 +141,14 @@ def test_metrics_log_keeps_rows_up_to_the_resumed_epoch_and_plots(tmp_path) -> N
     path = tmp_path / "metrics.jsonl"
     log = MetricsLog(path)
     for epoch in (1, 2, 3):
-        row = {"epoch": epoch, "loss": 3.0 / epoch, "losses": {"cls": 2.0 / epoch, "box": 1.0 / epoch}, "lr": 0.1,
-               "img_s": 10.0, "time": 1.0}  # fmt: skip
+        row = {
+            "epoch": epoch,
+            "loss": 3.0 / epoch,
+            "losses": {"cls": 2.0 / epoch, "box": 1.0 / epoch},
+            "lr": 0.1,
+            "img_s": 10.0,
+            "time": 1.0,
+        }
         if epoch != 2:
             row.update(map=0.1 * epoch, map50=0.2 * epoch, map75=0.05 * epoch)
         log.append(row)

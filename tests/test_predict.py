@@ -54,9 +54,11 @@ def test_checkpoint_and_onnx_give_the_same_detections(exported_onnx, tmp_path):
     image = sorted(exported_onnx["images"].glob("*.jpg"))[0]
     for model, out in ((exported_onnx["checkpoint"], "pt"), (exported_onnx["onnx"], "onnx")):
         assert main(["predict", str(model), str(image), "--output", str(tmp_path / out), "--conf", "0.3"]) == 0
-    as_dets = lambda rs: {"boxes": np.array([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in rs)]).reshape(-1, 4),
-                          "scores": np.array([r["score"] for r in rs]),
-                          "labels": np.array([CATEGORY_IDS.index(r["category_id"]) + 1 for r in rs])}  # fmt: skip
+    as_dets = lambda rs: {
+        "boxes": np.array([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in rs)]).reshape(-1, 4),
+        "scores": np.array([r["score"] for r in rs]),
+        "labels": np.array([CATEGORY_IDS.index(r["category_id"]) + 1 for r in rs]),
+    }
     pt, ox = as_dets(_results(tmp_path / "pt")), as_dets(_results(tmp_path / "onnx"))
     stats = compare_detections([pt], [ox])
     assert stats["reference_detections"] > 0 and stats["match_rate"] == 1.0

@@ -32,8 +32,11 @@ def test_as_detections_gives_fixed_dtypes_and_shapes_even_when_empty():
 
 
 def test_filter_keeps_scores_at_or_above_the_threshold_in_order_and_leaves_the_input_alone():
-    pred = {"boxes": np.arange(12, dtype=np.float64).reshape(3, 4), "scores": np.array([0.2, 0.5, 0.7]),
-            "labels": np.array([1, 2, 1])}  # fmt: skip
+    pred = {
+        "boxes": np.arange(12, dtype=np.float64).reshape(3, 4),
+        "scores": np.array([0.2, 0.5, 0.7]),
+        "labels": np.array([1, 2, 1]),
+    }
     kept = filter_detections(pred, 0.5)
     assert kept["scores"].tolist() == [0.5, 0.7] and kept["labels"].tolist() == [2, 1]
     assert kept["boxes"].tolist() == [[4, 5, 6, 7], [8, 9, 10, 11]] and kept["boxes"].dtype == np.float64
@@ -42,8 +45,11 @@ def test_filter_keeps_scores_at_or_above_the_threshold_in_order_and_leaves_the_i
 
 
 def test_coco_results_rows_are_xywh_with_original_category_ids():
-    det = {"boxes": np.array([[10.5, 20, 30.25, 60]], np.float32), "scores": np.array([0.25], np.float32),
-           "labels": np.array([2])}  # fmt: skip
+    det = {
+        "boxes": np.array([[10.5, 20, 30.25, 60]], np.float32),
+        "scores": np.array([0.25], np.float32),
+        "labels": np.array([2]),
+    }
     (row,) = coco_results(3, det, [5, 9])
     assert row == {"image_id": 3, "category_id": 9, "bbox": [10.5, 20.0, 19.75, 40.0], "score": 0.25}
     assert list(row) == ["image_id", "category_id", "bbox", "score"]

@@ -25,10 +25,28 @@ def _image_file(path, h=48, w=64):
 def _results(tmp_path):
     src = tmp_path / "photos"
     src.mkdir()
-    a = Result(boxes=[[4, 5, 20, 30], [30, 10, 60, 40]], scores=[0.9, 0.6], labels=[1, 2], class_names=CLASSES,
-               category_ids=[3, 7], height=48, width=64, path=_image_file(src / "a.jpg"), conf=0.5)  # fmt: skip
-    b = Result(boxes=np.zeros((0, 4)), scores=[], labels=[], class_names=CLASSES, category_ids=[3, 7], height=40,
-               width=50, path=_image_file(src / "b.png", 40, 50), conf=0.5)  # fmt: skip
+    a = Result(
+        boxes=[[4, 5, 20, 30], [30, 10, 60, 40]],
+        scores=[0.9, 0.6],
+        labels=[1, 2],
+        class_names=CLASSES,
+        category_ids=[3, 7],
+        height=48,
+        width=64,
+        path=_image_file(src / "a.jpg"),
+        conf=0.5,
+    )
+    b = Result(
+        boxes=np.zeros((0, 4)),
+        scores=[],
+        labels=[],
+        class_names=CLASSES,
+        category_ids=[3, 7],
+        height=40,
+        width=50,
+        path=_image_file(src / "b.png", 40, 50),
+        conf=0.5,
+    )
     return [a, b]
 
 
@@ -37,8 +55,13 @@ def test_result_basics(tmp_path):
     assert len(a) == 2 and a.names == ["cat", "dog"] and len(b) == 0
     assert "1 cat, 1 dog" in repr(a) and "no detections" in repr(b)
     rows = a.to_coco(image_id=5)
-    assert rows[1] == {"image_id": 5, "category_id": 7, "bbox": [30.0, 10.0, 30.0, 30.0], "score": pytest.approx(0.6),
-                       "file_name": "a.jpg"}  # fmt: skip
+    assert rows[1] == {
+        "image_id": 5,
+        "category_id": 7,
+        "bbox": [30.0, 10.0, 30.0, 30.0],
+        "score": pytest.approx(0.6),
+        "file_name": "a.jpg",
+    }
     as_dict = a.to_dict()
     assert json.loads(json.dumps(as_dict)) == as_dict
     assert as_dict["detections"][0]["name"] == "cat" and as_dict["width"] == 64
@@ -54,8 +77,16 @@ def test_plot_and_save(tmp_path):
     assert out.exists() and cv2.imread(str(out)).shape == (48, 64, 3)
     with pytest.raises(DetectFTError, match="input image"):
         a.save(a.path)
-    memory = Result(boxes=[[1, 1, 5, 5]], scores=[1.0], labels=[1], class_names=CLASSES, category_ids=[1, 2],
-                    height=8, width=8, image=np.zeros((8, 8, 3), np.uint8))  # fmt: skip
+    memory = Result(
+        boxes=[[1, 1, 5, 5]],
+        scores=[1.0],
+        labels=[1],
+        class_names=CLASSES,
+        category_ids=[1, 2],
+        height=8,
+        width=8,
+        image=np.zeros((8, 8, 3), np.uint8),
+    )
     assert memory.plot().shape == (8, 8, 3)
 
 
@@ -79,8 +110,16 @@ def test_predictions_round_trip_through_the_adapters(tmp_path, fmt):
 
 
 def test_dataset_needs_image_files(tmp_path):
-    memory = Result(boxes=[], scores=[], labels=[], class_names=CLASSES, category_ids=[1, 2], height=8, width=8,
-                    image=np.zeros((8, 8, 3), np.uint8))  # fmt: skip
+    memory = Result(
+        boxes=[],
+        scores=[],
+        labels=[],
+        class_names=CLASSES,
+        category_ids=[1, 2],
+        height=8,
+        width=8,
+        image=np.zeros((8, 8, 3), np.uint8),
+    )
     with pytest.raises(DetectFTError, match="image files"):
         write_results_dataset([memory], tmp_path / "x", "coco")
     with pytest.raises(DetectFTError, match="unknown dataset format"):

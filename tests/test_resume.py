@@ -25,10 +25,16 @@ REPO = Path(__file__).resolve().parent.parent
 # multistep milestone at epoch 1) all have state that a resume must restore. Multistep (unlike cosine)
 # does not depend on train.epochs, so "1 epoch, then resume to 2" has the schedule of "2 epochs".
 RESUME_OVERRIDES = [
-    "train.deterministic=true", "train.ema=true", "train.ema_decay=0.9", "augment.preset=light",
-    "train.scheduler=multistep", "train.milestones=[1]", "train.warmup_iters=3", "train.optimizer=sgd",
+    "train.deterministic=true",
+    "train.ema=true",
+    "train.ema_decay=0.9",
+    "augment.preset=light",
+    "train.scheduler=multistep",
+    "train.milestones=[1]",
+    "train.warmup_iters=3",
+    "train.optimizer=sgd",
     "train.momentum=0.9",
-]  # fmt: skip
+]
 
 
 @pytest.fixture(autouse=True)
@@ -79,8 +85,11 @@ def _assert_same_training(run_a: Path, run_b: Path) -> None:
     for key in ("model", "ema", "optimizer", "scheduler", "epoch", "iteration", "trainer"):
         _assert_same_state(a[key], b[key], key)
     timed = {"seconds", "images_per_s"}
-    _assert_same_state({k: v for k, v in a["metrics"].items() if k not in timed},
-                       {k: v for k, v in b["metrics"].items() if k not in timed}, "metrics")  # fmt: skip
+    _assert_same_state(
+        {k: v for k, v in a["metrics"].items() if k not in timed},
+        {k: v for k, v in b["metrics"].items() if k not in timed},
+        "metrics",
+    )
     rows_a = [json.loads(line) for line in (run_a / "metrics.jsonl").read_text().splitlines()]
     rows_b = [json.loads(line) for line in (run_b / "metrics.jsonl").read_text().splitlines()]
     timing = {"img_s", "time", "val_time"}
@@ -109,8 +118,13 @@ def test_sigkill_mid_run_then_resume_from_last(data_dir, straight_run, tmp_path)
     config.write_text(yaml.safe_dump(sections))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     last = out / "checkpoints" / "last.pt"
-    process = subprocess.Popen([sys.executable, "-m", "detect_ft", "train", str(config), "--no-progress"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "detect_ft", "train", str(config), "--no-progress"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
     try:
         deadline = time.monotonic() + 120
         while not last.exists():  # os.replace makes it appear complete, never half-written

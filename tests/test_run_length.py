@@ -50,7 +50,15 @@ def test_constant_predictions_are_detected():
 
 
 def test_summary_warns_about_constant_predictions(tmp_path):
-    common = dict(run_dir=tmp_path, model_name="m", rows=[], best={"value": 0.1, "epoch": 1}, best_metric="map",
-                  stopped=None, seconds=1.0, files=[])  # fmt: skip
+    common = dict(
+        run_dir=tmp_path,
+        model_name="m",
+        rows=[],
+        best={"value": 0.1, "epoch": 1},
+        best_metric="map",
+        stopped=None,
+        seconds=1.0,
+        files=[],
+    )
     assert "same scores" in format_summary(**common, constant_predictions=True)
     assert "same scores" not in format_summary(**common)

@@ -73,9 +73,15 @@ def test_tiles_cover_every_pixel_stay_inside_and_overlap_as_asked(height, width,
 
 @pytest.mark.parametrize(
     "size, overlap, match",
-    [(0, 0.2, "slice size 0"), (-5, 0.2, "slice size -5"), (2.5, 0.2, "whole number"), (True, 0.2, "slice size"),
-     (512, 1.0, "slice overlap 1.0"), (512, -0.1, r"\[0, 1\)")],
-)  # fmt: skip
+    [
+        (0, 0.2, "slice size 0"),
+        (-5, 0.2, "slice size -5"),
+        (2.5, 0.2, "whole number"),
+        (True, 0.2, "slice size"),
+        (512, 1.0, "slice overlap 1.0"),
+        (512, -0.1, r"\[0, 1\)"),
+    ],
+)
 def test_bad_size_or_overlap_are_clear_errors(size, overlap, match):
     with pytest.raises(ConfigError, match=match):
         tile_windows(100, 100, size, overlap)
@@ -98,8 +104,11 @@ def test_bad_merge_options_are_clear_errors():
 
 
 def _det(boxes, scores, labels):
-    return {"boxes": np.asarray(boxes, np.float32).reshape(-1, 4), "scores": np.asarray(scores, np.float32),
-            "labels": np.asarray(labels, np.int64)}  # fmt: skip
+    return {
+        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+        "scores": np.asarray(scores, np.float32),
+        "labels": np.asarray(labels, np.int64),
+    }
 
 
 def test_shift_detections_moves_boxes_into_image_pixels_and_keeps_dtypes():
@@ -134,8 +143,9 @@ def test_nms_hand_computed_and_class_wise():
 
 
 def test_greedy_merge_hand_computed_and_class_wise():
-    boxes, scores, labels = greedy_merge(np.asarray(BOXES, np.float32), np.asarray(SCORES, np.float32),
-                                         np.asarray(LABELS))  # fmt: skip
+    boxes, scores, labels = greedy_merge(
+        np.asarray(BOXES, np.float32), np.asarray(SCORES, np.float32), np.asarray(LABELS)
+    )
     # box 0 absorbs box 1 (IoS 81 / 100) and box 3 (inside it: IoS 1): union (0, 0, 11, 11), score 0.9
     assert boxes.tolist() == [[0, 0, 11, 11], [0, 0, 10, 10]] and labels.tolist() == [1, 2]
     assert scores.tolist() == pytest.approx([0.9, 0.7]) and (boxes.dtype, scores.dtype) == (np.float32, np.float32)
@@ -197,8 +207,13 @@ def short_sighted(images: list[np.ndarray]) -> list[dict]:
     for image in images:
         squares = _components(image[..., 0] == 255) if max(image.shape[:2]) <= SEES else np.zeros((0, 4), np.float32)
         slabs = _components(image[..., 0] == 128)
-        out.append(_det(np.concatenate([squares, slabs]), [0.9] * len(squares) + [0.8] * len(slabs),
-                        [1] * len(squares) + [2] * len(slabs)))  # fmt: skip
+        out.append(
+            _det(
+                np.concatenate([squares, slabs]),
+                [0.9] * len(squares) + [0.8] * len(slabs),
+                [1] * len(squares) + [2] * len(slabs),
+            )
+        )
     return out
 
 
@@ -261,14 +276,25 @@ def small_objects_config(tmp_path) -> dict:
         cv2.imwrite(str(tmp_path / f"{i}.png"), canvas())
         images.append({"id": i + 1, "file_name": f"{i}.png", "width": 1000, "height": 800})
         for j, (x1, y1, x2, y2) in enumerate(SQUARES + [SLAB]):
-            annotations.append({"id": 10 * i + j + 1, "image_id": i + 1, "category_id": 2 if j == 2 else 1,
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})  # fmt: skip
+            annotations.append(
+                {
+                    "id": 10 * i + j + 1,
+                    "image_id": i + 1,
+                    "category_id": 2 if j == 2 else 1,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
+            )
     categories = [{"id": 1, "name": "square"}, {"id": 2, "name": "slab"}]
     (tmp_path / "val.json").write_text(
         json.dumps({"images": images, "annotations": annotations, "categories": categories})
     )
-    return {"data": {"format": "coco", "root": str(tmp_path), "train": "val.json", "val": "val.json"},
-            "train": {"workers": 0}, "eval": {"plots": False}}  # fmt: skip
+    return {
+        "data": {"format": "coco", "root": str(tmp_path), "train": "val.json", "val": "val.json"},
+        "train": {"workers": 0},
+        "eval": {"plots": False},
+    }
 
 
 def test_eval_slice_keys_score_the_sliced_predictions(small_objects_config):
@@ -280,17 +306,24 @@ def test_eval_slice_keys_score_the_sliced_predictions(small_objects_config):
     tiled = detector.evaluate(small_objects_config, **keys)
     assert tiled["per_class_map50"] == pytest.approx({"square": 1, "slab": 1}) and tiled["map"] == pytest.approx(1)
     assert tiled["slicing"] == SliceOptions(256, 0.25, "greedy").describe()
-    cfg = load_config(None, [f"data.{k}={v}" for k, v in small_objects_config["data"].items()] + [
-        "train.workers=0", "eval.slice=256", "eval.slice_overlap=0.25", "eval.slice_full_image=false"])  # fmt: skip
+    cfg = load_config(
+        None,
+        [f"data.{k}={v}" for k, v in small_objects_config["data"].items()]
+        + ["train.workers=0", "eval.slice=256", "eval.slice_overlap=0.25", "eval.slice_full_image=false"],
+    )
     tiles_only = evaluate_config(short_sighted, cfg, class_names=["square", "slab"], source="fake")
     assert tiles_only["per_class_map50"]["square"] > 0 and tiles_only["per_class_map50"]["slab"] == 0
 
 
 @pytest.mark.parametrize(
     "override, match",
-    [("eval.slice=-1", "eval.slice"), ("eval.slice_overlap=1", "eval.slice_overlap"),
-     ("eval.slice_merge=soft", "eval.slice_merge"), ("eval.slice_merge_iou=0", "eval.slice_merge_iou")],
-)  # fmt: skip
+    [
+        ("eval.slice=-1", "eval.slice"),
+        ("eval.slice_overlap=1", "eval.slice_overlap"),
+        ("eval.slice_merge=soft", "eval.slice_merge"),
+        ("eval.slice_merge_iou=0", "eval.slice_merge_iou"),
+    ],
+)
 def test_eval_slice_keys_are_checked(override, match):
     with pytest.raises(ConfigError, match=f"'{match}'"):
         load_config(None, [override])
@@ -303,8 +336,9 @@ def test_eval_slice_keys_are_checked(override, match):
 def _predict_cli(*args: str) -> subprocess.CompletedProcess:
     code = BLOCK_TORCH + "from detect_ft.cli.main import main\nrc = main(sys.argv[1:])\n"
     code += "assert sys.modules['torch'] is None\nsys.exit(rc)\n"
-    return subprocess.run([sys.executable, "-c", code, "predict", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code, "predict", *args], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
 
 
 def test_predict_cli_slices_an_onnx_model_without_torch(exported_onnx, tmp_path):
@@ -316,8 +350,23 @@ def test_predict_cli_slices_an_onnx_model_without_torch(exported_onnx, tmp_path)
     cv2.imwrite(str(tmp_path / "big.jpg"), cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
     model, out = str(exported_onnx["onnx"]), tmp_path / "out"
     # merge IoU 1 keeps every detection (NMS drops IoU > 1 only): the output is each tile's, shifted
-    proc = _predict_cli(model, str(tmp_path / "big.jpg"), "--output", str(out), "--slice", "128", "--overlap", "0",
-                        "--no-full-image", "--merge-iou", "1", "--conf", "0.2", "--threads", "1")  # fmt: skip
+    proc = _predict_cli(
+        model,
+        str(tmp_path / "big.jpg"),
+        "--output",
+        str(out),
+        "--slice",
+        "128",
+        "--overlap",
+        "0",
+        "--no-full-image",
+        "--merge-iou",
+        "1",
+        "--conf",
+        "0.2",
+        "--threads",
+        "1",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "sliced inference: 128x128 tiles overlapping by 0, merged by class-wise NMS (IoU 1)" in proc.stdout
     height, width = read_image(tmp_path / "big.jpg").shape[:2]
@@ -327,8 +376,9 @@ def test_predict_cli_slices_an_onnx_model_without_torch(exported_onnx, tmp_path)
         det = edge.predict(decoded[y : y + 128, x : x + 128])
         expected += [[*(np.asarray(box) + [x, y, x, y]), float(s)] for box, s in zip(det["boxes"], det["scores"])]
     rows = json.loads((out / "predictions.json").read_text())
-    got = [[r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2], r["bbox"][1] + r["bbox"][3], r["score"]]
-           for r in rows]  # fmt: skip
+    got = [
+        [r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2], r["bbox"][1] + r["bbox"][3], r["score"]] for r in rows
+    ]
     assert len(got) == len(expected) > 0
     np.testing.assert_allclose(sorted(got), sorted(expected), atol=1e-3)
     # the defaults: the whole image too, class-wise NMS at IoU 0.5
@@ -341,8 +391,22 @@ def test_predict_cli_slices_an_onnx_model_without_torch(exported_onnx, tmp_path)
 def test_predict_cli_refuses_a_bad_slice_before_loading_the_model(tmp_path, capsys):
     from detect_ft.cli.main import main
 
-    assert main(["predict", str(tmp_path / "missing.onnx"), str(tmp_path), "--output", str(tmp_path / "o"),
-                 "--slice", "256", "--overlap", "1.2"]) != 0  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "missing.onnx"),
+                str(tmp_path),
+                "--output",
+                str(tmp_path / "o"),
+                "--slice",
+                "256",
+                "--overlap",
+                "1.2",
+            ]
+        )
+        != 0
+    )
     assert "slice overlap 1.2" in capsys.readouterr().err
 
 

@@ -27,8 +27,14 @@ def voc(tmp_path_factory) -> Path:
 
 
 def test_spec_from_config_carries_the_data_options_and_every_policy():
-    overrides = ["data.format=voc", "data.root=somewhere", "data.images=imgs", "data.keep_background=false",
-                 "data.on_box_outside=drop", "data.on_exif_orientation=apply"]  # fmt: skip
+    overrides = [
+        "data.format=voc",
+        "data.root=somewhere",
+        "data.images=imgs",
+        "data.keep_background=false",
+        "data.on_box_outside=drop",
+        "data.on_exif_orientation=apply",
+    ]
     data = load_config(None, overrides).data
     spec = SplitSpec.from_config(data)
     assert (spec.format, spec.root, spec.images, spec.keep_background) == ("voc", "somewhere", "imgs", False)
@@ -64,8 +70,9 @@ def test_load_checked_split_labels_in_the_given_class_order(voc):
 
 
 def test_load_checked_split_applies_the_configs_policies(tmp_path):
-    root = make_synthetic_dataset(tmp_path / "voc", num_train=4, num_val=0, image_size=64, classes=CLASSES,
-                                  format="voc")  # fmt: skip
+    root = make_synthetic_dataset(
+        tmp_path / "voc", num_train=4, num_val=0, image_size=64, classes=CLASSES, format="voc"
+    )
     first = load_split(format="voc", root=root, split="train")[0].records[0]
     Path(first.image_path).unlink()
     strict = SplitSpec.from_config(load_config(None, ["data.format=voc", f"data.root={root}"]).data)

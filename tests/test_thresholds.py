@@ -48,8 +48,11 @@ def _split():
 
 
 def _pred(boxes, scores, labels):
-    return {"boxes": np.asarray(boxes, np.float32).reshape(-1, 4), "scores": np.asarray(scores, np.float32),
-            "labels": np.asarray(labels, np.int64)}  # fmt: skip
+    return {
+        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+        "scores": np.asarray(scores, np.float32),
+        "labels": np.asarray(labels, np.int64),
+    }
 
 
 def test_per_class_thresholds_on_a_split():

@@ -87,27 +87,44 @@ def test_frozen_batchnorm_keeps_timm_activations():
 
 @pytest.mark.slow
 def test_backbone_named_in_the_config_needs_no_code(tmp_path):
-    cfg = load_config(None, ["model.name=ssdlite320_efficientnet_lite0", "model.backbone=convnext_atto",
-                             "model.weights=none"])  # fmt: skip
+    cfg = load_config(
+        None, ["model.name=ssdlite320_efficientnet_lite0", "model.backbone=convnext_atto", "model.weights=none"]
+    )
     model = build_model(cfg.model.name, 1, weights="none", backbone=cfg.model.backbone, min_size=128)
     assert model.transform.image_mean == list(create_body("convnext_atto").pretrained_cfg["mean"])
     model.train()
     images = [torch.rand(3, 100, 120), torch.rand(3, 90, 80)]
-    targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 70.0]]), "labels": torch.tensor([1])},
-               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]  # fmt: skip
+    targets = [
+        {"boxes": torch.tensor([[10.0, 10.0, 60.0, 70.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
     losses = model(images, targets)
     sum(losses.values()).backward()
     assert all(torch.isfinite(v) for v in losses.values())
-    torch.save({"model": model.state_dict(), "model_name": cfg.model.name, "num_classes": 1, "class_names": ["a"],
-                "config": {"model": {"backbone": "convnext_atto", "min_size": 128}}}, tmp_path / "c.pt")  # fmt: skip
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "model_name": cfg.model.name,
+            "num_classes": 1,
+            "class_names": ["a"],
+            "config": {"model": {"backbone": "convnext_atto", "min_size": 128}},
+        },
+        tmp_path / "c.pt",
+    )
     loaded, _ = load_detector(tmp_path / "c.pt")
     assert type(loaded.backbone.body).__name__ == type(model.backbone.body).__name__
 
 
 def test_backbone_mistakes_are_config_errors():
     with pytest.raises(ConfigError, match=r"0\.\.4"):  # convnext_atto has four feature stages
-        load_config(None, ["model.name=ssdlite320_efficientnet_lite0", "model.backbone=convnext_atto",
-                           "model.trainable_backbone_layers=5"])  # fmt: skip
+        load_config(
+            None,
+            [
+                "model.name=ssdlite320_efficientnet_lite0",
+                "model.backbone=convnext_atto",
+                "model.trainable_backbone_layers=5",
+            ],
+        )
     with pytest.raises(ConfigError, match="model.backbone.*convnext_atto"):
         load_config(None, ["model.name=ssdlite320_efficientnet_lite0", "model.backbone=convnext_atoo"])
     with pytest.raises(ConfigError, match="model.backbone"):
@@ -146,9 +163,17 @@ def test_frozen_bn_timm_checkpoint_round_trips(tmp_path):
     torch.manual_seed(0)
     model = build_model(name, 2, weights="none", class_names=["a", "b"], frozen_bn=True, min_size=96, max_size=128)
     config = {"model": {"min_size": 96, "max_size": 128}}
-    torch.save({"model": model.state_dict(), "model_name": name, "num_classes": 2, "class_names": ["a", "b"],
-                "config": config, "normalisation": {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.3, 0.4]}},
-               tmp_path / "best.pt")  # fmt: skip
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "model_name": name,
+            "num_classes": 2,
+            "class_names": ["a", "b"],
+            "config": config,
+            "normalisation": {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.3, 0.4]},
+        },
+        tmp_path / "best.pt",
+    )
     loaded, _ = load_detector(tmp_path / "best.pt")
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded.backbone.body.modules())
     assert loaded.transform.image_mean == [0.4, 0.5, 0.6] and loaded.transform.image_std == [0.2, 0.3, 0.4]

@@ -59,8 +59,23 @@ def test_cli_run_writes_every_file(tiny_data, tmp_path, capsys) -> None:
         assert not (out / "tensorboard").exists()
 
     last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
-    assert {"model", "model_name", "num_classes", "class_names", "category_ids", "config", "epoch", "iteration",
-            "optimizer", "scheduler", "scaler", "ema", "rng", "metrics", "version"} <= set(last)  # fmt: skip
+    assert {
+        "model",
+        "model_name",
+        "num_classes",
+        "class_names",
+        "category_ids",
+        "config",
+        "epoch",
+        "iteration",
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "ema",
+        "rng",
+        "metrics",
+        "version",
+    } <= set(last)
     assert last["epoch"] == 2 and last["iteration"] == 4 and last["class_names"] == ["circle", "square"]
     assert last["metrics"]["map"] == rows[-1]["map"]
     # With EMA on, `model` is the average and the raw weights are kept for resuming.
@@ -106,8 +121,14 @@ def test_backbone_frozen_for_first_epochs_then_restored(tiny_data, tmp_path) -> 
     from detect_ft.models.finetune import backbone_parameter_ids
 
     spy = EpochSpy()
-    cfg = tiny_config(tiny_data, tmp_path / "run", "train.epochs=2", "train.freeze_backbone_epochs=1",
-                      "train.eval_interval=0", "model.trainable_backbone_layers=3")  # fmt: skip
+    cfg = tiny_config(
+        tiny_data,
+        tmp_path / "run",
+        "train.epochs=2",
+        "train.freeze_backbone_epochs=1",
+        "train.eval_interval=0",
+        "model.trainable_backbone_layers=3",
+    )
     trainer_module.train(cfg, progress=False, hooks=[spy])
 
     reference = build_model(MODEL, 2, weights="none")
@@ -125,13 +146,22 @@ def test_backbone_frozen_for_first_epochs_then_restored(tiny_data, tmp_path) -> 
 
 def test_train_puts_back_the_global_determinism_settings(tiny_data, tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    before = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
-              torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())  # fmt: skip
+    before = (
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        cfg = tiny_config(tiny_data, tmp_path / "run", "train.deterministic=true", "train.eval_interval=0",
-                          "train.max_iters_per_epoch=1")  # fmt: skip
+        cfg = tiny_config(
+            tiny_data,
+            tmp_path / "run",
+            "train.deterministic=true",
+            "train.eval_interval=0",
+            "train.max_iters_per_epoch=1",
+        )
         trainer_module.train(cfg, progress=False)
         assert torch.backends.cudnn.deterministic is False and torch.backends.cudnn.benchmark is True
         assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
@@ -156,8 +186,10 @@ class ToyDetector(nn.Module):
 
 def _batches(goals: list[list[float]], seed: int = 0) -> list:
     g = torch.Generator().manual_seed(seed)
-    return [([torch.rand(3, 4, 4, generator=g) for _ in batch], [{"goal": torch.tensor(x)} for x in batch])
-            for batch in goals]  # fmt: skip
+    return [
+        ([torch.rand(3, 4, 4, generator=g) for _ in batch], [{"goal": torch.tensor(x)} for x in batch])
+        for batch in goals
+    ]
 
 
 def test_accumulation_equals_the_larger_batch() -> None:
@@ -177,8 +209,9 @@ def test_gradient_clipping_bounds_the_update() -> None:
     model = ToyDetector()
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     start = model.w.detach().clone()
-    train_one_epoch(model, optimizer, _batches([[100.0, 100.0]]), torch.device("cpu"), clip_grad_norm=0.01,
-                    progress=False)  # fmt: skip
+    train_one_epoch(
+        model, optimizer, _batches([[100.0, 100.0]]), torch.device("cpu"), clip_grad_norm=0.01, progress=False
+    )
     assert (model.w.detach() - start).norm() == pytest.approx(0.01, rel=1e-4)
 
 
@@ -199,8 +232,16 @@ def test_steps_the_grad_scaler_skips_do_not_advance_the_schedule() -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        stats = train_one_epoch(model, optimizer, _batches([[1e4], [1e4], [1.0], [1.0]]), torch.device("cpu"),
-                                scheduler=scheduler, scaler=scaler, progress=False, around_batch=around_batch)  # fmt: skip
+        stats = train_one_epoch(
+            model,
+            optimizer,
+            _batches([[1e4], [1e4], [1.0], [1.0]]),
+            torch.device("cpu"),
+            scheduler=scheduler,
+            scaler=scaler,
+            progress=False,
+            around_batch=around_batch,
+        )
     assert seen == [(False, 0), (False, 0), (True, 1), (True, 2)]
     assert stats["steps"] == 2
 
@@ -209,14 +250,22 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run() -> None:
     model = ToyDetector()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     nan = float("nan")
-    stats = train_one_epoch(model, optimizer, _batches([[1.0], [nan], [2.0]]), torch.device("cpu"), max_nonfinite=2,
-                            progress=False)  # fmt: skip
+    stats = train_one_epoch(
+        model, optimizer, _batches([[1.0], [nan], [2.0]]), torch.device("cpu"), max_nonfinite=2, progress=False
+    )
     assert stats["skipped_steps"] == 1 and stats["nonfinite_run"] == 0 and stats["iterations"] == 3
     assert math.isfinite(stats["loss"]) and torch.isfinite(model.w).all()
     # The count carries across epochs: one NaN left over from before plus one more reaches the limit.
     with pytest.raises(DetectFTError, match="not finite.*2 batches in a row.*train.max_nonfinite=2"):
-        train_one_epoch(model, optimizer, _batches([[nan], [1.0]]), torch.device("cpu"), max_nonfinite=2,
-                        nonfinite_run=1, progress=False)  # fmt: skip
+        train_one_epoch(
+            model,
+            optimizer,
+            _batches([[nan], [1.0]]),
+            torch.device("cpu"),
+            max_nonfinite=2,
+            nonfinite_run=1,
+            progress=False,
+        )
 
 
 class FakeValidation(Hook):
@@ -236,8 +285,9 @@ class FakeValidation(Hook):
 def test_best_checkpoint_and_early_stopping_follow_the_chosen_metric(tiny_data, tmp_path, capsys) -> None:
     fake = FakeValidation([(0.1, 0.5), (0.3, 0.4), (0.2, 0.45), (0.9, 0.9)])
     out = tmp_path / "run"
-    cfg = tiny_config(tiny_data, out, "train.epochs=4", "train.best_metric=map50", "train.patience=2",
-                      "train.max_iters_per_epoch=1")  # fmt: skip
+    cfg = tiny_config(
+        tiny_data, out, "train.epochs=4", "train.best_metric=map50", "train.patience=2", "train.max_iters_per_epoch=1"
+    )
     trainer_module.train(cfg, progress=False, hooks=[fake])
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -257,12 +307,26 @@ RACCOON = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" 
 def test_trains_on_the_real_raccoon_voc_split(tmp_path) -> None:
     """Real photos of many sizes through the VOC adapter, the doctor, augmentation and validation."""
     out = tmp_path / "run"
-    cfg = load_config(None, [
-        f"model.name={MODEL}", "model.weights=none", "model.min_size=160", "model.max_size=160",
-        "data.format=voc", f"data.root={RACCOON}", "data.train=train", "data.val=val", "augment.preset=ssd",
-        "train.epochs=1", "train.batch_size=4", "train.workers=2", "train.max_iters_per_epoch=3",
-        "train.aspect_ratio_grouping=true", f"output.dir={out}",
-    ])  # fmt: skip
+    cfg = load_config(
+        None,
+        [
+            f"model.name={MODEL}",
+            "model.weights=none",
+            "model.min_size=160",
+            "model.max_size=160",
+            "data.format=voc",
+            f"data.root={RACCOON}",
+            "data.train=train",
+            "data.val=val",
+            "augment.preset=ssd",
+            "train.epochs=1",
+            "train.batch_size=4",
+            "train.workers=2",
+            "train.max_iters_per_epoch=3",
+            "train.aspect_ratio_grouping=true",
+            f"output.dir={out}",
+        ],
+    )
     trainer_module.train(cfg, progress=False)
     row = json.loads((out / "metrics.jsonl").read_text())
     assert row["iterations"] == 3 and math.isfinite(row["loss"]) and 0 <= row["map"] <= 1
@@ -289,8 +353,10 @@ def test_nonfinite_weights_are_never_saved_and_metrics_stay_strict_json(tiny_dat
     assert isinstance(poison.error, WeightsDiverged)
     assert not (out / "checkpoints" / "best.pt").exists() and not (out / "checkpoints" / "last.pt").exists()
     text = (out / "metrics.jsonl").read_text()
-    rows = [json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl")) for line in
-            text.splitlines()]  # fmt: skip
+    rows = [
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl"))
+        for line in text.splitlines()
+    ]
     assert rows[0]["epoch"] == 1 and rows[0]["loss"] is None and rows[0]["skipped_steps"] == 2
 
 
@@ -317,6 +383,7 @@ def test_a_truncated_training_image_is_named_or_left_out_as_data_on_unreadable_i
     with pytest.raises(DataError, match="train_000003.jpg is truncated.*data.on_unreadable_image=drop"):
         trainer_module.train(tiny_config(broken, tmp_path / "a", *overrides), progress=False)
     with pytest.warns(UserWarning, match="train_000003.jpg is truncated"):
-        trainer_module.train(tiny_config(broken, tmp_path / "b", *overrides, "data.on_unreadable_image=drop"),
-                             progress=False)  # fmt: skip
+        trainer_module.train(
+            tiny_config(broken, tmp_path / "b", *overrides, "data.on_unreadable_image=drop"), progress=False
+        )
     assert (tmp_path / "b" / "checkpoints" / "last.pt").is_file()

@@ -25,22 +25,43 @@ def load_tool():
 @pytest.mark.slow
 def test_transfer_study_from_a_checkpoint_on_other_classes(tmp_path):
     common = ["model.min_size=96", "train.batch_size=4", "train.workers=0", "train.epochs=1", "eval.batch_size=4"]
-    source_data = make_synthetic_dataset(tmp_path / "a", num_train=8, num_val=4, image_size=96,
-                                         classes=("circle", "square"), seed=0)  # fmt: skip
-    source_cfg = load_config(REPO / "configs" / "demo_shapes.yaml", [
-        f"data.root={source_data}", "data.classes=[circle,square]", "model.weights=none",
-        f"output.dir={tmp_path / 'source'}", *common,
-    ])  # fmt: skip
+    source_data = make_synthetic_dataset(
+        tmp_path / "a", num_train=8, num_val=4, image_size=96, classes=("circle", "square"), seed=0
+    )
+    source_cfg = load_config(
+        REPO / "configs" / "demo_shapes.yaml",
+        [
+            f"data.root={source_data}",
+            "data.classes=[circle,square]",
+            "model.weights=none",
+            f"output.dir={tmp_path / 'source'}",
+            *common,
+        ],
+    )
     source = train(source_cfg, progress=False) / "checkpoints" / "last.pt"
 
-    target_data = make_synthetic_dataset(tmp_path / "b", num_train=8, num_val=4, image_size=96,
-                                         classes=("star", "square"), seed=1)  # fmt: skip
+    target_data = make_synthetic_dataset(
+        tmp_path / "b", num_train=8, num_val=4, image_size=96, classes=("star", "square"), seed=1
+    )
     out = tmp_path / "study"
     tool = load_tool()
-    code = tool.main([
-        str(REPO / "configs" / "demo_shapes.yaml"), f"data.root={target_data}", "data.classes=[star,square]", *common,
-        "train.epochs=2", "--source", str(source), "--out", str(out), "--arms", "scratch", "frozen", "gradual",
-    ])  # fmt: skip
+    code = tool.main(
+        [
+            str(REPO / "configs" / "demo_shapes.yaml"),
+            f"data.root={target_data}",
+            "data.classes=[star,square]",
+            *common,
+            "train.epochs=2",
+            "--source",
+            str(source),
+            "--out",
+            str(out),
+            "--arms",
+            "scratch",
+            "frozen",
+            "gradual",
+        ]
+    )
     assert code == 0
     table = (out / "study.md").read_text()
     for arm in ("scratch", "frozen", "gradual"):
@@ -55,10 +76,27 @@ def test_transfer_study_from_a_checkpoint_on_other_classes(tmp_path):
     assert load_config(out / "scratch" / "config.yaml").model.weights == "none"
     # A second call with --reuse trains nothing and rebuilds the same table from the finished arms.
     before = {arm: (out / arm / "metrics.jsonl").stat().st_mtime_ns for arm in ("scratch", "frozen", "gradual")}
-    assert tool.main([
-        str(REPO / "configs" / "demo_shapes.yaml"), f"data.root={target_data}", "data.classes=[star,square]", *common,
-        "train.epochs=2", "--source", str(source), "--out", str(out), "--arms", "scratch", "frozen", "gradual", "--reuse",
-    ]) == 0  # fmt: skip
+    assert (
+        tool.main(
+            [
+                str(REPO / "configs" / "demo_shapes.yaml"),
+                f"data.root={target_data}",
+                "data.classes=[star,square]",
+                *common,
+                "train.epochs=2",
+                "--source",
+                str(source),
+                "--out",
+                str(out),
+                "--arms",
+                "scratch",
+                "frozen",
+                "gradual",
+                "--reuse",
+            ]
+        )
+        == 0
+    )
     assert {arm: (out / arm / "metrics.jsonl").stat().st_mtime_ns for arm in before} == before
     assert json.loads((out / "study.json").read_text())["arms"].keys() == study["arms"].keys()
 
@@ -66,10 +104,12 @@ def test_transfer_study_from_a_checkpoint_on_other_classes(tmp_path):
 def test_summary_counts_epochs_to_ninety_percent_of_the_best_arm():
     tool = load_tool()
     rows = lambda maps: [{"epoch": i + 1, "map": m, "map50": m} for i, m in enumerate(maps)]
-    table = tool.summarise({
-        "scratch": {"rows": rows([0.0, 0.1, 0.5]), "wall_s": 3.0},
-        "finetune": {"rows": rows([0.5, 0.95, 1.0]), "wall_s": 3.0},
-    })  # fmt: skip
+    table = tool.summarise(
+        {
+            "scratch": {"rows": rows([0.0, 0.1, 0.5]), "wall_s": 3.0},
+            "finetune": {"rows": rows([0.5, 0.95, 1.0]), "wall_s": 3.0},
+        }
+    )
     assert table["finetune"]["epochs_to_90pct"] == 2 and table["finetune"]["best_map"] == 1.0
     assert table["scratch"]["epochs_to_90pct"] is None
     assert table["finetune"]["epochs_to_scratch_final_map50"] == 1 and table["scratch"]["final_map50"] == 0.5

@@ -384,9 +384,14 @@ def test_slice_crop_is_repeatable_with_the_seed() -> None:
 def test_mosaic_of_slice_crops_keeps_every_image_at_its_own_scale() -> None:
     """The other images of a mosaic are cropped too: their boxes keep their pixel sizes (no resize)."""
     transform = BoxTransform(
-        [], min_area=0.0, min_visibility=0.0, mixer=SizeKeepingMosaic(p=1.0), mix_p=1.0, num_extra=3,
+        [],
+        min_area=0.0,
+        min_visibility=0.0,
+        mixer=SizeKeepingMosaic(p=1.0),
+        mix_p=1.0,
+        num_extra=3,
         crop=slice_crop(64),
-    )  # fmt: skip
+    )
     transform.set_seed(0)
     rng = np.random.default_rng(0)
     for _ in range(10):

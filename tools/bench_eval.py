@@ -26,8 +26,9 @@ from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.evaluation.coco_eval import BACKENDS, STAT_KEYS, coco_ground_truth, coco_metrics
 
 
-def synthetic_workload(num_images: int, num_classes: int = 80, boxes_per_image: float = 7.0,
-                       dets_per_image: int = 100, seed: int = 0) -> tuple[DatasetRecords, list[dict]]:  # fmt: skip
+def synthetic_workload(
+    num_images: int, num_classes: int = 80, boxes_per_image: float = 7.0, dets_per_image: int = 100, seed: int = 0
+) -> tuple[DatasetRecords, list[dict]]:
     """Records with Poisson(``boxes_per_image``) boxes (1% crowd) and ``dets_per_image`` detections per
     image: a jittered copy of each box (10% with a wrong class), the rest random boxes, scores uniform."""
     rng = np.random.default_rng(seed)
@@ -37,8 +38,17 @@ def synthetic_workload(num_images: int, num_classes: int = 80, boxes_per_image: 
         n = int(rng.poisson(boxes_per_image))
         boxes = _random_boxes(rng, n, width, height)
         labels = rng.integers(1, num_classes + 1, n)
-        records.append(ImageRecord(image_path=f"/synthetic/{i:06d}.jpg", width=width, height=height, boxes=boxes,
-                                   labels=labels, iscrowd=rng.random(n) < 0.01, image_id=i + 1))  # fmt: skip
+        records.append(
+            ImageRecord(
+                image_path=f"/synthetic/{i:06d}.jpg",
+                width=width,
+                height=height,
+                boxes=boxes,
+                labels=labels,
+                iscrowd=rng.random(n) < 0.01,
+                image_id=i + 1,
+            )
+        )
         jitter = rng.normal(0, 0.08, (n, 4)) * np.tile(boxes[:, 2:] - boxes[:, :2], 2)
         hit_boxes = np.clip(boxes + jitter, 0, [width, height, width, height])
         hit_boxes[:, 2:] = np.maximum(hit_boxes[:, 2:], hit_boxes[:, :2] + 1)
@@ -47,8 +57,9 @@ def synthetic_workload(num_images: int, num_classes: int = 80, boxes_per_image: 
         det_boxes = np.concatenate([hit_boxes, _random_boxes(rng, m, width, height)])
         det_labels = np.concatenate([hit_labels, rng.integers(1, num_classes + 1, m)])
         scores = np.concatenate([rng.uniform(0.3, 1.0, n), rng.uniform(0.0, 0.7, m)])
-        predictions.append({"boxes": det_boxes.astype(np.float32), "scores": scores.astype(np.float32),
-                            "labels": det_labels})  # fmt: skip
+        predictions.append(
+            {"boxes": det_boxes.astype(np.float32), "scores": scores.astype(np.float32), "labels": det_labels}
+        )
     names = [f"class{k:02d}" for k in range(1, num_classes + 1)]
     return DatasetRecords(records, names, source="synthetic"), predictions
 
@@ -81,11 +92,18 @@ def plain_results(dataset: DatasetRecords, predictions: list[dict]) -> list[dict
     """The results list as a user would write it: one dict per box, xywh from the float32 xyxy."""
     results = []
     for record, pred in zip(dataset.records, predictions):
-        for box, score, label in zip(pred["boxes"].astype(np.float64).tolist(), pred["scores"].tolist(),
-                                     pred["labels"].tolist()):  # fmt: skip
+        for box, score, label in zip(
+            pred["boxes"].astype(np.float64).tolist(), pred["scores"].tolist(), pred["labels"].tolist()
+        ):
             x1, y1, x2, y2 = box
-            results.append({"image_id": record.image_id, "category_id": dataset.category_ids[label - 1],
-                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(np.float64(score))})  # fmt: skip
+            results.append(
+                {
+                    "image_id": record.image_id,
+                    "category_id": dataset.category_ids[label - 1],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": float(np.float64(score)),
+                }
+            )
     return results
 
 
@@ -99,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
 
     dataset, predictions = synthetic_workload(args.images, args.classes, seed=args.seed)
     num_dets = sum(len(p["boxes"]) for p in predictions)
-    print(f"workload: {len(dataset)} images, {args.classes} classes, {dataset.num_boxes} boxes, "
-          f"{num_dets} detections; python {platform.python_version()}, {os.cpu_count()} CPUs")  # fmt: skip
+    print(
+        f"workload: {len(dataset)} images, {args.classes} classes, {dataset.num_boxes} boxes, "
+        f"{num_dets} detections; python {platform.python_version()}, {os.cpu_count()} CPUs"
+    )
 
     gt, results = coco_ground_truth(dataset), plain_results(dataset, predictions)
     start = time.perf_counter()

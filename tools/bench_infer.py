@@ -152,24 +152,45 @@ def checkpoint_data(path: str, data_config: str, class_names: list[str]):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=PATH",
-                        help="use this checkpoint instead of training (repeatable)")  # fmt: skip
-    parser.add_argument("--data-config", default="", metavar="CONFIG",
-                        help="score on this config's data.val, calibrate on its data.train ('checkpoint': the "
-                             "checkpoint's own config); only --checkpoint models are benched")  # fmt: skip
-    parser.add_argument("--variants", default="", metavar="NAMES",
-                        help=f"INT8 variants to bench too: 'all' or a comma list of {', '.join([*VARIANTS, *LEVELS])}")  # fmt: skip
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="MODEL=PATH",
+        help="use this checkpoint instead of training (repeatable)",
+    )
+    parser.add_argument(
+        "--data-config",
+        default="",
+        metavar="CONFIG",
+        help="score on this config's data.val, calibrate on its data.train ('checkpoint': the "
+        "checkpoint's own config); only --checkpoint models are benched",
+    )
+    parser.add_argument(
+        "--variants",
+        default="",
+        metavar="NAMES",
+        help=f"INT8 variants to bench too: 'all' or a comma list of {', '.join([*VARIANTS, *LEVELS])}",
+    )
     parser.add_argument("--calib-images", type=int, default=32, help="INT8 calibration images (with --data-config)")
     parser.add_argument("--train-iters", type=int, default=120, help="SGD steps for SSDlite")
-    parser.add_argument("--rcnn-train-iters", type=int, default=30,
-                        help="SGD steps for Faster R-CNN (~10x slower per step on 2 shared CPU cores)")  # fmt: skip
+    parser.add_argument(
+        "--rcnn-train-iters",
+        type=int,
+        default=30,
+        help="SGD steps for Faster R-CNN (~10x slower per step on 2 shared CPU cores)",
+    )
     parser.add_argument("--train-images", type=int, default=64)
     parser.add_argument("--val-images", type=int, default=24)
     parser.add_argument("--side", type=int, default=160, help="model input size (min_size) and image side")
     parser.add_argument("--threads", type=int, default=2, help="threads for timed inference (torch and onnxruntime)")
-    parser.add_argument("--train-threads", type=int, default=1,
-                        help="torch threads while training; on a shared machine 2 OpenMP threads stall whenever "
-                             "another process holds a core")  # fmt: skip
+    parser.add_argument(
+        "--train-threads",
+        type=int,
+        default=1,
+        help="torch threads while training; on a shared machine 2 OpenMP threads stall whenever "
+        "another process holds a core",
+    )
     parser.add_argument("--warmup", type=int, default=5, help="untimed rounds")
     parser.add_argument("--runs", type=int, default=30, help="timed rounds (one call per runtime each)")
     parser.add_argument("--images", type=int, default=8, help="validation images the timed calls cycle through")
@@ -183,15 +204,24 @@ def main() -> None:
     if args.data_config and not checkpoints:
         parser.error("--data-config needs --checkpoint MODEL=PATH")
 
-    print(f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())} ({os.cpu_count()} cores, "
-          f"CPU INT8 support: {cpu_int8_support()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")  # fmt: skip
+    print(
+        f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())} ({os.cpu_count()} cores, "
+        f"CPU INT8 support: {cpu_int8_support()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
+    )
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_infer_"))
     work.mkdir(parents=True, exist_ok=True)
     if args.data_config:
         jobs = list(checkpoints)
     else:
-        root = make_synthetic_dataset(work / "data", num_train=args.train_images, num_val=args.val_images,
-                                      image_size=args.side, classes=CLASSES, format="coco", seed=0)  # fmt: skip
+        root = make_synthetic_dataset(
+            work / "data",
+            num_train=args.train_images,
+            num_val=args.val_images,
+            image_size=args.side,
+            classes=CLASSES,
+            format="coco",
+            seed=0,
+        )
         split = lambda name: load_split(format="coco", root=root, split=name, classes=list(CLASSES))[0]
         synthetic = split("train.json"), split("val.json")
         jobs = list(MODELS_TO_BENCH)
@@ -218,14 +248,28 @@ def main() -> None:
             data_desc = f"{len(val)} synthetic validation images of {args.side} px, {len(calib)} calibration images"
         torch.set_num_threads(args.threads)
         fp32_path = work / f"{name}.onnx"
-        report = export_detector(model, fp32_path, model_name=name, class_names=class_names, val_dataset=val,
-                                 score_thresh=score_thresh, int8=True, calib_images=calib, int8_keep_anyway=True)  # fmt: skip
+        report = export_detector(
+            model,
+            fp32_path,
+            model_name=name,
+            class_names=class_names,
+            val_dataset=val,
+            score_thresh=score_thresh,
+            int8=True,
+            calib_images=calib,
+            int8_keep_anyway=True,
+        )
         int8_path = work / f"{name}.int8.onnx"
-        metrics = {"pytorch eager": report["parity"]["torch"], "onnx fp32": report["parity"]["onnx"],
-                   "onnx int8": report["int8"]}  # fmt: skip
+        metrics = {
+            "pytorch eager": report["parity"]["torch"],
+            "onnx fp32": report["parity"]["onnx"],
+            "onnx int8": report["int8"],
+        }
         labels = {"onnx int8": f"onnx int8 (default: {report['int8']['description']})"}
-        predictors = {"onnx fp32": onnx_predictor(fp32_path, args.threads),
-                      "onnx int8": onnx_predictor(int8_path, args.threads)}  # fmt: skip
+        predictors = {
+            "onnx fp32": onnx_predictor(fp32_path, args.threads),
+            "onnx int8": onnx_predictor(int8_path, args.threads),
+        }
         for variant in variants:
             start = time.perf_counter()
             if variant in VARIANTS:
@@ -254,18 +298,32 @@ def main() -> None:
             p50, p90 = float(np.percentile(values, 50)), float(np.percentile(values, 90))
             m = metrics[runtime]
             delta = [f"{100 * ((m[key] or 0) - (fp32_metrics[key] or 0)):+.2f}" for key in ("map", "map50")]
-            rows.append([name, labels.get(runtime, runtime), f"{p50:.1f}", f"{p90:.1f}", f"{fp32_p50 / p50:.2f}x",
-                         f"{100 * (m['map'] or 0):.1f}", f"{100 * (m['map50'] or 0):.1f}", *delta])  # fmt: skip
+            rows.append(
+                [
+                    name,
+                    labels.get(runtime, runtime),
+                    f"{p50:.1f}",
+                    f"{p90:.1f}",
+                    f"{fp32_p50 / p50:.2f}x",
+                    f"{100 * (m['map'] or 0):.1f}",
+                    f"{100 * (m['map50'] or 0):.1f}",
+                    *delta,
+                ]
+            )
         det = report["parity"]["detections"]
-        notes.append(f"{name}: {data_desc}; parity {det['matched']}/{det['reference_detections']} detections matched, "
-                     f"max score diff {det['max_score_diff']:.1e}, max box diff {det['max_box_diff']:.1e} px; "
-                     f"default INT8 gate (export.int8_max_map_drop={report['int8']['max_map_drop']}): "
-                     f"{report['int8']['gate']}")  # fmt: skip
+        notes.append(
+            f"{name}: {data_desc}; parity {det['matched']}/{det['reference_detections']} detections matched, "
+            f"max score diff {det['max_score_diff']:.1e}, max box diff {det['max_box_diff']:.1e} px; "
+            f"default INT8 gate (export.int8_max_map_drop={report['int8']['max_map_drop']}): "
+            f"{report['int8']['gate']}"
+        )
     print()
     print("\n".join(notes))
-    print(f"batch 1, {args.threads} threads, {args.warmup} warm-up + {args.runs} timed rounds over {args.images} "
-          "validation images; ONNX runtimes interleaved per round, PyTorch eager in its own block; "
-          "vs fp32 = ONNX fp32 p50 / p50; d = change vs ONNX fp32 in AP points")  # fmt: skip
+    print(
+        f"batch 1, {args.threads} threads, {args.warmup} warm-up + {args.runs} timed rounds over {args.images} "
+        "validation images; ONNX runtimes interleaved per round, PyTorch eager in its own block; "
+        "vs fp32 = ONNX fp32 p50 / p50; d = change vs ONNX fp32 in AP points"
+    )
     print(format_table(["model", "runtime", "p50 ms", "p90 ms", "vs fp32", "mAP", "mAP50", "d mAP", "d mAP50"], rows))
     print(f"load average at end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 

@@ -76,15 +76,17 @@ def main() -> int:
         dataset = DetectionDataset(records, build_transform("light", train=True))
         model = build_model(args.model, records.num_classes, "none", records.class_names).to(device)
         optimizer = build_optimizer(model, args.model, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4)
-        scheduler = build_scheduler(optimizer, scheduler="cosine", total_steps=10**6, steps_per_epoch=10**3,
-                                    warmup_iters=0)  # fmt: skip
+        scheduler = build_scheduler(
+            optimizer, scheduler="cosine", total_steps=10**6, steps_per_epoch=10**3, warmup_iters=0
+        )
 
         def loader(seed: int):
             return build_loader(dataset, batch_size=args.batch, shuffle=True, workers=args.workers, seed=seed)
 
         def ours(seed: int) -> int:
-            stats = train_one_epoch(model, optimizer, loader(seed), device, scheduler=scheduler, max_iters=args.iters,
-                                    progress=True)  # fmt: skip
+            stats = train_one_epoch(
+                model, optimizer, loader(seed), device, scheduler=scheduler, max_iters=args.iters, progress=True
+            )
             if device.type == "cuda":
                 torch.cuda.synchronize()
             return stats["images"]
@@ -101,9 +103,11 @@ def main() -> int:
 
     bare, ours_ = statistics.median(results["bare"]), statistics.median(results["ours"])
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'CPU'}"
-    print(f"\n{args.model}, batch {args.batch}, {args.image_size}x{args.image_size} images, {args.iters} iterations x "
-          f"{args.repeats} repeats, {args.workers} loader workers, {torch.get_num_threads()} torch threads, "
-          f"{device} ({where})")  # fmt: skip
+    print(
+        f"\n{args.model}, batch {args.batch}, {args.image_size}x{args.image_size} images, {args.iters} iterations x "
+        f"{args.repeats} repeats, {args.workers} loader workers, {torch.get_num_threads()} torch threads, "
+        f"{device} ({where})"
+    )
     for name, values in results.items():
         runs_text = ", ".join(f"{v:.2f}" for v in values)
         print(f"  {name:<5} img/s: median {statistics.median(values):7.2f}   runs {runs_text}")

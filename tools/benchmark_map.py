@@ -46,10 +46,16 @@ def benchmark(cfg, weights: list[str], split_name: str) -> list[dict]:
         start = time.perf_counter()
         raw = predict_records(predict_batch, dataset, batch_size=cfg.eval.batch_size, workers=cfg.train.workers)
         seconds = time.perf_counter() - start
-        metrics = score_predictions(dataset, filter_predictions(raw, cfg.eval.score_thresh),
-                                    backend=cfg.eval.backend, source=path)  # fmt: skip
-        metrics.update(weights=path, model_name=detector.model_name, images_per_s=len(dataset) / seconds,
-                       dataset=dataset.source, split=split_name)  # fmt: skip
+        metrics = score_predictions(
+            dataset, filter_predictions(raw, cfg.eval.score_thresh), backend=cfg.eval.backend, source=path
+        )
+        metrics.update(
+            weights=path,
+            model_name=detector.model_name,
+            images_per_s=len(dataset) / seconds,
+            dataset=dataset.source,
+            split=split_name,
+        )
         results.append(metrics)
         print(f"{path}: mAP {fmt(metrics['map'])}  mAP50 {fmt(metrics['map50'])}  {metrics['images_per_s']:.1f} img/s")
     return results
@@ -58,24 +64,33 @@ def benchmark(cfg, weights: list[str], split_name: str) -> list[dict]:
 def to_markdown(results: list[dict]) -> str:
     """Overall table (one row per model) and per-class AP@[.50:.95] table (one column per model)."""
     overall = [
-        (r["weights"], r["model_name"], fmt(r["map"]), fmt(r["map50"]), fmt(r["map75"]), fmt(r["voc_map50"]),
-         f"{r['images_per_s']:.1f}")
+        (
+            r["weights"],
+            r["model_name"],
+            fmt(r["map"]),
+            fmt(r["map50"]),
+            fmt(r["map75"]),
+            fmt(r["voc_map50"]),
+            f"{r['images_per_s']:.1f}",
+        )
         for r in results
-    ]  # fmt: skip
+    ]
     names = list(dict.fromkeys(n for r in results for n in r["per_class"]))
     per_class = [(n, *(fmt(r["per_class"].get(n)) for r in results)) for n in names]
     first = results[0]
-    return "\n".join([
-        f"Dataset {first['dataset']} ({first['split']}), {first['num_images']} images, "
-        f"{first['num_ground_truth']} boxes; COCO protocol via {first['backend']}.",
-        "",
-        markdown_table(("weights", "model", "mAP", "mAP50", "mAP75", "VOC AP50", "images/s"), overall),
-        "",
-        "Per-class AP@[.50:.95]:",
-        "",
-        markdown_table(("class", *(f"#{i + 1}" for i in range(len(results)))), per_class),
-        "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"Dataset {first['dataset']} ({first['split']}), {first['num_images']} images, "
+            f"{first['num_ground_truth']} boxes; COCO protocol via {first['backend']}.",
+            "",
+            markdown_table(("weights", "model", "mAP", "mAP50", "mAP75", "VOC AP50", "images/s"), overall),
+            "",
+            "Per-class AP@[.50:.95]:",
+            "",
+            markdown_table(("class", *(f"#{i + 1}" for i in range(len(results)))), per_class),
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,8 +42,9 @@ def throughput(
     torch.manual_seed(0)
     model = build_model(model_name, dataset.records.num_classes, "none", dataset.records.class_names).to(device)
     optimizer = build_optimizer(model, model_name, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4)
-    scheduler = build_scheduler(optimizer, scheduler="cosine", total_steps=warmup + iters, steps_per_epoch=iters,
-                                warmup_iters=warmup)  # fmt: skip
+    scheduler = build_scheduler(
+        optimizer, scheduler="cosine", total_steps=warmup + iters, steps_per_epoch=iters, warmup_iters=warmup
+    )
     if mode == "off":
         amp_dtype = None
     elif mode == "fp16":
@@ -55,8 +56,15 @@ def throughput(
     def loader(n: int) -> DataLoader:
         # Sampling with replacement gives any number of batches from a small synthetic set, decoded each time.
         sampler = RandomSampler(dataset, replacement=True, num_samples=n * batch)
-        return DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, pin_memory=cuda,
-                          collate_fn=collate_detection, persistent_workers=False)  # fmt: skip
+        return DataLoader(
+            dataset,
+            batch_size=batch,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=cuda,
+            collate_fn=collate_detection,
+            persistent_workers=False,
+        )
 
     common = dict(scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype, max_nonfinite=10**9, progress=False)
     train_one_epoch(model, optimizer, loader(warmup), device, **common)  # cudnn.benchmark tuning, allocator
@@ -67,8 +75,13 @@ def throughput(
     if cuda:
         torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
-    return {"img_s": stats["img_s"], "peak_gib": peak, "loss": stats["loss"], "skipped": stats["skipped_steps"],
-            "dtype": str(amp_dtype).replace("torch.", "")}  # fmt: skip
+    return {
+        "img_s": stats["img_s"],
+        "peak_gib": peak,
+        "loss": stats["loss"],
+        "skipped": stats["skipped_steps"],
+        "dtype": str(amp_dtype).replace("torch.", ""),
+    }
 
 
 def end_to_end(tmp: Path, device: str = "cuda") -> str:
@@ -80,11 +93,21 @@ def end_to_end(tmp: Path, device: str = "cuda") -> str:
     from detect_ft.models import load_detector
 
     overrides = [
-        "model.name=ssdlite320_mobilenet_v3_large", "model.weights=none", f"data.root={tmp / 'data'}",
-        "data.train=train.json", "data.val=val.json", f"train.device={device}", "train.amp=true", "train.ema=true",
-        "train.epochs=2", "train.batch_size=8", "train.max_iters_per_epoch=5", "train.workers=2",
-        "train.channels_last=true", f"output.dir={tmp / 'run'}",
-    ]  # fmt: skip
+        "model.name=ssdlite320_mobilenet_v3_large",
+        "model.weights=none",
+        f"data.root={tmp / 'data'}",
+        "data.train=train.json",
+        "data.val=val.json",
+        f"train.device={device}",
+        "train.amp=true",
+        "train.ema=true",
+        "train.epochs=2",
+        "train.batch_size=8",
+        "train.max_iters_per_epoch=5",
+        "train.workers=2",
+        "train.channels_last=true",
+        f"output.dir={tmp / 'run'}",
+    ]
     run = train(load_config(None, overrides), progress=False)
     train(load_config(None, overrides + ["train.epochs=3", "train.resume=auto"]), progress=False)
     model, meta = load_detector(run / "checkpoints" / "last.pt")
@@ -117,8 +140,10 @@ def main() -> int:
     if args.cpu_dry_run:
         args.iters, args.warmup, args.batch, args.workers, args.modes = 2, 1, 2, 0, "off"
     elif not torch.cuda.is_available():
-        print("error: no CUDA device is visible; tools/gpu_check.py needs a GPU (run the CPU tests instead)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "error: no CUDA device is visible; tools/gpu_check.py needs a GPU (run the CPU tests instead)",
+            file=sys.stderr,
+        )
         return 2
     torch.backends.cudnn.benchmark = True
     from detect_ft.data.dataset import DetectionDataset
@@ -146,8 +171,16 @@ def main() -> int:
         for model_name in args.models.split(","):
             for mode in args.modes.split(","):
                 try:
-                    r = throughput(model_name, mode, dataset, batch=args.batch, iters=args.iters, warmup=args.warmup,
-                                   workers=args.workers, device=device)  # fmt: skip
+                    r = throughput(
+                        model_name,
+                        mode,
+                        dataset,
+                        batch=args.batch,
+                        iters=args.iters,
+                        warmup=args.warmup,
+                        workers=args.workers,
+                        device=device,
+                    )
                 except Exception as exc:  # report and go on: one failing mode must not hide the others
                     failures += 1
                     print(f"| {model_name} | {mode} | {args.batch} | FAILED: {type(exc).__name__}: {exc} | | |")
@@ -155,8 +188,10 @@ def main() -> int:
                 ok = math.isfinite(r["loss"]) and r["skipped"] < args.iters
                 failures += not ok
                 loss_text = f"{r['loss']:.3f}" + ("" if ok else " NOT FINITE")
-                print(f"| {model_name} | {mode} ({r['dtype']}) | {args.batch} | {r['img_s']:.1f} "
-                      f"| {r['peak_gib']:.2f} | {loss_text} |")  # fmt: skip
+                print(
+                    f"| {model_name} | {mode} ({r['dtype']}) | {args.batch} | {r['img_s']:.1f} "
+                    f"| {r['peak_gib']:.2f} | {loss_text} |"
+                )
                 if device == "cuda":
                     torch.cuda.empty_cache()
         print(f"\nend-to-end train() on {device} with AMP + EMA + channels_last (CUDA only), then resume:")

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from detect_ft.api import Detector
-from detect_ft.api.detector import train_config
+from detect_ft.api.train import train_config
 from detect_ft.config import load_config
 from detect_ft.data.synthetic import make_synthetic_dataset
 from detect_ft.evaluation.report import markdown_table
@@ -33,16 +33,32 @@ SHAPES = ("circle", "square", "triangle")
 
 def small_object_set(root: Path, num_train: int, num_val: int) -> Path:
     if not (root / "val.json").exists():
-        make_synthetic_dataset(root, num_train=num_train, num_val=num_val, image_size=(1600, 1200), classes=SHAPES,
-                               format="coco", seed=14, object_px=(12, 32), objects=(10, 30))  # fmt: skip
+        make_synthetic_dataset(
+            root,
+            num_train=num_train,
+            num_val=num_val,
+            image_size=(1600, 1200),
+            classes=SHAPES,
+            format="coco",
+            seed=14,
+            object_px=(12, 32),
+            objects=(10, 30),
+        )
     return root
 
 
 def dataset_overrides(name: str, root: Path, slice_size: int) -> list[str]:
     if name == "small":
-        return ["data.format=coco", f"data.root={root}", "data.train=train.json", "data.val=val.json",
-                f"data.classes={json.dumps(list(SHAPES))}", f"augment.crop_size={slice_size}",
-                f"model.min_size={slice_size}", f"eval.slice={slice_size}"]  # fmt: skip
+        return [
+            "data.format=coco",
+            f"data.root={root}",
+            "data.train=train.json",
+            "data.val=val.json",
+            f"data.classes={json.dumps(list(SHAPES))}",
+            f"augment.crop_size={slice_size}",
+            f"model.min_size={slice_size}",
+            f"eval.slice={slice_size}",
+        ]
     return ["data.format=voc", f"data.root={root}", "data.train=train", "data.val=val", "data.classes=[raccoon]"]
 
 
@@ -60,9 +76,18 @@ def run_arm(
     for sliced in (False, True):
         keys = {"eval.slice": slice_size if sliced else 0, "eval.slice_overlap": overlap}
         metrics = detector.evaluate(run_dir / "config.yaml", **keys)
-        rows.append({"dataset": name, "anchors": anchors, "slicing": f"{slice_size} px tiles" if sliced else "off",
-                     "map": metrics["map"], "map50": metrics["map50"], "map_small": metrics["map_small"],
-                     "train_s": round(train_s), "epochs": cfg.train.epochs})  # fmt: skip
+        rows.append(
+            {
+                "dataset": name,
+                "anchors": anchors,
+                "slicing": f"{slice_size} px tiles" if sliced else "off",
+                "map": metrics["map"],
+                "map50": metrics["map50"],
+                "map_small": metrics["map_small"],
+                "train_s": round(train_s),
+                "epochs": cfg.train.epochs,
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -81,9 +106,15 @@ def main() -> None:
     parser.add_argument("--raccoon", type=Path, default=Path("../shared/datasets/raccoon-voc"))
     parser.add_argument("--datasets", nargs="+", default=["small", "raccoon"], choices=["small", "raccoon"])
     args = parser.parse_args()
-    budget = ["model.name=ssdlite320_efficientnet_lite0", f"train.epochs={args.epochs}", f"train.workers={args.workers}",
-              "train.best_metric=map50", f"train.eval_interval={args.eval_interval}", "eval.batch_size=4",
-              f"train.device={args.device}"]  # fmt: skip
+    budget = [
+        "model.name=ssdlite320_efficientnet_lite0",
+        f"train.epochs={args.epochs}",
+        f"train.workers={args.workers}",
+        "train.best_metric=map50",
+        f"train.eval_interval={args.eval_interval}",
+        "eval.batch_size=4",
+        f"train.device={args.device}",
+    ]
     rows = []
     for name in args.datasets:
         if name == "raccoon" and not (args.raccoon / "ImageSets").exists():
@@ -95,8 +126,18 @@ def main() -> None:
             rows += run_arm(args.out, name, common, anchors, args.slice, args.overlap, args.device)
     (args.out / "results.json").write_text(json.dumps(rows, indent=2))
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    table = [(r["dataset"], r["anchors"], r["slicing"], fmt(r["map_small"]), fmt(r["map"]), fmt(r["map50"]),
-              f"{r['epochs']} ep, {r['train_s']} s") for r in rows]  # fmt: skip
+    table = [
+        (
+            r["dataset"],
+            r["anchors"],
+            r["slicing"],
+            fmt(r["map_small"]),
+            fmt(r["map"]),
+            fmt(r["map50"]),
+            f"{r['epochs']} ep, {r['train_s']} s",
+        )
+        for r in rows
+    ]
     print(markdown_table(("dataset", "anchors", "slicing", "AP_small", "AP", "AP50", "training"), table))
 
 

@@ -98,12 +98,19 @@ def summarise(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def markdown(table: dict[str, dict[str, Any]], header: str) -> str:
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
     epochs = lambda v: "never" if v is None else str(v)
-    lines = [header, "", "| arm | best mAP | final mAP | best mAP50 | final mAP50 | epochs to 90% of best mAP | "
-             "epochs to scratch's final mAP50 | wall time (s) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        header,
+        "",
+        "| arm | best mAP | final mAP | best mAP50 | final mAP50 | epochs to 90% of best mAP | "
+        "epochs to scratch's final mAP50 | wall time (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for arm, row in table.items():
-        lines.append(f"| {arm} | {fmt(row['best_map'])} | {fmt(row['final_map'])} | {fmt(row['best_map50'])} | "
-                     f"{fmt(row['final_map50'])} | {epochs(row['epochs_to_90pct'])} | "
-                     f"{epochs(row['epochs_to_scratch_final_map50'])} | {row['wall_s']:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {arm} | {fmt(row['best_map'])} | {fmt(row['final_map'])} | {fmt(row['best_map50'])} | "
+            f"{fmt(row['final_map50'])} | {epochs(row['epochs_to_90pct'])} | "
+            f"{epochs(row['epochs_to_scratch_final_map50'])} | {row['wall_s']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -130,14 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    parser.add_argument("--source", required=True,
-                        help="imagenet, coco, or a detect-ft checkpoint trained on other classes")  # fmt: skip
-    parser.add_argument("--backbone-lr-mult", type=float, default=0.1,
-                        help="backbone LR multiplier of the finetune arm (default 0.1)")  # fmt: skip
+    parser.add_argument(
+        "--source", required=True, help="imagenet, coco, or a detect-ft checkpoint trained on other classes"
+    )
+    parser.add_argument(
+        "--backbone-lr-mult", type=float, default=0.1, help="backbone LR multiplier of the finetune arm (default 0.1)"
+    )
     parser.add_argument("--out", default="runs/transfer")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
-    parser.add_argument("--reuse", action="store_true",
-                        help="reuse arms this tool already finished in OUT with the same settings")  # fmt: skip
+    parser.add_argument(
+        "--reuse", action="store_true", help="reuse arms this tool already finished in OUT with the same settings"
+    )
     args = parser.parse_args(argv)
     try:
         base = load_config(args.config, args.overrides)
@@ -165,13 +175,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     table = summarise(results)
-    header = (f"Transfer study: {base.model.name} on {base.data.root or args.config}, source `{args.source}`, "
-              f"{base.train.epochs} epochs per arm, {base.train.optimizer} lr {base.train.lr}, batch "
-              f"{base.train.batch_size}; finetune arm backbone LR x{args.backbone_lr_mult}. 90% refers to the best mAP "
-              f"of any arm.")  # fmt: skip
+    header = (
+        f"Transfer study: {base.model.name} on {base.data.root or args.config}, source `{args.source}`, "
+        f"{base.train.epochs} epochs per arm, {base.train.optimizer} lr {base.train.lr}, batch "
+        f"{base.train.batch_size}; finetune arm backbone LR x{args.backbone_lr_mult}. 90% refers to the best mAP "
+        f"of any arm."
+    )
     write_text_atomic(out / "study.md", markdown(table, header))
-    write_json_atomic(out / "study.json", {"source": args.source, "config": args.config, "overrides": args.overrides,
-                                           "arms": table})  # fmt: skip
+    write_json_atomic(
+        out / "study.json", {"source": args.source, "config": args.config, "overrides": args.overrides, "arms": table}
+    )
     plot(table, out / "map_per_epoch.png")
     print(markdown(table, header))
     print(f"wrote {out / 'study.md'}, {out / 'study.json'}, {out / 'map_per_epoch.png'}")

@@ -15,14 +15,13 @@ A checkpoint runs in PyTorch, an ``.onnx`` file through the torch-free edge runt
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import numpy as np
 
+from detect_ft.api.train import TrainRun, train_config
 from detect_ft.errors import ConfigError, DetectFTError
 from detect_ft.predictions import PredictBatch, as_detections, is_class_thresholds
 from detect_ft.results import Result
@@ -33,16 +32,6 @@ if TYPE_CHECKING:
     from detect_ft.api.options import ConfigSource
 
 DEFAULT_CONF = 0.3  # for models that store no validated thresholds
-
-
-@dataclass
-class TrainRun:
-    """What :meth:`Detector.train` returns: the run directory, its best checkpoint, and that epoch's
-    metrics row of ``metrics.jsonl`` (``map``, ``map50``, ``map75``, ``epoch``, ...; empty without validation)."""
-
-    run_dir: Path
-    best_checkpoint: Path
-    metrics: dict[str, Any]
 
 
 class Detector:
@@ -56,10 +45,20 @@ class Detector:
         module (None for ONNX).
     """
 
-    def __init__(self, *, predict_batch: PredictBatch, model_name: str, class_names: Sequence[str],
-                 category_ids: Optional[Sequence[int]] = None, thresholds: Optional[Sequence[float]] = None,
-                 source: Optional[str] = None, model: Any = None, weights: str = "none", device: str = "cpu",
-                 metadata: Optional[dict] = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        predict_batch: PredictBatch,
+        model_name: str,
+        class_names: Sequence[str],
+        category_ids: Optional[Sequence[int]] = None,
+        thresholds: Optional[Sequence[float]] = None,
+        source: Optional[str] = None,
+        model: Any = None,
+        weights: str = "none",
+        device: str = "cpu",
+        metadata: Optional[dict] = None,
+    ) -> None:
         self.predict_batch = predict_batch
         self.model_name = model_name
         self.class_names = list(class_names)
@@ -85,9 +84,16 @@ class Detector:
 
             edge = EdgeDetector(path, threads=threads, providers=onnx_providers(device))
             meta = edge.metadata
-            return cls(predict_batch=edge.predict_batch, model_name=meta.get("model_name", "?"),
-                       class_names=edge.class_names, category_ids=edge.category_ids,
-                       thresholds=meta.get("thresholds"), source=path, metadata=meta, device=device)  # fmt: skip
+            return cls(
+                predict_batch=edge.predict_batch,
+                model_name=meta.get("model_name", "?"),
+                class_names=edge.class_names,
+                category_ids=edge.category_ids,
+                thresholds=meta.get("thresholds"),
+                source=path,
+                metadata=meta,
+                device=device,
+            )
         from detect_ft.evaluation.evaluator import torch_predictor
         from detect_ft.evaluation.thresholds import stored_thresholds
         from detect_ft.models import load_detector
@@ -95,13 +101,23 @@ class Detector:
         device = _torch_device(device)
         model, meta = load_detector(path, map_location="cpu")
         thresholds = stored_thresholds(meta.get("metrics"), list(meta["class_names"]))
-        return cls(predict_batch=torch_predictor(model, device), model_name=meta["model_name"],
-                   class_names=meta["class_names"], category_ids=meta.get("category_ids"), thresholds=thresholds,
-                   source=path, model=model, weights=path, device=device, metadata=meta)  # fmt: skip
+        return cls(
+            predict_batch=torch_predictor(model, device),
+            model_name=meta["model_name"],
+            class_names=meta["class_names"],
+            category_ids=meta.get("category_ids"),
+            thresholds=thresholds,
+            source=path,
+            model=model,
+            weights=path,
+            device=device,
+            metadata=meta,
+        )
 
     @classmethod
-    def create(cls, name: str, *, classes: Sequence[str], weights: str = "coco", device: str = "auto",
-               **model_options: Any) -> "Detector":  # fmt: skip
+    def create(
+        cls, name: str, *, classes: Sequence[str], weights: str = "coco", device: str = "auto", **model_options: Any
+    ) -> "Detector":
         """A new detector ``name`` (see ``detect-ft models``) with class heads for ``classes``.
 
         ``weights``: ``coco`` (torchvision's COCO detector; heads of classes named like a COCO class start
@@ -117,8 +133,14 @@ class Detector:
             raise ConfigError("Detector.create: classes is empty; pass the names of your classes, e.g. ['cat']")
         device = _torch_device(device)
         model = build_model(name, len(classes), weights=weights, class_names=classes, **model_options)
-        created = cls(predict_batch=torch_predictor(model, device), model_name=name, class_names=classes,
-                      model=model, weights=weights, device=device)  # fmt: skip
+        created = cls(
+            predict_batch=torch_predictor(model, device),
+            model_name=name,
+            class_names=classes,
+            model=model,
+            weights=weights,
+            device=device,
+        )
         created.model_options = dict(model_options)  # train() passes them on as model.* config keys
         return created
 
@@ -135,9 +157,18 @@ class Detector:
             return list(self.thresholds), f"per-class F1-optimal confidence from validation ({shown})"
         return DEFAULT_CONF, f"confidence {DEFAULT_CONF} (the default: this model stores no validated thresholds)"
 
-    def stream(self, source: Source, conf: Optional[float] = None, classes: Optional[Sequence[str]] = None, *,
-               slice: Optional[int] = None, overlap: float = 0.2, merge: str = "nms", full_image: bool = True,
-               merge_iou: float = 0.5) -> Iterator[Result]:  # fmt: skip
+    def stream(
+        self,
+        source: Source,
+        conf: Optional[float] = None,
+        classes: Optional[Sequence[str]] = None,
+        *,
+        slice: Optional[int] = None,
+        overlap: float = 0.2,
+        merge: str = "nms",
+        full_image: bool = True,
+        merge_iou: float = 0.5,
+    ) -> Iterator[Result]:
         """:meth:`predict` one image or frame at a time; each Result keeps its ``image``."""
         threshold, _ = self.confidence(conf)
         keep_labels = self._labels_of(classes)
@@ -153,13 +184,32 @@ class Detector:
                 keep &= np.isin(labels, keep_labels)
             order = np.argsort(-scores[keep], kind="stable")
             height, width = frame.image.shape[:2]
-            yield Result(boxes=boxes[keep][order], scores=scores[keep][order], labels=labels[keep][order],
-                         class_names=self.class_names, category_ids=self.category_ids, height=height, width=width,
-                         path=frame.path, frame=frame.frame, conf=threshold, image=frame.image)  # fmt: skip
+            yield Result(
+                boxes=boxes[keep][order],
+                scores=scores[keep][order],
+                labels=labels[keep][order],
+                class_names=self.class_names,
+                category_ids=self.category_ids,
+                height=height,
+                width=width,
+                path=frame.path,
+                frame=frame.frame,
+                conf=threshold,
+                image=frame.image,
+            )
 
-    def predict(self, source: Source, conf: Optional[float] = None, classes: Optional[Sequence[str]] = None, *,
-                slice: Optional[int] = None, overlap: float = 0.2, merge: str = "nms", full_image: bool = True,
-                merge_iou: float = 0.5) -> list[Result]:  # fmt: skip
+    def predict(
+        self,
+        source: Source,
+        conf: Optional[float] = None,
+        classes: Optional[Sequence[str]] = None,
+        *,
+        slice: Optional[int] = None,
+        overlap: float = 0.2,
+        merge: str = "nms",
+        full_image: bool = True,
+        merge_iou: float = 0.5,
+    ) -> list[Result]:
         """Detect objects in ``source``: an image path, a folder, a glob, a video, an RGB uint8 array
         (H, W, 3), or a list of them. One :class:`Result` per image or frame, boxes xyxy in its pixels.
 
@@ -206,17 +256,26 @@ class Detector:
         options = {f"model.{key}": value for key, value in self.model_options.items()}
         cfg = resolve_config(config, {**options, **dotted_overrides(overrides), **keys})
         if cfg.data.classes and list(cfg.data.classes) != self.class_names:
-            raise ConfigError(f"{config}: data.classes {list(cfg.data.classes)} differ from this detector's classes "
-                              f"{self.class_names}; remove data.classes or create a detector for those classes")  # fmt: skip
+            raise ConfigError(
+                f"{config}: data.classes {list(cfg.data.classes)} differ from this detector's classes "
+                f"{self.class_names}; remove data.classes or create a detector for those classes"
+            )
         cfg.data.classes = list(self.class_names)
         run = train_config(cfg, progress=progress)
         trained = Detector.load(run.best_checkpoint, device=self.device)
         self.__dict__.update(trained.__dict__)
         return run
 
-    def evaluate(self, config: ConfigSource = None, *, split: str = "val", json_path: Optional[str | os.PathLike] = None,
-                 predictions: Optional[str | os.PathLike] = None, progress: bool = False,
-                 **overrides: Any) -> dict[str, Any]:  # fmt: skip
+    def evaluate(
+        self,
+        config: ConfigSource = None,
+        *,
+        split: str = "val",
+        json_path: Optional[str | os.PathLike] = None,
+        predictions: Optional[str | os.PathLike] = None,
+        progress: bool = False,
+        **overrides: Any,
+    ) -> dict[str, Any]:
         """Score this detector on ``split`` (``val`` or ``train``) of the config's data (labelled in this
         model's class order): COCO mAPs, VOC AP50, per class, and the deployment ``thresholds``.
 
@@ -227,14 +286,28 @@ class Detector:
         from detect_ft.api.options import dotted_overrides, resolve_config
 
         cfg = resolve_config(config, dotted_overrides(overrides))
-        return evaluate_config(self.predict_batch, cfg, class_names=self.class_names, split=split,
-                               source=str(self.source or self.model_name), model_name=self.model_name,
-                               json_path=None if json_path is None else Path(json_path),
-                               predictions_path=None if predictions is None else Path(predictions),
-                               progress=progress)  # fmt: skip
+        return evaluate_config(
+            self.predict_batch,
+            cfg,
+            class_names=self.class_names,
+            split=split,
+            source=str(self.source or self.model_name),
+            model_name=self.model_name,
+            json_path=None if json_path is None else Path(json_path),
+            predictions_path=None if predictions is None else Path(predictions),
+            progress=progress,
+        )
 
-    def export(self, path: str | os.PathLike, *, int8: bool = False, config: Optional[str | os.PathLike] = None,
-               verify: bool = True, progress: bool = False, **overrides: Any) -> dict[str, Any]:  # fmt: skip
+    def export(
+        self,
+        path: str | os.PathLike,
+        *,
+        int8: bool = False,
+        config: Optional[str | os.PathLike] = None,
+        verify: bool = True,
+        progress: bool = False,
+        **overrides: Any,
+    ) -> dict[str, Any]:
         """Export to ONNX at ``path`` (and ``<path stem>.int8.onnx`` with ``int8``), checked against PyTorch
         on ``data.val`` of ``config`` (a YAML file; default the checkpoint's own config), with the validated
         per-class thresholds in its metadata. Returns the export report (parity, mAPs, latencies).
@@ -250,32 +323,27 @@ class Detector:
         if self.source is None:
             raise DetectFTError("export needs a trained checkpoint: train() or Detector.load('best.pt') first")
         keep = bool(overrides.pop("int8_keep_anyway", False))
-        return export_checkpoint(self.source, path, config=config, overrides=override_list(dotted_overrides(overrides)),
-                                 verify=verify, int8=int8, int8_keep_anyway=keep, progress=progress)  # fmt: skip
+        return export_checkpoint(
+            self.source,
+            path,
+            config=config,
+            overrides=override_list(dotted_overrides(overrides)),
+            verify=verify,
+            int8=int8,
+            int8_keep_anyway=keep,
+            progress=progress,
+        )
 
     def _needs_torch(self, what: str) -> None:
         if self.model is None:
-            raise DetectFTError(f"{self.source} is an ONNX model: it can predict and evaluate but not {what}; "
-                                "load the checkpoint it was exported from")  # fmt: skip
+            raise DetectFTError(
+                f"{self.source} is an ONNX model: it can predict and evaluate but not {what}; "
+                "load the checkpoint it was exported from"
+            )
 
     def __repr__(self) -> str:
         kind = "onnx" if self.model is None else "torch"
         return f"Detector({self.model_name!r}, classes={self.class_names}, {kind}, source={self.source!r})"
-
-
-def train_config(cfg, *, progress: bool = True, hooks: Sequence[Any] = ()) -> TrainRun:
-    """Run the training ``cfg`` (a :class:`~detect_ft.config.Config`) describes, as ``detect-ft train`` does.
-
-    ``hooks``: extra :class:`detect_ft.engine.hooks.Hook` s (e.g. to log elsewhere).
-    """
-    from detect_ft.engine.trainer import train
-
-    run_dir = train(cfg, progress=progress, hooks=hooks)
-    best = run_dir / "checkpoints" / "best.pt"
-    if not best.is_file():  # no validation split, or none scored: the last epoch is the result
-        best = run_dir / "checkpoints" / "last.pt"
-    best_row = _best_row(run_dir / "metrics.jsonl", cfg.train.best_metric)
-    return TrainRun(run_dir=run_dir, best_checkpoint=best, metrics=best_row)
 
 
 def _torch_device(device: str) -> str:
@@ -290,15 +358,8 @@ def _checked_thresholds(thresholds, class_names: list[str], source: Optional[str
     if thresholds is None:
         return None
     if not is_class_thresholds(thresholds, len(class_names)):
-        raise DetectFTError(f"{source}: its stored thresholds {thresholds} do not give one confidence in [0, 1] per "
-                            f"class ({len(class_names)}); re-export or re-evaluate the model")  # fmt: skip
+        raise DetectFTError(
+            f"{source}: its stored thresholds {thresholds} do not give one confidence in [0, 1] per "
+            f"class ({len(class_names)}); re-export or re-evaluate the model"
+        )
     return [float(t) for t in thresholds]
-
-
-def _best_row(metrics_path: Path, best_metric: str) -> dict[str, Any]:
-    """The metrics.jsonl row of the first validation with the best ``best_metric`` (as best.pt keeps), or {}."""
-    if not metrics_path.is_file():
-        return {}
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    scored = [r for r in rows if r.get(best_metric) is not None]
-    return max(scored, key=lambda r: r[best_metric]) if scored else {}

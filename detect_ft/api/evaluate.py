@@ -18,9 +18,18 @@ from detect_ft.slicing import SliceOptions, slice_options
 THRESHOLDS_FILE = "thresholds.json"
 
 
-def evaluate_config(predict_batch: PredictBatch, cfg: Config, *, class_names: list[str], split: str = "val",
-                    source: str, model_name: Optional[str] = None, json_path: Optional[Path] = None,
-                    predictions_path: Optional[Path] = None, progress: bool = False) -> dict[str, Any]:  # fmt: skip
+def evaluate_config(
+    predict_batch: PredictBatch,
+    cfg: Config,
+    *,
+    class_names: list[str],
+    split: str = "val",
+    source: str,
+    model_name: Optional[str] = None,
+    json_path: Optional[Path] = None,
+    predictions_path: Optional[Path] = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Score ``predict_batch`` on the config's ``split`` (``val`` or ``train``), labelled in ``class_names``.
 
     With ``json_path``: the metrics there, and beside it ``thresholds.json`` (P/R/F1 against confidence)
@@ -43,24 +52,24 @@ def evaluate_config(predict_batch: PredictBatch, cfg: Config, *, class_names: li
     if slicing is not None:
         predict_batch = slicing.wrap(predict_batch)
     start = time.perf_counter()
-    raw = predict_records(predict_batch, dataset, batch_size=cfg.eval.batch_size, workers=cfg.train.workers,
-                          progress=progress)  # fmt: skip
+    raw = predict_records(
+        predict_batch, dataset, batch_size=cfg.eval.batch_size, workers=cfg.train.workers, progress=progress
+    )
     seconds = time.perf_counter() - start
     preds = filter_predictions(raw, cfg.eval.score_thresh)
     metrics = score_predictions(dataset, preds, backend=cfg.eval.backend, source=source)
     curves = metrics.pop("threshold_curves")
-    metrics.update(images_per_s=len(dataset) / seconds if seconds > 0 else None, score_thresh=cfg.eval.score_thresh,
-                   weights=source, model_name=model_name, split=split, dataset=dataset.source)  # fmt: skip
+    metrics.update(
+        images_per_s=len(dataset) / seconds if seconds > 0 else None,
+        score_thresh=cfg.eval.score_thresh,
+        weights=source,
+        model_name=model_name,
+        split=split,
+        dataset=dataset.source,
+    )
     if slicing is not None:
         metrics["slicing"] = slicing.describe()
-    files = []
-    if json_path is not None:
-        files = _write_outputs(metrics, curves, dataset, preds, json_path, plots=cfg.eval.plots)
-    if predictions_path is not None:
-        from detect_ft.evaluation.coco_eval import write_coco_results
-
-        write_coco_results(predictions_path, dataset, preds)
-        files.append(Path(predictions_path))
+    files = _write_outputs(metrics, curves, dataset, preds, json_path, predictions_path, plots=cfg.eval.plots)
     metrics["files"] = [str(f) for f in files]
     return metrics
 
@@ -78,20 +87,39 @@ def refuse_foreign_plots(save_dir: Path, fix: str = "write the evaluation to a f
 
     foreign = foreign_plot_files(save_dir)
     if foreign:  # checked before the (long) prediction, and never replaced
-        raise DetectFTError(f"the evaluation plots go to {save_dir}, where {', '.join(map(str, foreign))} exist and "
-                            f"were not written by detect-ft eval; {fix}, or set eval.plots=false")  # fmt: skip
+        raise DetectFTError(
+            f"the evaluation plots go to {save_dir}, where {', '.join(map(str, foreign))} exist and "
+            f"were not written by detect-ft eval; {fix}, or set eval.plots=false"
+        )
 
 
-def _write_outputs(metrics: dict, curves: dict, dataset, preds: list[dict], json_path: Path, *, plots: bool) -> list:
+def _write_outputs(
+    metrics: dict,
+    curves: dict,
+    dataset,
+    preds: list[dict],
+    json_path: Optional[Path],
+    predictions_path: Optional[Path],
+    *,
+    plots: bool,
+) -> list[Path]:
+    """The metrics, thresholds and plots beside ``json_path`` and the COCO results at ``predictions_path``
+    (each only where given); the paths written."""
+    from detect_ft.evaluation.coco_eval import write_coco_results
     from detect_ft.evaluation.plots import write_plots
     from detect_ft.evaluation.thresholds import write_threshold_plots
     from detect_ft.io import write_json_atomic
 
-    save_dir = json_path.parent
-    write_json_atomic(json_path, metrics)
-    write_json_atomic(save_dir / THRESHOLDS_FILE, curves)
-    files = [json_path, save_dir / THRESHOLDS_FILE]
-    if plots:
-        files += write_plots(dataset, preds, save_dir)
-        files += write_threshold_plots(curves, save_dir)
+    files: list[Path] = []
+    if json_path is not None:
+        save_dir = json_path.parent
+        write_json_atomic(json_path, metrics)
+        write_json_atomic(save_dir / THRESHOLDS_FILE, curves)
+        files += [json_path, save_dir / THRESHOLDS_FILE]
+        if plots:
+            files += write_plots(dataset, preds, save_dir)
+            files += write_threshold_plots(curves, save_dir)
+    if predictions_path is not None:
+        write_coco_results(predictions_path, dataset, preds)
+        files.append(Path(predictions_path))
     return files

@@ -15,11 +15,19 @@ from detect_ft.config import Config
 from detect_ft.errors import ConfigError
 
 
-def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, *,
-                      config: Optional[str | os.PathLike] = None, overrides: Sequence[str] = (),
-                      opset: Optional[int] = None, verify: bool = True, int8: bool = False,
-                      int8_keep_anyway: bool = False, calib_config: Optional[str | os.PathLike] = None,
-                      progress: bool = True) -> dict[str, Any]:  # fmt: skip
+def export_checkpoint(
+    checkpoint: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    config: Optional[str | os.PathLike] = None,
+    overrides: Sequence[str] = (),
+    opset: Optional[int] = None,
+    verify: bool = True,
+    int8: bool = False,
+    int8_keep_anyway: bool = False,
+    calib_config: Optional[str | os.PathLike] = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Export the detect-ft ``checkpoint`` to ONNX at ``output`` and return the export report.
 
     The parity split is ``data.val`` of ``config`` (default: the config saved in the checkpoint), with
@@ -44,15 +52,26 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
     source = str(config or checkpoint)
     val = _split(cfg, "val", class_names, source) if verify and cfg.export.verify else None
     calib = _calibration(calib_config, cfg, class_names, source) if int8 else None
-    ex = cfg.export
     extra = _metadata(checkpoint, meta, cfg)
     report = export_detector(
-        model, output, model_name=meta["model_name"], class_names=class_names,
-        category_ids=meta.get("category_ids"), opset=opset, val_dataset=val, max_map_drop=ex.max_map_drop,
-        score_thresh=cfg.eval.score_thresh, backend=cfg.eval.backend, int8=int8, calib_images=calib,
-        int8_options=int8_options(cfg), int8_max_map_drop=ex.int8_max_map_drop, int8_keep_anyway=int8_keep_anyway,
-        extra_metadata=extra, progress=progress,
-    )  # fmt: skip
+        model,
+        output,
+        model_name=meta["model_name"],
+        class_names=class_names,
+        category_ids=meta.get("category_ids"),
+        opset=opset,
+        val_dataset=val,
+        max_map_drop=cfg.export.max_map_drop,
+        score_thresh=cfg.eval.score_thresh,
+        backend=cfg.eval.backend,
+        int8=int8,
+        calib_images=calib,
+        int8_options=int8_options(cfg),
+        int8_max_map_drop=cfg.export.int8_max_map_drop,
+        int8_keep_anyway=int8_keep_anyway,
+        extra_metadata=extra,
+        progress=progress,
+    )
     if extra.get("thresholds"):
         report["thresholds"] = dict(zip(class_names, extra["thresholds"]))
     return report
@@ -77,8 +96,14 @@ def int8_options(cfg: Config):
     from detect_ft.export.quantize import Int8Options
 
     ex = cfg.export
-    return Int8Options(format=ex.int8_format, per_channel=ex.int8_per_channel, calibration=ex.int8_calibration,
-                       reduce_range=ex.int8_reduce_range, ops=ex.int8_ops, exclude=tuple(ex.int8_exclude))  # fmt: skip
+    return Int8Options(
+        format=ex.int8_format,
+        per_channel=ex.int8_per_channel,
+        calibration=ex.int8_calibration,
+        reduce_range=ex.int8_reduce_range,
+        ops=ex.int8_ops,
+        exclude=tuple(ex.int8_exclude),
+    )
 
 
 def _split(cfg: Config, which: str, class_names: list[str], source: str):
@@ -86,8 +111,11 @@ def _split(cfg: Config, which: str, class_names: list[str], source: str):
 
     split = getattr(cfg.data, which)
     if not split:
-        why = ("there is no split for the parity check; use a config with data.val set, or set export.verify=false"
-               if which == "val" else "INT8 calibration reads training images; use a config with data.train set")  # fmt: skip
+        why = (
+            "there is no split for the parity check; use a config with data.val set, or set export.verify=false"
+            if which == "val"
+            else "INT8 calibration reads training images; use a config with data.train set"
+        )
         raise ConfigError(f"{source}: config key 'data.{which}' is empty, so {why}")
     dataset, _ = load_checked_split(SplitSpec.from_config(cfg.data), split, class_names, decode=True)
     return dataset

@@ -28,8 +28,9 @@ REAL_CONFIG, SYNTHETIC_CONFIG = "configs/demo.yaml", "configs/demo_shapes.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None, help=f"demo config (default {REAL_CONFIG}; --synthetic: "
-                                                       f"{SYNTHETIC_CONFIG})")  # fmt: skip
+    parser.add_argument(
+        "--config", default=None, help=f"demo config (default {REAL_CONFIG}; --synthetic: {SYNTHETIC_CONFIG})"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides for every step")
     parser.add_argument("--predict-images", type=int, default=6, help="validation images the ONNX model predicts")
     synthetic = parser.add_argument_group("synthetic shapes instead of photos")
@@ -60,10 +61,13 @@ def run(args: argparse.Namespace) -> int:
     onnx_path = run_dir / "model.onnx"
     steps = [
         ("train", ["train", config, *overrides]),
-        ("eval", ["eval", config, *overrides, "--weights", str(best), "--json", str(run_dir / "eval" / "metrics.json")]),
+        (
+            "eval",
+            ["eval", config, *overrides, "--weights", str(best), "--json", str(run_dir / "eval" / "metrics.json")],
+        ),
         ("export", ["export", str(best), "--output", str(onnx_path), "--json", str(run_dir / "export.json")]),
         ("predict", ["predict", str(onnx_path), str(photos), "--output", str(run_dir / "predictions")]),
-    ]  # fmt: skip
+    ]
     seconds: dict[str, float] = {}
     for name, argv in steps:
         print(f"\n== {name}: detect-ft {shlex.join(argv)}", flush=True)
@@ -74,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"demo stopped: step '{name}' exited with code {code}")
             return code
     report = write_report(run_dir, steps=steps, seconds=seconds, total_seconds=time.perf_counter() - started)
-    print(f"\n== done in {time.perf_counter() - started:.0f} s "
-          f"(train + eval + export + predict: {sum(seconds.values()):.0f} s); report: {report}")  # fmt: skip
+    print(
+        f"\n== done in {time.perf_counter() - started:.0f} s "
+        f"(train + eval + export + predict: {sum(seconds.values()):.0f} s); report: {report}"
+    )
     return 0
 
 
@@ -85,10 +91,18 @@ def _synthetic_data(args: argparse.Namespace) -> list[str]:
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     data = Path(args.data)
-    print(f"== synthetic data: {args.train_images} train, {args.val_images} val images of {args.image_size} px "
-          f"with {', '.join(classes)} -> {data}")  # fmt: skip
-    make_synthetic_dataset(data / "shapes", num_train=args.train_images, num_val=args.val_images,
-                           image_size=args.image_size, classes=classes, seed=0)  # fmt: skip
+    print(
+        f"== synthetic data: {args.train_images} train, {args.val_images} val images of {args.image_size} px "
+        f"with {', '.join(classes)} -> {data}"
+    )
+    make_synthetic_dataset(
+        data / "shapes",
+        num_train=args.train_images,
+        num_val=args.val_images,
+        image_size=args.image_size,
+        classes=classes,
+        seed=0,
+    )
     return [f"data.root={data / 'shapes'}", f"data.classes=[{','.join(classes)}]"]
 
 

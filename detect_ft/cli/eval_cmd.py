@@ -20,13 +20,25 @@ HELP = "evaluate a checkpoint or ONNX model on the validation split: COCO mAP, V
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--weights", required=True, metavar="CHECKPOINT|MODEL.onnx",
-                        help="a detect-ft checkpoint (runs/<exp>/checkpoints/best.pt) or a model from detect-ft export")  # fmt: skip
+    parser.add_argument(
+        "--weights",
+        required=True,
+        metavar="CHECKPOINT|MODEL.onnx",
+        help="a detect-ft checkpoint (runs/<exp>/checkpoints/best.pt) or a model from detect-ft export",
+    )
     parser.add_argument("--split", choices=("val", "train"), default="val", help="which data split to score")
-    parser.add_argument("--json", metavar="OUT", default="",
-                        help="metrics JSON path (default <output.dir>/eval_<split>/metrics.json); plots go beside it")  # fmt: skip
-    parser.add_argument("--predictions", metavar="OUT.json", default="",
-                        help="also write the detections as a COCO results JSON (original category ids)")  # fmt: skip
+    parser.add_argument(
+        "--json",
+        metavar="OUT",
+        default="",
+        help="metrics JSON path (default <output.dir>/eval_<split>/metrics.json); plots go beside it",
+    )
+    parser.add_argument(
+        "--predictions",
+        metavar="OUT.json",
+        default="",
+        help="also write the detections as a COCO results JSON (original category ids)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if slicing is not None:
         print(slicing.describe())
     detector = Detector.load(args.weights, device=cfg.train.device)
-    metrics = detector.evaluate(cfg, split=args.split, json_path=json_path, predictions=args.predictions or None,
-                                progress=True)  # fmt: skip
+    metrics = detector.evaluate(
+        cfg, split=args.split, json_path=json_path, predictions=args.predictions or None, progress=True
+    )
     print(format_metrics(metrics))
     print()
     for path in metrics["files"]:

@@ -16,18 +16,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     parser.add_argument("--output", required=True, metavar="MODEL.onnx", help="where to write the ONNX model")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: export.opset, 17)")
-    parser.add_argument("--config", default=None, metavar="CONFIG",
-                        help="config whose data.val is the parity split (default: the checkpoint's config)")  # fmt: skip
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="CONFIG",
+        help="config whose data.val is the parity split (default: the checkpoint's config)",
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip the PyTorch/onnxruntime parity check")
-    parser.add_argument("--int8", action="store_true",
-                        help="also write MODEL.int8.onnx (static INT8; refused when it loses more than "
-                             "export.int8_max_map_drop AP points vs fp32 on the validation split)")  # fmt: skip
-    parser.add_argument("--int8-keep-anyway", action="store_true",
-                        help="keep MODEL.int8.onnx even when it fails the export.int8_max_map_drop gate (warns)")  # fmt: skip
-    parser.add_argument("--json", default=None, metavar="OUT",
-                        help="also write the export report (parity, mAPs, latencies) as JSON")  # fmt: skip
-    parser.add_argument("--calib", default=None, metavar="CONFIG",
-                        help="config whose data.train gives the INT8 calibration images (default: the one above)")  # fmt: skip
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write MODEL.int8.onnx (static INT8; refused when it loses more than "
+        "export.int8_max_map_drop AP points vs fp32 on the validation split)",
+    )
+    parser.add_argument(
+        "--int8-keep-anyway",
+        action="store_true",
+        help="keep MODEL.int8.onnx even when it fails the export.int8_max_map_drop gate (warns)",
+    )
+    parser.add_argument(
+        "--json", default=None, metavar="OUT", help="also write the export report (parity, mAPs, latencies) as JSON"
+    )
+    parser.add_argument(
+        "--calib",
+        default=None,
+        metavar="CONFIG",
+        help="config whose data.train gives the INT8 calibration images (default: the one above)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,9 +55,17 @@ def run(args: argparse.Namespace) -> int:
     if args.int8_keep_anyway and not args.int8:
         raise DetectFTError("--int8-keep-anyway only applies with --int8")
     try:
-        report = export_checkpoint(args.checkpoint, args.output, config=args.config, overrides=args.overrides,
-                                   opset=args.opset, verify=not args.no_verify, int8=args.int8,
-                                   int8_keep_anyway=args.int8_keep_anyway, calib_config=args.calib)  # fmt: skip
+        report = export_checkpoint(
+            args.checkpoint,
+            args.output,
+            config=args.config,
+            overrides=args.overrides,
+            opset=args.opset,
+            verify=not args.no_verify,
+            int8=args.int8,
+            int8_keep_anyway=args.int8_keep_anyway,
+            calib_config=args.calib,
+        )
     except Int8RefusedError as exc:  # the fp32 model was written: show its report, then the one-line error
         _print_report(exc.report, args.json)
         raise DetectFTError(str(exc).replace("(int8_keep_anyway=True)", "with --int8-keep-anyway")) from None
@@ -62,8 +85,10 @@ def _print_report(report: dict, json_path) -> None:
 def format_report(report: dict) -> str:
     from detect_ft.evaluation.report import fmt, format_table
 
-    lines = [f"exported {report['model_name']} (opset {report['opset']}) to {report['output']} "
-             f"in {report['export_seconds']:.1f} s"]  # fmt: skip
+    lines = [
+        f"exported {report['model_name']} (opset {report['opset']}) to {report['output']} "
+        f"in {report['export_seconds']:.1f} s"
+    ]
     parity = report.get("parity")
     if parity is None:
         lines.append("parity check skipped (--no-verify)")
@@ -107,23 +132,33 @@ def _int8_lines(int8: dict) -> list[str]:
     lines = []
     gate, limit = int8.get("gate"), int8.get("max_map_drop")
     if gate == "not checked":
-        lines.append("WARNING: the INT8 model was NOT CHECKED for accuracy: there is no validation split "
-                     "(--no-verify or export.verify=false), so how much mAP it loses is unknown; export with a "
-                     "validation split to gate it")  # fmt: skip
+        lines.append(
+            "WARNING: the INT8 model was NOT CHECKED for accuracy: there is no validation split "
+            "(--no-verify or export.verify=false), so how much mAP it loses is unknown; export with a "
+            "validation split to gate it"
+        )
     elif gate is not None:
         diff = int8["map_diff_points"]
-        lines.append(f"INT8 mAP differs from fp32 ONNX by {diff:+.2f} AP points "
-                     f"(allowed drop: export.int8_max_map_drop={limit}): {gate}")  # fmt: skip
+        lines.append(
+            f"INT8 mAP differs from fp32 ONNX by {diff:+.2f} AP points "
+            f"(allowed drop: export.int8_max_map_drop={limit}): {gate}"
+        )
         if gate == "kept anyway":
-            lines.append(f"WARNING: INT8 model KEPT DESPITE losing {-diff:.2f} AP points vs fp32 (more than "
-                         f"export.int8_max_map_drop={limit}) because of --int8-keep-anyway; deploy it knowingly")  # fmt: skip
+            lines.append(
+                f"WARNING: INT8 model KEPT DESPITE losing {-diff:.2f} AP points vs fp32 (more than "
+                f"export.int8_max_map_drop={limit}) because of --int8-keep-anyway; deploy it knowingly"
+            )
     speed = int8.get("speed")
     if speed:
-        timing = (f"p50 {speed['int8_p50_ms']:.1f} ms INT8 vs {speed['fp32_p50_ms']:.1f} ms fp32, "
-                  f"{speed['rounds']} alternating calls, CPU: {speed['cpu']}")  # fmt: skip
+        timing = (
+            f"p50 {speed['int8_p50_ms']:.1f} ms INT8 vs {speed['fp32_p50_ms']:.1f} ms fp32, "
+            f"{speed['rounds']} alternating calls, CPU: {speed['cpu']}"
+        )
         if speed["speedup"] < 1.0:
-            lines.append(f"WARNING: INT8 is SLOWER than fp32 on this machine ({speed['speedup']:.2f}x; {timing}); "
-                         "INT8 gains most on CPUs with VNNI, so measure on the target device or deploy the fp32 model")  # fmt: skip
+            lines.append(
+                f"WARNING: INT8 is SLOWER than fp32 on this machine ({speed['speedup']:.2f}x; {timing}); "
+                "INT8 gains most on CPUs with VNNI, so measure on the target device or deploy the fp32 model"
+            )
         else:
             lines.append(f"INT8 speed-up vs fp32 onnxruntime: {speed['speedup']:.2f}x ({timing})")
     return lines

@@ -18,27 +18,52 @@ HELP = "run a checkpoint or an exported .onnx model on images, folders, globs or
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="an exported .onnx file or a detect-ft checkpoint (.pt)")
-    parser.add_argument("source", metavar="SOURCE", nargs="+",
-                        help="image files, folders of images, globs ('photos/*.jpg') or video files")  # fmt: skip
+    parser.add_argument(
+        "source",
+        metavar="SOURCE",
+        nargs="+",
+        help="image files, folders of images, globs ('photos/*.jpg') or video files",
+    )
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for annotated outputs and predictions")
-    parser.add_argument("--conf", type=float, default=None,
-                        help="keep detections scoring at least this (default: the model's per-class thresholds "
-                             "from validation, else 0.3)")  # fmt: skip
+    parser.add_argument(
+        "--conf",
+        type=float,
+        default=None,
+        help="keep detections scoring at least this (default: the model's per-class thresholds "
+        "from validation, else 0.3)",
+    )
     parser.add_argument("--classes", default="", help="comma-separated class names to keep (default: all)")
-    parser.add_argument("--save-format", choices=("coco", "voc", "yolo"), default=None,
-                        help="also write the predictions as a dataset in DIR/dataset (pseudo-labels; images copied)")  # fmt: skip
+    parser.add_argument(
+        "--save-format",
+        choices=("coco", "voc", "yolo"),
+        default=None,
+        help="also write the predictions as a dataset in DIR/dataset (pseudo-labels; images copied)",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="ONNX only: onnxruntime intra-op threads")
     tiles = parser.add_argument_group("sliced inference (small objects in large images; docs/deploy.md)")
-    tiles.add_argument("--slice", type=int, default=0, metavar="PIXELS",
-                       help="also cut each image into overlapping PIXELS x PIXELS tiles, run them and merge the "
-                            "detections (e.g. 512; default 0: off)")  # fmt: skip
+    tiles.add_argument(
+        "--slice",
+        type=int,
+        default=0,
+        metavar="PIXELS",
+        help="also cut each image into overlapping PIXELS x PIXELS tiles, run them and merge the "
+        "detections (e.g. 512; default 0: off)",
+    )
     tiles.add_argument("--overlap", type=float, default=0.2, help="fraction of a tile its neighbour shares (0.2)")
-    tiles.add_argument("--merge", choices=("nms", "greedy"), default="nms",
-                       help="nms: class-wise NMS (IoU); greedy: merge overlapping boxes into their union (IoS)")  # fmt: skip
+    tiles.add_argument(
+        "--merge",
+        choices=("nms", "greedy"),
+        default="nms",
+        help="nms: class-wise NMS (IoU); greedy: merge overlapping boxes into their union (IoS)",
+    )
     tiles.add_argument("--merge-iou", type=float, default=0.5, help="IoU (nms) or IoS (greedy) that makes duplicates")
-    tiles.add_argument("--no-full-image", dest="full_image", action="store_false",
-                       help="run the tiles only, not also the whole image (large objects may be split)")  # fmt: skip
+    tiles.add_argument(
+        "--no-full-image",
+        dest="full_image",
+        action="store_false",
+        help="run the tiles only, not also the whole image (large objects may be split)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
     if tiles is not None:
         print(tiles.describe())
     stream = detector.stream(source, args.conf, classes, slice=args.slice, **slicing)
-    summary = write_predictions(stream, source, args.output, save_format=args.save_format,
-                                total=count_frames(source), progress=True)  # fmt: skip
+    summary = write_predictions(
+        stream, source, args.output, save_format=args.save_format, total=count_frames(source), progress=True
+    )
     print(f"{summary['detections']} detections in {summary['images']} images/frames")
     for path in summary["annotated"][:5]:
         print(f"wrote {path}")
@@ -69,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"... and {len(summary['annotated']) - 5} more annotated files in {args.output}")
     print(f"wrote {summary['predictions']}")
     if summary["dataset"]:
-        print(f"wrote the predictions as a {args.save_format} dataset: data.root={args.output}/dataset, "
-              f"data.train={summary['dataset']}")  # fmt: skip
+        print(
+            f"wrote the predictions as a {args.save_format} dataset: data.root={args.output}/dataset, "
+            f"data.train={summary['dataset']}"
+        )
     return 0

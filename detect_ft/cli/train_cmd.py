@@ -1,6 +1,6 @@
 """``detect-ft train CONFIG [key=value ...]``: fine-tune a detector; writes the run directory output.dir.
 
-A thin wrapper over :func:`detect_ft.api.detector.train_config` (what ``Detector.train`` runs). Under
+A thin wrapper over :func:`detect_ft.api.train.train_config` (what ``Detector.train`` runs). Under
 ``torchrun --nproc_per_node N -m detect_ft train CONFIG ...`` each process runs this command and they
 train together with DDP (see docs/training.md).
 """
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detect_ft.api.detector import train_config
+    from detect_ft.api.train import train_config
 
     cfg = config_from_args(args)
     train_config(cfg, progress=not args.no_progress)

@@ -42,8 +42,10 @@ def check_image_file(source: str | os.PathLike) -> None:
     if not source.is_file():
         raise DataError(f"image file {source} does not exist; it cannot be copied")
     if source.suffix.lower() not in IMAGE_SUFFIXES:
-        raise DataError(f"{source} is named as an image by the annotations but is not one ({source.suffix or 'no'} "
-                        f"suffix; images end in {', '.join(IMAGE_SUFFIXES)}); refused to copy it")  # fmt: skip
+        raise DataError(
+            f"{source} is named as an image by the annotations but is not one ({source.suffix or 'no'} "
+            f"suffix; images end in {', '.join(IMAGE_SUFFIXES)}); refused to copy it"
+        )
     try:
         read_image_info(source)
     except DataError as exc:
@@ -156,8 +158,14 @@ def yolo_lines(record: ImageRecord) -> list[str]:
     return lines
 
 
-def write_yolo(records: DatasetRecords, out_dir: str | os.PathLike, split: str, *, images: ImageMode = "copy",
-               protect: Protected = ()) -> Path:  # fmt: skip
+def write_yolo(
+    records: DatasetRecords,
+    out_dir: str | os.PathLike,
+    split: str,
+    *,
+    images: ImageMode = "copy",
+    protect: Protected = (),
+) -> Path:
     """Write ``out_dir/<split>/images/<file_name>`` and ``labels/<file_name stem>.txt``, and ``data.yaml``.
 
     ``data.yaml`` lists the names (YOLO id k = ``class_names[k]``) and every split written so far.
@@ -213,8 +221,14 @@ def voc_xml(record: ImageRecord, class_names: list[str], file_name: str) -> str:
     return ET.tostring(root, encoding="unicode") + "\n"
 
 
-def write_voc(records: DatasetRecords, out_dir: str | os.PathLike, split: str, *, images: ImageMode = "copy",
-              protect: Protected = ()) -> Path:  # fmt: skip
+def write_voc(
+    records: DatasetRecords,
+    out_dir: str | os.PathLike,
+    split: str,
+    *,
+    images: ImageMode = "copy",
+    protect: Protected = (),
+) -> Path:
     """Write ``Annotations/<id>.xml``, ``JPEGImages/<file>`` and ``ImageSets/Main/<split>.txt``.
 
     VOC folders are flat: images keep their base names, unless two of them share one, in which case
@@ -261,8 +275,14 @@ def _check_unique_ids(records: DatasetRecords) -> None:
         raise DataError(f"{records.source}: image ids {repeated[:5]} repeat; COCO needs unique image ids")
 
 
-def write_split(records: DatasetRecords, format: str, out_dir: str | os.PathLike, name: str, images: ImageMode,
-                protect: Protected = ()) -> Path:  # fmt: skip
+def write_split(
+    records: DatasetRecords,
+    format: str,
+    out_dir: str | os.PathLike,
+    name: str,
+    images: ImageMode,
+    protect: Protected = (),
+) -> Path:
     """Write one split in ``format``: coco -> ``out_dir/<name>.json`` (+ ``images/``), yolo -> ``out_dir/<name>/``,
     voc -> ``out_dir`` with ``ImageSets/Main/<name>.txt``. Returns what to put in data.train/data.val.
     Nothing is written into ``protect`` (files or folders)."""
@@ -297,8 +317,9 @@ def convert_split(
     ``root`` unless ``allow_outside_root``) are returned. Every image to copy is checked to be an image
     file before anything is written, and the source annotations are never written over.
     """
-    records, findings = load_split(format=src_format, root=root, split=split, images=images, classes=classes,
-                                   allow_outside_root=allow_outside_root)  # fmt: skip
+    records, findings = load_split(
+        format=src_format, root=root, split=split, images=images, classes=classes, allow_outside_root=allow_outside_root
+    )
     if image_mode != "none":
         for record in records.records:
             check_image_file(record.image_path)
@@ -317,8 +338,11 @@ def source_annotations(format: str, root: str | os.PathLike, split: str, records
     from detect_ft.data.yolo import label_path_for
 
     where = resolve(root, split)
-    names = [folder / name for folder in {where if where.is_dir() else where.parent, root}
-             for name in ("data.yaml", "dataset.yaml", "classes.txt")]  # fmt: skip
+    names = [
+        folder / name
+        for folder in {where if where.is_dir() else where.parent, root}
+        for name in ("data.yaml", "dataset.yaml", "classes.txt")
+    ]
     labels = set()
     for record in records.records:
         try:

@@ -48,8 +48,9 @@ class DetectionDataset(Dataset):
     image of the split in its place (the epoch keeps its length; that image is seen twice).
     """
 
-    def __init__(self, records: DatasetRecords, transform: Callable[..., Any] | None = None,
-                 on_unreadable: str = "error"):  # fmt: skip
+    def __init__(
+        self, records: DatasetRecords, transform: Callable[..., Any] | None = None, on_unreadable: str = "error"
+    ):
         if on_unreadable not in ("error", "drop"):
             raise ValueError(f"on_unreadable must be 'error' or 'drop', got {on_unreadable!r}")
         self.records = records
@@ -84,8 +85,10 @@ class DetectionDataset(Dataset):
                 image = read_image(record.image_path, apply_orientation=record.apply_orientation)
             except DataError as exc:
                 if self.on_unreadable == "error":
-                    raise DataError(f"{exc} (found while loading training data; data.on_unreadable_image=drop "
-                                    "leaves such images out)") from None  # fmt: skip
+                    raise DataError(
+                        f"{exc} (found while loading training data; data.on_unreadable_image=drop "
+                        "leaves such images out)"
+                    ) from None
                 self._unreadable.add(candidate)
                 warnings.warn(f"{exc}; left out (data.on_unreadable_image=drop)", stacklevel=2)
                 continue

@@ -174,16 +174,29 @@ _BOX_MESSAGES = {
 }
 
 
-_EXIF_MEANING = {2: "mirrored", 3: "rotated 180 degrees", 4: "flipped upside down", 5: "transposed",
-                 6: "rotated 90 degrees clockwise", 7: "transversed", 8: "rotated 90 degrees counter-clockwise"}  # fmt: skip
+_EXIF_MEANING = {
+    2: "mirrored",
+    3: "rotated 180 degrees",
+    4: "flipped upside down",
+    5: "transposed",
+    6: "rotated 90 degrees clockwise",
+    7: "transversed",
+    8: "rotated 90 degrees counter-clockwise",
+}
 
 
 def _exif_finding(record: ImageRecord, info: ImageInfo, policy: str) -> Finding:
     square = " (a square image: its size cannot tell the two frames apart)" if info.width == info.height else ""
-    message = (f"EXIF orientation {info.orientation}: the stored {info.width}x{info.height} pixels are shown "
-               f"{_EXIF_MEANING[info.orientation]}, and the boxes may be drawn in either frame{square}")  # fmt: skip
-    action = {"error": "error", "drop": "dropped image", "apply": "applied (boxes taken in the displayed frame)",
-              "ignore": "ignored (boxes taken in the stored pixel frame)"}[policy]  # fmt: skip
+    message = (
+        f"EXIF orientation {info.orientation}: the stored {info.width}x{info.height} pixels are shown "
+        f"{_EXIF_MEANING[info.orientation]}, and the boxes may be drawn in either frame{square}"
+    )
+    action = {
+        "error": "error",
+        "drop": "dropped image",
+        "apply": "applied (boxes taken in the displayed frame)",
+        "ignore": "ignored (boxes taken in the stored pixel frame)",
+    }[policy]
     return Finding(EXIF_ORIENTATION, record.image_path, message, action=action)
 
 
@@ -244,8 +257,10 @@ def _box_message(kind: str, record: ImageRecord, i: int, small_thresholds: Optio
         x1, y1, x2, y2 = record.boxes[i].tolist()
         label = int(record.labels[i])
         typical = small_thresholds[label] / SMALL_BOX_RATIO
-        return (f"{x2 - x1:.3g}x{y2 - y1:.3g} px box, far smaller than the {typical:.0f} px typical of its class "
-                f"(label {label}); a stray click or a unit mistake?")  # fmt: skip
+        return (
+            f"{x2 - x1:.3g}x{y2 - y1:.3g} px box, far smaller than the {typical:.0f} px typical of its class "
+            f"(label {label}); a stray click or a unit mistake?"
+        )
     return _BOX_MESSAGES[kind]
 
 
@@ -314,10 +329,15 @@ def check_split(
     """:func:`load_split` + :func:`check_records`; findings at ``error`` are reported, not raised."""
     policies = resolve_policies(policies)
     records, load_findings = load_split(
-        format=format, root=root, split=split, images=images, classes=classes, keep_background=keep_background,
+        format=format,
+        root=root,
+        split=split,
+        images=images,
+        classes=classes,
+        keep_background=keep_background,
         allow_outside_root=policies["on_outside_root"] == "allow",
         apply_orientation=policies["on_exif_orientation"] != "ignore",
-    )  # fmt: skip
+    )
     for finding in load_findings:
         # the adapter has already left these boxes/images out of the records (allowed paths excepted)
         policy = policy_for(finding.kind, policies)

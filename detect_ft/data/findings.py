@@ -22,8 +22,18 @@ DUPLICATE_BOX = "duplicate_box"  # exact copy of an earlier box of the same imag
 SMALL_BOX = "small_box"  # far smaller than the class's typical box: often a stray click or a unit mistake
 UNKNOWN_CLASS = "unknown_class"  # class name/id not in the class list, or one that would map to background
 
-KINDS = (MISSING_IMAGE, UNREADABLE_IMAGE, EXIF_ORIENTATION, OUTSIDE_ROOT, SIZE_MISMATCH, DEGENERATE_BOX, BOX_OUTSIDE,
-         DUPLICATE_BOX, SMALL_BOX, UNKNOWN_CLASS)  # fmt: skip
+KINDS = (
+    MISSING_IMAGE,
+    UNREADABLE_IMAGE,
+    EXIF_ORIENTATION,
+    OUTSIDE_ROOT,
+    SIZE_MISMATCH,
+    DEGENERATE_BOX,
+    BOX_OUTSIDE,
+    DUPLICATE_BOX,
+    SMALL_BOX,
+    UNKNOWN_CLASS,
+)
 
 # The one definition of the data.on_* policies: detect_ft.config builds DataConfig's fields (defaults,
 # allowed values, messages) from these tables, so a new kind or choice is added here only.
@@ -138,8 +148,10 @@ def format_errors(findings: list[Finding], source: str, limit: int = 10) -> str:
 def _other_choices(kinds: list[str]) -> str:
     notes = []
     if EXIF_ORIENTATION in kinds:
-        notes.append("data.on_exif_orientation=apply if the boxes were drawn on the rotated (displayed) image, "
-                     "=ignore if on the stored pixels")  # fmt: skip
+        notes.append(
+            "data.on_exif_orientation=apply if the boxes were drawn on the rotated (displayed) image, "
+            "=ignore if on the stored pixels"
+        )
     if OUTSIDE_ROOT in kinds:
         notes.append("data.on_outside_root=allow to read images outside data.root")
     return ("; or set " + "; ".join(notes)) if notes else ""

@@ -68,8 +68,10 @@ def _check_file(path: str | os.PathLike) -> int:
         raise _missing(path)
     size = os.path.getsize(path)
     if size > MAX_IMAGE_BYTES:
-        raise UnreadableImageError(f"image file {path} is {size / 2**20:.0f} MiB, over detect-ft's limit of "
-                                   f"{MAX_IMAGE_BYTES / 2**20:.0f} MiB per image; downscale or re-encode it")  # fmt: skip
+        raise UnreadableImageError(
+            f"image file {path} is {size / 2**20:.0f} MiB, over detect-ft's limit of "
+            f"{MAX_IMAGE_BYTES / 2**20:.0f} MiB per image; downscale or re-encode it"
+        )
     return size
 
 
@@ -177,14 +179,19 @@ def read_image(path: str | os.PathLike, apply_orientation: bool = True) -> np.nd
         ) from None
     info = _header(io.BytesIO(data), path)
     if data[:2] == b"\xff\xd8" and not jpeg_is_complete(data):
-        raise UnreadableImageError(f"image file {path} is truncated (its JPEG data ends before the end marker); "
-                                   "re-save it from the original or remove it")  # fmt: skip
+        raise UnreadableImageError(
+            f"image file {path} is truncated (its JPEG data ends before the end marker); "
+            "re-save it from the original or remove it"
+        )
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
-        raise UnreadableImageError(f"image file {path} cannot be decoded (corrupt or truncated); re-save it as JPEG "
-                                   "or PNG, or remove it")  # fmt: skip
+        raise UnreadableImageError(
+            f"image file {path} cannot be decoded (corrupt or truncated); re-save it as JPEG or PNG, or remove it"
+        )
     if image.shape[1] != info.width or image.shape[0] != info.height:
-        raise UnreadableImageError(f"image file {path} decodes to {image.shape[1]}x{image.shape[0]} but its header "
-                                   f"says {info.width}x{info.height}; re-save it")  # fmt: skip
+        raise UnreadableImageError(
+            f"image file {path} decodes to {image.shape[1]}x{image.shape[0]} but its header "
+            f"says {info.width}x{info.height}; re-save it"
+        )
     image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return apply_exif_orientation(image, info.orientation) if apply_orientation else image

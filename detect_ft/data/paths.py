@@ -21,8 +21,9 @@ def resolve(root: str | os.PathLike, path: str | os.PathLike) -> Path:
     return Path(root or ".").expanduser() / path
 
 
-def size_or_finding(image_path: Path, apply_orientation: bool = True
-                    ) -> tuple[Optional[tuple[int, int]], Optional[Finding]]:  # fmt: skip
+def size_or_finding(
+    image_path: Path, apply_orientation: bool = True
+) -> tuple[Optional[tuple[int, int]], Optional[Finding]]:
     """(width, height) from the image header (in the frame ``apply_orientation`` chooses), or a
     missing_image / unreadable_image finding when it cannot be read."""
     try:
@@ -55,8 +56,9 @@ def outside_root_finding(image_path: str | os.PathLike, roots: list, where: str)
     if any(inside_root(root, image_path) for root in roots):
         return None
     shown = ", ".join(str(r) for r in roots)
-    return Finding(OUTSIDE_ROOT, str(image_path), f"{where}: the image path is absolute or leaves the dataset folder "
-                                                  f"{shown}")  # fmt: skip
+    return Finding(
+        OUTSIDE_ROOT, str(image_path), f"{where}: the image path is absolute or leaves the dataset folder {shown}"
+    )
 
 
 @dataclass

@@ -47,15 +47,27 @@ class SplitSpec:
     def from_config(cls, data: Any) -> SplitSpec:
         """The spec of a ``detect_ft.config.DataConfig`` (read by attribute: data does not import config)."""
         policies = {key: getattr(data, key) for key in POLICY_KEYS.values()}
-        return cls(format=data.format, root=data.root, images=data.images, keep_background=data.keep_background,
-                   policies=policies)  # fmt: skip
+        return cls(
+            format=data.format,
+            root=data.root,
+            images=data.images,
+            keep_background=data.keep_background,
+            policies=policies,
+        )
 
 
 def _arguments(spec: SplitSpec, split: str, classes: Optional[Sequence[str]], decode: bool) -> dict[str, Any]:
     """The doctor's keyword arguments for ``split`` of ``spec`` (no classes given: the dataset's own)."""
-    return dict(format=spec.format, root=spec.root, split=split, images=spec.images,
-                classes=list(classes) if classes else None, keep_background=spec.keep_background,
-                policies=spec.policies, decode=decode)  # fmt: skip
+    return dict(
+        format=spec.format,
+        root=spec.root,
+        split=split,
+        images=spec.images,
+        classes=list(classes) if classes else None,
+        keep_background=spec.keep_background,
+        policies=spec.policies,
+        decode=decode,
+    )
 
 
 def load_checked_split(

@@ -49,8 +49,10 @@ def voc_split_ids(root: str | os.PathLike, split: str) -> tuple[list[str], Path]
         raise DataError(f"VOC split list {list_file} is empty; add image ids, one per line")
     for image_id in ids:
         if "/" in image_id or "\\" in image_id or image_id in (".", ".."):
-            raise DataError(f"VOC split list {list_file}: id {image_id[:80]!r} is a path, not an image id (a file "
-                            "name without folder or suffix); fix the list")  # fmt: skip
+            raise DataError(
+                f"VOC split list {list_file}: id {image_id[:80]!r} is a path, not an image id (a file "
+                "name without folder or suffix); fix the list"
+            )
     return ids, list_file
 
 
@@ -59,8 +61,10 @@ def _refuse_dtd(data: bytes, path: Path) -> None:
     expansion (billion laughs) or external entities are how XML files attack their readers."""
 
     def refuse(*_args) -> None:
-        raise DataError(f"annotation file {path} declares a DOCTYPE or entities, which VOC annotations never need "
-                        "and detect-ft does not expand; remove the <!DOCTYPE ...> block")  # fmt: skip
+        raise DataError(
+            f"annotation file {path} declares a DOCTYPE or entities, which VOC annotations never need "
+            "and detect-ft does not expand; remove the <!DOCTYPE ...> block"
+        )
 
     parser = xml.parsers.expat.ParserCreate()
     parser.StartDoctypeDeclHandler = refuse

@@ -56,8 +56,7 @@ def read_yolo_names(folders: list[Path]) -> Optional[tuple[dict[int, str], Path]
                 return {i: str(n) for i, n in enumerate(names)}, path
             if isinstance(names, dict) and all(isinstance(k, int) and scalar(v) for k, v in names.items()):
                 return {int(k): str(v) for k, v in names.items()}, path
-            raise DataError(f"{path}: 'names' must be a list of names or a mapping id -> name, got "
-                            f"{short_repr(names)}")  # fmt: skip
+            raise DataError(f"{path}: 'names' must be a list of names or a mapping id -> name, got {short_repr(names)}")
     return None
 
 
@@ -114,8 +113,9 @@ def _parse_lines(label_path: Path) -> list[tuple[str, list[float]]]:
         try:
             values = [float(t) for t in tokens[1:]]
         except ValueError:
-            raise DataError(f"label file {label_path} line {line_no}: coordinates must be numbers: "
-                            f"{short_repr(line)}") from None  # fmt: skip
+            raise DataError(
+                f"label file {label_path} line {line_no}: coordinates must be numbers: {short_repr(line)}"
+            ) from None
         big = [v for v in values if math.isfinite(v) and v > PIXEL_UNITS_THRESHOLD]  # inf/nan: degenerate boxes
         if big:
             raise DataError(

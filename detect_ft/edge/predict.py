@@ -43,9 +43,15 @@ def _color(label: int) -> tuple[int, int, int]:
     return tuple(int(c) for c in rgb)
 
 
-def write_predictions(results: Iterable[Result], source: Source, output: str | os.PathLike, *,
-                      save_format: Optional[str] = None, total: Optional[int] = None,
-                      progress: bool = False) -> dict:  # fmt: skip
+def write_predictions(
+    results: Iterable[Result],
+    source: Source,
+    output: str | os.PathLike,
+    *,
+    save_format: Optional[str] = None,
+    total: Optional[int] = None,
+    progress: bool = False,
+) -> dict:
     """Write ``results`` (those of ``source``, in order) under ``output``.
 
     Images are written annotated under their own names (PNG for non-JPEG/PNG inputs, ``image_<n>.png``
@@ -67,10 +73,34 @@ def write_predictions(results: Iterable[Result], source: Source, output: str | o
     output = Path(output)
     check_no_overwrite(source, output, dataset=save_format is not None)
     output.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(results, total=total, unit="img", desc="predict", disable=not progress, leave=False)
+    rows, annotated, kept, image_id = _write_annotated_results(bar, output, keep=save_format is not None)
+    if not rows and not annotated:
+        raise DetectFTError(
+            f"source {source} holds no readable images or frames; pass {', '.join(IMAGE_SUFFIXES)} "
+            f"files or a {', '.join(VIDEO_SUFFIXES)} video"
+        )
+    predictions = output / "predictions.json"
+    write_json_atomic(predictions, rows, indent=None)
+    dataset = write_results_dataset(kept, output / "dataset", save_format) if save_format else None
+    return {
+        "images": image_id,
+        "detections": len(rows),
+        "predictions": str(predictions),
+        "annotated": annotated,
+        "dataset": None if dataset is None else str(dataset),
+    }
+
+
+def _write_annotated_results(
+    results: Iterable[Result], output: Path, *, keep: bool
+) -> tuple[list[dict], list[str], list[Result], int]:
+    """Each result drawn into ``output`` (images one by one, video frames into one video per source):
+    the COCO rows, the annotated paths, the image results kept for a dataset (``keep``, pixels dropped)
+    and the number of images and frames."""
     rows, annotated, kept, sink, image_id = [], [], [], None, 0
     try:
-        bar = tqdm(results, total=total, unit="img", desc="predict", disable=not progress, leave=False)
-        for image_id, result in enumerate(bar, start=1):
+        for image_id, result in enumerate(results, start=1):
             rows += result.to_coco(image_id)
             drawn = result.plot()
             if result.frame is not None:
@@ -80,7 +110,7 @@ def write_predictions(results: Iterable[Result], source: Source, output: str | o
             else:
                 name = Path(result.path).name if result.path else f"image_{image_id}.png"
                 annotated.append(_write_annotated(output, name, drawn))
-                if save_format:
+                if keep:
                     result.image = None
                     kept.append(result)
         _next_sink(sink, None, output, annotated)
@@ -88,14 +118,7 @@ def write_predictions(results: Iterable[Result], source: Source, output: str | o
     finally:
         if sink is not None:
             sink.abort()
-    if not rows and not annotated:
-        raise DetectFTError(f"source {source} holds no readable images or frames; pass {', '.join(IMAGE_SUFFIXES)} "
-                            f"files or a {', '.join(VIDEO_SUFFIXES)} video")  # fmt: skip
-    predictions = output / "predictions.json"
-    write_json_atomic(predictions, rows, indent=None)
-    dataset = write_results_dataset(kept, output / "dataset", save_format) if save_format else None
-    return {"images": image_id, "detections": len(rows), "predictions": str(predictions), "annotated": annotated,
-            "dataset": None if dataset is None else str(dataset)}  # fmt: skip
+    return rows, annotated, kept, image_id
 
 
 def annotated_name(name: str) -> str:
@@ -116,24 +139,32 @@ def check_no_overwrite(source: Source, output: Path, *, dataset: bool = False) -
     overwrite. With ``dataset``, also refuses sources that cannot become a dataset (videos, arrays)."""
     items = expand_source(source)
     inputs = [p for p in items if isinstance(p, Path)]
-    folders = [Path(os.fspath(s)) for s in (source if isinstance(source, (list, tuple)) else [source])
-               if isinstance(s, (str, os.PathLike)) and Path(os.fspath(s)).is_dir()]  # fmt: skip
+    folders = [
+        Path(os.fspath(s))
+        for s in (source if isinstance(source, (list, tuple)) else [source])
+        if isinstance(s, (str, os.PathLike)) and Path(os.fspath(s)).is_dir()
+    ]
     for folder in folders:
         if output.exists() and _same_file(output, folder):
             shown = ", ".join(p.name for p in inputs[:5]) + (f" ... ({len(inputs)} in all)" if len(inputs) > 5 else "")
-            raise DetectFTError(f"output folder {output} is the source folder: the annotated copies would overwrite "
-                                f"the input images ({shown or 'none yet'}) and become inputs of the next run; "
-                                "choose another output folder")  # fmt: skip
+            raise DetectFTError(
+                f"output folder {output} is the source folder: the annotated copies would overwrite "
+                f"the input images ({shown or 'none yet'}) and become inputs of the next run; "
+                "choose another output folder"
+            )
     if dataset and len(inputs) != len(items) or dataset and any(is_video(p) for p in inputs):
-        raise DetectFTError("only image files can be saved as a dataset (not videos or in-memory images); "
-                            "predict a folder of images, or leave out the dataset format")  # fmt: skip
+        raise DetectFTError(
+            "only image files can be saved as a dataset (not videos or in-memory images); "
+            "predict a folder of images, or leave out the dataset format"
+        )
     outputs = [output / (f"{p.stem}.pred.mp4" if is_video(p) else annotated_name(p.name)) for p in inputs]
     outputs.append(output / "predictions.json")
     hits = [(t, p) for t in outputs if t.exists() for p in inputs if _same_file(t, p)]
     if hits:
         shown = ", ".join(f"{t} (the input {p})" for t, p in hits[:5])
-        raise DetectFTError(f"writing the predictions to {output} would overwrite input file(s) {shown}; "
-                            "choose another output folder")  # fmt: skip
+        raise DetectFTError(
+            f"writing the predictions to {output} would overwrite input file(s) {shown}; choose another output folder"
+        )
 
 
 def write_rgb_image(target: Path, image: np.ndarray) -> Path:
@@ -178,8 +209,9 @@ class VideoSink:
             self.writer = cv2.VideoWriter(os.fspath(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, size)
             if not self.writer.isOpened():
                 self.abort()
-                raise DetectFTError(f"OpenCV cannot write {self.target} with the mp4v codec; "
-                                    "use an OpenCV build with FFmpeg")  # fmt: skip
+                raise DetectFTError(
+                    f"OpenCV cannot write {self.target} with the mp4v codec; use an OpenCV build with FFmpeg"
+                )
         self.writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
     def close(self) -> str:

@@ -104,8 +104,13 @@ class Run:
     def training_objects(self) -> dict[str, Any]:
         """What a checkpoint saves and a resume restores besides ``state`` and the RNG, by the keyword
         names of :func:`~detect_ft.engine.checkpoint.save_checkpoint` and ``restore_training_state``."""
-        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler,
-                "scaler": self.scaler, "ema": self.ema}  # fmt: skip
+        return {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "scaler": self.scaler,
+            "ema": self.ema,
+        }
 
     def validates(self, epoch: int) -> bool:
         """Whether epoch ``epoch`` (0-based) ends with a validation."""

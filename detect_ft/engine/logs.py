@@ -130,15 +130,20 @@ def format_summary(
     if stopped:
         lines.append(f"stopped early: {stopped}")
     if constant_predictions:
-        lines.append("WARNING: the model gives every validation image the same scores: it has not learnt to look at "
-                     "the images yet; train longer (train.epochs), raise train.lr, or shorten train.warmup_iters")  # fmt: skip
+        lines.append(
+            "WARNING: the model gives every validation image the same scores: it has not learnt to look at "
+            "the images yet; train longer (train.epochs), raise train.lr, or shorten train.warmup_iters"
+        )
     if rows:
         last = rows[-1]
-        lines.append(f"last epoch {last['epoch']}: loss {_value(last['loss']):.4f}, {last['img_s']:.1f} img/s, "
-                     f"lr {last['lr']:.3g}")  # fmt: skip
+        lines.append(
+            f"last epoch {last['epoch']}: loss {_value(last['loss']):.4f}, {last['img_s']:.1f} img/s, "
+            f"lr {last['lr']:.3g}"
+        )
         if last.get("map") is not None:
-            lines.append(f"  val map {last['map']:.4f}  map50 {last['map50']:.4f}  "
-                         f"map75 {last.get('map75', float('nan')):.4f}")  # fmt: skip
+            lines.append(
+                f"  val map {last['map']:.4f}  map50 {last['map50']:.4f}  map75 {last.get('map75', float('nan')):.4f}"
+            )
     notes = [r["note"] for r in rows if r.get("note")]
     if best.get("epoch") is not None:
         lines.append(f"best {best_metric} {best['value']:.4f} at epoch {best['epoch']}")

@@ -128,8 +128,10 @@ def resolve_warmup_iters(warmup_iters: int | None, total_steps: int) -> tuple[in
         return min(AUTO_WARMUP_MAX, max(1, round(AUTO_WARMUP_SHARE * total_steps))), None
     cap = max(1, int(MAX_WARMUP_SHARE * total_steps))
     if warmup_iters > cap:
-        return cap, (f"train.warmup_iters={warmup_iters} is over {MAX_WARMUP_SHARE:.0%} of this run's {total_steps} "
-                     f"optimizer steps; warming up for {cap} steps instead")  # fmt: skip
+        return cap, (
+            f"train.warmup_iters={warmup_iters} is over {MAX_WARMUP_SHARE:.0%} of this run's {total_steps} "
+            f"optimizer steps; warming up for {cap} steps instead"
+        )
     return warmup_iters, None
 
 

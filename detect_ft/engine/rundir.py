@@ -59,8 +59,10 @@ def choose_run_dir(output_dir: str | os.PathLike, *, resume: str, overwrite: boo
             if candidate.is_dir() and is_empty_or_missing(candidate):
                 break
             k += 1
-    note = (f"output.dir {wanted} already holds files; this run writes to {candidate} instead (train.resume=auto "
-            f"continues the run in {wanted}, output.overwrite=true replaces it)")  # fmt: skip
+    note = (
+        f"output.dir {wanted} already holds files; this run writes to {candidate} instead (train.resume=auto "
+        f"continues the run in {wanted}, output.overwrite=true replaces it)"
+    )
     return candidate, note
 
 

@@ -267,8 +267,14 @@ def _resume(run: Run, cfg: Config, run_dir: Path, class_names: list[str], say) -
     checkpoint = dist_utils.broadcast_object(load_checkpoint(resume_path) if resume_path else None)
     if checkpoint is None:
         return
-    check_resumable(checkpoint, resume_path, model_name=cfg.model.name, class_names=class_names,
-                    anchor_sizes=cfg.model.anchor_sizes, anchor_ratios=cfg.model.anchor_ratios)  # fmt: skip
+    check_resumable(
+        checkpoint,
+        resume_path,
+        model_name=cfg.model.name,
+        class_names=class_names,
+        anchor_sizes=cfg.model.anchor_sizes,
+        anchor_ratios=cfg.model.anchor_ratios,
+    )
     try:
         restore_training_state(checkpoint, **run.training_objects())
         run.state = RunState.from_checkpoint(checkpoint)

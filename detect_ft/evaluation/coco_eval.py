@@ -23,9 +23,19 @@ from detect_ft.io import write_json_atomic
 from detect_ft.predictions import coco_results, filter_detections
 
 STAT_KEYS = (
-    "map", "map50", "map75", "map_small", "map_medium", "map_large",
-    "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large",
-)  # fmt: skip
+    "map",
+    "map50",
+    "map75",
+    "map_small",
+    "map_medium",
+    "map_large",
+    "mar_1",
+    "mar_10",
+    "mar_100",
+    "mar_small",
+    "mar_medium",
+    "mar_large",
+)
 
 
 def coco_ground_truth(dataset: DatasetRecords) -> dict:
@@ -40,20 +50,29 @@ def coco_ground_truth(dataset: DatasetRecords) -> dict:
                 f"(second: {record.file_name}); image ids must be unique within a split"
             )
         seen.add(record.image_id)
-        images.append({"id": int(record.image_id), "width": int(record.width), "height": int(record.height),
-                       "file_name": record.file_name})  # fmt: skip
+        images.append(
+            {
+                "id": int(record.image_id),
+                "width": int(record.width),
+                "height": int(record.height),
+                "file_name": record.file_name,
+            }
+        )
         boxes = record.boxes.astype(np.float64)
         wh = boxes[:, 2:] - boxes[:, :2]
-        for box, size, label, crowd in zip(boxes.tolist(), wh.tolist(), record.labels.tolist(),
-                                           record.iscrowd.tolist()):  # fmt: skip
-            annotations.append({
-                "id": len(annotations) + 1,  # pycocotools treats id 0 as "unmatched"
-                "image_id": int(record.image_id),
-                "category_id": int(dataset.category_ids[label - 1]),
-                "bbox": [box[0], box[1], size[0], size[1]],
-                "area": size[0] * size[1],
-                "iscrowd": int(crowd),
-            })  # fmt: skip
+        for box, size, label, crowd in zip(
+            boxes.tolist(), wh.tolist(), record.labels.tolist(), record.iscrowd.tolist()
+        ):
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,  # pycocotools treats id 0 as "unmatched"
+                    "image_id": int(record.image_id),
+                    "category_id": int(dataset.category_ids[label - 1]),
+                    "bbox": [box[0], box[1], size[0], size[1]],
+                    "area": size[0] * size[1],
+                    "iscrowd": int(crowd),
+                }
+            )
     categories = [{"id": int(c), "name": n} for c, n in zip(dataset.category_ids, dataset.class_names)]
     return {"images": images, "annotations": annotations, "categories": categories}
 
@@ -95,8 +114,9 @@ def predictions_to_coco_results(
     return rows
 
 
-def write_coco_results(path: str | Path, dataset: DatasetRecords, predictions: list[dict],
-                       *, score_thresh: float = 0.0) -> None:  # fmt: skip
+def write_coco_results(
+    path: str | Path, dataset: DatasetRecords, predictions: list[dict], *, score_thresh: float = 0.0
+) -> None:
     """Write :func:`predictions_to_coco_results` as JSON, atomically."""
     write_json_atomic(path, predictions_to_coco_results(dataset, predictions, score_thresh=score_thresh), indent=None)
 

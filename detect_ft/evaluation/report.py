@@ -48,21 +48,29 @@ def format_metrics(metrics: dict) -> str:
     voc = metrics.get("voc_per_class", {})
     thresholds = metrics.get("thresholds", {})
     per_class = [
-        (name, counts.get(name, ""), fmt(ap), fmt(metrics["per_class_map50"].get(name)), fmt(voc.get(name)),
-         fmt(thresholds.get(name), 2))
+        (
+            name,
+            counts.get(name, ""),
+            fmt(ap),
+            fmt(metrics["per_class_map50"].get(name)),
+            fmt(voc.get(name)),
+            fmt(thresholds.get(name), 2),
+        )
         for name, ap in metrics["per_class"].items()
-    ]  # fmt: skip
+    ]
     head = (
         f"{metrics.get('num_images', '?')} images, {metrics.get('num_ground_truth', '?')} boxes, "
         f"{metrics.get('num_detections', '?')} detections (backend {metrics.get('backend', '?')})"
     )
     if metrics.get("num_ground_truth") == 0:
         head += "\nno boxes to score: the split has no countable ground-truth boxes, so every AP is n/a"
-    return "\n\n".join([
-        head,
-        format_table(("metric", "value"), overall),
-        format_table(("class", "boxes", "AP", "AP50", "VOC AP50", "F1 conf"), per_class),
-    ])  # fmt: skip
+    return "\n\n".join(
+        [
+            head,
+            format_table(("metric", "value"), overall),
+            format_table(("class", "boxes", "AP", "AP50", "VOC AP50", "F1 conf"), per_class),
+        ]
+    )
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

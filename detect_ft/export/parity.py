@@ -134,8 +134,14 @@ def score_runtime(
     from detect_ft.evaluation.evaluator import predict_records
 
     times: list[float] = []
-    raw = predict_records(timed(predict_batch, times), dataset, batch_size=1, workers=0, progress=progress,
-                          desc=f"predict + time ({source})")  # fmt: skip
+    raw = predict_records(
+        timed(predict_batch, times),
+        dataset,
+        batch_size=1,
+        workers=0,
+        progress=progress,
+        desc=f"predict + time ({source})",
+    )
     preds = filter_predictions(raw, score_thresh)
     metrics = coco_metrics(dataset, preds, backend=backend, source=source)
     metrics["latency"] = latency_summary(times)

@@ -68,8 +68,9 @@ def build_model(
     """
     spec = _checked_spec(name, num_classes, class_names, backbone)
     if spec.timm_backbone:
-        model, pretrained = _build_timm(name, spec, backbone or spec.timm_backbone, num_classes, weights, class_names,
-                                        init_from_coco_names)  # fmt: skip
+        model, pretrained = _build_timm(
+            name, spec, backbone or spec.timm_backbone, num_classes, weights, class_names, init_from_coco_names
+        )
     else:
         model, pretrained = _build_torchvision(name, spec, num_classes, weights, class_names, init_from_coco_names)
     if spec.sigmoid_head:
@@ -96,8 +97,10 @@ def _checked_spec(name: str, num_classes: int, class_names: Sequence[str] | None
         raise ConfigError(f"{len(class_names)} class names given for num_classes={num_classes}")
     spec = MODELS[name]
     if backbone and not spec.timm_backbone:
-        raise ConfigError(f"model.backbone: {name} has a fixed torchvision backbone; model.backbone applies to the "
-                          f"timm models ({', '.join(n for n, s in MODELS.items() if s.timm_backbone)})")  # fmt: skip
+        raise ConfigError(
+            f"model.backbone: {name} has a fixed torchvision backbone; model.backbone applies to the "
+            f"timm models ({', '.join(n for n, s in MODELS.items() if s.timm_backbone)})"
+        )
     return spec
 
 
@@ -153,8 +156,10 @@ def _build_timm(
         model.backbone.body.load_state_dict(state)
         return model, True
     if weights == "coco":
-        raise ConfigError(f"model.weights: {name} has no COCO weights (its backbone comes from timm); use "
-                          f"model.weights=imagenet, none, or a detect-ft checkpoint of a {name}")  # fmt: skip
+        raise ConfigError(
+            f"model.weights: {name} has no COCO weights (its backbone comes from timm); use "
+            f"model.weights=imagenet, none, or a detect-ft checkpoint of a {name}"
+        )
     source = _source_weights(weights, name, spec)
     if source is not None:
         load_pretrained(model, name, source, class_names, match_names=match_names)

@@ -106,8 +106,19 @@ def ssdlite_timm(*, backbone: str, num_classes: int, size: int = 320) -> SSD:
     anchors = DefaultBoxGenerator([[2, 3] for _ in range(6)], min_ratio=0.2, max_ratio=0.95)
     head = SSDLiteHead(features.out_channels, anchors.num_anchors_per_location(), num_classes, norm_layer)
     mean, std = normalisation(features.body)
-    return SSD(features, anchors, (size, size), num_classes, image_mean=mean, image_std=std, head=head,
-               score_thresh=0.001, nms_thresh=0.55, detections_per_img=300, topk_candidates=300)  # fmt: skip
+    return SSD(
+        features,
+        anchors,
+        (size, size),
+        num_classes,
+        image_mean=mean,
+        image_std=std,
+        head=head,
+        score_thresh=0.001,
+        nms_thresh=0.55,
+        detections_per_img=300,
+        topk_candidates=300,
+    )
 
 
 def fasterrcnn_timm_fpn(*, backbone: str, num_classes: int, min_size: int = 512, max_size: int = 853) -> FasterRCNN:
@@ -122,11 +133,20 @@ def retinanet_timm_fpn(*, backbone: str, num_classes: int, min_size: int = 512, 
     features = TimmFPN(backbone, 3, LastLevelP6P7(FPN_CHANNELS, FPN_CHANNELS))
     sizes = tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in (32, 64, 128, 256, 512))
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
-    head = RetinaNetHead(FPN_CHANNELS, anchors.num_anchors_per_location()[0], num_classes,
-                         norm_layer=partial(nn.GroupNorm, 32))  # fmt: skip
+    head = RetinaNetHead(
+        FPN_CHANNELS, anchors.num_anchors_per_location()[0], num_classes, norm_layer=partial(nn.GroupNorm, 32)
+    )
     mean, std = normalisation(features.body)
-    return RetinaNet(features, num_classes, min_size=min_size, max_size=max_size, image_mean=mean, image_std=std,
-                     anchor_generator=anchors, head=head)  # fmt: skip
+    return RetinaNet(
+        features,
+        num_classes,
+        min_size=min_size,
+        max_size=max_size,
+        image_mean=mean,
+        image_std=std,
+        anchor_generator=anchors,
+        head=head,
+    )
 
 
 def fcos_timm_fpn(*, backbone: str, num_classes: int, min_size: int = 512, max_size: int = 853) -> FCOS:
@@ -135,5 +155,13 @@ def fcos_timm_fpn(*, backbone: str, num_classes: int, min_size: int = 512, max_s
     anchors = AnchorGenerator(((8,), (16,), (32,), (64,), (128,)), ((1.0,),) * 5)
     head = FCOSHead(FPN_CHANNELS, anchors.num_anchors_per_location()[0], num_classes)
     mean, std = normalisation(features.body)
-    return FCOS(features, num_classes, min_size=min_size, max_size=max_size, image_mean=mean, image_std=std,
-                anchor_generator=anchors, head=head)  # fmt: skip
+    return FCOS(
+        features,
+        num_classes,
+        min_size=min_size,
+        max_size=max_size,
+        image_mean=mean,
+        image_std=std,
+        anchor_generator=anchors,
+        head=head,
+    )
