@@ -45,23 +45,22 @@ def test_transfer_study_from_a_checkpoint_on_other_classes(tmp_path):
     )
     out = tmp_path / "study"
     tool = load_tool()
-    code = tool.main(
-        [
-            str(REPO / "configs" / "demo_shapes.yaml"),
-            f"data.root={target_data}",
-            "data.classes=[star,square]",
-            *common,
-            "train.epochs=2",
-            "--source",
-            str(source),
-            "--out",
-            str(out),
-            "--arms",
-            "scratch",
-            "frozen",
-            "gradual",
-        ]
-    )
+    study_args = [
+        str(REPO / "configs" / "demo_shapes.yaml"),
+        f"data.root={target_data}",
+        "data.classes=[star,square]",
+        *common,
+        "train.epochs=2",
+        "--source",
+        str(source),
+        "--out",
+        str(out),
+        "--arms",
+        "scratch",
+        "frozen",
+        "gradual",
+    ]
+    code = tool.main(study_args)
     assert code == 0
     table = (out / "study.md").read_text()
     for arm in ("scratch", "frozen", "gradual"):
@@ -76,27 +75,7 @@ def test_transfer_study_from_a_checkpoint_on_other_classes(tmp_path):
     assert load_config(out / "scratch" / "config.yaml").model.weights == "none"
     # A second call with --reuse trains nothing and rebuilds the same table from the finished arms.
     before = {arm: (out / arm / "metrics.jsonl").stat().st_mtime_ns for arm in ("scratch", "frozen", "gradual")}
-    assert (
-        tool.main(
-            [
-                str(REPO / "configs" / "demo_shapes.yaml"),
-                f"data.root={target_data}",
-                "data.classes=[star,square]",
-                *common,
-                "train.epochs=2",
-                "--source",
-                str(source),
-                "--out",
-                str(out),
-                "--arms",
-                "scratch",
-                "frozen",
-                "gradual",
-                "--reuse",
-            ]
-        )
-        == 0
-    )
+    assert tool.main([*study_args, "--reuse"]) == 0
     assert {arm: (out / arm / "metrics.jsonl").stat().st_mtime_ns for arm in before} == before
     assert json.loads((out / "study.json").read_text())["arms"].keys() == study["arms"].keys()
 
