@@ -179,12 +179,12 @@ def check_resumable(
         )
     # Anchors are no tensors of the state dict: only the saved config says which ones the heads learnt.
     saved = (checkpoint.get(ckpt.CONFIG) or {}).get("model") or {}
-    for key, now in (("anchor_sizes", anchor_sizes), ("anchor_ratios", anchor_ratios)):
-        before = _nested_floats(saved.get(key) or [])
-        if before != _nested_floats(now or []):
+    for key, value in (("anchor_sizes", anchor_sizes), ("anchor_ratios", anchor_ratios)):
+        before, now = _nested_floats(saved.get(key) or []), _nested_floats(value or [])
+        if before != now:
             raise DetectFTError(
                 f"train.resume: {path} was trained with model.{key}={before or 'the defaults'} but this run has "
-                f"{_nested_floats(now or []) or 'the defaults'}; resume with the same model.anchors and model.{key}"
+                f"{now or 'the defaults'}; resume with the same model.anchors and model.{key}"
             )
 
 
