@@ -19,11 +19,20 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import yaml
 
-from detect_ft.config_checks import apply_model_recipe, check_model, fail, input_side, model_names, positive, set_key
+from detect_ft.config_checks import (
+    apply_model_recipe,
+    check_model,
+    duration_seconds,
+    fail,
+    input_side,
+    model_names,
+    positive,
+    set_key,
+)
 from detect_ft.data.findings import (
     ALLOWED,
     BOX_OUTSIDE,
@@ -160,6 +169,10 @@ class TrainConfig:
     clip_grad_norm: Optional[float] = None
     accumulate: int = 1  # gradient accumulation steps
     freeze_backbone_epochs: int = 0  # train only the heads for this many epochs, then unfreeze
+    # or for this share of the run's epochs (a time-budgeted run's too); freeze_backbone_epochs wins when set
+    freeze_backbone_fraction: float = 0.0
+    # the run's whole wall time ("90s", "10m", "1.5h"; "" = off): train.epochs is then derived (engine.budget)
+    time_budget: str = ""
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler)
     channels_last: bool = False
     ema: bool = False
@@ -192,6 +205,9 @@ class TrainConfig:
             fail("train.device", self.device, "auto, cpu, cuda or cuda:N")
         for i, size in enumerate(self.multi_scale):
             input_side(f"train.multi_scale[{i}]", size, "")
+        if not 0 <= self.freeze_backbone_fraction < 1:
+            fail("train.freeze_backbone_fraction", self.freeze_backbone_fraction, "a number in [0, 1)")
+        duration_seconds("train.time_budget", self.time_budget)
 
 
 @dataclass
@@ -251,6 +267,10 @@ class OutputConfig:
 
 @dataclass
 class Config:
+    """Every section. ``applied_recipe`` (not a field: never saved) lists the ``key=value`` settings that
+    the model's recipe filled in because the config left them unset."""
+
+    applied_recipe: ClassVar[tuple[str, ...]] = ()
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -346,7 +366,7 @@ def config_from_dict(data: Any, overrides: list[str] | None = None, source: str 
         set_key(cfg, key, value)
         explicit.add(key)
     if cfg.model.name in model_names():
-        apply_model_recipe(cfg, explicit)
+        cfg.applied_recipe = tuple(apply_model_recipe(cfg, explicit))
     cfg.check()
     return cfg
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from typing import Any, Literal, Optional
@@ -35,6 +36,22 @@ def input_side(key: str, value: int, otherwise: str = "null") -> None:
     image allocate gigabytes). ``otherwise`` names the key's other allowed value, if any."""
     if not 0 < value <= MAX_INPUT_SIDE:
         fail(key, value, f"an integer in 1..{MAX_INPUT_SIDE} (pixels)" + (f" or {otherwise}" if otherwise else ""))
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(s|sec|m|min|h)?$")
+_UNIT_SECONDS = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def duration_seconds(key: str, text: str) -> Optional[float]:
+    """``"90s"``, ``"10m"``, ``"1.5h"`` or a bare number of seconds -> seconds; ``""`` -> None (no limit)."""
+    text = str(text).strip().lower()
+    if not text:
+        return None
+    match = _DURATION.match(text)
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)] if match else 0.0
+    if seconds <= 0:
+        fail(key, text, 'a positive duration such as "90s", "10m" or "1.5h" (or "" for none)')
+    return seconds
 
 
 def model_names() -> list[str]:

@@ -60,5 +60,5 @@ def test_summary_warns_about_constant_predictions(tmp_path):
         seconds=1.0,
         files=[],
     )
-    assert "same scores" in format_summary(**common, constant_predictions=True)
-    assert "same scores" not in format_summary(**common)
+    assert "same detections" in format_summary(**common, constant_predictions=True)
+    assert "same detections" not in format_summary(**common)

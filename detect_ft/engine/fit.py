@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence
 
@@ -30,6 +31,7 @@ from detect_ft.engine.state import RunState
 from detect_ft.errors import DetectFTError
 
 if TYPE_CHECKING:
+    from detect_ft.engine.budget import TimeBudget
     from detect_ft.engine.hooks import Hook
 
 NO_BOXES = "no boxes to score: the validation split has no countable ground-truth boxes"
@@ -49,6 +51,8 @@ class LoopOptions:
     max_iters: Optional[int] = None
     max_nonfinite: int = 10
     progress: bool = True
+    deadline: Optional[float] = None  # time.perf_counter() after which an epoch takes no more batches
+    ends_at: Optional[float] = None  # when the run's time budget ends (the progress bar shows what is left)
 
 
 @dataclass
@@ -71,6 +75,9 @@ class Run:
             that trains (``model`` or its DDP wrapper), train_one_epoch's stats, the metrics.jsonl row,
             whether ``best_metric`` improved, and every rank's RNG state for the checkpoint.
         stop_reason: set to end the run after this epoch; error: what ended it, if anything raised.
+        budget: ``train.time_budget``'s :class:`~detect_ft.engine.budget.TimeBudget`, which changes
+            ``epochs``, ``eval_interval``, ``freeze_backbone_epochs`` and the LR schedule's length after
+            each epoch's training; None for a run of a fixed number of epochs.
     """
 
     model: nn.Module
@@ -100,6 +107,7 @@ class Run:
     rng: list[dict[str, Any]] = field(default_factory=list)
     stop_reason: Optional[str] = None
     error: Optional[BaseException] = None
+    budget: Optional[TimeBudget] = None
 
     def training_objects(self) -> dict[str, Any]:
         """What a checkpoint saves and a resume restores besides ``state`` and the RNG, by the keyword
@@ -129,12 +137,14 @@ def fit(run: Run, hooks: Sequence[Hook] = ()) -> RunState:
     """
     try:
         _call(hooks, "before_train", run)
-        for epoch in range(run.state.epoch, run.epochs):
-            run.epoch = epoch
+        while run.state.epoch < run.epochs:  # a time budget may move run.epochs after each epoch
+            run.epoch = run.state.epoch
             prepare_epoch(run)
             _call(hooks, "before_epoch", run)
             train_epoch(run, hooks)
             validate(run)
+            if run.budget is not None:
+                run.state.budget = run.budget.state(run)
             run.rng = dist_utils.gather_objects(rng_state())
             _call(hooks, "after_epoch", run)
             # rank 0 decides (it alone validated), so every rank stops alike
@@ -194,6 +204,10 @@ def train_epoch(run: Run, hooks: Sequence[Hook] = ()) -> None:
         WeightsDiverged: the weights became non-finite (the row is still logged, nothing is saved).
     """
     o = run.options
+    started = time.perf_counter()
+    if run.budget is not None:
+        run.budget.before_epoch()
+        o.deadline, o.ends_at = run.budget.training_deadline(run), run.budget.ends_at
     loader = run.make_loader(run.epoch)
     run.stats = train_one_epoch(
         run.train_model,
@@ -212,6 +226,8 @@ def train_epoch(run: Run, hooks: Sequence[Hook] = ()) -> None:
         nonfinite_run=run.state.nonfinite_run,
         progress=o.progress and run.info.is_main,
         around_batch=functools.partial(_around_step, hooks, run) if hooks else None,
+        deadline=o.deadline,
+        ends_at=o.ends_at,
     )
     del loader  # shuts its workers down before validation starts its own threads
     dist_utils.broadcast_buffers(run.model)
@@ -220,6 +236,8 @@ def train_epoch(run: Run, hooks: Sequence[Hook] = ()) -> None:
     # every rank checks (DDP keeps their weights equal), so every rank stops alike
     check_finite_weights(run.model, run.ema, run.epoch, run.epochs)
     run.state.finish_epoch(run.stats["steps"], run.stats["nonfinite_run"])
+    if run.budget is not None:
+        run.budget.after_training(run, time.perf_counter() - started)
 
 
 def check_finite_weights(model: nn.Module, ema: Optional[ModelEMA], epoch: int, epochs: int) -> None:
@@ -247,6 +265,8 @@ def validate(run: Run) -> None:
     ``map50``, ``map75`` and ``val_time`` in the row, and record the chosen metric in ``run.state``."""
     run.improved = False
     if not (run.info.is_main and run.validates(run.epoch)):
+        if run.budget is not None:
+            run.budget.after_validation(None)
         return
     metrics = run.evaluate(run.ema.module if run.ema else unwrap(run.model))
     run.state.metrics = metrics
@@ -256,3 +276,5 @@ def validate(run: Run) -> None:
         run.row["note"] = NO_BOXES
     else:
         run.improved = run.state.record(value)
+    if run.budget is not None:
+        run.budget.after_validation(metrics["seconds"])

@@ -145,6 +145,8 @@ class EpochPrinter(Hook):
         if row.get("map") is not None:
             line += f" | val map {row['map']:.4f} map50 {row['map50']:.4f}"
             line += f" | best {self.best_metric} {state.best_value:.4f} @ epoch {state.best_epoch}"
+            if state.metrics.get("constant_predictions"):
+                line += " | COLLAPSED: the same detections on every image (see the summary)"
         elif row.get("note"):
             line += f" | val: {row['note']}"
         if row["skipped_steps"]:
@@ -169,8 +171,17 @@ class EarlyStopping(Hook):
 class Summary(Hook):
     """The end-of-run summary: what was trained, the best epoch and metric, and the files written."""
 
-    def __init__(self, run_dir: Path, *, model_name: str, best_metric: str, metrics: MetricsLogger) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        model_name: str,
+        best_metric: str,
+        metrics: MetricsLogger,
+        time_budget: Optional[float] = None,
+    ) -> None:
         self.run_dir, self.model_name, self.best_metric, self.metrics = Path(run_dir), model_name, best_metric, metrics
+        self.time_budget = time_budget
         self.started = time.perf_counter()
 
     def before_train(self, run: Run) -> None:
@@ -200,6 +211,7 @@ class Summary(Hook):
                 seconds=time.perf_counter() - self.started,
                 files=files,
                 constant_predictions=bool(state.metrics.get("constant_predictions")),
+                time_budget=self.time_budget,
             )
         )
 
@@ -213,8 +225,10 @@ def default_hooks(
     config: dict[str, Any],
     best_metric: str,
     patience: int,
+    time_budget: Optional[float] = None,
 ) -> list[Hook]:
-    """What every run writes into ``run_dir`` and prints, in the order the files must be written."""
+    """What every run writes into ``run_dir`` and prints, in the order the files must be written
+    (``time_budget``: the run's budget in seconds, for the summary's advice; None without one)."""
     metrics = MetricsLogger(run_dir / "metrics.jsonl")
     return [
         metrics,
@@ -229,5 +243,5 @@ def default_hooks(
         Plots(metrics, run_dir / "plots"),
         EpochPrinter(best_metric),
         EarlyStopping(patience, best_metric),
-        Summary(run_dir, model_name=model_name, best_metric=best_metric, metrics=metrics),
+        Summary(run_dir, model_name=model_name, best_metric=best_metric, metrics=metrics, time_budget=time_budget),
     ]

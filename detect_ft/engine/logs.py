@@ -123,16 +123,20 @@ def format_summary(
     seconds: float,
     files: list[Path],
     constant_predictions: bool = False,
+    time_budget: Optional[float] = None,
 ) -> str:
-    """The one-screen end-of-run summary: what was trained, the best epoch and metric, where files are;
-    a warning when the last validation's predictions did not depend on the image."""
+    """The one-screen end-of-run summary: what was trained, the best epoch and metric, whether validation
+    was still rising at the end (:func:`validation_trend`), where files are; a warning when the last
+    validation's predictions did not depend on the image."""
     lines = ["", "=" * 72, f"training finished: {model_name}, {len(rows)} epoch rows in {_duration(seconds)}"]
     if stopped:
         lines.append(f"stopped early: {stopped}")
     if constant_predictions:
         lines.append(
-            "WARNING: the model gives every validation image the same scores: it has not learnt to look at "
-            "the images yet; train longer (train.epochs), raise train.lr, or shorten train.warmup_iters"
+            "WARNING: collapsed model: it gives every validation image the same detections (the same boxes at "
+            "the same places, or the same scores), so it does not look at the images; freeze the pretrained "
+            "backbone for the first part of the run (train.freeze_backbone_fraction=0.33), lower train.lr, "
+            "or train longer if the learning rate was still in warm-up"
         )
     if rows:
         last = rows[-1]
@@ -147,6 +151,9 @@ def format_summary(
     notes = [r["note"] for r in rows if r.get("note")]
     if best.get("epoch") is not None:
         lines.append(f"best {best_metric} {best['value']:.4f} at epoch {best['epoch']}")
+        trend = validation_trend(rows, best_metric, time_budget)
+        if trend:
+            lines.append(trend)
     elif notes:
         lines.append(f"validation: {notes[-1]}; best.pt not written (last.pt holds the final weights)")
     else:
@@ -157,6 +164,37 @@ def format_summary(
             lines.append(f"  {path.relative_to(run_dir) if path.is_relative_to(run_dir) else path}")
     lines.append("=" * 72)
     return "\n".join(lines)
+
+
+# A rise of at least this much (absolute AP, or this share of the final value) over the last third of the
+# validations counts as "still rising"; a fall of as much from the best counts as "peaked".
+TREND_MIN_GAIN = 0.01
+TREND_MIN_SHARE = 0.05
+
+
+def validation_trend(rows: list[dict[str, Any]], metric: str, time_budget: Optional[float] = None) -> str:
+    """One line saying whether ``metric`` was still rising at the end of the run (with a longer run to
+    try), had peaked early, or levelled off; '' with fewer than 3 validations."""
+    points = [(r["epoch"], r[metric]) for r in rows if r.get(metric) is not None]
+    if len(points) < 3:
+        return ""
+    epochs, values = zip(*points)
+    best = max(range(len(values)), key=lambda i: (values[i], -i))
+    recent = max(len(values) // 3, 2)
+    gain, fall = values[-1] - values[-recent], values[best] - values[-1]
+    margin = max(TREND_MIN_GAIN, TREND_MIN_SHARE * max(values[best], 1e-9))
+    longer = f"train.time_budget={_duration(2 * time_budget)}" if time_budget else f"train.epochs={2 * epochs[-1]}"
+    if gain >= margin and best == len(values) - 1:
+        return (
+            f"validation {metric} was still rising at the end (+{gain:.3f} over the last {epochs[-1] - epochs[-recent]} "
+            f"epochs): a longer run should do better, e.g. {longer}"
+        )
+    if fall >= margin and epochs[best] <= epochs[-1] * 2 / 3:
+        return (
+            f"validation {metric} peaked at epoch {epochs[best]} of {epochs[-1]} and fell by {fall:.3f} after it: "
+            "best.pt keeps the peak; a shorter run would have done as well"
+        )
+    return f"validation {metric} levelled off by the end: a longer run is unlikely to gain much"
 
 
 def _duration(seconds: float) -> str:

@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from detect_ft.engine.distributed import all_reduce_sum, all_true, is_distributed
 from detect_ft.engine.ema import ModelEMA
+from detect_ft.engine.optim import schedule_of
 from detect_ft.errors import DetectFTError
 
 
@@ -42,6 +43,8 @@ def train_one_epoch(
     nonfinite_run: int = 0,
     progress: bool = True,
     around_batch: Optional[Callable[[int], ContextManager[Any]]] = None,
+    deadline: Optional[float] = None,
+    ends_at: Optional[float] = None,
 ) -> dict[str, Any]:
     """Train ``model`` for one pass over ``loader`` (at most ``max_iters`` batches).
 
@@ -62,6 +65,8 @@ def train_one_epoch(
         progress: show a tqdm bar with the running loss components, LR and img/s.
         around_batch: ``i -> context manager`` entered around batch ``i`` (0-based in the epoch) and the
             optimizer step it ends, if any; ``fit`` runs the hooks' ``before_step``/``after_step`` in it.
+        deadline: a ``time.perf_counter()`` value after which no more batches are taken (a time budget
+            running out); ``ends_at``: when the run's budget ends, shown on the progress bar as ``left``.
 
     Returns:
         ``iterations``, ``steps`` (optimizer steps), ``images``, ``time`` (s), ``img_s`` (summed over
@@ -82,6 +87,8 @@ def train_one_epoch(
         max_nonfinite,
         progress,
         _Tally(nonfinite_run=nonfinite_run),
+        deadline,
+        ends_at,
     )
     return loop.run(loader, max_iters, around_batch)
 
@@ -103,6 +110,9 @@ class _EpochLoop:
     max_nonfinite: int
     progress: bool
     tally: _Tally
+    deadline: Optional[float] = None
+    ends_at: Optional[float] = None
+    started: float = 0.0
 
     def run(
         self, loader: Iterable, max_iters: Optional[int], around_batch: Optional[Callable[[int], ContextManager[Any]]]
@@ -121,7 +131,7 @@ class _EpochLoop:
             leave=True,
         )
         self.optimizer.zero_grad(set_to_none=True)
-        start = time.perf_counter()
+        start = self.started = time.perf_counter()
         # islice stops before fetching a batch past the cap (a plain break would load one more).
         batches = itertools.islice(loader, num_iters) if num_iters is not None else loader
         with contextlib.closing(bar):
@@ -129,10 +139,13 @@ class _EpochLoop:
                 last_in_window = (i + 1) % self.accumulate == 0 or (num_iters is not None and i + 1 == num_iters)
                 with around_batch(i) if around_batch is not None else contextlib.nullcontext():
                     self.batch(i, images, targets, last_in_window)
+                now = time.perf_counter()
                 if self.progress:
-                    bar.set_postfix(self.tally.postfix(self.optimizer, time.perf_counter() - start), refresh=False)
+                    bar.set_postfix(self.tally.postfix(self.optimizer, now - start, self.ends_at), refresh=False)
                 self.tally.iterations += 1
                 bar.update(1)
+                if self.deadline is not None and now > self.deadline:
+                    break  # the time budget ran out mid-epoch: the run validates and ends after it
             seconds = time.perf_counter() - start
         return self.tally.stats(self.optimizer, seconds, self.device)
 
@@ -157,9 +170,22 @@ class _EpochLoop:
         if last_in_window and _step(self.model, self.optimizer, self.scaler, self.clip_grad_norm):
             self.tally.steps += 1
             if self.scheduler is not None:
+                if self.deadline is not None:
+                    self.end_schedule_by_deadline()
                 self.scheduler.step()
             if self.ema is not None:
                 self.ema.update(self.model)
+
+    def end_schedule_by_deadline(self) -> None:
+        """Shorten the LR schedule so that it ends by ``deadline``, at this epoch's pace so far (never
+        lengthen it): a time budget running out mid-epoch still ends with the LR at its end value."""
+        now = time.perf_counter()
+        per_step = (now - self.started) / max(self.tally.steps, 1)
+        steps_left = max(int((self.deadline - now) / max(per_step, 1e-9)), 0)
+        last_step = self.scheduler.last_epoch + 1 + steps_left  # the step about to be taken counts
+        for schedule in schedule_of(self.scheduler):
+            if last_step < schedule.total_steps:
+                schedule.set_total_steps(last_step)
 
 
 def _forward_backward(
@@ -211,10 +237,14 @@ class _Tally:
         for name, value in losses.items():
             self.sums[name] = self.sums.get(name, 0.0) + value
 
-    def postfix(self, optimizer: torch.optim.Optimizer, elapsed: float) -> dict[str, str]:
-        """The progress bar's running loss components, LR and img/s."""
+    def postfix(self, optimizer: torch.optim.Optimizer, elapsed: float, ends_at: Optional[float]) -> dict[str, str]:
+        """The progress bar's running loss components, LR, img/s and (with a time budget) the time left."""
         shown = {k: f"{v / max(self.finite_batches, 1):.3f}" for k, v in self.sums.items()}
-        return {**shown, "lr": f"{optimizer.param_groups[0]['lr']:.2e}", "img/s": f"{self.images / elapsed:.1f}"}
+        shown.update(lr=f"{optimizer.param_groups[0]['lr']:.2e}", **{"img/s": f"{self.images / elapsed:.1f}"})
+        if ends_at is not None:
+            left = max(int(ends_at - time.perf_counter()), 0)
+            shown["left"] = f"{left // 60}m{left % 60:02d}s"
+        return shown
 
     def stats(self, optimizer: torch.optim.Optimizer, seconds: float, device: torch.device) -> dict[str, Any]:
         """What :func:`train_one_epoch` returns, the losses and throughput reduced over ranks."""

@@ -13,7 +13,7 @@ the backbone LR multiplier of :func:`detect_ft.models.parameter_groups` holds th
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -48,6 +48,47 @@ def build_optimizer(
     raise ValueError(f"unknown optimizer {optimizer!r}; use sgd or adamw")
 
 
+class LRSchedule:
+    """``step -> factor`` of the base LR: linear warmup, then ``cosine`` | ``multistep`` | ``constant``.
+
+    ``step`` counts optimizer steps from 0. Cosine decays from 1 at the end of warmup to 0 at
+    ``total_steps``; multistep multiplies by ``gamma`` at each milestone (optimizer steps). Warmup
+    multiplies the schedule's own factor, so a milestone inside the warmup still counts.
+
+    An object rather than a closure, so that a time budget (``train.time_budget``) can move the end of
+    the schedule after each epoch (:meth:`set_total_steps`).
+    """
+
+    def __init__(
+        self, scheduler: str, *, total_steps: int, warmup_iters: int, boundaries: list[int], gamma: float
+    ) -> None:
+        self.scheduler = scheduler
+        self.total_steps = max(int(total_steps), 1)
+        self.warmup_iters = int(warmup_iters)
+        self.boundaries = sorted(int(b) for b in boundaries)
+        self.gamma = float(gamma)
+
+    def set_total_steps(self, total_steps: int, warmup_iters: int | None = None) -> None:
+        """Move the end of the schedule (cosine reaches 0 there); the warmup stays unless given."""
+        self.total_steps = max(int(total_steps), 1)
+        if warmup_iters is not None:
+            self.warmup_iters = int(warmup_iters)
+
+    def __call__(self, step: int) -> float:
+        if self.scheduler == "cosine":
+            span = max(self.total_steps - self.warmup_iters, 1)
+            progress = min(max(step - self.warmup_iters, 0) / span, 1.0)
+            value = 0.5 * (1.0 + math.cos(math.pi * progress))
+        elif self.scheduler == "multistep":
+            value = self.gamma ** sum(step >= b for b in self.boundaries)
+        else:
+            value = 1.0
+        if step < self.warmup_iters:
+            alpha = step / self.warmup_iters
+            value *= WARMUP_START_FACTOR * (1 - alpha) + alpha
+        return value
+
+
 def lr_factor(
     scheduler: str,
     *,
@@ -56,35 +97,19 @@ def lr_factor(
     warmup_iters: int = 0,
     milestones: Sequence[int] = (),
     gamma: float = 0.1,
-) -> Callable[[int], float]:
-    """``step -> factor`` of the base LR: linear warmup, then ``cosine`` | ``multistep`` | ``constant``.
-
-    ``step`` counts optimizer steps from 0. Cosine decays from 1 at the end of warmup to 0 at
-    ``total_steps``; multistep multiplies by ``gamma`` at each milestone epoch (``milestones`` are
-    epochs, converted with ``steps_per_epoch``). Warmup multiplies the schedule's own factor, so a
-    milestone inside the warmup still counts.
-    """
+) -> LRSchedule:
+    """The :class:`LRSchedule` of a run of ``total_steps`` optimizer steps; ``milestones`` are epochs of
+    ``steps_per_epoch`` steps (``scheduler=multistep``)."""
     if scheduler not in ("cosine", "multistep", "constant"):
         raise ValueError(f"unknown scheduler {scheduler!r}; use cosine, multistep or constant")
-    total_steps = max(int(total_steps), 1)
     steps_per_epoch = max(int(steps_per_epoch), 1)
-    boundaries = sorted(int(m) * steps_per_epoch for m in milestones)
-
-    def factor(step: int) -> float:
-        if scheduler == "cosine":
-            span = max(total_steps - warmup_iters, 1)
-            progress = min(max(step - warmup_iters, 0) / span, 1.0)
-            value = 0.5 * (1.0 + math.cos(math.pi * progress))
-        elif scheduler == "multistep":
-            value = gamma ** sum(step >= b for b in boundaries)
-        else:
-            value = 1.0
-        if step < warmup_iters:
-            alpha = step / warmup_iters
-            value *= WARMUP_START_FACTOR * (1 - alpha) + alpha
-        return value
-
-    return factor
+    return LRSchedule(
+        scheduler,
+        total_steps=total_steps,
+        warmup_iters=warmup_iters,
+        boundaries=[int(m) * steps_per_epoch for m in milestones],
+        gamma=gamma,
+    )
 
 
 def build_scheduler(
@@ -106,7 +131,19 @@ def build_scheduler(
         milestones=milestones,
         gamma=gamma,
     )
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    # LambdaLR saves the attributes of a callable object but not of a plain function: wrapped, the schedule
+    # a resumed run follows is the one its config (or its time budget's saved plan) gives, not the old one.
+    step_factor = lambda step: factor(step)
+    step_factor.schedule = factor  # what a time budget re-plans (see schedule_of)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, step_factor)
+
+
+def schedule_of(scheduler: torch.optim.lr_scheduler.LRScheduler) -> list[LRSchedule]:
+    """The :class:`LRSchedule` behind a scheduler from :func:`build_scheduler` (one shared by every group)."""
+    lambdas = getattr(scheduler, "lr_lambdas", [])
+    return list(
+        {id(f.schedule): f.schedule for f in lambdas if isinstance(getattr(f, "schedule", None), LRSchedule)}.values()
+    )
 
 
 # Warm-up is a small share of the run, so a short CPU run leaves it after a few steps and a long GPU run

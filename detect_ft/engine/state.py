@@ -6,7 +6,7 @@
 
 Its counters go to the checkpoint's ``epoch`` and ``iteration`` entries, the last validation's metrics to
 ``metrics`` and the bookkeeping to the plain-dict ``trainer`` entry (``best_value``, ``best_epoch``,
-``stale``, ``nonfinite_run``), the layout every detect-ft version has written, so older checkpoints
+``stale``, ``nonfinite_run``, ``budget``), the layout every detect-ft version has written, so older checkpoints
 resume too.
 """
 
@@ -29,6 +29,8 @@ class RunState:
         stale: validations since the best one (what ``train.patience`` counts).
         nonfinite_run: non-finite losses in a row at the end of the last epoch (carried into the next).
         metrics: the last validation's metrics (``map``, ``map50``, ...), empty before one.
+        budget: a time-budgeted run's :meth:`~detect_ft.engine.budget.TimeBudget.state` (seconds used,
+            costs, planned epochs), empty without ``train.time_budget``.
     """
 
     epoch: int = 0
@@ -38,6 +40,7 @@ class RunState:
     stale: int = 0
     nonfinite_run: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, Any] = field(default_factory=dict)
 
     def finish_epoch(self, steps: int, nonfinite_run: int) -> None:
         """Count an epoch of ``steps`` optimizer steps that ended with ``nonfinite_run`` bad losses in a row."""
@@ -61,6 +64,7 @@ class RunState:
             "best_epoch": self.best_epoch,
             "stale": self.stale,
             "nonfinite_run": self.nonfinite_run,
+            "budget": self.budget,
         }
 
     def checkpoint_entries(self) -> dict[str, Any]:
@@ -89,5 +93,6 @@ class RunState:
             best_epoch=None if best_epoch is None else int(best_epoch),
             stale=int(entry.get("stale", 0)),
             nonfinite_run=int(entry.get("nonfinite_run", 0)),
+            budget=dict(entry.get("budget") or {}),
             metrics=dict(checkpoint.get(ckpt.METRICS) or {}),
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import functools
 import random
+import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -25,7 +26,9 @@ import torch
 
 from detect_ft import checkpoint as ckpt
 from detect_ft.config import Config, config_to_dict, save_config
+from detect_ft.config_checks import duration_seconds
 from detect_ft.engine import distributed as dist_utils
+from detect_ft.engine.budget import RunLength, TimeBudget, eval_interval, frozen_epochs, measure_costs
 from detect_ft.engine.checkpoint import (
     check_resumable,
     load_checkpoint,
@@ -43,7 +46,6 @@ from detect_ft.engine.optim import build_optimizer, build_scheduler, optimizer_s
 from detect_ft.engine.rundir import choose_run_dir
 from detect_ft.engine.state import RunState
 from detect_ft.errors import DetectFTError
-from detect_ft.models import MODELS
 
 __all__ = ["eval_interval", "seed_everything", "train", "train_one_epoch"]
 
@@ -66,12 +68,13 @@ def train(cfg: Config, progress: bool = True, hooks: Sequence[Hook] = ()) -> Pat
         DataError: the data checks found problems at policy ``error`` (nothing is trained).
         DetectFTError: a bad resume checkpoint, or ``train.max_nonfinite`` non-finite losses in a row.
     """
+    started = time.perf_counter()  # train.time_budget counts from here
     determinism = DeterminismSettings.current()  # train.deterministic changes them for this run only
     group_before = torch.distributed.is_available() and torch.distributed.is_initialized()
     info, device = dist_utils.init_distributed(cfg.train.device)
     try:
         set_determinism(cfg.train.deterministic, device)
-        run, run_dir, built_in = _prepare(cfg, info, device, progress)
+        run, run_dir, built_in = _prepare(cfg, info, device, progress, started)
         fit(run, [*built_in, *hooks])
         dist_utils.barrier()
         return run_dir
@@ -81,9 +84,11 @@ def train(cfg: Config, progress: bool = True, hooks: Sequence[Hook] = ()) -> Pat
             dist_utils.cleanup_distributed()
 
 
-def _prepare(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progress: bool) -> tuple[Run, Path, list]:
-    """The run (resumed where ``train.resume`` says), its directory, and the built-in hooks (multi-scale
-    on every rank, the others on rank 0)."""
+def _prepare(
+    cfg: Config, info: dist_utils.DistInfo, device: torch.device, progress: bool, started: float
+) -> tuple[Run, Path, list]:
+    """The run (resumed where ``train.resume`` says, fitted to ``train.time_budget`` counted from
+    ``started``), its directory, and the built-in hooks (multi-scale on every rank, the others on rank 0)."""
     t = cfg.train
     say = print if info.is_main else _silent
     if info.distributed and t.sync_bn and device.type != "cuda":
@@ -101,6 +106,7 @@ def _prepare(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progr
     iters = min(iters, t.max_iters_per_epoch) if t.max_iters_per_epoch else iters
     run = _build_run(cfg, info, device, model, trainable, dataset, iters, val_records, progress, say)
     _resume(run, cfg, run_dir, class_names, say)
+    budget_line = _fit_budget(run, cfg, started, val_records, iters)
     hooks: list[Hook] = [MultiScale(t.multi_scale, seed=t.seed)] if t.multi_scale else []  # every rank
     if info.is_main:
         save_config(cfg, run_dir / "config.yaml")
@@ -112,10 +118,12 @@ def _prepare(cfg: Config, info: dist_utils.DistInfo, device: torch.device, progr
             config=config_to_dict(cfg),
             best_metric=t.best_metric,
             patience=t.patience,
+            time_budget=run.budget.seconds if run.budget else None,
         )
     say(_banner(cfg, info, device, run.options.amp_dtype, len(dataset), val_records, iters))
-    if anchor_line:
-        say(anchor_line)
+    for line in (budget_line, anchor_line):
+        if line:
+            say(line)
     return run, run_dir, hooks
 
 
@@ -220,7 +228,7 @@ def _build_run(
         make_loader=functools.partial(_epoch_loader, cfg, dataset, info),
         model_name=cfg.model.name,
         trainable=trainable,
-        freeze_backbone_epochs=t.freeze_backbone_epochs,
+        freeze_backbone_epochs=frozen_epochs(t.freeze_backbone_epochs, t.freeze_backbone_fraction, t.epochs),
         scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
         ema=ModelEMA(model, t.ema_decay) if t.ema else None,
         options=options,
@@ -290,6 +298,33 @@ def _resume(run: Run, cfg: Config, run_dir: Path, class_names: list[str], say) -
     say(f"resumed from {resume_path} after epoch {run.state.epoch} (step {run.state.iteration})")
 
 
+def _fit_budget(run: Run, cfg: Config, started: float, val_records, iters: int) -> str:
+    """With ``train.time_budget``: fit ``run`` to it (a new run measures its speed first, a resumed one
+    continues its saved plan) and record the planned epochs in ``cfg``; the banner line ('' without)."""
+    t = cfg.train
+    seconds = duration_seconds("train.time_budget", t.time_budget)
+    if seconds is None:
+        return ""
+    length = RunLength(
+        freeze_epochs=t.freeze_backbone_epochs,
+        freeze_fraction=t.freeze_backbone_fraction,
+        interval=t.eval_interval,
+        validates=bool(val_records),
+    )
+    steps = optimizer_steps_per_epoch(iters, t.accumulate)
+    if run.state.budget:
+        saved = {**run.state.budget, "seconds": seconds}
+        run.budget = TimeBudget.resume(run, saved, started=started, length=length, steps_per_epoch=steps)
+    else:
+        run.budget = TimeBudget(
+            seconds, ends_at=started + seconds, length=length, steps_per_epoch=steps, warmup_iters=t.warmup_iters
+        )
+        freezes = bool(t.freeze_backbone_epochs or t.freeze_backbone_fraction)
+        run.budget.start(run, measure_costs(run, val_images=len(val_records or []), freezes=freezes))
+    t.epochs = run.epochs
+    return run.budget.describe(run)
+
+
 def _amp_dtype(amp: bool, device: torch.device) -> Optional[torch.dtype]:
     """bf16 where the GPU supports it (no loss scaling needed), else fp16; None off CUDA or with amp off."""
     if not amp or device.type != "cuda":
@@ -347,11 +382,6 @@ def _epoch_loader(cfg: Config, dataset, info: dist_utils.DistInfo, epoch: int):
     return loader
 
 
-def eval_interval(eval_interval: Optional[int], epochs: int) -> int:
-    """Epochs between validations: as given, or (None) about ten validations a run, the last epoch always."""
-    return max(1, round(epochs / 10)) if eval_interval is None else eval_interval
-
-
 def _evaluate(
     cfg: Config, model: torch.nn.Module, *, val_records, device: torch.device, progress: bool = False
 ) -> dict[str, Any]:
@@ -382,9 +412,6 @@ def _banner(cfg: Config, info, device: torch.device, amp_dtype, num_images: int,
         f"batch {t.batch_size} per process x accumulate {t.accumulate}, {iters} iterations/epoch, "
         f"{t.epochs} epochs -> {cfg.output.dir}"
     )
-    recipe = MODELS[cfg.model.name].recipe
-    if recipe:
-        banner += f"\n{cfg.model.name}'s recipe, used for the keys the config leaves unset: " + ", ".join(
-            f"{key}={value}" for key, value in recipe
-        )
+    if cfg.applied_recipe:
+        banner += f"\n{cfg.model.name}'s recipe, for the keys the config left unset: " + ", ".join(cfg.applied_recipe)
     return banner

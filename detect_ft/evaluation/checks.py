@@ -128,3 +128,41 @@ def predictions_ignore_image(predictions: list[dict], top_k: int = 10, tol: floa
     k = min(len(t) for t in tops)
     stacked = np.stack([t[:k] for t in tops])
     return bool(np.abs(stacked - stacked[0]).max() <= tol)
+
+
+# Boxes (in fractions of the image side) that move less than this from image to image sit "at the same
+# places"; ground truth that moves at least COLLAPSE_MIN_TRUTH_SPREAD shows the objects do move.
+COLLAPSE_MAX_SPREAD = 0.02
+COLLAPSE_MIN_TRUTH_SPREAD = 0.05
+COLLAPSE_MIN_IMAGES = 3
+
+
+def boxes_ignore_image(predictions: list[dict], dataset, top_k: int = 3) -> bool:
+    """True when every image's ``top_k`` boxes sit at the same places (as fractions of the image) although
+    the ground-truth boxes move from image to image: a collapsed model, whatever its scores.
+
+    Args:
+        predictions: per image dicts with ``boxes`` (N, 4) xyxy pixels and ``scores`` (N,), in the order
+            of ``dataset.records`` (each with ``width``, ``height`` and ``boxes``).
+    """
+    predicted, truth = [], []
+    for pred, record in zip(predictions, dataset.records):
+        scale = np.array([record.width, record.height] * 2, dtype=np.float64)
+        boxes = np.asarray(pred["boxes"], dtype=np.float64).reshape(-1, 4)
+        if len(boxes):
+            top = boxes[np.argsort(-np.asarray(pred["scores"]), kind="stable")[:top_k]] / scale
+            predicted.append(top[np.lexsort(top.T[::-1])])  # an order that does not depend on the scores
+        gt = np.asarray(record.boxes, dtype=np.float64).reshape(-1, 4)
+        if len(gt):
+            truth.append(gt[np.argmax((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]))] / scale)
+    if len(predicted) < COLLAPSE_MIN_IMAGES or len(truth) < COLLAPSE_MIN_IMAGES:
+        return False
+    k = min(len(p) for p in predicted)
+    stacked = np.stack([p[:k] for p in predicted])
+    return _spread(stacked) <= COLLAPSE_MAX_SPREAD and _spread(np.stack(truth)) >= COLLAPSE_MIN_TRUTH_SPREAD
+
+
+def _spread(points: np.ndarray) -> float:
+    """The median over images of the largest coordinate distance from the median image: (n, ...) -> float."""
+    deviation = np.abs(points - np.median(points, axis=0)).reshape(len(points), -1).max(axis=1)
+    return float(np.median(deviation))

@@ -18,7 +18,7 @@ import numpy as np
 from detect_ft.data.image import read_image
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.errors import DataError, DetectFTError
-from detect_ft.evaluation.checks import predictions_ignore_image
+from detect_ft.evaluation.checks import boxes_ignore_image, predictions_ignore_image
 from detect_ft.predictions import PredictBatch, as_detections, filter_predictions
 
 __all__ = [
@@ -191,7 +191,8 @@ def evaluate_model(
 
     Returns:
         :func:`score_predictions`'s dict plus ``seconds`` (prediction + scoring wall time), ``images_per_s``
-        (prediction only) and ``constant_predictions`` (:func:`predictions_ignore_image`).
+        (prediction only) and ``constant_predictions`` (a collapsed model: :func:`predictions_ignore_image`
+        or :func:`boxes_ignore_image`).
         The model's train/eval mode is restored afterwards.
     """
     was_training = model.training
@@ -215,7 +216,7 @@ def evaluate_model(
     del metrics["threshold_curves"]  # the per-class thresholds stay; checkpoints carry these metrics
     metrics["seconds"] = time.perf_counter() - start
     metrics["images_per_s"] = len(dataset.records) / predict_s if predict_s > 0 else None
-    metrics["constant_predictions"] = predictions_ignore_image(raw)
+    metrics["constant_predictions"] = predictions_ignore_image(raw) or boxes_ignore_image(raw, dataset)
     if slicing is not None:
         metrics["slicing"] = slicing.describe()
     return metrics
