@@ -124,3 +124,106 @@ def test_a_symlinked_conversion_says_how_to_read_it(tmp_path, run_cli):
     assert {f.kind for f in findings} == {OUTSIDE_ROOT}  # the links lead to the source dataset
     records, _ = load_split(format="yolo", root=out, split="train", allow_outside_root=True)
     assert len(records) == 2
+
+
+# ---------------------------------------------------------------- files cut short, found before training
+
+
+def _photo(path: Path, seed: int = 0) -> Path:
+    """A 512x384 noise image, far longer than the tail the cheap check reads (JPEG ~300 KB)."""
+    import cv2
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, (384, 512, 3), dtype=np.uint8)
+    cv2.imwrite(str(path), pixels, [cv2.IMWRITE_JPEG_QUALITY, 95] if path.suffix == ".jpg" else [])
+    return path
+
+
+def _cut(path: Path, keep: float = 0.8) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def test_the_cheap_check_finds_jpeg_and_png_files_cut_short_from_their_last_bytes(tmp_path):
+    from conftest import write_png_header
+
+    from detect_ft.data.image import TAIL_BYTES, UnreadableImageError, read_image, read_image_info
+
+    whole = _photo(tmp_path / "whole.jpg")
+    assert whole.stat().st_size > 2 * TAIL_BYTES
+    trailer = _photo(tmp_path / "trailer.jpg")
+    trailer.write_bytes(trailer.read_bytes() + b"\0" * (2 * TAIL_BYTES))  # a camera's data after the end marker
+    small_png = noise_image(tmp_path / "small.png")
+    big_png = _photo(tmp_path / "big.png")
+    for path in (whole, trailer, small_png, big_png, write_png_header(tmp_path / "header.png", 4, 4)):
+        assert read_image_info(path, check_end=True).width > 0
+
+    for path, what in (
+        (_cut(_photo(tmp_path / "cut.jpg")), "JPEG data ends before the end marker"),
+        (_cut(noise_image(tmp_path / "cut_small.jpg"), 0.5), "JPEG data ends before the end marker"),
+        (_cut(_photo(tmp_path / "cut.png")), "PNG data ends before the IEND chunk"),
+    ):
+        assert read_image_info(path).width > 0  # the header alone is intact
+        with pytest.raises(UnreadableImageError, match=rf"{path.name} is truncated \(its {what}\)"):
+            read_image_info(path, check_end=True)
+        with pytest.raises(UnreadableImageError, match=rf"{path.name} is truncated \(its {what}\)"):
+            read_image(path)  # the full decode says the same
+
+
+def _coco_split(root: Path, names: list[str], sizes: dict[str, tuple[int, int]] | None = None) -> Path:
+    images, annotations = [], []
+    for i, name in enumerate(names, 1):
+        width, height = (sizes or {}).get(name, (512, 384))
+        images.append({"id": i, "file_name": name, "width": width, "height": height})
+        annotations.append({"id": i, "image_id": i, "category_id": 1, "bbox": [10, 10, 100, 80]})
+    path = root / "train.json"
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "cat"}]})
+    )
+    return path
+
+
+def test_training_data_names_every_bad_file_before_the_first_step(tmp_path):
+    """What the trainer's _load_data calls: no pixel is decoded, yet every cut-short file and every size
+    that disagrees with the annotation is found at once, not when the loader reaches it."""
+    from detect_ft.data.split import SplitSpec, load_checked_split
+
+    root = tmp_path / "data"
+    for i in range(3):
+        _photo(root / f"ok{i}.jpg", seed=i)
+    _cut(_photo(root / "cut_a.jpg", seed=5))
+    _cut(_photo(root / "cut_b.jpg", seed=6), 0.3)
+    _cut(_photo(root / "cut_c.png", seed=7))
+    _photo(root / "wrong_size.jpg", seed=8)
+    names = ["ok0.jpg", "cut_a.jpg", "ok1.jpg", "cut_b.jpg", "cut_c.png", "wrong_size.jpg", "ok2.jpg"]
+    _coco_split(root, names, {"wrong_size.jpg": (640, 480)})
+    with pytest.raises(DataError) as info:
+        load_checked_split(SplitSpec(format="coco", root=root), "train.json", None)
+    message = str(info.value)
+    assert message.startswith("4 dataset problem(s) at policy 'error'")
+    for name in ("cut_a.jpg", "cut_b.jpg", "cut_c.png", "wrong_size.jpg"):
+        assert name in message
+    assert "data.on_unreadable_image=drop" in message and "data.on_size_mismatch=drop" in message
+
+    dropping = SplitSpec(format="coco", root=root, policies={"on_unreadable_image": "drop", "on_size_mismatch": "drop"})
+    records, report = load_checked_split(dropping, "train.json", None)
+    assert [r.file_name for r in records.records] == ["ok0.jpg", "ok1.jpg", "ok2.jpg"]
+    assert report.counts() == {"unreadable_image": 3, "size_mismatch": 1}
+    assert {f.action for f in report.findings} == {"dropped image"}
+
+
+def test_check_data_reports_files_cut_short_with_and_without_fast(tmp_path, run_cli):
+    root = tmp_path / "data"
+    _photo(root / "ok.jpg")
+    _cut(_photo(root / "cut.jpg", seed=1))
+    _coco_split(root, ["ok.jpg", "cut.jpg"])
+    config = tmp_path / "cfg.yaml"
+    config.write_text(f"data:\n  format: coco\n  root: {root}\n  train: train.json\n")
+    outputs = []
+    for fast in ([], ["--fast"]):
+        code, out, _ = run_cli("check-data", config, *fast)
+        assert code == 1 and "cut.jpg: is truncated (its JPEG data ends before the end marker)" in out
+        outputs.append([line for line in out.splitlines() if "truncated" in line])
+    assert outputs[0] == outputs[1]
