@@ -366,7 +366,7 @@ def prepare_split(
 
     Args: as :func:`detect_ft.data.load.load_split`, plus ``policies`` ({``on_<kind>``: error|drop|clip},
     the DataConfig keys; missing keys take the defaults) and ``decode`` (decode every image instead of
-    reading header sizes only). When ``data.classes`` is set, pass the training split's
+    the cheap check of headers, sizes and file ends; see :func:`image_file_status`). When ``data.classes`` is set, pass the training split's
     ``class_names`` as ``classes`` for the validation split.
 
     Returns:
