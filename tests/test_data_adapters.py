@@ -312,3 +312,57 @@ def test_outside_root_holds_for_a_relative_data_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     records, findings = load_split(format="coco", root="data", split="ann.json", images="imgs")
     assert len(records) == 2 and [f.kind for f in findings] == [OUTSIDE_ROOT]
+
+
+@pytest.mark.parametrize("value", ["no", "0", "1", "", 2, -1, 0.5, [0], {"crowd": 0}])
+def test_coco_iscrowd_of_the_wrong_type_is_one_line_naming_the_annotation(tmp_path, value):
+    # "0" and "no" are truthy strings: read as flags they would silently make the box a crowd region
+    _coco(tmp_path, annotations=[{"id": 4, "image_id": 7, "category_id": 5, "bbox": [1, 2, 3, 4], "iscrowd": value}])
+    with pytest.raises(DataError) as info:
+        load_split(format="coco", root=tmp_path, split="ann.json", images="imgs")
+    message = str(info.value)
+    assert "\n" not in message and "ann.json" in message and "annotations[0] (id 4, image id 7)" in message
+    assert "'iscrowd' must be 0 (a box) or 1 (a crowd region)" in message and "write 0 or 1" in message
+
+
+@pytest.mark.parametrize("value", [0, 1, True, False, None, 1.0])
+def test_coco_iscrowd_numbers_and_booleans_are_flags(tmp_path, value):
+    _coco(tmp_path, annotations=[{"id": 4, "image_id": 7, "category_id": 5, "bbox": [1, 2, 3, 4], "iscrowd": value}])
+    records, _ = load_split(format="coco", root=tmp_path, split="ann.json", images="imgs")
+    assert records.records[0].iscrowd.tolist() == [bool(value)]
+
+
+@pytest.mark.parametrize("field", ["width", "height"])
+@pytest.mark.parametrize("value", ["wide", "64", -64, 64.5, True, [64], float("inf")])
+def test_coco_image_size_of_the_wrong_type_is_one_line_naming_the_image(tmp_path, field, value):
+    image = {"id": 7, "file_name": "sub/a.png", "width": 64, "height": 48, field: value}
+    _coco(tmp_path, images=[image], annotations=[])
+    with pytest.raises(DataError) as info:
+        load_split(format="coco", root=tmp_path, split="ann.json", images="imgs")
+    message = str(info.value)
+    assert "\n" not in message and "ann.json" in message and "images[0] (id 7)" in message
+    assert f"'{field}' must be a positive whole number of pixels" in message and "remove the field" in message
+
+
+def test_coco_unknown_image_size_is_read_from_the_header_and_whole_floats_are_sizes(tmp_path):
+    images = [
+        {"id": 7, "file_name": "sub/a.png", "width": None, "height": 48},
+        {"id": 9, "file_name": "b.png", "width": 64.0, "height": 0},
+        {"id": 11, "file_name": "b.png", "width": 128.0, "height": 96.0},
+    ]
+    _coco(tmp_path, images=images, annotations=[])
+    records, _ = load_split(format="coco", root=tmp_path, split="ann.json", images="imgs")
+    assert [(r.width, r.height) for r in records.records] == [(64, 48), (64, 48), (128, 96)]
+
+
+def test_coco_ids_given_as_text_name_the_entry_and_the_fix(tmp_path):
+    _coco(tmp_path, annotations=[{"id": 4, "image_id": "7", "category_id": 5, "bbox": [1, 2, 3, 4]}])
+    with pytest.raises(
+        DataError, match=r"annotations\[0\] field 'image_id' must be a whole number \(not text\), got '7'"
+    ):
+        load_split(format="coco", root=tmp_path, split="ann.json", images="imgs")
+    _coco(tmp_path, annotations=[{"id": 4, "image_id": 7, "category_id": "5", "bbox": [1, 2, 3, 4]}])
+    with pytest.raises(
+        DataError, match=r"annotations\[0\] \(id 4, image id 7\) field 'category_id'.*fix it in the file"
+    ):
+        load_split(format="coco", root=tmp_path, split="ann.json", images="imgs")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -209,7 +213,7 @@ def _jpeg_records(tmp_path, n: int = 4) -> DatasetRecords:
     return DatasetRecords(records, ["cat"], source=str(tmp_path))
 
 
-def test_a_truncated_image_found_while_training_follows_the_policy(tmp_path) -> None:
+def test_a_truncated_image_found_while_training_follows_the_policy(tmp_path, caplog) -> None:
     records = _jpeg_records(tmp_path)
     _truncate(records.records[1].image_path)  # its header is intact: only decoding finds it
     assert cv2.imread(records.records[1].image_path) is not None  # OpenCV alone would train on grey filling
@@ -222,7 +226,33 @@ def test_a_truncated_image_found_while_training_follows_the_policy(tmp_path) -> 
     assert "\n" not in str(info.value) and "j1.jpg is truncated" in str(info.value)
 
     dropping = DetectionDataset(records, on_unreadable="drop")
-    with pytest.warns(UserWarning, match="j1.jpg is truncated.*left out"):
+    with warnings.catch_warnings(), caplog.at_level(logging.WARNING, logger="detect_ft.data.dataset"):
+        warnings.simplefilter("error")  # one log line, never a Python warning with its source line
         _, target = dropping[1]
-    assert target["boxes"][0, 2] == 32 and int(target["image_id"]) == 3  # the next image (j2) serves in its place
-    assert len(dropping) == 4 and [int(dropping[i][1]["boxes"][0, 2]) for i in (0, 2, 3)] == [30, 32, 33]
+        assert target["boxes"][0, 2] == 32 and int(target["image_id"]) == 3  # the next image (j2) serves instead
+        assert len(dropping) == 4 and [int(dropping[i][1]["boxes"][0, 2]) for i in (0, 1, 2, 3)] == [30, 32, 32, 33]
+    (line,) = [record.getMessage() for record in caplog.records]
+    assert line.startswith("unreadable_image: ") and "j1.jpg: is truncated" in line and "-> dropped image" in line
+    assert [(Path(f.file).name, f.action) for f in dropping.findings()] == [("j1.jpg", "dropped image")]
+
+
+def test_an_image_failing_while_training_is_reported_once_over_workers_and_epochs(tmp_path) -> None:
+    records = _jpeg_records(tmp_path)
+    _truncate(records.records[1].image_path)
+    log = tmp_path / "log.txt"
+    handler = logging.FileHandler(log)  # inherited by the loader's worker processes
+    logger = logging.getLogger("detect_ft.data.dataset")
+    logger.addHandler(handler)
+    try:
+        dataset = DetectionDataset(records, on_unreadable="drop")
+        for epoch in range(3):  # a new loader, so new worker processes, every epoch, as training builds them
+            loader = build_loader(dataset, batch_size=2, shuffle=True, workers=1, seed=epoch)
+            served = [int(target["image_id"]) for _, targets in loader for target in targets]
+            assert len(served) == 4 and 2 not in served
+            del loader
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    (line,) = log.read_text().splitlines()
+    assert "j1.jpg: is truncated" in line and "dropped image" in line
+    assert [Path(f.file).name for f in dataset.findings()] == ["j1.jpg"]  # counted here, though found in a worker

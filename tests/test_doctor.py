@@ -106,11 +106,15 @@ def test_each_problem_kind_is_found_with_its_default_action(tmp_path):
     assert len(report.errors) == 6
 
 
-def test_fast_mode_reads_headers_only(tmp_path):
+def test_fast_mode_finds_the_same_file_problems_without_decoding(tmp_path):
     root = _sick_voc(tmp_path)
-    _, report = check_split(format="voc", root=root, split="train", classes=["cat"], policies=ALL_DROP)
-    assert report.counts()["missing_image"] == 1  # the truncated file has an intact header
-    assert report.errors == []
+    _, fast = check_split(format="voc", root=root, split="train", classes=["cat"], policies=ALL_DROP)
+    _, decoded = check_split(format="voc", root=root, split="train", classes=["cat"], policies=ALL_DROP, decode=True)
+    assert fast.counts() == decoded.counts()
+    (unreadable,) = [f for f in fast.findings if f.kind == "unreadable_image"]  # its header is intact: cut short
+    assert unreadable.file.endswith("im2.jpg") and "truncated" in unreadable.message
+    assert [f.describe() for f in fast.findings] == [f.describe() for f in decoded.findings]
+    assert fast.errors == []
 
 
 def test_prepare_split_raises_on_error_findings_and_cleans_on_drop(tmp_path):

@@ -374,16 +374,22 @@ def test_a_validation_split_without_boxes_trains_and_says_so(tiny_data, tmp_path
     assert (out / "checkpoints" / "last.pt").is_file() and not (out / "checkpoints" / "best.pt").exists()
 
 
-def test_a_truncated_training_image_is_named_or_left_out_as_data_on_unreadable_image_says(tiny_data, tmp_path) -> None:
+def test_a_truncated_training_image_is_found_before_the_first_step(tiny_data, tmp_path, capsys) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(tiny_data, broken)
     image = broken / "images" / "train_000003.jpg"
-    image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])  # the header survives: found on decoding
-    overrides = ["train.max_iters_per_epoch=6", "train.eval_interval=0"]  # 6 batches of 2: every image
-    with pytest.raises(DataError, match="train_000003.jpg is truncated.*data.on_unreadable_image=drop"):
+    image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])  # the header survives, the end marker not
+    overrides = ["train.max_iters_per_epoch=5", "train.eval_interval=0"]  # 5 batches of 2: no batch of one
+    with pytest.raises(DataError) as info:
         trainer_module.train(tiny_config(broken, tmp_path / "a", *overrides), progress=False)
-    with pytest.warns(UserWarning, match="train_000003.jpg is truncated"):
+    assert "train_000003.jpg: is truncated" in str(info.value) and "data.on_unreadable_image=drop" in str(info.value)
+    assert not (tmp_path / "a").exists()  # found by the check before training, not by the loader
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         trainer_module.train(
             tiny_config(broken, tmp_path / "b", *overrides, "data.on_unreadable_image=drop"), progress=False
         )
+    assert not [w for w in caught if "train_000003" in str(w.message)]
+    printed = capsys.readouterr().out
+    assert "train: 11 images" in printed and "1 unreadable_image (dropped image)" in printed
     assert (tmp_path / "b" / "checkpoints" / "last.pt").is_file()

@@ -16,7 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--split", choices=("train", "val", "both"), default="both", help="which split to check")
     parser.add_argument("--plots", metavar="DIR", default="", help="write PNG histograms and annotated samples here")
-    parser.add_argument("--fast", action="store_true", help="read image headers only instead of decoding every image")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="read image headers and file ends only (the check training runs) instead of decoding every image",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

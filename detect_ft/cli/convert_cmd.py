@@ -88,4 +88,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"  classes: [{', '.join(classes or [])}]")
     if args.image_mode == "none":
         print("  on_outside_root: allow  # file_name points at the original images, outside this folder")
+    if args.image_mode == "symlink":
+        print("  on_outside_root: allow  # the images are links to the originals, outside this folder")
     return 0

@@ -4,6 +4,11 @@ Category ids may be non-contiguous or start at 0: they are mapped to labels 1..K
 the order of a user ``classes`` list), and the original ids are kept in ``DatasetRecords.category_ids``
 so predictions can be written back. COCO ``bbox`` is ``[x, y, w, h]`` in absolute pixels and becomes
 xyxy. Crowd annotations are kept with ``iscrowd=True`` (evaluation ignore regions only).
+
+Every field read is checked for its type: a value of the wrong type (``"iscrowd": "no"``, ``"width":
+"wide"``) is a DataError naming the file, the entry (index and id) and the field, never a guess: a
+non-empty string is truthy, so reading ``"iscrowd": "0"`` as a flag would silently make a crowd region.
+A missing, null or 0 ``width``/``height`` means "unknown": the size is read from the image header.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from detect_ft.data.findings import UNKNOWN_CLASS, Finding
 from detect_ft.data.paths import ImagePlacer, is_background_name, select_classes
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.errors import DataError
-from detect_ft.limits import MAX_JSON_BYTES, check_size
+from detect_ft.limits import MAX_JSON_BYTES, check_size, short_repr
 
 
 def read_json(path: Path) -> Any:
@@ -79,7 +84,7 @@ def load_coco(
     for image_id, img in _read_images(data, json_path).items():
         image_path = image_dir / img["file_name"]
         where = f"{json_path}: image {image_id} file_name {img['file_name']!r}"
-        size = placer.size(image_path, where, _annotated_size(img))
+        size = placer.size(image_path, where, img["size"])
         if size is None:
             continue
         record = ImageRecord(
@@ -132,17 +137,17 @@ def _coco_classes(
 
 
 def _read_images(data: dict, json_path: Path) -> dict[int, dict]:
-    """{image id: {file_name, width, height, anns: [(annotation index, annotation)]}} in file order."""
+    """{image id: {file_name, size, anns: [(where, annotation)]}} in file order; ``size`` is the annotated
+    (width, height) or None (read from the header then), ``where`` names the annotation in messages."""
     images: dict[int, dict] = {}
     for i, img in enumerate(data["images"]):
-        where = f"images[{i}]"
-        image_id = _field(img, "id", int, json_path, where)
+        image_id = _field(img, "id", int, json_path, f"images[{i}]")
+        where = f"images[{i}] (id {image_id})"
         if image_id in images:
             raise DataError(f"{json_path}: image id {image_id} appears twice in 'images'; make ids unique")
         images[image_id] = {
             "file_name": _field(img, "file_name", str, json_path, where),
-            "width": img.get("width"),
-            "height": img.get("height"),
+            "size": _annotated_size(img, json_path, where),
             "anns": [],
         }
     for i, ann in enumerate(data["annotations"]):
@@ -150,15 +155,28 @@ def _read_images(data: dict, json_path: Path) -> dict[int, dict]:
         image_id = _field(ann, "image_id", int, json_path, where)
         if image_id not in images:
             raise DataError(f"{json_path}: {where} refers to image_id {image_id}, which is not in 'images'")
-        images[image_id]["anns"].append((i, ann))
+        ann_id = f"id {short_repr(ann['id'])}, " if "id" in ann else ""
+        images[image_id]["anns"].append((f"{where} ({ann_id}image id {image_id})", ann))
     return images
 
 
-def _annotated_size(img: dict) -> Optional[tuple[int, int]]:
-    """The image's (width, height) in the JSON, or None when missing or invalid (some exporters leave it
-    out; the image header gives it then, without decoding)."""
-    width, height = img["width"], img["height"]
-    return (width, height) if _is_int(width) and _is_int(height) and width > 0 and height > 0 else None
+def _annotated_size(img: dict, json_path: Path, where: str) -> Optional[tuple[int, int]]:
+    """The image's (width, height) in the JSON; None when either is missing, null or 0 (some exporters
+    leave them out; the image header gives the size then, without decoding). Any other value that is
+    not a positive whole number is a DataError: a typo must not pass for "unknown"."""
+    size = []
+    for key in ("width", "height"):
+        value = img.get(key)
+        if value is None or (_is_number(value) and value == 0):
+            return None
+        if not (_is_number(value) and value > 0 and float(value).is_integer()):
+            raise DataError(
+                f"{json_path}: {where} field '{key}' must be a positive whole number of pixels, got "
+                f"{short_repr(value)}; write the image's {key} as a number, or remove the field to have it "
+                "read from the image file"
+            )
+        size.append(int(value))
+    return size[0], size[1]
 
 
 def _read_boxes(
@@ -167,13 +185,13 @@ def _read_boxes(
     """The image's ``boxes`` (float32 (N, 4), xyxy, absolute pixels), ``labels`` and ``iscrowd`` flags, as
     ImageRecord arguments; boxes of classes not selected are appended to ``findings`` as ``unknown_class``."""
     boxes, labels, crowd = [], [], []
-    for ann_index, ann in img["anns"]:
-        where = f"annotations[{ann_index}]"
+    for where, ann in img["anns"]:
         cid = _field(ann, "category_id", int, json_path, where)
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
             raise DataError(
-                f"{json_path}: {where} (id {ann.get('id')}) 'bbox' must be 4 numbers [x, y, w, h], got {bbox!r}"
+                f"{json_path}: {where} field 'bbox' must be 4 numbers [x, y, w, h], got {short_repr(bbox)}; "
+                "fix the box or remove the annotation"
             )
         x, y, w, h = (float(v) for v in bbox)
         if cid not in label_of_id:
@@ -181,8 +199,22 @@ def _read_boxes(
             continue
         boxes.append([x, y, x + w, y + h])
         labels.append(label_of_id[cid])
-        crowd.append(bool(ann.get("iscrowd", 0)))
+        crowd.append(_crowd_flag(ann, json_path, where))
     return {"boxes": np.asarray(boxes, np.float32).reshape(-1, 4), "labels": labels, "iscrowd": crowd}
+
+
+def _crowd_flag(ann: dict, json_path: Path, where: str) -> bool:
+    """The annotation's ``iscrowd`` (missing or null: 0); only the numbers 0 and 1 (or true/false) are
+    flags: the string ``"0"`` is truthy in Python and would make every box a crowd region."""
+    value = ann.get("iscrowd")
+    if value is None:
+        return False
+    if (_is_number(value) or isinstance(value, bool)) and value in (0, 1):
+        return bool(value)
+    raise DataError(
+        f"{json_path}: {where} field 'iscrowd' must be 0 (a box) or 1 (a crowd region), got {short_repr(value)}; "
+        "write 0 or 1 as a number, not text"
+    )
 
 
 def _unknown(cid: int, categories: dict, json_path: Path, where: str, file_name: str, box: list) -> Finding:
@@ -196,12 +228,16 @@ def _unknown(cid: int, categories: dict, json_path: Path, where: str, file_name:
 
 
 def _field(obj: Any, key: str, kind: type, path: Path, where: str) -> Any:
-    if not isinstance(obj, dict) or key not in obj:
-        raise DataError(f"{path}: {where} is missing the field '{key}'")
+    """``obj[key]``, checked to be of ``kind`` (int: a whole number, not a bool or a string of digits)."""
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: {where} must be an object with the field '{key}', got {short_repr(obj)}")
+    if key not in obj:
+        raise DataError(f"{path}: {where} is missing the field '{key}'; add it")
     value = obj[key]
     ok = _is_int(value) if kind is int else isinstance(value, kind)
     if not ok:
-        raise DataError(f"{path}: {where} field '{key}' must be {kind.__name__}, got {value!r}")
+        what = "a whole number (not text)" if kind is int else "text (a JSON string)"
+        raise DataError(f"{path}: {where} field '{key}' must be {what}, got {short_repr(value)}; fix it in the file")
     return value
 
 

@@ -9,9 +9,9 @@ set_epoch(loader, epoch)         # before each epoch when distributed: reshuffle
 
 from __future__ import annotations
 
+import logging
 import math
 import random
-import warnings
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -19,11 +19,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 from torch.utils.data.distributed import DistributedSampler
 
+from detect_ft.data.findings import UNREADABLE_IMAGE, Finding
 from detect_ft.data.image import read_image
+from detect_ft.data.paths import without_path
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.errors import DataError
 
 Target = dict[str, torch.Tensor]
+LOG = logging.getLogger(__name__)
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -42,10 +45,12 @@ class DetectionDataset(Dataset):
     ``transform`` is called as ``transform(image, boxes, labels)``, or with ``extra=`` a list of
     a function returning ``transform.num_extra`` other raw samples when it mixes images (mosaic).
 
-    An image that cannot be decoded when it is loaded (truncated, corrupt, gone since the data check:
-    the check reads headers only) is handled by ``on_unreadable``: ``error`` raises
-    :class:`DataError` naming the file; ``drop`` warns once per file and serves the next readable
-    image of the split in its place (the epoch keeps its length; that image is seen twice).
+    An image that cannot be decoded when it is loaded (corrupt inside a complete file, or changed since
+    the check before training, which reads headers and file ends only) is handled by ``on_unreadable``:
+    ``error`` raises :class:`DataError` naming the file; ``drop`` logs one line (a finding, on the
+    ``detect_ft.data.dataset`` logger) once per file and run, and serves the next readable image of the
+    split in its place (the epoch keeps its length; that image is seen twice). :meth:`findings` lists
+    the images left out so far, in every loader worker and epoch.
     """
 
     def __init__(
@@ -57,7 +62,9 @@ class DetectionDataset(Dataset):
         self.transform = transform
         self.on_unreadable = on_unreadable
         self._rng = random.Random(0)
-        self._unreadable: set[int] = set()
+        # One flag per record in shared memory: loader workers (new ones every epoch) and this process
+        # see the same flags, so a file that fails is reported once per run, not once per worker and epoch.
+        self._dropped = torch.zeros(len(records.records), dtype=torch.uint8).share_memory_()
 
     def __len__(self) -> int:
         return len(self.records)
@@ -78,7 +85,7 @@ class DetectionDataset(Dataset):
         n = len(self.records.records)
         for step in range(n):
             candidate = (index + step) % n
-            if candidate in self._unreadable:
+            if self._dropped[candidate]:
                 continue
             record = self.records.records[candidate]
             try:
@@ -89,11 +96,32 @@ class DetectionDataset(Dataset):
                         f"{exc} (found while loading training data; data.on_unreadable_image=drop "
                         "leaves such images out)"
                     ) from None
-                self._unreadable.add(candidate)
-                warnings.warn(f"{exc}; left out (data.on_unreadable_image=drop)", stacklevel=2)
+                self._drop(candidate, str(exc))
                 continue
             return (candidate, *self._checked(record, image))
         raise DataError(f"{self.records.source}: no image of the split can be decoded; check the image files")
+
+    def _drop(self, index: int, reason: str) -> None:
+        """Leave record ``index`` out from now on, saying so once (the first process to flag it logs)."""
+        first = not self._dropped[index]
+        self._dropped[index] = 1
+        if first:
+            path = self.records.records[index].image_path
+            finding = Finding(UNREADABLE_IMAGE, path, without_path(reason, path), action="dropped image")
+            LOG.warning("%s (found while loading training data; data.on_unreadable_image=drop)", finding.describe())
+
+    def findings(self) -> list[Finding]:
+        """The images left out while loading so far (``on_unreadable="drop"``), as ``unreadable_image``
+        findings with action ``dropped image``, counted over every loader worker and epoch."""
+        return [
+            Finding(
+                UNREADABLE_IMAGE,
+                self.records.records[i].image_path,
+                "could not be decoded while loading training data",
+                action="dropped image",
+            )
+            for i in torch.nonzero(self._dropped).flatten().tolist()
+        ]
 
     def _checked(self, record: ImageRecord, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if image.shape[:2] != (record.height, record.width):

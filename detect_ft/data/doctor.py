@@ -5,8 +5,8 @@
 
 :func:`prepare_split` (through :func:`detect_ft.data.split.load_checked_split`, which takes the options as
 one ``SplitSpec``) is what training, evaluation and export call: it loads (``load_split``), checks the image
-files (fast: header sizes and EXIF orientation only; ``decode=True`` decodes every image strictly to find
-truncated or corrupt ones), checks every box (also against its class's typical size), applies the
+files (fast: header sizes, EXIF orientation and the end marker of files cut short; ``decode=True`` decodes
+every image strictly, to find corrupt ones too), checks every box (also against its class's typical size), applies the
 policies and raises :class:`DataError` listing the findings at policy ``error``.
 :func:`check_split` does the same without raising, for ``detect-ft check-data``.
 """
@@ -83,11 +83,14 @@ class FileStatus:
 def image_file_status(path: str, decode: bool = False) -> FileStatus:
     """The header (size, EXIF orientation) of a readable image file, else what is wrong with it.
 
-    With ``decode`` the pixels are decoded too, strictly (:func:`detect_ft.data.image.read_image`), which
-    is the only way to find truncated or corrupt files; training and evaluation decode the same way.
+    Without ``decode`` the check is cheap (no pixels decoded): the file exists, its header parses, and a
+    JPEG ends with its end marker, a PNG with its IEND chunk (only the last bytes are read), which finds
+    files cut short. With ``decode`` the pixels are decoded too, strictly
+    (:func:`detect_ft.data.image.read_image`, as training and evaluation decode), which also finds
+    corrupt data inside a complete file.
     """
     try:
-        info = read_image_info(path)
+        info = read_image_info(path, check_end=not decode)
         if decode:
             read_image(path, apply_orientation=False)
     except DataError as exc:
@@ -363,7 +366,7 @@ def prepare_split(
 
     Args: as :func:`detect_ft.data.load.load_split`, plus ``policies`` ({``on_<kind>``: error|drop|clip},
     the DataConfig keys; missing keys take the defaults) and ``decode`` (decode every image instead of
-    reading header sizes only). When ``data.classes`` is set, pass the training split's
+    the cheap check of headers, sizes and file ends; see :func:`image_file_status`). When ``data.classes`` is set, pass the training split's
     ``class_names`` as ``classes`` for the validation split.
 
     Returns:

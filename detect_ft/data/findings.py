@@ -133,6 +133,20 @@ def policy_for(kind: str, policies: dict[str, str]) -> str:
     return policies[POLICY_KEYS[kind]]
 
 
+def summarize(findings: Sequence[Finding]) -> str:
+    """``"3 findings handled by the data.on_* policies: 1 unreadable_image (dropped image), 2 box_outside
+    (clipped)"``: counts per kind and action, in order of first appearance, for one-line banners."""
+    if not findings:
+        return "no findings for the data.on_* policies"
+    counts: dict[tuple[str, str], int] = {}
+    for finding in findings:
+        key = (finding.kind, finding.action)
+        counts[key] = counts.get(key, 0) + 1
+    parts = [f"{n} {kind}" + (f" ({action})" if action else "") for (kind, action), n in counts.items()]
+    noun = "finding" if len(findings) == 1 else "findings"
+    return f"{len(findings)} {noun} handled by the data.on_* policies: " + ", ".join(parts)
+
+
 def format_errors(findings: list[Finding], source: str, limit: int = 10) -> str:
     """The DataError message for findings at policy ``error``: the first ``limit``, then a count."""
     kinds = sorted({f.kind for f in findings})

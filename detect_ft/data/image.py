@@ -2,9 +2,10 @@
 
 Every decode in training, validation, evaluation and export goes through :func:`read_image`, which is
 strict where OpenCV alone is lenient: a JPEG cut short (OpenCV fills the missing part with grey and
-only prints a warning), a file OpenCV cannot decode, a file over the size limit or an image over the
-decoder's pixel limit raises :class:`UnreadableImageError` naming the file; a missing file raises
-:class:`MissingImageError`.
+only prints a warning), a PNG without its IEND chunk, a file OpenCV cannot decode, a file over the size
+limit or an image over the decoder's pixel limit raises :class:`UnreadableImageError` naming the file;
+a missing file raises :class:`MissingImageError`. :func:`read_image_info` with ``check_end`` finds the
+same cut-short files without decoding: it reads the header and the file's last bytes only.
 
 EXIF orientation: a tag other than 1 says the stored pixels must be rotated or mirrored to be shown
 upright. Whether the annotations are in the stored (raw) frame or in the shown (rotated) frame depends
@@ -29,6 +30,12 @@ from detect_ft.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from detect_ft.sources import IMAGE_SUFFIXES  # noqa: F401  (re-exported: one list, on the torch- and PIL-free side)
 
 EXIF_ORIENTATION_TAG = 0x0112
+JPEG_START = b"\xff\xd8"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# How much of a file's end is read to find the JPEG end marker or the PNG IEND chunk without reading
+# the file: more than any entropy-coded tail needs; a longer trailer after the marker (some cameras
+# append one) costs one read of the whole file.
+TAIL_BYTES = 64 * 1024
 
 
 class MissingImageError(DataError):
@@ -111,14 +118,36 @@ def _too_many_pixels(path, pixels: int | None, dims: str = "") -> UnreadableImag
     )
 
 
-def read_image_info(path: str | os.PathLike) -> ImageInfo:
+def read_image_info(path: str | os.PathLike, check_end: bool = False) -> ImageInfo:
     """Stored size and EXIF orientation from the file header (no pixel decoding; fast).
 
+    With ``check_end`` the file's last bytes are read too, and a JPEG without its end marker or a PNG
+    without its IEND chunk (a file cut short: a partial download or copy) raises, as :func:`read_image`
+    would; the whole file is read only when the marker is not among the last :data:`TAIL_BYTES`.
+
     Raises:
-        MissingImageError, UnreadableImageError (not an image, over the size or pixel limit).
+        MissingImageError, UnreadableImageError (not an image, cut short, over the size or pixel limit).
     """
-    _check_file(path)
-    return _header(path, path)
+    size = _check_file(path)
+    if not check_end:
+        return _header(path, path)
+    try:
+        with open(path, "rb") as f:
+            info = _header(f, path)  # Pillow leaves a file object it was given open
+            f.seek(0)
+            head = f.read(len(PNG_SIGNATURE))
+            f.seek(max(0, size - TAIL_BYTES))
+            tail = f.read()
+            whole = size <= TAIL_BYTES
+            if not whole and _missing_end(head, tail, whole=False):
+                f.seek(0)  # the marker may lie further back: decide on the whole file
+                tail, whole = f.read(), True
+    except OSError as exc:
+        raise _cannot_read(path, exc) from None
+    problem = _missing_end(head, tail, whole)
+    if problem:
+        raise _truncated(path, problem)
+    return info
 
 
 def read_image_size(path: str | os.PathLike, apply_orientation: bool = True) -> tuple[int, int]:
@@ -135,6 +164,36 @@ def jpeg_is_complete(data: bytes) -> bool:
     """
     sos = data.rfind(b"\xff\xda")
     return sos >= 0 and data.find(b"\xff\xd9", sos + 2) >= 0
+
+
+def _missing_end(head: bytes, data: bytes, whole: bool) -> str:
+    """What the file lacks at its end ('' when complete, or not a JPEG/PNG): ``head`` is its first bytes,
+    ``data`` all of it (``whole``) or its last bytes.
+
+    JPEG: see :func:`jpeg_is_complete`. When ``data`` is the tail, the last start-of-scan marker may lie
+    before it; then the tail is all entropy-coded data, which cannot hold FFD9 either, so any FFD9 in it
+    ends the image (an EXIF thumbnail's FFD9 sits before the first scan, never after the last one).
+    """
+    if head.startswith(JPEG_START):
+        if whole:
+            complete = jpeg_is_complete(data)
+        else:
+            sos = data.rfind(b"\xff\xda")
+            complete = data.find(b"\xff\xd9", sos + 2 if sos >= 0 else 0) >= 0
+        return "" if complete else "its JPEG data ends before the end marker"
+    if head.startswith(PNG_SIGNATURE) and b"IEND" not in data:
+        return "its PNG data ends before the IEND chunk"
+    return ""
+
+
+def _truncated(path, problem: str) -> UnreadableImageError:
+    return UnreadableImageError(
+        f"image file {path} is truncated ({problem}); re-save it from the original or remove it"
+    )
+
+
+def _cannot_read(path, exc: OSError) -> UnreadableImageError:
+    return UnreadableImageError(f"image file {path} cannot be read ({exc.strerror}); check its permissions")
 
 
 def apply_exif_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
@@ -174,15 +233,11 @@ def read_image(path: str | os.PathLike, apply_orientation: bool = True) -> np.nd
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
-        raise UnreadableImageError(
-            f"image file {path} cannot be read ({exc.strerror}); check its permissions"
-        ) from None
+        raise _cannot_read(path, exc) from None
     info = _header(io.BytesIO(data), path)
-    if data[:2] == b"\xff\xd8" and not jpeg_is_complete(data):
-        raise UnreadableImageError(
-            f"image file {path} is truncated (its JPEG data ends before the end marker); "
-            "re-save it from the original or remove it"
-        )
+    problem = _missing_end(data, data, whole=True)
+    if problem:
+        raise _truncated(path, problem)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise UnreadableImageError(

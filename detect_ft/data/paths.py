@@ -35,30 +35,42 @@ def size_or_finding(
 
 def inside_root(root: str | os.PathLike, path: str | os.PathLike) -> bool:
     """True when ``path`` (an image path as the adapter built it: absolute, or relative to the current
-    folder like ``root`` itself) stays inside ``root``.
+    folder like ``root`` itself) stays inside ``root``, both as written and with symbolic links resolved.
 
-    The test is on the text of the paths (``os.path.abspath`` normalises ``..``; no symlinks followed):
-    an annotation that names ``/etc/x.jpg`` or ``../../x.jpg`` leaves the dataset, a symlinked image
-    folder inside it does not.
+    As written (``os.path.abspath`` normalises ``..``): an annotation that names ``/etc/x.jpg`` or
+    ``../../x.jpg`` leaves the dataset. Resolved (``os.path.realpath``, which reads links but opens no
+    file): an image that is a link to a file elsewhere, or lies in a linked folder pointing elsewhere,
+    leaves it too; a link that stays inside (or a ``root`` that is itself a link) does not.
     """
-    base = os.path.abspath(Path(root or ".").expanduser())
-    target = os.path.abspath(Path(path).expanduser())
+    base, target = Path(root or ".").expanduser(), Path(path).expanduser()
+    written = _within(os.path.abspath(base), os.path.abspath(target))
+    return written and _within(os.path.realpath(base), os.path.realpath(target))
+
+
+def _within(base: str, target: str) -> bool:
+    """``target`` is ``base`` or below it (both absolute and normalised)."""
     return target == base or target.startswith(base.rstrip(os.sep) + os.sep)
 
 
 def outside_root_finding(image_path: str | os.PathLike, roots: list, where: str) -> Optional[Finding]:
     """An ``outside_root`` finding when ``image_path`` is inside none of ``roots`` (see :func:`inside_root`).
 
-    ``where`` names the annotation that gave the path (file and entry). The path is checked as text,
-    before the file is opened, so a hostile annotation cannot make detect-ft read (or ``convert`` copy)
-    files from elsewhere unless ``data.on_outside_root=allow``.
+    ``where`` names the annotation that gave the path (file and entry). The path is checked before the
+    file is opened, so a hostile annotation (or a symbolic link planted in the dataset) cannot make
+    detect-ft read, or ``convert`` copy, files from elsewhere unless ``data.on_outside_root=allow``.
     """
     if any(inside_root(root, image_path) for root in roots):
         return None
     shown = ", ".join(str(r) for r in roots)
-    return Finding(
-        OUTSIDE_ROOT, str(image_path), f"{where}: the image path is absolute or leaves the dataset folder {shown}"
-    )
+    written = Path(image_path).expanduser()
+    if any(_within(os.path.abspath(Path(r or ".").expanduser()), os.path.abspath(written)) for r in roots):
+        why = (
+            f"the image is a symbolic link (or lies in a linked folder) to {os.path.realpath(written)}, "
+            f"which leaves the dataset folder {shown}"
+        )
+    else:
+        why = f"the image path is absolute or leaves the dataset folder {shown}"
+    return Finding(OUTSIDE_ROOT, str(image_path), f"{where}: {why}")
 
 
 @dataclass

@@ -80,8 +80,9 @@ def load_checked_split(
         split: coco: annotation JSON; voc: split name or list file; yolo: split folder or list file.
         classes: the class order to label in (label k = classes[k-1]): the model's ``class_names`` for
             evaluation, the training split's for validation; None or empty: the dataset's own names.
-        decode: decode every image strictly (finds truncated or corrupt files, handled by
-            ``data.on_unreadable_image``) instead of reading header sizes only.
+        decode: decode every image strictly (also finds corrupt data inside complete files, handled
+            by ``data.on_unreadable_image``) instead of the cheap check (headers, sizes, and the end
+            marker that files cut short lack; no decoding).
 
     Returns:
         The cleaned records (boxes float32 xyxy, absolute pixels) and the doctor's Report.

@@ -144,7 +144,8 @@ def load_yolo(
         classes: optional class list: selects and orders the dataset's names; when the dataset has no
             names file it is the names list itself (YOLO id k = classes[k]).
         keep_background: keep images without boxes.
-        allow_outside_root: keep list-file entries that are absolute or leave ``root`` (else they become
+        allow_outside_root: keep images whose path (a list-file entry) is absolute or leaves ``root``, or
+            that are symbolic links leaving ``root`` and the split folder (else they become
             ``outside_root`` findings and are left out before their files are opened).
         apply_orientation: image sizes (which scale the normalised boxes) in the EXIF-rotated frame.
 
@@ -156,13 +157,15 @@ def load_yolo(
     id_names, names, id_of_name, label_of_id = _yolo_classes(root, where, classes)
 
     records, findings = [], []
+    # a split folder named by the config is trusted like data.root; the files in it are not: a link
+    # there may point anywhere
+    roots, entry = ([root], "entry") if where.is_file() else ([root, where], "image")
     for index, (image_path, file_name, label_path) in enumerate(images):
-        if where.is_file():
-            outside = outside_root_finding(image_path, [root], f"{where}: entry {file_name!r}")
-            if outside is not None:
-                findings.append(outside)
-                if not allow_outside_root:
-                    continue
+        outside = outside_root_finding(image_path, roots, f"{where}: {entry} {file_name!r}")
+        if outside is not None:
+            findings.append(outside)
+            if not allow_outside_root:
+                continue
         if label_path is None:
             label_path = label_path_for(image_path)  # raises: not under an images folder
         size, finding = size_or_finding(image_path, apply_orientation)

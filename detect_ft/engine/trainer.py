@@ -333,7 +333,14 @@ def _amp_dtype(amp: bool, device: torch.device) -> Optional[torch.dtype]:
 
 
 def _load_data(cfg: Config, say) -> tuple[Any, Any]:
-    """The checked training split and (if ``data.val`` is set) the validation split in its class order."""
+    """The checked training split and (if ``data.val`` is set) the validation split in its class order.
+
+    Every training image file is checked before the first step (it exists, its header parses, a JPEG or
+    PNG is not cut short, its size matches the annotation: no pixels decoded, seconds for thousands of
+    images), so a bad file stops the run now, all of them named in one message (``error``), or is left
+    out and counted (``drop``), instead of hours in, when the loader reaches it.
+    """
+    from detect_ft.data.findings import summarize
     from detect_ft.data.split import SplitSpec, load_checked_split
 
     d = cfg.data
@@ -343,15 +350,14 @@ def _load_data(cfg: Config, say) -> tuple[Any, Any]:
     train_records, report = load_checked_split(spec, d.train, d.classes)
     say(
         f"train: {len(train_records)} images, {train_records.num_boxes} boxes, classes {train_records.class_names} "
-        f"({len(report.findings)} findings handled by the data.on_* policies)"
+        f"({summarize(report.findings)})"
     )
     val_records = None
     if d.val:
         # Decoded once now (strictly), so an unreadable validation image is found before training and
-        # handled by data.on_unreadable_image instead of failing every validation; the training split is
-        # checked as its images are loaded (see DetectionDataset).
-        val_records, _ = load_checked_split(spec, d.val, train_records.class_names, decode=True)
-        say(f"val: {len(val_records)} images, {val_records.num_boxes} boxes")
+        # handled by data.on_unreadable_image instead of failing every validation.
+        val_records, val_report = load_checked_split(spec, d.val, train_records.class_names, decode=True)
+        say(f"val: {len(val_records)} images, {val_records.num_boxes} boxes ({summarize(val_report.findings)})")
     return train_records, val_records
 
 
