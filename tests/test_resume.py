@@ -92,7 +92,7 @@ def _assert_same_training(run_a: Path, run_b: Path) -> None:
     )
     rows_a = [json.loads(line) for line in (run_a / "metrics.jsonl").read_text().splitlines()]
     rows_b = [json.loads(line) for line in (run_b / "metrics.jsonl").read_text().splitlines()]
-    timing = {"img_s", "time", "val_time"}
+    timing = {"img_s", "time", "val_time", "elapsed"}
     assert [{k: v for k, v in r.items() if k not in timing} for r in rows_a] == [
         {k: v for k, v in r.items() if k not in timing} for r in rows_b
     ]

@@ -51,11 +51,13 @@ class Hook:
 
 
 class MetricsLogger(Hook):
-    """Appends each epoch's row to ``metrics.jsonl`` (a resumed run first drops the rows it redoes)."""
+    """Appends each epoch's row to ``metrics.jsonl`` (a resumed run first drops the rows it redoes), with
+    ``elapsed``: seconds since ``started`` (``time.perf_counter()``; default: when training began)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, started: Optional[float] = None) -> None:
         self.path = Path(path)
         self.log: Optional[MetricsLog] = None
+        self.started = started
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -63,8 +65,11 @@ class MetricsLogger(Hook):
 
     def before_train(self, run: Run) -> None:
         self.log = MetricsLog(self.path, keep_epochs=run.state.epoch)
+        if self.started is None:
+            self.started = time.perf_counter()
 
     def after_epoch(self, run: Run) -> None:
+        run.row["elapsed"] = round(time.perf_counter() - self.started, 3)
         self.log.append(run.row)
 
     def after_train(self, run: Run) -> None:
@@ -226,10 +231,12 @@ def default_hooks(
     best_metric: str,
     patience: int,
     time_budget: Optional[float] = None,
+    started: Optional[float] = None,
 ) -> list[Hook]:
     """What every run writes into ``run_dir`` and prints, in the order the files must be written
-    (``time_budget``: the run's budget in seconds, for the summary's advice; None without one)."""
-    metrics = MetricsLogger(run_dir / "metrics.jsonl")
+    (``time_budget``: the run's budget in seconds, for the summary's advice; None without one; ``started``:
+    when the run began, ``time.perf_counter()``, for the rows' ``elapsed``)."""
+    metrics = MetricsLogger(run_dir / "metrics.jsonl", started)
     return [
         metrics,
         Checkpointer(

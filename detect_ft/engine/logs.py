@@ -4,9 +4,10 @@ metrics.jsonl holds one JSON object per epoch::
 
     {"epoch": 3, "iterations": 25, "loss": 1.93, "losses": {"classification": 1.2, "bbox_regression": 0.73},
      "lr": 0.0098, "img_s": 41.7, "time": 4.8, "skipped_steps": 0, "map": 0.412, "map50": 0.733, "map75": 0.41,
-     "val_time": 1.2}
+     "val_time": 1.2, "elapsed": 31.4}
 
-``map``/``map50``/``map75``/``val_time`` appear only on epochs that were validated. Every line is strict
+``map``/``map50``/``map75``/``val_time`` appear only on epochs that were validated; ``elapsed`` is the
+wall time since the run (this process's ``train``) began. Every line is strict
 JSON: a value that is not finite (the loss of an epoch whose every batch was non-finite) is written as
 ``null``, never as a bare ``NaN``. The whole file is rewritten atomically after each epoch (it is small),
 so a kill never leaves a half line, and a resumed run drops the rows of epochs it is about to redo.

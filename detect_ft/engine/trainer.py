@@ -119,6 +119,7 @@ def _prepare(
             best_metric=t.best_metric,
             patience=t.patience,
             time_budget=run.budget.seconds if run.budget else None,
+            started=started,
         )
     say(_banner(cfg, info, device, run.options.amp_dtype, len(dataset), val_records, iters))
     for line in (budget_line, anchor_line):
