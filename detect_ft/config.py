@@ -361,10 +361,14 @@ def config_from_dict(data: Any, overrides: list[str] | None = None, source: str 
         for key, value in values.items():
             set_key(cfg, f"{section}.{key}", value)
             explicit.add(f"{section}.{key}")
+    overridden = set()
     for text in overrides or []:
         key, value = parse_override(text)
         set_key(cfg, key, value)
-        explicit.add(key)
+        overridden.add(key)
+    if "train.epochs" in overridden and "train.time_budget" not in overridden:
+        cfg.train.time_budget = ""  # a number of epochs given on top of a file's time budget replaces it
+    explicit |= overridden
     if cfg.model.name in model_names():
         cfg.applied_recipe = tuple(apply_model_recipe(cfg, explicit))
     cfg.check()

@@ -30,6 +30,14 @@ def test_durations_parse_and_nonsense_is_one_line():
         load_config(None, ["train.freeze_backbone_fraction=1"])
 
 
+def test_epochs_given_on_top_of_a_files_budget_replace_it(tmp_path):
+    config = tmp_path / "budget.yaml"
+    config.write_text("train: {time_budget: 5m}\n")
+    assert load_config(config).train.time_budget == "5m"
+    assert load_config(config, ["train.epochs=3"]).train.time_budget == ""
+    assert load_config(config, ["train.epochs=3", "train.time_budget=1m"]).train.time_budget == "1m"
+
+
 def test_validations_counts_the_interval_and_the_last_epoch():
     every_epoch = RunLength(interval=1)
     assert every_epoch.validations(0, 5) == 5 and every_epoch.validations(3, 5) == 2
