@@ -1,0 +1,145 @@
+"""Hostile inputs to ``predict`` (issue 20): images over the pixel limit, truncated JPEGs, output folders
+that hold the user's own files or cannot be written. Every case ends in one ``error:`` line naming the
+file and the fix, in bounded memory, and loses no file. The model is a constant ONNX detector
+(:func:`conftest.constant_onnx`), so nothing is exported or trained here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import constant_onnx, noise_image, write_black_png, write_png_header
+
+from detect_ft import Detector, limits
+from detect_ft.edge import read_image
+from detect_ft.errors import DetectFTError
+
+REPO = Path(__file__).resolve().parents[1]
+BLOCK_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+BLOCK_PIL = "sys.modules['PIL'] = None\n"  # a minimal edge install: numpy, OpenCV, onnxruntime
+
+
+def _one_line(err: str) -> str:
+    """The one ``error:`` line of stderr (the progress bar's carriage-return frames left out)."""
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and not line.startswith("predict:")]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def _truncated_jpeg(path: Path) -> Path:
+    noise_image(path, 256, 192)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # OpenCV alone decodes this, filling the rest with grey
+    assert cv2.imread(str(path)) is not None
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return constant_onnx(tmp_path_factory.mktemp("model") / "constant.onnx")
+
+
+# ---------------------------------------------------------------- the pixel limit, before decoding
+
+
+@pytest.fixture(scope="module")
+def huge_png(tmp_path_factory) -> Path:
+    """A valid 20000 x 20000 black PNG: 5 MB on disk, 1.2 GB decoded (predict once peaked at 16 GB on it)."""
+    return write_black_png(tmp_path_factory.mktemp("huge") / "huge.png", 20_000, 20_000)
+
+
+@pytest.mark.parametrize("blocked", ["", BLOCK_PIL], ids=["with-pillow", "without-pillow"])
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header_in_bounded_memory(huge_png, blocked):
+    huge = huge_png
+    code = (
+        BLOCK_TORCH
+        + blocked
+        + (
+            "import resource\n"
+            "from detect_ft.edge import read_image\n"
+            "from detect_ft.errors import DetectFTError\n"
+            "try:\n"
+            "    read_image(sys.argv[1])\n"
+            "except DetectFTError as exc:\n"
+            "    print(exc)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"  # peak MiB
+        )
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(huge)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    message, peak_mib = proc.stdout.strip().splitlines()
+    assert "huge.png" in message and "400.0 megapixels" in message and "decoder's limit" in message
+    assert int(peak_mib) < 400  # the interpreter, numpy, OpenCV and onnxruntime; no 1.2 GB image
+
+
+def test_predict_refuses_an_image_over_the_pixel_limit_in_one_line(model, huge_png, tmp_path, run_cli):
+    for huge in (huge_png, write_png_header(tmp_path / "header_only.png", 20_000, 20_000)):
+        code, _, err = run_cli("predict", model, huge, "--output", tmp_path / "out")
+        assert code == 2 and huge.name in _one_line(err) and "400.0 megapixels" in err
+        assert not (tmp_path / "out" / huge.name).exists()
+
+
+def test_every_decoding_path_holds_the_pixel_limit(model, tmp_path, monkeypatch):
+    """Detector.predict (ONNX and any predict_batch, as a PyTorch model's), the edge reader, in-memory
+    images, slicing and video frames (their size read from the container before any frame is decoded)."""
+    photo = noise_image(tmp_path / "photo.png", 64, 48)
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (64, 48))
+    for _ in range(3):
+        writer.write(cv2.imread(str(photo)))
+    writer.release()
+    calls = []
+    nothing = lambda images: calls.append(len(images)) or [{"boxes": [], "scores": [], "labels": []} for _ in images]  # noqa: E731
+    detectors = [Detector.load(model), Detector(predict_batch=nothing, model_name="fake", class_names=["x"])]
+    monkeypatch.setattr(limits, "MAX_IMAGE_PIXELS", 64 * 48 - 1)  # a program may lower (or raise) the limit
+    for detector in detectors:
+        for source, named in (
+            (photo, "photo.png"),
+            (video, "clip.mp4"),
+            (np.zeros((48, 64, 3), np.uint8), "in-memory"),
+        ):
+            with pytest.raises(DetectFTError, match=f"{named}.*64x48 = 0.0 megapixels, beyond the decoder's limit"):
+                detector.predict(source)
+        with pytest.raises(DetectFTError, match="beyond the decoder's limit"):
+            detector.predict(photo, slice=64)
+    with pytest.raises(DetectFTError, match="photo.png"):
+        read_image(photo)
+    assert calls == []
+
+
+# ---------------------------------------------------------------- truncated JPEGs
+
+
+def test_predict_names_a_truncated_jpeg_instead_of_reporting_detections(model, tmp_path, run_cli):
+    cut = _truncated_jpeg(tmp_path / "photos" / "cut.jpg")
+    code, out, err = run_cli("predict", model, cut, "--output", tmp_path / "out")
+    line = _one_line(err)
+    assert code == 2 and "cut.jpg" in line and "truncated" in line and "detections in" not in out
+    with pytest.raises(DetectFTError, match="cut.jpg is truncated"):
+        Detector.load(model).predict(cut)
+
+
+def test_a_truncated_jpeg_is_named_without_pillow_too(tmp_path):
+    cut = _truncated_jpeg(tmp_path / "cut.jpg")
+    fine = noise_image(tmp_path / "fine.jpg", 64, 48)
+    code = (
+        BLOCK_TORCH
+        + BLOCK_PIL
+        + (
+            "from detect_ft.edge import read_image\n"
+            "from detect_ft.errors import DetectFTError\n"
+            "print(read_image(sys.argv[2]).shape)\n"
+            "try:\n"
+            "    read_image(sys.argv[1])\n"
+            "except DetectFTError as exc:\n"
+            "    print(exc)\n"
+        )
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(cut), str(fine)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    shape, message = proc.stdout.strip().splitlines()
+    assert shape == "(48, 64, 3)" and "cut.jpg is truncated" in message
