@@ -124,22 +124,40 @@ def test_predict_names_a_truncated_jpeg_instead_of_reporting_detections(model, t
 
 
 def test_a_truncated_jpeg_is_named_without_pillow_too(tmp_path):
+    from PIL import Image
+
     cut = _truncated_jpeg(tmp_path / "cut.jpg")
-    fine = noise_image(tmp_path / "fine.jpg", 64, 48)
-    code = (
-        BLOCK_TORCH
-        + BLOCK_PIL
-        + (
-            "from detect_ft.edge import read_image\n"
-            "from detect_ft.errors import DetectFTError\n"
-            "print(read_image(sys.argv[2]).shape)\n"
-            "try:\n"
-            "    read_image(sys.argv[1])\n"
-            "except DetectFTError as exc:\n"
-            "    print(exc)\n"
-        )
-    )
+    fine = tmp_path / "rotated.jpg"  # EXIF orientation 6: shown rotated, as training decodes it
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = 6
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(fine, exif=exif)
+    code = BLOCK_TORCH + BLOCK_PIL
+    code += "from detect_ft.edge import read_image\nfrom detect_ft.errors import DetectFTError\n"
+    code += "image = read_image(sys.argv[2])\nprint(image.shape, int(image.astype('int64').sum()))\n"
+    code += "try:\n    read_image(sys.argv[1])\nexcept DetectFTError as exc:\n    print(exc)\n"
     proc = subprocess.run([sys.executable, "-c", code, str(cut), str(fine)], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
-    shape, message = proc.stdout.strip().splitlines()
-    assert shape == "(48, 64, 3)" and "cut.jpg is truncated" in message
+    decoded, message = proc.stdout.strip().splitlines()
+    with_pillow = read_image(fine)
+    assert decoded == f"(64, 48, 3) {int(with_pillow.astype(np.int64).sum())}" and "cut.jpg is truncated" in message
+
+
+@pytest.mark.parametrize(
+    "suffix, params",
+    [
+        (".png", []),
+        (".jpg", []),
+        (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+        (".bmp", []),
+        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 80]),
+        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]),  # lossless: the VP8L header
+        (".tif", []),
+    ],
+)
+def test_the_header_reader_gives_the_decoded_size(tmp_path, suffix, params):
+    from detect_ft.image_header import header_size
+
+    path = tmp_path / f"image{suffix}"
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8), params)
+    assert header_size(path.read_bytes()) == (53, 37)
+    assert header_size(path.read_bytes()[:10]) is None and header_size(b"P6\n53 37\n255\n") is None
