@@ -161,3 +161,105 @@ def test_the_header_reader_gives_the_decoded_size(tmp_path, suffix, params):
     cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8), params)
     assert header_size(path.read_bytes()) == (53, 37)
     assert header_size(path.read_bytes()[:10]) is None and header_size(b"P6\n53 37\n255\n") is None
+
+
+# ---------------------------------------------------------------- predict replaces only what it wrote
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_predict_never_replaces_a_file_of_the_users_in_the_output_folder(model, tmp_path, run_cli):
+    photos = tmp_path / "photos"
+    a, b = noise_image(photos / "a.jpg", seed=1), noise_image(photos / "b.jpg", seed=2)
+    out = tmp_path / "out"
+    mine = noise_image(out / "a.jpg", seed=3)  # the user's own a.jpg, not an annotated copy
+    before = _snapshot(out)
+    code, stdout, err = run_cli("predict", model, a, b, "--output", out)
+    line = _one_line(err)
+    assert code == 2 and str(mine) in line and "did not write" in line and "choose another output folder" in line
+    assert _snapshot(out) == before and "detections in" not in stdout  # refused before writing anything
+    # Into a new folder it runs, and a second run there replaces its own files (recorded) and nothing else.
+    fresh = tmp_path / "fresh"
+    assert run_cli("predict", model, a, b, "--output", fresh)[0] == 0
+    assert sorted(_snapshot(fresh)) == ["a.jpg", "b.jpg", "predict-files.json", "predictions.json"]
+    noise_image(fresh / "notes.png", seed=4)
+    assert run_cli("predict", model, a, b, "--output", fresh)[0] == 0
+    assert "notes.png" in _snapshot(fresh)
+
+
+def test_an_in_memory_image_never_replaces_a_users_file(tmp_path):
+    from detect_ft.edge.predict import write_predictions
+
+    detector = Detector(
+        predict_batch=lambda images: [{"boxes": [], "scores": [], "labels": []}], model_name="f", class_names=["x"]
+    )
+    image = np.zeros((8, 8, 3), np.uint8)
+    mine = noise_image(tmp_path / "image_1.png", seed=5)
+    before = mine.read_bytes()
+    with pytest.raises(DetectFTError, match="image_1.png, which it did not write"):
+        write_predictions(detector.stream(image), image, tmp_path)
+    assert mine.read_bytes() == before
+    write_predictions(detector.stream(image), image, tmp_path / "new")
+    write_predictions(detector.stream(image), image, tmp_path / "new")  # its own image_1.png: replaced
+    assert (tmp_path / "new" / "image_1.png").is_file()
+
+
+def _hand_labelled(root: Path, fmt: str) -> Path:
+    """A one-image hand-labelled dataset in ``root`` laid out as predict --save-format would write it."""
+    if fmt == "coco":
+        (root / "images").mkdir(parents=True)
+        (root / "predictions.json").write_text('{"images": [], "annotations": [], "categories": []}')
+    elif fmt == "voc":
+        (root / "Annotations").mkdir(parents=True)
+        (root / "Annotations" / "a.xml").write_text("<annotation><filename>a.jpg</filename></annotation>")
+    else:
+        (root / "predictions" / "labels").mkdir(parents=True)
+        (root / "predictions" / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+        (root / "data.yaml").write_text("names: [cat, dog]\ntrain: train/images\n")
+    return root
+
+
+@pytest.mark.parametrize("fmt", ["coco", "voc", "yolo"])
+def test_predictions_as_a_dataset_never_replace_hand_labelled_annotations(model, tmp_path, run_cli, fmt):
+    from detect_ft.results import write_results_dataset
+
+    a = noise_image(tmp_path / "photos" / "a.jpg", seed=1)
+    out = tmp_path / "out"
+    dataset = _hand_labelled(out / "dataset", fmt)
+    before = _snapshot(out)
+    code, _, err = run_cli("predict", model, a, "--output", out, "--save-format", fmt)
+    assert code == 2 and "did not write" in _one_line(err) and str(dataset) in err
+    assert _snapshot(out) == before
+    results = Detector.load(model).predict(a)
+    with pytest.raises(DetectFTError, match=f"would replace {dataset}.* never replaces existing annotations"):
+        write_results_dataset(results, dataset, fmt)
+    assert _snapshot(out) == before
+    # a second run into a folder of its own replaces its own dataset
+    assert run_cli("predict", model, a, "--output", tmp_path / "own", "--save-format", fmt)[0] == 0
+    assert run_cli("predict", model, a, "--output", tmp_path / "own", "--save-format", fmt)[0] == 0
+
+
+@pytest.mark.parametrize("obstacle", ["parent-is-a-file", "output-is-a-file", "read-only", "name-too-long"])
+def test_an_output_folder_that_cannot_be_made_is_one_line(model, tmp_path, run_cli, obstacle):
+    import os
+
+    photo = noise_image(tmp_path / "a.jpg")
+    (tmp_path / "file.txt").write_text("x")
+    output = {
+        "parent-is-a-file": tmp_path / "file.txt" / "out",
+        "output-is-a-file": tmp_path / "file.txt",
+        "read-only": tmp_path / "ro" / "out",
+        "name-too-long": tmp_path / ("x" * 300) / "out",  # another OSError of mkdir, as read-only storage gives
+    }[obstacle]
+    if obstacle == "read-only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        (tmp_path / "ro").mkdir(mode=0o555)
+    code, _, err = run_cli("predict", model, photo, "--output", output)
+    line = _one_line(err)
+    assert code == 2 and str(output) in line
+    expected = {"read-only": "(Permission denied); choose a writable", "name-too-long": "(File name too long)"}
+    assert expected.get(obstacle, "file.txt is a file, not a folder") in line
+    assert (tmp_path / "file.txt").read_text() == "x"
