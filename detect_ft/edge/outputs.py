@@ -89,6 +89,20 @@ def check_owned(output: Path, targets: Sequence[tuple[Path, Optional[Path]]], ow
         )
 
 
+def claim_outputs(output: Path, items: Sequence[Union[Path, np.ndarray]], save_format: Optional[str]) -> set[str]:
+    """Check that predicting ``items`` into ``output`` replaces none but predict's own files
+    (:func:`planned_outputs`, :func:`check_owned`), create the folder and record the planned files, all
+    before any output is written (a run cut short leaves its files recorded as its own). Returns the
+    recorded names, to which the caller adds in-memory images' as it writes them."""
+    owned = read_manifest(output) if output.is_dir() else set()
+    planned = planned_outputs(items, output, save_format)
+    check_owned(output, planned, owned)
+    make_output_folder(output)
+    owned |= {relative(output, target) for target, _ in planned}
+    write_manifest(output, owned)
+    return owned
+
+
 def check_output_folder(output: Path) -> None:
     """One line when ``output`` can never be the output folder (a file, under a file, a name the system
     refuses), before anything is checked or written; a missing folder is fine (it is made later)."""

@@ -15,16 +15,7 @@ from typing import Iterable, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from detect_ft.edge.outputs import (
-    annotated_name,
-    check_output_folder,
-    check_owned,
-    make_output_folder,
-    planned_outputs,
-    read_manifest,
-    relative,
-    write_manifest,
-)
+from detect_ft.edge.outputs import annotated_name, check_output_folder, check_owned, claim_outputs, write_manifest
 from detect_ft.errors import DetectFTError
 from detect_ft.results import Result, write_results_dataset
 from detect_ft.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Source, expand_source, is_video
@@ -86,12 +77,7 @@ def write_predictions(
     output = Path(output)
     check_output_folder(output)
     items = check_no_overwrite(source, output, dataset=save_format is not None)
-    owned = read_manifest(output) if output.is_dir() else set()
-    planned = planned_outputs(items, output, save_format)
-    check_owned(output, planned, owned)
-    make_output_folder(output)
-    owned |= {relative(output, target) for target, _ in planned}
-    write_manifest(output, owned)  # first: a run cut short leaves its files recorded as its own
+    owned = claim_outputs(output, items, save_format)
     bar = tqdm(results, total=total, unit="img", desc="predict", disable=not progress, leave=False)
     recorded = len(owned)
     rows, annotated, kept, image_id = _write_annotated_results(bar, output, owned, keep=save_format is not None)

@@ -93,8 +93,9 @@ def export_detector(
     )
     report = {"output": str(output), "model_name": model_name, "opset": opset, "verified": val_dataset is not None}
     if meta.get("thresholds"):  # in the report from the start: a refused INT8 model's report says it too
-        report["thresholds"] = dict(zip(class_names, meta["thresholds"]))
-        report["pooled_thresholds"] = list(meta.get("pooled_thresholds") or [])
+        report.update(
+            thresholds=dict(zip(class_names, meta["thresholds"])), pooled_thresholds=meta.get("pooled_thresholds", [])
+        )
     checks = {"max_map_drop": max_map_drop, "score_thresh": score_thresh, "backend": backend, "progress": progress}
     report.update(_write_fp32(model, output, meta, calib_images, val_dataset, checks))
     if int8:
