@@ -99,7 +99,7 @@ def test_every_decoding_path_holds_the_pixel_limit(model, tmp_path, monkeypatch)
     for detector in detectors:
         for source, named in (
             (photo, "photo.png"),
-            (video, "clip.mp4"),
+            (video, "clip.mp4: each frame"),  # from the container, before a frame is decoded
             (np.zeros((48, 64, 3), np.uint8), "in-memory"),
         ):
             with pytest.raises(DetectFTError, match=f"{named}.*64x48 = 0.0 megapixels, beyond the decoder's limit"):
