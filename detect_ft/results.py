@@ -160,7 +160,9 @@ def results_as_records(results: Sequence[Result]):
     return DatasetRecords(records, list(first.class_names), list(first.category_ids), source="predictions")
 
 
-def dataset_targets(format: str, out_dir: str | os.PathLike, name: str, images: Sequence[str | os.PathLike]) -> list:
+def dataset_targets(
+    format: str, out_dir: str | os.PathLike, name: str, images: Sequence[str | os.PathLike]
+) -> list[tuple[Path, Optional[Path]]]:
     """``(target, source)`` for every file :func:`write_results_dataset` writes for the image files
     ``images`` (unique base names): the annotation files and split list (source None) and each image's
     copy (source: the image). Layouts as ``detect-ft convert`` writes them."""
@@ -169,9 +171,9 @@ def dataset_targets(format: str, out_dir: str | os.PathLike, name: str, images: 
     if format == "coco":
         return [(out / f"{name}.json", None)] + [(out / "images" / p.name, p) for p in paths]
     if format == "voc":
-        notes = [(out / "ImageSets" / "Main" / f"{name}.txt", None)]
-        notes += [(out / "Annotations" / f"{p.stem}.xml", None) for p in paths]
-        return notes + [(out / "JPEGImages" / p.name, p) for p in paths]
+        annotations = [(out / "ImageSets" / "Main" / f"{name}.txt", None)]
+        annotations += [(out / "Annotations" / f"{p.stem}.xml", None) for p in paths]
+        return annotations + [(out / "JPEGImages" / p.name, p) for p in paths]
     if format == "yolo":
         labels = [(out / name / "labels" / f"{p.stem}.txt", None) for p in paths]
         return [(out / "data.yaml", None)] + labels + [(out / name / "images" / p.name, p) for p in paths]
