@@ -50,6 +50,7 @@ from detect_ft.data.findings import (
 from detect_ft.errors import ConfigError
 from detect_ft.io import write_text_atomic
 from detect_ft.limits import MAX_CONFIG_BYTES, read_text, short_repr
+from detect_ft.slicing import MIN_TILE_SIDE, tiling_problem
 
 __all__ = [
     "AugmentConfig",
@@ -227,10 +228,10 @@ class EvalConfig:
         positive("eval.batch_size", self.batch_size)
         if not 0 <= self.score_thresh < 1:
             fail("eval.score_thresh", self.score_thresh, "a number in [0, 1)")
-        if self.slice < 0:
-            fail("eval.slice", self.slice, "a tile side in pixels (e.g. 512), or 0 for no slicing")
-        if not 0 <= self.slice_overlap < 1:
-            fail("eval.slice_overlap", self.slice_overlap, "a number in [0, 1)")
+        problem = tiling_problem(self.slice or MIN_TILE_SIDE, self.slice_overlap)  # slice 0: whole images only
+        if problem is not None:
+            key, allowed = problem
+            fail(f"eval.{key}", getattr(self, key), allowed + (", or 0 for no slicing" if key == "slice" else ""))
         if not 0 < self.slice_merge_iou <= 1:
             fail("eval.slice_merge_iou", self.slice_merge_iou, "a number in (0, 1]")
 

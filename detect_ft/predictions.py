@@ -179,6 +179,24 @@ def is_class_thresholds(thresholds: Any, num_classes: int) -> bool:
     )
 
 
+def pooled_threshold_classes(meta: Mapping[str, Any], class_names: Sequence[str]) -> list[str]:
+    """The classes whose stored confidence threshold is the pooled (all-class) one, because validation
+    found no true positive of theirs (evaluation shows n/a for them): read from a checkpoint's ``metrics``
+    (``thresholds`` {name: value or None}) or an exported model's ``pooled_thresholds`` list."""
+    metrics = meta.get("metrics")
+    if isinstance(metrics, dict) and isinstance(metrics.get("thresholds"), dict):
+        return [name for name in class_names if metrics["thresholds"].get(name) is None]
+    pooled = meta.get("pooled_thresholds")
+    return [name for name in class_names if isinstance(pooled, list) and name in pooled]
+
+
+def describe_thresholds(class_names: Sequence[str], thresholds: Sequence[float], pooled: Sequence[str] = ()) -> str:
+    """``name 0.42, ...``: each class's threshold, marked where it is the pooled one (see
+    :func:`pooled_threshold_classes`), so a printed 0.50 is never mistaken for a class's own."""
+    note = " (pooled over all classes: n/a in eval, no true positive of its own)"
+    return ", ".join(f"{name} {t:.2f}{note if name in pooled else ''}" for name, t in zip(class_names, thresholds))
+
+
 def check_metadata(meta: dict[str, Any], path: str | os.PathLike) -> None:
     """DetectFTError naming the field when the metadata cannot drive preprocessing and the outputs."""
 

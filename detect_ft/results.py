@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Collection, Optional, Sequence
 
 import numpy as np
 
@@ -160,20 +160,73 @@ def results_as_records(results: Sequence[Result]):
     return DatasetRecords(records, list(first.class_names), list(first.category_ids), source="predictions")
 
 
+def dataset_targets(
+    format: str, out_dir: str | os.PathLike, name: str, images: Sequence[str | os.PathLike]
+) -> list[tuple[Path, Optional[Path]]]:
+    """``(target, source)`` for every file :func:`write_results_dataset` writes for the image files
+    ``images`` (unique base names): the annotation files and split list (source None) and each image's
+    copy (source: the image). Layouts as ``detect-ft convert`` writes them."""
+    out = Path(out_dir)
+    paths = [Path(image) for image in images]
+    if format == "coco":
+        return [(out / f"{name}.json", None)] + [(out / "images" / p.name, p) for p in paths]
+    if format == "voc":
+        annotations = [(out / "ImageSets" / "Main" / f"{name}.txt", None)]
+        annotations += [(out / "Annotations" / f"{p.stem}.xml", None) for p in paths]
+        return annotations + [(out / "JPEGImages" / p.name, p) for p in paths]
+    if format == "yolo":
+        labels = [(out / name / "labels" / f"{p.stem}.txt", None) for p in paths]
+        return [(out / "data.yaml", None)] + labels + [(out / name / "images" / p.name, p) for p in paths]
+    raise DetectFTError(f"unknown dataset format '{format}'; use one of {', '.join(SAVE_FORMATS)}")
+
+
+def existing_targets(targets: Sequence[tuple[Path, Optional[Path]]], replace: Collection[Path] = ()) -> list[Path]:
+    """The ``targets`` (:func:`dataset_targets`) that exist already and may not be replaced: not listed in
+    ``replace`` and not the very image they would be a copy of (which is then left as it is)."""
+    allowed = {os.path.abspath(p) for p in replace}
+    found = []
+    for target, source in targets:
+        if not (target.exists() or target.is_symlink()) or os.path.abspath(target) in allowed:
+            continue
+        if source is not None and target.exists() and os.path.samefile(target, source):
+            continue
+        found.append(target)
+    return found
+
+
 def write_results_dataset(
-    results: Sequence[Result], out_dir: str | os.PathLike, format: str, *, name: str = "predictions"
+    results: Sequence[Result],
+    out_dir: str | os.PathLike,
+    format: str,
+    *,
+    name: str = "predictions",
+    replace: Collection[str | os.PathLike] = (),
 ) -> Path:
     """Write ``results`` as a ``format`` (coco, voc or yolo) dataset under ``out_dir``, images copied in.
 
     Layouts are those of ``detect-ft convert``: coco -> ``out_dir/<name>.json`` + ``images/``; voc ->
-    ``out_dir/Annotations``, ``JPEGImages``, ``ImageSets/Main/<name>.txt``; yolo -> ``out_dir/<name>/``.
-    Returns what to set ``data.train`` (or ``data.val``) to, with ``data.root`` = ``out_dir``.
-    The source images are never written over.
+    ``out_dir/Annotations``, ``JPEGImages``, ``ImageSets/Main/<name>.txt``; yolo -> ``out_dir/<name>/``
+    and ``out_dir/data.yaml``. Returns what to set ``data.train`` (or ``data.val``) to, with
+    ``data.root`` = ``out_dir``.
+
+    Nothing that exists is replaced: when any file it would write is already there (a hand-labelled
+    dataset's annotations, a ``data.yaml``, an image of that name), it refuses before writing anything,
+    naming the file. ``replace`` lists existing files that may be replaced (those an earlier call of
+    yours wrote). The source images are never written over.
     """
     from detect_ft.data.convert import write_split
 
     if format not in SAVE_FORMATS:
         raise DetectFTError(f"unknown dataset format '{format}'; use one of {', '.join(SAVE_FORMATS)}")
     records = results_as_records(results)
-    protect = tuple(Path(r.image_path) for r in records.records)
+    images = [r.image_path for r in records.records]
+    taken = existing_targets(dataset_targets(format, out_dir, name, images), [Path(p) for p in replace])
+    if taken:
+        more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+        raise DetectFTError(
+            f"writing the predictions as a {format} dataset in {out_dir} would replace {taken[0]}{more}, "
+            "which already exists; detect-ft never replaces existing annotations or images: write the "
+            "dataset to a new folder (or under another name=)"
+        )
+    protect = tuple(Path(p) for p in images)
     return write_split(records, format, out_dir, name, "copy", protect)

@@ -23,15 +23,22 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from detect_ft.errors import ConfigError, DetectFTError
+from detect_ft.image_header import check_pixels
 from detect_ft.predictions import PredictBatch, as_detections
 
 MERGES = ("nms", "greedy")
 TILE_BATCH = 8  # tiles per predict_batch call: a 4000x3000 photo makes ~80 tiles of 512, too many at once
+# Bounds that keep a tiling finite and useful: below 64 pixels a tile holds too little context for any
+# detector; at an overlap of 0.9 each pixel is already run ~100 times; the tile bound is checked from the
+# image size before planning (512-pixel tiles at 0.2 make ~1100 on the largest image the pixel limit allows).
+MIN_TILE_SIDE = 64
+MAX_OVERLAP = 0.9
+MAX_TILES_PER_IMAGE = 4096
 
 
 @dataclass(frozen=True)
@@ -82,14 +89,46 @@ def slice_options(eval_config: Any) -> "SliceOptions | None":
     )
 
 
+def tiling_problem(size: Any, overlap: Any) -> Optional[tuple[str, str]]:
+    """None when ``size`` (tile side in pixels) and ``overlap`` are a usable tiling, else ``(key, allowed)``:
+    the option at fault (``slice`` or ``slice_overlap``) and what it allows. The one check behind
+    :func:`check_tiling` (``--slice``/``--overlap``, ``predict(slice=...)``) and ``eval.slice*``."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < MIN_TILE_SIDE:
+        return "slice", f"a tile side in pixels, a whole number >= {MIN_TILE_SIDE} (e.g. 512)"
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap <= MAX_OVERLAP:
+        return (
+            "slice_overlap",
+            f"the fraction of a tile shared with its neighbour, a number in [0, {MAX_OVERLAP}] (e.g. 0.2)",
+        )
+    return None
+
+
 def check_tiling(size: Any, overlap: Any) -> None:
-    """ConfigError unless ``size`` is a whole number of pixels >= 1 and ``overlap`` a fraction in [0, 1)."""
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ConfigError(f"slice size {size!r}: pass the tile side in pixels, a whole number >= 1, e.g. 512")
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
-        raise ConfigError(
-            f"slice overlap {overlap!r}: pass the fraction of a tile shared with its neighbour, "
-            "a number in [0, 1), e.g. 0.2"
+    """ConfigError unless ``size`` is a tile side of at least :data:`MIN_TILE_SIDE` pixels and ``overlap``
+    a fraction in [0, :data:`MAX_OVERLAP`] (:func:`tiling_problem`)."""
+    problem = tiling_problem(size, overlap)
+    if problem is not None:
+        key, allowed = problem
+        given = f"slice size {size!r}" if key == "slice" else f"slice overlap {overlap!r}"
+        raise ConfigError(f"{given}: pass {allowed}")
+
+
+def count_tiles(height: int, width: int, size: int, overlap: float) -> int:
+    """How many windows :func:`tile_windows` makes for an image ``height`` x ``width``, without making them."""
+    step = size - int(size * overlap)
+    along = lambda length: 1 if length <= size else -(-(length - size) // step) + 1  # noqa: E731
+    return along(height) * along(width)
+
+
+def check_tile_count(height: int, width: int, size: int, overlap: float) -> None:
+    """DetectFTError when an image ``height`` x ``width`` would make more than :data:`MAX_TILES_PER_IMAGE`
+    tiles (or holds more than ``limits.MAX_IMAGE_PIXELS`` pixels), before any tile is planned."""
+    check_pixels("an image to slice", width, height)
+    tiles = count_tiles(height, width, size, overlap)
+    if tiles > MAX_TILES_PER_IMAGE:
+        raise DetectFTError(
+            f"slicing a {width}x{height} image into {size}-pixel tiles overlapping by {overlap:g} makes "
+            f"{tiles} tiles, more than {MAX_TILES_PER_IMAGE} per image; pass a larger slice size or a smaller overlap"
         )
 
 
@@ -111,7 +150,8 @@ def tile_windows(height: int, width: int, size: int, overlap: float = 0.2) -> np
     check_tiling(size, overlap)
     if height < 1 or width < 1:
         raise ConfigError(f"cannot tile an image of {height}x{width} pixels; pass a non-empty image")
-    step = size - int(size * overlap)  # >= 1 because overlap < 1
+    check_tile_count(height, width, size, overlap)
+    step = size - int(size * overlap)  # >= size / 10 because overlap <= 0.9
     windows = [
         (x, y, min(x + size, width), min(y + size, height))
         for y in _starts(height, size, step)
@@ -223,6 +263,8 @@ def sliced(
     options = SliceOptions(size, overlap, merge, full_image, merge_iou)
 
     def predict_sliced(images: list[np.ndarray]) -> list[dict]:
+        for image in images:  # before any pass runs: an image that makes too many tiles is refused whole
+            check_tile_count(*np.asarray(image).shape[:2], options.size, options.overlap)
         whole = list(predict_batch(list(images))) if options.full_image else [None] * len(images)
         return [_predict_image(predict_batch, image, full, options) for image, full in zip(images, whole)]
 

@@ -15,6 +15,7 @@ from typing import Iterator, Optional, Sequence, Union
 import numpy as np
 
 from detect_ft.errors import DetectFTError
+from detect_ft.image_header import check_pixels
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -73,7 +74,12 @@ def expand_source(source: Source) -> list[Union[Path, np.ndarray]]:
 
 
 def iter_frames(source: Source) -> Iterator[Frame]:
-    """Every image and video frame of ``source``, in order, decoded to RGB uint8 (EXIF orientation applied)."""
+    """Every image and video frame of ``source``, in order, decoded to RGB uint8 (EXIF orientation applied).
+
+    Images are read strictly (:func:`detect_ft.edge.runtime.read_image`): a truncated or undecodable file,
+    or an image or video frame over :data:`detect_ft.limits.MAX_IMAGE_PIXELS` (checked from the file
+    header or the video container before decoding), raises :class:`DetectFTError` naming it.
+    """
     from detect_ft.edge.runtime import read_image
 
     for item in expand_source(source):
@@ -112,10 +118,14 @@ def _video_frames(path: Path) -> Iterator[Frame]:
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     index = 0
     try:
+        # the container states the frame size: checked before a frame is decoded, and each frame after
+        size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        check_pixels(f"video {path}: each frame", *size)
         while True:
             ok, frame = capture.read()
             if not ok:
                 break
+            check_pixels(f"video {path}: frame {index}", frame.shape[1], frame.shape[0])
             yield Frame(image=cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), path=str(path), frame=index, fps=float(fps))
             index += 1
     finally:
@@ -139,4 +149,5 @@ def _checked_array(image: np.ndarray) -> np.ndarray:
             f"an in-memory image must be an RGB uint8 array (H, W, 3), got {image.dtype} "
             f"{tuple(image.shape)}; convert it, e.g. cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)"
         )
+    check_pixels("an in-memory image", image.shape[1], image.shape[0])
     return image

@@ -199,13 +199,18 @@ def test_int8_gate_refuses_a_lossy_model_and_leaves_no_file(tmp_path):
             val_dataset=val,
             int8=True,
             calib_images=BAD_CALIBRATION,
+            extra_metadata={"thresholds": [0.4, 0.5], "pooled_thresholds": ["square"]},
         )
     assert "\n" not in str(info.value)
     assert output.exists(), "the verified fp32 model stays"
     assert sorted(p.name for p in output.parent.iterdir()) == ["model.onnx"], "no INT8 or temporary file left"
     int8 = info.value.report["int8"]
     assert int8["gate"] == "refused" and int8["map_diff_points"] < -1.0
-    assert "INT8 model REFUSED" in format_report(info.value.report)
+    text = format_report(info.value.report)
+    assert "INT8 model REFUSED" in text
+    # the fp32 file it kept holds the thresholds, and the report of a refused INT8 model says so too
+    assert EdgeDetector(output).metadata["thresholds"] == [0.4, 0.5] and "no validated" not in text
+    assert "per class (circle 0.40, square 0.50 (pooled over all classes: n/a in eval" in text
 
 
 @pytest.mark.slow
@@ -228,8 +233,14 @@ def test_int8_keep_anyway_keeps_it_with_a_warning(tmp_path):
     assert report["int8"]["gate"] == "kept anyway" and (tmp_path / "model.int8.onnx").exists()
     text = format_report(report)
     assert "WARNING: INT8 model KEPT DESPITE" in text and "--int8-keep-anyway" in text
+    # measured once: the speed-up line is the ratio of the p50s the table shows
     speed = report["int8"]["speed"]
-    assert speed["fp32_p50_ms"] > 0 and speed["int8_p50_ms"] > 0 and speed["rounds"] == 10
+    fp32, int8 = report["parity"]["onnx"]["latency"]["p50_ms"], report["int8"]["latency"]["p50_ms"]
+    assert (speed["fp32_p50_ms"], speed["int8_p50_ms"]) == (fp32, int8) and speed["speedup"] == fp32 / int8
+    rows = {name: line for line in text.splitlines() for name in ("onnx fp32", "onnx int8") if line.startswith(name)}
+    assert f" {fp32:.1f}  " in rows["onnx fp32"] and f" {int8:.1f}  " in rows["onnx int8"]
+    assert f"{fp32 / int8:.2f}x" in text and f"p50 {int8:.1f} ms INT8 vs {fp32:.1f} ms fp32" in text
+    assert "over the 4 validation images" in text
 
 
 @pytest.mark.slow
@@ -259,7 +270,8 @@ def test_int8_gate_through_the_cli(tmp_path, capsys, monkeypatch):
     # Without a validation split the INT8 model cannot be gated, and the report says so.
     (tmp_path / "out" / "m.int8.onnx").unlink()
     assert main(["export", str(checkpoint), "--output", str(out), "--int8", "--no-verify"]) == 0
-    assert "WARNING: the INT8 model was NOT CHECKED" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "WARNING: the INT8 model was NOT CHECKED" in printed and "10 alternating calls on one" in printed
     assert main(["export", str(checkpoint), "--output", str(out), "--int8-keep-anyway"]) == 2
     assert "only applies with --int8" in capsys.readouterr().err
 
@@ -267,7 +279,8 @@ def test_int8_gate_through_the_cli(tmp_path, capsys, monkeypatch):
 def test_int8_slower_than_fp32_is_a_loud_line():
     from detect_ft.cli.export_cmd import _int8_lines
 
-    speed = {"fp32_p50_ms": 10.0, "int8_p50_ms": 12.5, "speedup": 0.8, "rounds": 10, "cpu": "AVX2, no VNNI"}
+    method = "batch-1 calls over the 4 validation images, one pass per model, as in the table"
+    speed = {"fp32_p50_ms": 10.0, "int8_p50_ms": 12.5, "speedup": 0.8, "method": method, "cpu": "AVX2, no VNNI"}
     lines = _int8_lines({"gate": "passed", "map_diff_points": -0.2, "max_map_drop": 1.0, "speed": speed})
     assert any(line.startswith("WARNING: INT8 is SLOWER than fp32") and "0.80x" in line for line in lines)
     faster = _int8_lines(

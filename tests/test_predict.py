@@ -98,3 +98,36 @@ def test_bad_sources_are_reported(exported_onnx, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["predict", str(exported_onnx["onnx"]), str(tmp_path / "empty"), "--output", str(tmp_path / "o")]) == 2
     assert "no readable images" in capsys.readouterr().err
+
+
+def test_a_pooled_class_threshold_is_said_to_be_pooled(tmp_path, run_cli):
+    """A class without a true positive in validation (eval: n/a) takes the all-class threshold; predict
+    says so instead of printing it as the class's own."""
+    from conftest import constant_onnx, noise_image
+
+    from detect_ft import Detector
+
+    model = constant_onnx(tmp_path / "m.onnx", thresholds=[0.5, 0.31], pooled_thresholds=["cat"])
+    code, out, _ = run_cli("predict", model, noise_image(tmp_path / "a.jpg"), "--output", tmp_path / "out")
+    assert code == 0
+    assert "(cat 0.50 (pooled over all classes: n/a in eval, no true positive of its own), dog 0.31)" in out
+    checkpoint_like = Detector(
+        predict_batch=lambda images: [],
+        model_name="fake",
+        class_names=["cat", "dog"],
+        thresholds=[0.5, 0.31],
+        metadata={"metrics": {"thresholds": {"cat": None, "dog": 0.31}}},  # as a checkpoint's validation stores them
+    )
+    _, note = checkpoint_like.confidence()
+    assert "cat 0.50 (pooled over all classes" in note and "dog 0.31)" in note
+
+
+def test_export_records_which_thresholds_are_pooled(exported_onnx, tmp_path, run_cli):
+    import torch
+
+    checkpoint = torch.load(exported_onnx["checkpoint"], map_location="cpu", weights_only=True)
+    checkpoint["metrics"]["thresholds"]["square"] = None  # no true positive of squares in validation
+    torch.save(checkpoint, tmp_path / "pooled.pt")
+    code, out, _ = run_cli("export", tmp_path / "pooled.pt", "--output", tmp_path / "m.onnx", "--no-verify")
+    assert code == 0 and "square 0." in out and "(pooled over all classes" in out
+    assert EdgeDetector(tmp_path / "m.onnx").metadata["pooled_thresholds"] == ["square"]

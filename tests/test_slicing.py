@@ -16,7 +16,7 @@ import pytest
 from detect_ft import Detector
 from detect_ft.api.evaluate import evaluate_config
 from detect_ft.config import load_config
-from detect_ft.errors import ConfigError
+from detect_ft.errors import ConfigError, DetectFTError
 from detect_ft.slicing import (
     MERGES,
     TILE_BATCH,
@@ -38,13 +38,13 @@ BLOCK_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['torchvision
 @pytest.mark.parametrize(
     "height, width, size, overlap, xs, ys",
     [
-        (10, 10, 4, 0.5, [0, 2, 4, 6], [0, 2, 4, 6]),  # step 2; the last tile ends at the border
+        (640, 640, 256, 0.5, [0, 128, 256, 384], [0, 128, 256, 384]),  # step 128; the last tile ends at the border
         (1024, 1024, 512, 0.0, [0, 512], [0, 512]),  # exact multiple, no overlap
         (1024, 1024, 512, 0.2, [0, 410, 512], [0, 410, 512]),  # step 512 - 102; last one moved back to the border
         (513, 1024, 512, 0.0, [0, 512], [0, 1]),  # a 1-pixel remainder: a second row shifted by one pixel
         (512, 512, 512, 0.2, [0], [0]),  # exactly one tile
         (300, 1000, 512, 0.2, [0, 410, 488], [0]),  # shorter than a tile in one direction only
-        (10, 7, 3, 0.34, [0, 2, 4], [0, 2, 4, 6, 7]),  # floor(3 * 0.34) = 1 pixel overlap
+        (640, 448, 192, 0.34, [0, 127, 254, 256], [0, 127, 254, 381, 448]),  # floor(192 * 0.34) = 65 px overlap
     ],
 )
 def test_tile_windows_known_answers(height, width, size, overlap, xs, ys):
@@ -58,7 +58,7 @@ def test_an_image_smaller_than_a_tile_is_one_window_the_whole_image():
     assert tile_windows(1, 1, 512, 0.9).tolist() == [[0, 0, 1, 1]]
 
 
-@pytest.mark.parametrize("height, width, size, overlap", [(97, 131, 32, 0.2), (64, 64, 64, 0.5), (33, 200, 16, 0.0)])
+@pytest.mark.parametrize("height, width, size, overlap", [(197, 231, 64, 0.2), (64, 64, 64, 0.5), (33, 200, 64, 0.0)])
 def test_tiles_cover_every_pixel_stay_inside_and_overlap_as_asked(height, width, size, overlap):
     windows = tile_windows(height, width, size, overlap)
     covered = np.zeros((height, width), int)
@@ -79,7 +79,10 @@ def test_tiles_cover_every_pixel_stay_inside_and_overlap_as_asked(height, width,
         (2.5, 0.2, "whole number"),
         (True, 0.2, "slice size"),
         (512, 1.0, "slice overlap 1.0"),
-        (512, -0.1, r"\[0, 1\)"),
+        (512, -0.1, r"\[0, 0.9\]"),
+        (1, 0.2, "slice size 1: .*whole number >= 64"),  # a tile side of 1 pixel once planned tiles without end
+        (8, 0.99, "slice size 8"),
+        (512, 0.99, "slice overlap 0.99"),
     ],
 )
 def test_bad_size_or_overlap_are_clear_errors(size, overlap, match):
@@ -87,6 +90,26 @@ def test_bad_size_or_overlap_are_clear_errors(size, overlap, match):
         tile_windows(100, 100, size, overlap)
     with pytest.raises(ConfigError, match=match):
         SliceOptions(size, overlap)
+
+
+def test_tiles_per_image_are_bounded_from_the_image_size_before_planning():
+    with pytest.raises(DetectFTError, match=r"10000x10000 image into 64-pixel tiles .* makes 2019241 tiles, more than"):
+        tile_windows(10_000, 10_000, 64, 0.9)
+    with pytest.raises(DetectFTError, match="beyond the decoder's limit"):
+        tile_windows(20_000, 20_000, 512)
+    calls = []
+    recording = lambda images: calls.append(len(images)) or short_sighted(images)  # noqa: E731
+    big = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (4000, 4000, 3))  # 48 MB that are never allocated
+    with pytest.raises(DetectFTError, match="318096 tiles, more than 4096 per image"):
+        sliced(recording, size=64, overlap=0.9)([big])
+    assert calls == []  # refused before the full-image pass or any tile ran
+    detector = Detector(predict_batch=recording, model_name="fake", class_names=["square", "slab"])
+    for options, match in (({"slice": 1}, "slice size 1"), ({"slice": 8, "overlap": 0.99}, "slice size 8")):
+        with pytest.raises(ConfigError, match=match):
+            detector.predict(canvas(), **options)
+    with pytest.raises(DetectFTError, match="more than 4096 per image"):
+        detector.predict(big, slice=64, overlap=0.9)
+    assert calls == []
 
 
 def test_bad_merge_options_are_clear_errors():
@@ -319,7 +342,9 @@ def test_eval_slice_keys_score_the_sliced_predictions(small_objects_config):
     "override, match",
     [
         ("eval.slice=-1", "eval.slice"),
+        ("eval.slice=1", "eval.slice"),
         ("eval.slice_overlap=1", "eval.slice_overlap"),
+        ("eval.slice_overlap=0.99", "eval.slice_overlap"),
         ("eval.slice_merge=soft", "eval.slice_merge"),
         ("eval.slice_merge_iou=0", "eval.slice_merge_iou"),
     ],
@@ -408,6 +433,11 @@ def test_predict_cli_refuses_a_bad_slice_before_loading_the_model(tmp_path, caps
         != 0
     )
     assert "slice overlap 1.2" in capsys.readouterr().err
+    for bad in (["--slice", "1"], ["--slice", "8", "--overlap", "0.99"]):
+        args = ["predict", str(tmp_path / "missing.onnx"), str(tmp_path), "--output", str(tmp_path / "o"), *bad]
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "slice size" in err[0] and ">= 64" in err[0]
 
 
 @pytest.mark.usefixtures("one_thread")

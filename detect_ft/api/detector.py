@@ -153,7 +153,10 @@ class Detector:
                 raise ConfigError(f"conf {conf}: pass a score threshold in [0, 1], e.g. 0.3")
             return float(conf), f"confidence {float(conf):g} (given)"
         if self.thresholds is not None:
-            shown = ", ".join(f"{n} {t:.2f}" for n, t in zip(self.class_names, self.thresholds))
+            from detect_ft.predictions import describe_thresholds, pooled_threshold_classes
+
+            pooled = pooled_threshold_classes(self.metadata, self.class_names)
+            shown = describe_thresholds(self.class_names, self.thresholds, pooled)
             return list(self.thresholds), f"per-class F1-optimal confidence from validation ({shown})"
         return DEFAULT_CONF, f"confidence {DEFAULT_CONF} (the default: this model stores no validated thresholds)"
 

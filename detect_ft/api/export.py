@@ -72,8 +72,6 @@ def export_checkpoint(
         extra_metadata=extra,
         progress=progress,
     )
-    if extra.get("thresholds"):
-        report["thresholds"] = dict(zip(class_names, extra["thresholds"]))
     return report
 
 
@@ -144,9 +142,11 @@ def _metadata(checkpoint, meta: dict, cfg: Config) -> dict[str, Any]:
     spec = MODELS.get(meta["model_name"])
     backbone = (cfg.model.backbone or spec.timm_backbone) if spec is not None and spec.timm_backbone else None
     from detect_ft.evaluation.thresholds import stored_thresholds
+    from detect_ft.predictions import pooled_threshold_classes
 
     extra = {"source_checkpoint": str(checkpoint), "epoch": meta.get("epoch"), "backbone": backbone}
     thresholds = stored_thresholds(meta.get("metrics"), list(meta["class_names"]))
     if thresholds is not None:
         extra["thresholds"] = thresholds
+        extra["pooled_thresholds"] = pooled_threshold_classes(meta, list(meta["class_names"]))
     return extra

@@ -84,6 +84,7 @@ def _print_report(report: dict, json_path) -> None:
 
 def format_report(report: dict) -> str:
     from detect_ft.evaluation.report import fmt, format_table
+    from detect_ft.predictions import describe_thresholds
 
     lines = [
         f"exported {report['model_name']} (opset {report['opset']}) to {report['output']} "
@@ -101,7 +102,7 @@ def format_report(report: dict) -> str:
         )
     thresholds = report.get("thresholds")
     if thresholds:
-        shown = ", ".join(f"{name} {conf:.2f}" for name, conf in thresholds.items())
+        shown = describe_thresholds(list(thresholds), list(thresholds.values()), report.get("pooled_thresholds", []))
         lines.append(f"stored the checkpoint's F1-optimal confidence per class ({shown}); predict uses them")
     else:
         lines.append("no validated confidence thresholds in the checkpoint: predict defaults to 0.3")
@@ -120,6 +121,10 @@ def format_report(report: dict) -> str:
             rows.append(_row("onnx int8", int8, fmt))
     if rows:
         lines.append(format_table(["runtime", "mAP", "mAP50", "p50 ms", "p90 ms"], rows))
+        lines.append(
+            f"latencies: batch-1 calls over the {parity['images']} validation images, preprocessing "
+            "included, one pass per model"
+        )
     if parity is not None:
         lines.append(f"ONNX mAP differs from PyTorch by {parity['map_diff_points']:+.2f} AP points")
     if int8 is not None:
@@ -152,7 +157,7 @@ def _int8_lines(int8: dict) -> list[str]:
     if speed:
         timing = (
             f"p50 {speed['int8_p50_ms']:.1f} ms INT8 vs {speed['fp32_p50_ms']:.1f} ms fp32, "
-            f"{speed['rounds']} alternating calls, CPU: {speed['cpu']}"
+            f"{speed['method']}, CPU: {speed['cpu']}"
         )
         if speed["speedup"] < 1.0:
             lines.append(

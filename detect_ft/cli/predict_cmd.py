@@ -7,6 +7,10 @@ original category ids) to DIR, and with ``--save-format`` the predictions as a d
 Detections are kept above each class's validated F1-optimal confidence (stored in the checkpoint or the
 ONNX file), or 0.3 for models without; ``--conf`` sets one threshold for all classes. ``--slice 512``
 also runs each image as overlapping 512-pixel tiles and merges the detections (:mod:`detect_ft.slicing`).
+
+DIR/predict-files.json records what predict wrote; a later run replaces those files and refuses, before
+writing anything, to replace any other (:mod:`detect_ft.edge.outputs`). Images are read as training
+reads them: over the pixel limit (from the header) or truncated, a file stops the run with one line.
 """
 
 from __future__ import annotations
@@ -24,7 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         help="image files, folders of images, globs ('photos/*.jpg') or video files",
     )
-    parser.add_argument("--output", required=True, metavar="DIR", help="folder for annotated outputs and predictions")
+    parser.add_argument(
+        "--output",
+        required=True,
+        metavar="DIR",
+        help="folder for annotated outputs and predictions (a file predict did not write there is never replaced)",
+    )
     parser.add_argument(
         "--conf",
         type=float,

@@ -25,8 +25,9 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from detect_ft import limits
 from detect_ft.errors import DataError
-from detect_ft.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from detect_ft.image_header import check_pixels, jpeg_is_complete, pixel_limit_error
 from detect_ft.sources import IMAGE_SUFFIXES  # noqa: F401  (re-exported: one list, on the torch- and PIL-free side)
 
 EXIF_ORIENTATION_TAG = 0x0112
@@ -74,10 +75,10 @@ def _check_file(path: str | os.PathLike) -> int:
     if not os.path.isfile(path):
         raise _missing(path)
     size = os.path.getsize(path)
-    if size > MAX_IMAGE_BYTES:
+    if size > limits.MAX_IMAGE_BYTES:
         raise UnreadableImageError(
             f"image file {path} is {size / 2**20:.0f} MiB, over detect-ft's limit of "
-            f"{MAX_IMAGE_BYTES / 2**20:.0f} MiB per image; downscale or re-encode it"
+            f"{limits.MAX_IMAGE_BYTES / 2**20:.0f} MiB per image; downscale or re-encode it"
         )
     return size
 
@@ -90,13 +91,13 @@ def _header(source, path) -> ImageInfo:
             orientation = _orientation(image)
     except Image.DecompressionBombError as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow says "Image size (N pixels) exceeds ..."
-        raise _too_many_pixels(path, int(found.group(1)) if found else None) from None
+        pixels = int(found.group(1)) if found else None
+        raise pixel_limit_error(f"image file {path}", pixels, error=UnreadableImageError) from None
     except FileNotFoundError:
         raise _missing(path) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise UnreadableImageError(f"image file {path} is not a readable image ({exc}); re-save or remove it") from None
-    if width * height > MAX_IMAGE_PIXELS:
-        raise _too_many_pixels(path, width * height, f"{width}x{height} = ")
+    check_pixels(f"image file {path}", width, height, UnreadableImageError)
     return ImageInfo(int(width), int(height), orientation)
 
 
@@ -108,14 +109,6 @@ def _orientation(image: Image.Image) -> int:
     except Exception:  # a malformed EXIF block: the image itself is still fine
         return 1
     return value if value in range(1, 9) else 1
-
-
-def _too_many_pixels(path, pixels: int | None, dims: str = "") -> UnreadableImageError:
-    what = f"{dims}{pixels / 1e6:.1f} megapixels" if pixels else "too many pixels"
-    return UnreadableImageError(
-        f"image file {path} has {what}, beyond the decoder's limit of {MAX_IMAGE_PIXELS / 1e6:.1f} megapixels "
-        f"({MAX_IMAGE_PIXELS} pixels); downscale it or remove it"
-    )
 
 
 def read_image_info(path: str | os.PathLike, check_end: bool = False) -> ImageInfo:
@@ -153,17 +146,6 @@ def read_image_info(path: str | os.PathLike, check_end: bool = False) -> ImageIn
 def read_image_size(path: str | os.PathLike, apply_orientation: bool = True) -> tuple[int, int]:
     """(width, height) of the image :func:`read_image` will return, read from the header only."""
     return read_image_info(path).size(apply_orientation)
-
-
-def jpeg_is_complete(data: bytes) -> bool:
-    """False when JPEG data stops before its end-of-image marker.
-
-    The entropy-coded data after the last start-of-scan marker (FFDA) cannot contain FFD9 (a 0xFF byte
-    there is always followed by 0x00 or a restart marker), so a complete file has FFD9 after it; bytes
-    some cameras append after FFD9 do not matter.
-    """
-    sos = data.rfind(b"\xff\xda")
-    return sos >= 0 and data.find(b"\xff\xd9", sos + 2) >= 0
 
 
 def _missing_end(head: bytes, data: bytes, whole: bool) -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence, Union
 
 import cv2
 import numpy as np
 
+from detect_ft.edge.outputs import annotated_name, check_output_folder, check_owned, claim_outputs, write_manifest
 from detect_ft.errors import DetectFTError
 from detect_ft.results import Result, write_results_dataset
 from detect_ft.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Source, expand_source, is_video
@@ -61,7 +62,10 @@ def write_predictions(
     ``score``. With ``save_format`` (coco, voc or yolo) the predictions are also written as a dataset in
     ``output/dataset`` (images copied), which detect-ft's adapters read back.
 
-    The inputs are never written over: checked before anything is written.
+    Nothing that predict did not write is ever replaced: the inputs, and any other file in ``output``
+    (a photo of an input's name, a hand-labelled ``output/dataset``), are checked before anything is
+    written (:mod:`detect_ft.edge.outputs`; one line naming the file). Files an earlier run wrote there,
+    recorded in ``output/predict-files.json``, are replaced.
 
     Returns:
         ``{"images": n, "detections": n, "predictions": path, "annotated": [paths], "dataset": path or None}``.
@@ -71,10 +75,14 @@ def write_predictions(
     from detect_ft.io import write_json_atomic
 
     output = Path(output)
-    check_no_overwrite(source, output, dataset=save_format is not None)
-    output.mkdir(parents=True, exist_ok=True)
+    check_output_folder(output)
+    items = check_no_overwrite(source, output, dataset=save_format is not None)
+    owned = claim_outputs(output, items, save_format)
     bar = tqdm(results, total=total, unit="img", desc="predict", disable=not progress, leave=False)
-    rows, annotated, kept, image_id = _write_annotated_results(bar, output, keep=save_format is not None)
+    recorded = len(owned)
+    rows, annotated, kept, image_id = _write_annotated_results(bar, output, owned, keep=save_format is not None)
+    if len(owned) > recorded:  # in-memory images, named image_<n>.png as they came
+        write_manifest(output, owned)
     if not rows and not annotated:
         raise DetectFTError(
             f"source {source} holds no readable images or frames; pass {', '.join(IMAGE_SUFFIXES)} "
@@ -82,7 +90,9 @@ def write_predictions(
         )
     predictions = output / "predictions.json"
     write_json_atomic(predictions, rows, indent=None)
-    dataset = write_results_dataset(kept, output / "dataset", save_format) if save_format else None
+    dataset = None
+    if save_format:
+        dataset = write_results_dataset(kept, output / "dataset", save_format, replace=[output / f for f in owned])
     return {
         "images": image_id,
         "detections": len(rows),
@@ -93,11 +103,12 @@ def write_predictions(
 
 
 def _write_annotated_results(
-    results: Iterable[Result], output: Path, *, keep: bool
+    results: Iterable[Result], output: Path, owned: set[str], *, keep: bool
 ) -> tuple[list[dict], list[str], list[Result], int]:
     """Each result drawn into ``output`` (images one by one, video frames into one video per source):
     the COCO rows, the annotated paths, the image results kept for a dataset (``keep``, pixels dropped)
-    and the number of images and frames."""
+    and the number of images and frames. An in-memory image's ``image_<n>.png`` is checked against
+    ``owned`` (:func:`~detect_ft.edge.outputs.check_owned`) and added to it."""
     rows, annotated, kept, sink, image_id = [], [], [], None, 0
     try:
         for image_id, result in enumerate(results, start=1):
@@ -109,6 +120,9 @@ def _write_annotated_results(
                 sink.write(drawn)
             else:
                 name = Path(result.path).name if result.path else f"image_{image_id}.png"
+                if result.path is None:
+                    check_owned(output, [(output / name, None)], owned)
+                    owned.add(name)
                 annotated.append(_write_annotated(output, name, drawn))
                 if keep:
                     result.image = None
@@ -121,11 +135,6 @@ def _write_annotated_results(
     return rows, annotated, kept, image_id
 
 
-def annotated_name(name: str) -> str:
-    """The file name of an input image's annotated copy: the same name, PNG for non-JPEG/PNG inputs."""
-    return name if Path(name).suffix.lower() in (".jpg", ".jpeg", ".png") else f"{Path(name).stem}.png"
-
-
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -133,10 +142,11 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.abspath(a) == os.path.abspath(b)
 
 
-def check_no_overwrite(source: Source, output: Path, *, dataset: bool = False) -> None:
+def check_no_overwrite(source: Source, output: Path, *, dataset: bool = False) -> list[Union[Path, np.ndarray]]:
     """DetectFTError, before anything is written, when predicting ``source`` into ``output`` would write
     over an input: a source folder, or an output file that is one of the inputs. Names what it would
-    overwrite. With ``dataset``, also refuses sources that cannot become a dataset (videos, arrays)."""
+    overwrite. With ``dataset``, also refuses sources that cannot become a dataset (videos, arrays).
+    Returns the expanded source (:func:`~detect_ft.sources.expand_source`)."""
     items = expand_source(source)
     inputs = [p for p in items if isinstance(p, Path)]
     folders = [
@@ -165,6 +175,7 @@ def check_no_overwrite(source: Source, output: Path, *, dataset: bool = False) -
         raise DetectFTError(
             f"writing the predictions to {output} would overwrite input file(s) {shown}; choose another output folder"
         )
+    return items
 
 
 def write_rgb_image(target: Path, image: np.ndarray) -> Path:

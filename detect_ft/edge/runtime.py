@@ -4,7 +4,7 @@ An exported ``.onnx`` file carries a JSON document under the metadata key ``dete
 :func:`detect_ft.export.onnx_export.build_metadata`) that says how an image becomes the graph's input and
 what the outputs mean. :class:`EdgeDetector` reads it and reproduces the training-time preprocessing:
 
-    image file --cv2.imread--> BGR uint8 --BGR->RGB--> RGB uint8 (H, W, 3) --/255, float32--> HWC
+    image file --cv2.imdecode--> BGR uint8 --BGR->RGB--> RGB uint8 (H, W, 3) --/255, float32--> HWC
     --transpose--> CHW float32 (3, H, W) in [0, 1]
 
 Resizing and mean/std normalisation happen inside the graph (torchvision's own transform is exported
@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from detect_ft.errors import DetectFTError
+from detect_ft.image_header import read_checked_bytes
 from detect_ft.predictions import (
     METADATA_FORMAT,
     METADATA_KEY,
@@ -42,27 +43,30 @@ read_metadata = read_onnx_metadata
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to RGB uint8 (H, W, 3), as training did (OpenCV decode, BGR->RGB, EXIF
-    orientation applied)."""
-    if not os.path.isfile(path):
-        raise DetectFTError(f"image file {path} does not exist; pass a JPEG or PNG file")
-    image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DetectFTError(_undecodable(path))
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    orientation applied), as strictly: a missing, truncated or undecodable file, or one over the size or
+    pixel limits (:mod:`detect_ft.limits`, checked from the header before decoding), raises
+    :class:`DetectFTError` naming the file.
 
-
-def _undecodable(path: str | os.PathLike) -> str:
-    """Why OpenCV could not decode ``path``: its header's reason where Pillow is installed (a pixel count
-    beyond the decoder's limit, not an image), else the generic message."""
+    With Pillow installed this is :func:`detect_ft.data.image.read_image`, training's own reader; without
+    it (a minimal edge install) the header is read by :mod:`detect_ft.image_header`.
+    """
     try:
-        from detect_ft.data.image import read_image_info  # Pillow; absent on minimal edge installs
+        from detect_ft.data.image import read_image as read_as_training
+    except ImportError as exc:
+        if not (exc.name or "").startswith("PIL"):
+            raise
+        return _read_without_pillow(path)
+    return read_as_training(path)
 
-        read_image_info(path)
-    except ImportError:
-        pass
-    except DetectFTError as exc:
-        return str(exc)
-    return f"image file {path} cannot be decoded (corrupt, truncated or not an image); pass a JPEG or PNG file"
+
+def _read_without_pillow(path: str | os.PathLike) -> np.ndarray:
+    data = read_checked_bytes(path)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # applies the EXIF orientation
+    if image is None:
+        raise DetectFTError(
+            f"image file {path} cannot be decoded (corrupt, truncated or not an image); pass a JPEG or PNG file"
+        )
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def preprocess(image: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
