@@ -23,7 +23,16 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from detect_ft.config_checks import apply_model_recipe, check_model, fail, input_side, model_names, positive, set_key
+from detect_ft.config_checks import (
+    apply_model_recipe,
+    check_model,
+    check_train_values,
+    fail,
+    input_side,
+    model_names,
+    positive,
+    set_key,
+)
 from detect_ft.data.findings import (
     ALLOWED,
     BOX_OUTSIDE,
@@ -190,8 +199,7 @@ class TrainConfig:
             positive("train.max_iters_per_epoch", self.max_iters_per_epoch)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             fail("train.device", self.device, "auto, cpu, cuda or cuda:N")
-        for i, size in enumerate(self.multi_scale):
-            input_side(f"train.multi_scale[{i}]", size, "")
+        check_train_values(self)
 
 
 @dataclass
