@@ -348,7 +348,7 @@ class Poison(Hook):
 def test_nonfinite_weights_are_never_saved_and_metrics_stay_strict_json(tiny_data, tmp_path) -> None:
     poison = Poison()
     out = tmp_path / "run"
-    with pytest.raises(DetectFTError, match="non-finite.*epoch 1/1.*best.pt and last.pt keep the last finite"):
+    with pytest.raises(DetectFTError, match="non-finite.*epoch 1/1.*no checkpoint was written .it was the first epoch"):
         trainer_module.train(tiny_config(tiny_data, out), progress=False, hooks=[poison])
     assert isinstance(poison.error, WeightsDiverged)
     assert not (out / "checkpoints" / "best.pt").exists() and not (out / "checkpoints" / "last.pt").exists()
@@ -358,6 +358,20 @@ def test_nonfinite_weights_are_never_saved_and_metrics_stay_strict_json(tiny_dat
         for line in text.splitlines()
     ]
     assert rows[0]["epoch"] == 1 and rows[0]["loss"] is None and rows[0]["skipped_steps"] == 2
+
+
+class PoisonSecondEpoch(Poison):
+    def before_epoch(self, run) -> None:
+        if run.epoch == 1:
+            super().before_epoch(run)
+
+
+def test_weights_diverging_after_a_saved_epoch_name_the_checkpoint_that_keeps_it(tiny_data, tmp_path) -> None:
+    out = tmp_path / "run"
+    cfg = tiny_config(tiny_data, out, "train.epochs=2", "train.eval_interval=0")
+    with pytest.raises(DetectFTError, match=r"epoch 2/2.*checkpoints/last.pt keeps epoch 1, the last finite one"):
+        trainer_module.train(cfg, progress=False, hooks=[PoisonSecondEpoch()])
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
 
 
 def test_a_validation_split_without_boxes_trains_and_says_so(tiny_data, tmp_path, capsys) -> None:
