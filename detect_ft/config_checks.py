@@ -113,6 +113,9 @@ def check_backbone(model_name: str, backbone: str) -> None:
     if not timm.is_model(backbone):
         close = difflib.get_close_matches(backbone, timm.list_models(), n=3, cutoff=0.6)
         fail("model.backbone", backbone, "a timm model name" + (f", e.g. {', '.join(close)}" if close else ""))
+    from detect_ft.models.timm_backbone import check_backbone_stages
+
+    check_backbone_stages(backbone)
 
 
 def check_trainable_backbone_layers(name: str, value: Optional[int], backbone: str = "") -> None:
