@@ -403,16 +403,17 @@ def test_a_truncated_training_image_is_named_or_left_out_as_data_on_unreadable_i
     assert (tmp_path / "b" / "checkpoints" / "last.pt").is_file()
 
 
-@pytest.mark.parametrize("num_images", [1, 3])
-def test_a_last_batch_of_one_image_trains_under_multi_scale(tmp_path, num_images) -> None:
-    """1 image, or 1 + a batch of 2: the epoch's last batch holds one image (BatchNorm on SSDlite's 1x1 maps)."""
+@pytest.mark.parametrize(("num_images", "extra"), [(1, ["model.anchors=auto"]), (3, [])])
+def test_a_last_batch_of_one_image_trains_under_multi_scale(tmp_path, num_images, extra) -> None:
+    """1 image (anchors fitted to its one box), or 1 + a batch of 2: the epoch's last batch holds one image
+    (BatchNorm on SSDlite's 1x1 maps)."""
     names = [f"{i}.jpg" for i in range(num_images)]
     for i, name in enumerate(names):
         noise_image(tmp_path / name, 96, 96, seed=i)
     write_coco(tmp_path, [(n, 96, 96) for n in names], {n: [[10, 12, 40, 30, "cat"]] for n in names})
     out = tmp_path / "run"
     overrides = [o for o in tiny_overrides(tmp_path, out) if not o.startswith(("data.val", "train.max_iters"))]
-    trainer_module.train(load_config(None, [*overrides, "train.multi_scale=[64,96]"]), progress=False)
+    trainer_module.train(load_config(None, [*overrides, "train.multi_scale=[64,96]", *extra]), progress=False)
     row = json.loads((out / "metrics.jsonl").read_text())
     assert row["iterations"] == 1 + num_images // 2 and math.isfinite(row["loss"])
     assert (out / "checkpoints" / "last.pt").is_file()
