@@ -145,6 +145,14 @@ def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint", *, need: 
     return check_checkpoint(obj, path, what)
 
 
+# How torch's weights_only unpickler names what it refused: a global it does not allow, or one of a
+# blocked module (os, subprocess ...: "Trying to load unsupported GLOBAL posix.system whose module posix
+# is blocked"), an object of a class it does not build, or a function it will not call.
+_PICKLED_OBJECT = re.compile(
+    r"GLOBAL ([\w.]+)|but got <class '([^']+)'>|unrecognized function <?(?:built-in function |function )?([\w.]+)"
+)
+
+
 def safe_torch_load(path: str | os.PathLike, what: str) -> Any:
     """``torch.load(path, weights_only=True)`` onto the CPU, with one-line errors.
 
@@ -166,13 +174,13 @@ def safe_torch_load(path: str | os.PathLike, what: str) -> Any:
         with torch.serialization.safe_globals(_numpy_array_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)|but got <class '([^']+)'>", str(exc))
+        found = _PICKLED_OBJECT.search(str(exc))
         if found is None:  # not a pickled object, just bytes that are no torch file
             raise CheckpointError(
                 f"{what}: {path} is not a readable checkpoint or torch file; pass another file"
             ) from None
         raise CheckpointError(
-            f"{what}: refused to load {path}: it holds pickled Python objects ({found.group(1) or found.group(2)}) "
+            f"{what}: refused to load {path}: it holds pickled Python objects ({next(filter(None, found.groups()))}) "
             "whose loading could run code; detect-ft loads only tensors and plain values. If you trust the file, "
             "convert it as docs/safety.md shows"
         ) from None

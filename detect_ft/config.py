@@ -26,6 +26,7 @@ import yaml
 from detect_ft.config_checks import (
     apply_model_recipe,
     check_model,
+    check_train_values,
     duration_seconds,
     fail,
     input_side,
@@ -204,8 +205,7 @@ class TrainConfig:
             positive("train.max_iters_per_epoch", self.max_iters_per_epoch)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             fail("train.device", self.device, "auto, cpu, cuda or cuda:N")
-        for i, size in enumerate(self.multi_scale):
-            input_side(f"train.multi_scale[{i}]", size, "")
+        check_train_values(self)
         if not 0 <= self.freeze_backbone_fraction < 1:
             fail("train.freeze_backbone_fraction", self.freeze_backbone_fraction, "a number in [0, 1)")
         duration_seconds("train.time_budget", self.time_budget)

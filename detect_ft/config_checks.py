@@ -31,11 +31,38 @@ def positive(key: str, value: Any) -> None:
         fail(key, value, "an integer > 0")
 
 
-def input_side(key: str, value: int, otherwise: str = "null") -> None:
-    """A model input side: positive and at most what any detector uses (a larger one would make every
-    image allocate gigabytes). ``otherwise`` names the key's other allowed value, if any."""
-    if not 0 < value <= MAX_INPUT_SIDE:
-        fail(key, value, f"an integer in 1..{MAX_INPUT_SIDE} (pixels)" + (f" or {otherwise}" if otherwise else ""))
+# The deepest feature stride of every registered backbone: a smaller model input leaves the deepest
+# level nothing but padding (the detector still "trains", on nonsense).
+MIN_MODEL_SIDE = 32
+MAX_SEED = 2**32 - 1  # NumPy's limit; torch and Python take more
+
+
+def input_side(key: str, value: int, otherwise: str = "null", minimum: int = 1) -> None:
+    """A side in pixels: at least ``minimum`` (:data:`MIN_MODEL_SIDE` for a model input) and at most what
+    any detector uses (a larger one would make every image allocate gigabytes). ``otherwise`` names the
+    key's other allowed value, if any."""
+    if not minimum <= value <= MAX_INPUT_SIDE:
+        why = f" (pixels; the deepest feature maps are 1/{MIN_MODEL_SIDE} of the input)" if minimum > 1 else " (pixels)"
+        fail(key, value, f"an integer in {minimum}..{MAX_INPUT_SIDE}{why}" + (f" or {otherwise}" if otherwise else ""))
+
+
+def check_train_values(train: Any) -> None:
+    """The ranges of ``train.momentum``, ``weight_decay``, ``clip_grad_norm``, ``seed`` and ``multi_scale``
+    (``train`` is a TrainConfig), so that a bad value stops the run at config load, not in the optimizer
+    or after an epoch of nonsense."""
+    what = "SGD's momentum" if train.optimizer == "sgd" else "AdamW's beta1"
+    if not 0 <= train.momentum < 1:
+        fail("train.momentum", train.momentum, f"a number in [0, 1) ({what}; 0.9 is usual)")
+    if train.weight_decay < 0:
+        fail("train.weight_decay", train.weight_decay, "a number >= 0 (0: off; 1e-4 is usual)")
+    if train.clip_grad_norm is not None and train.clip_grad_norm < 0:
+        fail(
+            "train.clip_grad_norm", train.clip_grad_norm, "a gradient norm > 0 (e.g. 10), or null or 0 for no clipping"
+        )
+    if not 0 <= train.seed <= MAX_SEED:
+        fail("train.seed", train.seed, f"an integer in 0..{MAX_SEED}")
+    for i, size in enumerate(train.multi_scale):
+        input_side(f"train.multi_scale[{i}]", size, "", minimum=MIN_MODEL_SIDE)
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(s|sec|m|min|h)?$")
@@ -69,7 +96,7 @@ def check_model(model: Any) -> None:
     for key in ("min_size", "max_size"):
         value = getattr(model, key)
         if value is not None:
-            input_side(f"model.{key}", value)
+            input_side(f"model.{key}", value, minimum=MIN_MODEL_SIDE)
     check_trainable_backbone_layers(model.name, model.trainable_backbone_layers, model.backbone)
     if model.backbone:
         check_backbone(model.name, model.backbone)
@@ -103,6 +130,9 @@ def check_backbone(model_name: str, backbone: str) -> None:
     if not timm.is_model(backbone):
         close = difflib.get_close_matches(backbone, timm.list_models(), n=3, cutoff=0.6)
         fail("model.backbone", backbone, "a timm model name" + (f", e.g. {', '.join(close)}" if close else ""))
+    from detect_ft.models.timm_backbone import check_backbone_stages
+
+    check_backbone_stages(backbone)
 
 
 def check_trainable_backbone_layers(name: str, value: Optional[int], backbone: str = "") -> None:

@@ -32,3 +32,8 @@ class DataError(DetectFTError):
 
 class WeightsError(DetectFTError):
     """Pretrained or user weights that cannot be found, downloaded or loaded."""
+
+
+class ArgumentTypeError(ConfigError, TypeError):
+    """A Python API argument of a type the function does not take (``Detector.load(123)``); the message
+    names the function, the argument and what it takes. Also a TypeError, as Python's own would be."""

@@ -10,16 +10,18 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from detect_ft.errors import DetectFTError
+from detect_ft.errors import ArgumentTypeError, DetectFTError
 from detect_ft.image_header import check_pixels
+from detect_ft.limits import short_repr
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 Source = Union[str, os.PathLike, np.ndarray, Sequence[Union[str, os.PathLike, np.ndarray]]]
+_SOURCE_TYPES = "an image/folder/glob/video path, an RGB uint8 array (H, W, 3) or a list of them"
 
 
 @dataclass
@@ -47,12 +49,20 @@ def expand_source(source: Source) -> list[Union[Path, np.ndarray]]:
 
     Raises:
         DetectFTError: a path that does not exist, a glob that matches nothing, an unknown file type, or
-            an array that is not an (H, W, 3) uint8 image.
+            an array that is not an (H, W, 3) uint8 image of at least one pixel.
+        ArgumentTypeError: a source (or an item of a list) that is no path, array or list.
     """
     if isinstance(source, np.ndarray) or isinstance(source, (str, os.PathLike)):
         source = [source]
+    if not isinstance(source, Iterable) or isinstance(source, (bytes, dict)):
+        raise ArgumentTypeError(f"source must be {_SOURCE_TYPES}, got {type(source).__name__} {short_repr(source)}")
     items: list[Union[Path, np.ndarray]] = []
-    for item in source:
+    for index, item in enumerate(source):
+        if not isinstance(item, (np.ndarray, str, os.PathLike)):
+            raise ArgumentTypeError(
+                f"source item {index} must be an image path or an RGB uint8 array (H, W, 3), got "
+                f"{type(item).__name__} {short_repr(item)}"
+            )
         if isinstance(item, np.ndarray):
             items.append(_checked_array(item))
             continue
@@ -149,5 +159,7 @@ def _checked_array(image: np.ndarray) -> np.ndarray:
             f"an in-memory image must be an RGB uint8 array (H, W, 3), got {image.dtype} "
             f"{tuple(image.shape)}; convert it, e.g. cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)"
         )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise DetectFTError(f"an in-memory image of shape {tuple(image.shape)} has no pixels; pass an image")
     check_pixels("an in-memory image", image.shape[1], image.shape[0])
     return image

@@ -239,3 +239,11 @@ def constant_onnx(
     helper.set_model_props(model, {"detect_ft": json.dumps(document)})
     onnx.save(model, str(path))
     return path
+
+
+def one_error_line(err: str) -> str:
+    """The CLI's stderr, checked to be exactly one ``error: ...`` line without a traceback."""
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]

@@ -208,3 +208,72 @@ def test_create_then_train_keeps_the_created_model(tiny_data, tmp_path):
     assert run.metrics.get("epoch") == 1
     with pytest.raises(ConfigError, match="differ from this detector's classes"):
         detector.train(tiny_config(tiny_data, tmp_path / "other", "data.classes=[square]"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def small_detector():
+    from conftest import TINY_MODEL
+
+    return Detector.create(TINY_MODEL, classes=["cat"], weights="none", device="cpu", min_size=64)
+
+
+API_MISTAKES = {
+    "load(123)": (lambda d: Detector.load(123), r"Detector.load: path must be a detect-ft checkpoint.*got int 123"),
+    "predict(123)": (lambda d: d.predict(123), r"source must be an image/folder/glob/video path.*got int 123"),
+    "predict([array, 5])": (
+        lambda d: d.predict([np.zeros((8, 8, 3), np.uint8), 5]),
+        r"source item 1 must be an image path or an RGB uint8 array",
+    ),
+    "create(weights=5)": (
+        lambda d: Detector.create(d.model_name, classes=["cat"], weights=5),
+        r"Detector.create: weights must be coco, imagenet, none or the path.*got int 5",
+    ),
+    "predict(conf='high')": (
+        lambda d: d.predict(np.zeros((8, 8, 3), np.uint8), conf="high"),
+        r"predict: conf must be a number in \[0, 1\].*got str 'high'",
+    ),
+    "create(bogus_option=3)": (
+        lambda d: Detector.create(d.model_name, classes=["cat"], weights="none", bogus_option=3),
+        r"Detector.create: unknown option bogus_option=3; the model options are backbone, .*min_size",
+    ),
+    "create(min_size='big')": (
+        lambda d: Detector.create(d.model_name, classes=["cat"], weights="none", min_size="big"),
+        r"Detector.create: option min_size: .*an integer",
+    ),
+    "create(classes=None)": (
+        lambda d: Detector.create(d.model_name, classes=None, weights="none"),
+        r"Detector.create: classes must be a list of class names",
+    ),
+}
+
+
+@pytest.mark.parametrize("call", list(API_MISTAKES))
+def test_api_arguments_of_a_wrong_type_are_one_line_type_errors(small_detector, call):
+    from detect_ft.errors import ArgumentTypeError
+
+    function, message = API_MISTAKES[call]
+    with pytest.raises(ArgumentTypeError, match=message) as info:
+        function(small_detector)
+    assert isinstance(info.value, TypeError) and isinstance(info.value, DetectFTError) and "\n" not in str(info.value)
+
+
+def test_api_argument_values_out_of_range_are_one_line_config_errors(small_detector):
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(DetectFTError, match=r"in-memory image of shape \(0, 0, 3\) has no pixels"):
+        small_detector.predict(np.zeros((0, 0, 3), np.uint8))
+    with pytest.raises(ConfigError, match=r"predict: conf 2: pass a score threshold in \[0, 1\]"):
+        small_detector.predict(image, conf=2)
+    with pytest.raises(ConfigError, match=r"Detector.create: device 'gpu' is not one of auto, cpu, cuda or cuda:N"):
+        Detector.create(small_detector.model_name, classes=["cat"], weights="none", device="gpu")
+    with pytest.raises(ConfigError, match=r"Detector.create: config key 'model.min_size': got 8"):
+        Detector.create(small_detector.model_name, classes=["cat"], weights="none", min_size=8)
+
+
+def test_create_takes_one_class_as_a_string_and_refuses_repeated_names(small_detector):
+    name = small_detector.model_name
+    assert Detector.create(name, classes="raccoon", weights="none", device="cpu").class_names == ["raccoon"]
+    with pytest.raises(ConfigError, match=r"Detector.create: classes \['a', 'a'\] repeat a; name each class once"):
+        Detector.create(name, classes=["a", "a"], weights="none")
+    with pytest.raises(ConfigError, match="named like the background"):
+        Detector.create(name, classes=["cat", "Background"], weights="none")
+    assert small_detector.predict(np.zeros((8, 8, 3), np.uint8), conf=0.0, classes="cat")[0].class_names == ["cat"]

@@ -166,11 +166,48 @@ def test_stage_counts_match_a_meta_device_build_of_every_model():
 
 
 def test_model_input_sizes_are_bounded():
-    with pytest.raises(ConfigError, match=r"model.min_size.*1\.\.8192"):
+    with pytest.raises(ConfigError, match=r"model.min_size.*32\.\.8192"):
         load_config(None, ["model.min_size=" + "9" * 30])
     with pytest.raises(ConfigError, match="model.max_size"):
         load_config(None, ["model.max_size=0"])
     assert load_config(None, ["model.min_size=1333"]).model.min_size == 1333
+
+
+@pytest.mark.parametrize(
+    ("override", "allowed"),
+    [
+        ("train.momentum=5", r"train.momentum.*got 5.*\[0, 1\) \(SGD's momentum"),
+        ("train.momentum=1", r"train.momentum.*\[0, 1\)"),
+        ("train.momentum=-0.1", r"train.momentum.*\[0, 1\)"),
+        ("train.weight_decay=-1", r"train.weight_decay.*>= 0"),
+        ("train.clip_grad_norm=-1", r"train.clip_grad_norm.*> 0.*null or 0"),
+        ("train.seed=-1", r"train.seed.*0\.\.4294967295"),
+        (f"train.seed={2**32}", r"train.seed.*0\.\.4294967295"),
+        ("train.multi_scale=[1]", r"train.multi_scale\[0\].*got 1.*32\.\.8192 \(pixels; the deepest feature maps"),
+        ("train.multi_scale=[320, 16]", r"train.multi_scale\[1\].*got 16"),
+        ("model.min_size=8", r"model.min_size.*32\.\.8192"),
+    ],
+)
+def test_training_values_out_of_range_are_one_line_config_errors(override, allowed):
+    with pytest.raises(ConfigError, match=allowed) as info:
+        load_config(None, [override])
+    assert "\n" not in str(info.value)
+
+
+def test_adamw_beta1_is_checked_as_momentum_and_edge_values_load():
+    with pytest.raises(ConfigError, match=r"train.momentum.*AdamW's beta1"):
+        load_config(None, ["train.optimizer=adamw", "train.momentum=1.5"])
+    cfg = load_config(
+        None,
+        [
+            "train.momentum=0",
+            "train.weight_decay=0",
+            "train.clip_grad_norm=0",
+            f"train.seed={2**32 - 1}",
+            "train.multi_scale=[32]",
+        ],
+    )
+    assert cfg.train.momentum == 0 and cfg.train.clip_grad_norm == 0 and cfg.train.multi_scale == [32]
 
 
 def test_a_class_named_like_the_background_is_refused():

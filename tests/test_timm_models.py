@@ -133,6 +133,23 @@ def test_backbone_mistakes_are_config_errors():
         build_model("ssdlite320_efficientnet_lite0", 1, weights="coco")
 
 
+@pytest.mark.parametrize(
+    ("backbone", "why"),
+    [
+        ("vit_tiny_patch16_224", r"strides \[16, 16, 16\], not a pyramid"),
+        ("mixer_b16_224", r"strides \[16, 16, 16\], not a pyramid"),
+        ("swin_tiny_patch4_window7_224", r"\(224, 224\) inputs only"),
+    ],
+)
+def test_a_backbone_without_feature_stages_is_one_line_naming_ones_that_work(backbone, why):
+    pattern = rf"model.backbone: {backbone} cannot be a detector backbone: .*{why}.*e\.g\. tf_efficientnet_lite0, "
+    with pytest.raises(ConfigError, match=pattern) as info:
+        load_config(None, ["model.name=fcos_efficientnet_lite0_fpn", f"model.backbone={backbone}"])
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=pattern):  # the Python API builds without a config
+        build_model("retinanet_efficientnet_lite0_fpn", 1, weights="none", backbone=backbone)
+
+
 def test_imagenet_without_package_cache_or_network_names_every_way(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     body = create_body("convnext_atto")  # no offline package ships its weights

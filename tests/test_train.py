@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import yaml
 from conftest import TINY_MODEL as MODEL
-from conftest import tiny_config, tiny_overrides
+from conftest import noise_image, tiny_config, tiny_overrides, write_coco
 
 from detect_ft.config import load_config
 from detect_ft.engine import trainer as trainer_module
@@ -348,7 +348,7 @@ class Poison(Hook):
 def test_nonfinite_weights_are_never_saved_and_metrics_stay_strict_json(tiny_data, tmp_path) -> None:
     poison = Poison()
     out = tmp_path / "run"
-    with pytest.raises(DetectFTError, match="non-finite.*epoch 1/1.*best.pt and last.pt keep the last finite"):
+    with pytest.raises(DetectFTError, match="non-finite.*epoch 1/1.*no checkpoint was written .it was the first epoch"):
         trainer_module.train(tiny_config(tiny_data, out), progress=False, hooks=[poison])
     assert isinstance(poison.error, WeightsDiverged)
     assert not (out / "checkpoints" / "best.pt").exists() and not (out / "checkpoints" / "last.pt").exists()
@@ -358,6 +358,20 @@ def test_nonfinite_weights_are_never_saved_and_metrics_stay_strict_json(tiny_dat
         for line in text.splitlines()
     ]
     assert rows[0]["epoch"] == 1 and rows[0]["loss"] is None and rows[0]["skipped_steps"] == 2
+
+
+class PoisonSecondEpoch(Poison):
+    def before_epoch(self, run) -> None:
+        if run.epoch == 1:
+            super().before_epoch(run)
+
+
+def test_weights_diverging_after_a_saved_epoch_name_the_checkpoint_that_keeps_it(tiny_data, tmp_path) -> None:
+    out = tmp_path / "run"
+    cfg = tiny_config(tiny_data, out, "train.epochs=2", "train.eval_interval=0")
+    with pytest.raises(DetectFTError, match=r"epoch 2/2.*checkpoints/last.pt keeps epoch 1, the last finite one"):
+        trainer_module.train(cfg, progress=False, hooks=[PoisonSecondEpoch()])
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
 
 
 def test_a_validation_split_without_boxes_trains_and_says_so(tiny_data, tmp_path, capsys) -> None:
@@ -393,3 +407,19 @@ def test_a_truncated_training_image_is_found_before_the_first_step(tiny_data, tm
     printed = capsys.readouterr().out
     assert "train: 11 images" in printed and "1 unreadable_image (dropped image)" in printed
     assert (tmp_path / "b" / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize(("num_images", "extra"), [(1, ["model.anchors=auto"]), (3, [])])
+def test_a_last_batch_of_one_image_trains_under_multi_scale(tmp_path, num_images, extra) -> None:
+    """1 image (anchors fitted to its one box), or 1 + a batch of 2: the epoch's last batch holds one image
+    (BatchNorm on SSDlite's 1x1 maps)."""
+    names = [f"{i}.jpg" for i in range(num_images)]
+    for i, name in enumerate(names):
+        noise_image(tmp_path / name, 96, 96, seed=i)
+    write_coco(tmp_path, [(n, 96, 96) for n in names], {n: [[10, 12, 40, 30, "cat"]] for n in names})
+    out = tmp_path / "run"
+    overrides = [o for o in tiny_overrides(tmp_path, out) if not o.startswith(("data.val", "train.max_iters"))]
+    trainer_module.train(load_config(None, [*overrides, "train.multi_scale=[64,96]", *extra]), progress=False)
+    row = json.loads((out / "metrics.jsonl").read_text())
+    assert row["iterations"] == 1 + num_images // 2 and math.isfinite(row["loss"])
+    assert (out / "checkpoints" / "last.pt").is_file()

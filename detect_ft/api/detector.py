@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 import numpy as np
 
 from detect_ft.api.train import TrainRun, train_config
-from detect_ft.errors import ConfigError, DetectFTError
+from detect_ft.errors import ArgumentTypeError, ConfigError, DetectFTError
 from detect_ft.predictions import PredictBatch, as_detections, is_class_thresholds
 from detect_ft.results import Result
 from detect_ft.slicing import SliceOptions
@@ -77,7 +77,10 @@ class Detector:
     def load(cls, path: str | os.PathLike, *, device: str = "auto", threads: Optional[int] = None) -> "Detector":
         """A trained detector from a detect-ft checkpoint (``best.pt``; PyTorch on ``device``) or an exported
         ``.onnx`` model (onnxruntime, ``threads`` intra-op threads; torch is not imported)."""
-        path = os.fspath(path)
+        from detect_ft.api.options import device_argument, path_argument
+
+        path = path_argument("Detector.load", "path", path, "a detect-ft checkpoint (.pt) or an exported .onnx model")
+        device_argument("Detector.load", device)
         if Path(path).suffix.lower() == ".onnx":
             from detect_ft.edge.runtime import EdgeDetector
             from detect_ft.predictions import onnx_providers
@@ -125,13 +128,17 @@ class Detector:
         checkpoint). ``model_options`` go to :func:`detect_ft.models.build_model` (e.g. ``min_size``), and
         to :meth:`train` as ``model.*`` config keys.
         """
+        from detect_ft.api.options import class_names_argument, device_argument, model_options_argument, path_argument
         from detect_ft.evaluation.evaluator import torch_predictor
         from detect_ft.models import build_model
 
-        classes = [str(c) for c in classes]
-        if not classes:
-            raise ConfigError("Detector.create: classes is empty; pass the names of your classes, e.g. ['cat']")
-        device = _torch_device(device)
+        where = "Detector.create"
+        if not isinstance(name, str):
+            raise ArgumentTypeError(f"{where}: name must be a model name (see detect-ft models), got {name!r}")
+        classes = class_names_argument(where, classes)
+        weights = path_argument(where, "weights", weights, "coco, imagenet, none or the path of a weights file")
+        model_options = model_options_argument(where, name, model_options)
+        device = _torch_device(device_argument(where, device))
         model = build_model(name, len(classes), weights=weights, class_names=classes, **model_options)
         created = cls(
             predict_batch=torch_predictor(model, device),
@@ -149,9 +156,10 @@ class Detector:
     def confidence(self, conf: Optional[float] = None) -> tuple[float | list[float], str]:
         """The score threshold(s) :meth:`predict` applies, and a sentence saying where they come from."""
         if conf is not None:
-            if not 0 <= float(conf) <= 1:
-                raise ConfigError(f"conf {conf}: pass a score threshold in [0, 1], e.g. 0.3")
-            return float(conf), f"confidence {float(conf):g} (given)"
+            from detect_ft.api.options import score_argument
+
+            conf = score_argument("predict", conf)
+            return conf, f"confidence {conf:g} (given)"
         if self.thresholds is not None:
             from detect_ft.predictions import describe_thresholds, pooled_threshold_classes
 
@@ -237,6 +245,8 @@ class Detector:
     def _labels_of(self, classes: Optional[Sequence[str]]) -> Optional[np.ndarray]:
         if classes is None:
             return None
+        if isinstance(classes, str):
+            classes = [classes]  # one name, as Detector.create takes it
         unknown = [c for c in classes if c not in self.class_names]
         if unknown:
             raise ConfigError(f"classes {unknown} are not classes of this model; choose from {self.class_names}")

@@ -243,7 +243,7 @@ def train_epoch(run: Run, hooks: Sequence[Hook] = ()) -> None:
 def check_finite_weights(model: nn.Module, ema: Optional[ModelEMA], epoch: int, epochs: int) -> None:
     """Raise :class:`WeightsDiverged` when a floating-point tensor of the model or its EMA is nan/inf.
 
-    best.pt and last.pt then keep the last epoch whose weights were finite.
+    Nothing of epoch ``epoch`` (0-based) is saved: last.pt keeps the epoch before it, if there was one.
     """
     modules = [("model", unwrap(model))] + ([("EMA", ema.module)] if ema is not None else [])
     for what, module in modules:
@@ -253,10 +253,15 @@ def check_finite_weights(model: nn.Module, ema: Optional[ModelEMA], epoch: int, 
             if value.is_floating_point() and not bool(torch.isfinite(value).all())
         ]
         if bad:
+            kept = (
+                f"checkpoints/last.pt keeps epoch {epoch}, the last finite one (best.pt, if any, an epoch before it)"
+                if epoch
+                else "no checkpoint was written (it was the first epoch)"
+            )
             raise WeightsDiverged(
                 f"training stopped: the {what} weights became non-finite (nan/inf) in epoch {epoch + 1}/{epochs} "
-                f"({len(bad)} tensors, e.g. {bad[0]}); checkpoints/best.pt and last.pt keep the last finite "
-                "epoch; lower train.lr, add warmup (train.warmup_iters) or set train.clip_grad_norm"
+                f"({len(bad)} tensors, e.g. {bad[0]}); {kept}; lower train.lr, add warmup (train.warmup_iters) "
+                "or set train.clip_grad_norm"
             )
 
 

@@ -201,6 +201,12 @@ def _forward_backward(
     first, then the model's components), or None when any is not finite on any rank."""
     images = [image.to(device, non_blocking=True) for image in images]
     targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    if len(images) == 1 and _has_training_batchnorm(model):
+        # BatchNorm in training needs two values per channel, and a 1x1 feature map (SSDlite's last
+        # levels, small multi-scale sizes) has one per image: a lone image goes in twice. Two copies have
+        # the batch statistics of one, and every model's loss is a mean over the batch, so the
+        # gradient is that of the one image.
+        images, targets = images * 2, targets * 2
     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         loss_dict = model(images, targets)
     loss = sum(loss_dict.values())
@@ -211,6 +217,11 @@ def _forward_backward(
     loss = loss / accumulate
     (scaler.scale(loss) if scaler is not None else loss).backward()
     return dict(zip(["loss", *loss_dict.keys()], values))
+
+
+def _has_training_batchnorm(model: nn.Module) -> bool:
+    """Whether any BatchNorm of ``model`` (timm's BatchNormAct2d and SyncBatchNorm included) is in training mode."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
 
 
 @dataclass

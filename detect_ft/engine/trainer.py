@@ -43,7 +43,7 @@ from detect_ft.engine.hooks import Hook, default_hooks
 from detect_ft.engine.loop import train_one_epoch
 from detect_ft.engine.multiscale import MultiScale, check_multi_scale
 from detect_ft.engine.optim import build_optimizer, build_scheduler, optimizer_steps_per_epoch, resolve_warmup_iters
-from detect_ft.engine.rundir import choose_run_dir
+from detect_ft.engine.rundir import choose_run_dir, remove_unused
 from detect_ft.engine.state import RunState
 from detect_ft.errors import DetectFTError
 
@@ -99,14 +99,18 @@ def _prepare(
     check_multi_scale(cfg.model.name, t.multi_scale)
     train_records, val_records = _load_data(cfg, say)
     class_names, category_ids = list(train_records.class_names), list(train_records.category_ids)
-    run_dir, cfg = _choose_run_dir(cfg, info, say)
-    model, trainable, anchor_line = _build_model(cfg, info, device, train_records)
-    dataset = _build_dataset(cfg, train_records)
-    iters = len(_epoch_loader(cfg, dataset, info, 0))
-    iters = min(iters, t.max_iters_per_epoch) if t.max_iters_per_epoch else iters
-    run = _build_run(cfg, info, device, model, trainable, dataset, iters, val_records, progress, say)
-    _resume(run, cfg, run_dir, class_names, say)
-    budget_line = _fit_budget(run, cfg, started, val_records, iters)
+    run_dir, cfg, created = _choose_run_dir(cfg, info, say)
+    try:  # refused before writing anything (weights, resume): no empty run folder stays behind
+        model, trainable, anchor_line = _build_model(cfg, info, device, train_records)
+        dataset = _build_dataset(cfg, train_records)
+        iters = len(_epoch_loader(cfg, dataset, info, 0))
+        iters = min(iters, t.max_iters_per_epoch) if t.max_iters_per_epoch else iters
+        run = _build_run(cfg, info, device, model, trainable, dataset, iters, val_records, progress, say)
+        _resume(run, cfg, run_dir, class_names, say)
+        budget_line = _fit_budget(run, cfg, started, val_records, iters)
+    except BaseException:
+        remove_unused(created)
+        raise
     hooks: list[Hook] = [MultiScale(t.multi_scale, seed=t.seed)] if t.multi_scale else []  # every rank
     if info.is_main:
         save_config(cfg, run_dir / "config.yaml")
@@ -132,18 +136,18 @@ def _silent(*args: Any, **kwargs: Any) -> None:
     """``print`` for ranks other than 0."""
 
 
-def _choose_run_dir(cfg: Config, info: dist_utils.DistInfo, say) -> tuple[Path, Config]:
-    """The run directory (rank 0 picks and creates it, so an earlier run is never written over) and the
-    config that config.yaml and the checkpoints record: the directory actually used, and no overwrite
-    for a rerun of that config."""
+def _choose_run_dir(cfg: Config, info: dist_utils.DistInfo, say) -> tuple[Path, Config, tuple[Path, ...]]:
+    """The run directory (rank 0 picks and creates it, so an earlier run is never written over), the
+    config that config.yaml and the checkpoints record (the directory actually used, and no overwrite
+    for a rerun of that config), and the folders this rank created for it."""
     t = cfg.train
     chosen = choose_run_dir(cfg.output.dir, resume=t.resume, overwrite=cfg.output.overwrite) if info.is_main else None
-    run_dir, note = dist_utils.broadcast_object(chosen)
+    run_dir, note, created = dist_utils.broadcast_object(chosen)
     if note:
         say(note)
     cfg = copy.deepcopy(cfg)
     cfg.output.dir, cfg.output.overwrite = str(run_dir), False
-    return run_dir, cfg
+    return run_dir, cfg, created if info.is_main else ()
 
 
 def _build_model(cfg: Config, info: dist_utils.DistInfo, device: torch.device, train_records):

@@ -37,21 +37,67 @@ LITE_PACKAGES = {
 }
 
 
+# timm backbones known to give the feature pyramid the detectors read (each trains in tests or benchmarks)
+WORKING_BACKBONES = "tf_efficientnet_lite0, mobilenetv3_large_100, resnet18, convnext_atto, efficientvit_b0"
+
+
 def create_body(name: str) -> nn.Module:
     """timm model ``name`` as a feature extractor over all its levels, randomly initialised.
 
     ``body(x)`` takes ``(B, 3, H, W)`` normalised images and returns a list of ``(B, C_i, H/s_i, W/s_i)``
     maps, one per entry of ``body.feature_info`` (channels ``C_i``, strides ``s_i``).
+
+    Raises:
+        ConfigError: ``name`` has no ``features_only`` form, or its feature maps are not stages of
+            increasing stride (ViT, MLP-Mixer: every map at stride 16).
     """
     import timm
 
     try:
-        return timm.create_model(name, pretrained=False, features_only=True)
+        body = timm.create_model(name, pretrained=False, features_only=True)
     except RuntimeError as exc:  # timm: "Unknown model" or a model without features_only support
         raise ConfigError(
             f"model.backbone: {name!r} is not a timm model that supports features_only ({exc}); pick one of "
-            f"timm.list_models(), e.g. tf_efficientnet_lite0, mobilenetv3_large_100, resnet18, convnext_atto"
+            f"timm.list_models(), e.g. {WORKING_BACKBONES}"
         ) from None
+    _check_feature_stages(name, body)
+    return body
+
+
+def check_backbone_stages(name: str) -> None:
+    """ConfigError unless timm model ``name`` can be a detector backbone (see :func:`create_body`); built
+    on the meta device, so no memory for weights is taken."""
+    with torch.device("meta"):
+        create_body(name)
+
+
+def _check_feature_stages(name: str, body: nn.Module) -> None:
+    """The detectors read the last 2..4 maps of a pyramid (e.g. strides 8, 16, 32), as (B, C, H, W) maps
+    of any input size, and train the body's stages."""
+    reason = _unusable_body(body)
+    if reason:
+        raise ConfigError(
+            f"model.backbone: {name} cannot be a detector backbone: {reason}; a detector needs feature stages "
+            f"of increasing stride (timm features_only, e.g. strides 8, 16, 32) that take any input size; use "
+            f"one with a feature pyramid, e.g. {WORKING_BACKBONES}"
+        )
+
+
+def _unusable_body(body: nn.Module) -> str:
+    """Why a timm feature body cannot serve a detector, or ''."""
+    strides = body.feature_info.reduction()
+    if len(strides) < 2 or any(a >= b for a, b in zip(strides, strides[1:])):
+        return f"timm's features_only gives its feature maps at strides {strides}, not a pyramid"
+    cfg: Any = getattr(body, "pretrained_cfg", None) or {}
+    if cfg.get("fixed_input_size"):
+        return f"it takes {cfg.get('input_size', ('?',) * 3)[1:]} inputs only (timm's fixed_input_size)"
+    if "NHWC" in str(getattr(body, "output_fmt", "NCHW")):
+        return "its feature maps are channels-last (NHWC)"
+    try:
+        body_stages(body)
+    except ValueError:  # feature modules that do not split the body into consecutive stages
+        return f"its feature modules {body.feature_info.module_name()} do not split it into consecutive stages"
+    return ""
 
 
 def normalisation(body: nn.Module) -> tuple[list[float], list[float]]:
