@@ -128,6 +128,33 @@ class TimeBudget:
     def remaining(self) -> float:
         return self.ends_at - time.perf_counter()
 
+    @classmethod
+    def for_run(
+        cls,
+        run: Run,
+        seconds: float,
+        *,
+        started: float,
+        length: RunLength,
+        steps_per_epoch: int,
+        warmup_iters: Optional[int],
+        val_images: int,
+    ) -> TimeBudget:
+        """The budget of ``run``, fitted to it: a new run measures its speed (:func:`measure_costs`) and
+        plans; a resumed one (``run.state.budget`` set) continues its saved plan with what is left."""
+        if run.state.budget:
+            saved = {**run.state.budget, "seconds": seconds}
+            return cls.resume(run, saved, started=started, length=length, steps_per_epoch=steps_per_epoch)
+        budget = cls(
+            seconds,
+            ends_at=started + seconds,
+            length=length,
+            steps_per_epoch=steps_per_epoch,
+            warmup_iters=warmup_iters,
+        )
+        budget.start(run, measure_costs(run, val_images=val_images, freezes=bool(length.frozen(MAX_EPOCHS))))
+        return budget
+
     def start(self, run: Run, costs: Costs) -> None:
         """The first plan, from measured ``costs``: set the run's length and its warmup (``train.warmup_iters``
         or a share of the planned steps); cut the one epoch to the iterations that fit when even a whole

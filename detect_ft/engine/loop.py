@@ -301,3 +301,10 @@ def _step(
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return stepped
+
+
+def choose_amp_dtype(amp: bool, device: torch.device) -> Optional[torch.dtype]:
+    """bf16 where the GPU supports it (no loss scaling needed), else fp16; None off CUDA or with amp off."""
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -64,7 +64,7 @@ class RunState:
             "best_epoch": self.best_epoch,
             "stale": self.stale,
             "nonfinite_run": self.nonfinite_run,
-            "budget": self.budget,
+            **({"budget": self.budget} if self.budget else {}),  # time-budgeted runs only
         }
 
     def checkpoint_entries(self) -> dict[str, Any]:

@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import copy
 import functools
-import random
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from detect_ft import checkpoint as ckpt
 from detect_ft.config import Config, config_to_dict, save_config
 from detect_ft.config_checks import duration_seconds
 from detect_ft.engine import distributed as dist_utils
-from detect_ft.engine.budget import RunLength, TimeBudget, eval_interval, frozen_epochs, measure_costs
+from detect_ft.engine.budget import RunLength, TimeBudget, eval_interval, frozen_epochs
 from detect_ft.engine.checkpoint import (
     check_resumable,
     load_checkpoint,
@@ -36,11 +34,11 @@ from detect_ft.engine.checkpoint import (
     restore_training_state,
     set_rng_state,
 )
-from detect_ft.engine.determinism import DeterminismSettings, set_determinism
+from detect_ft.engine.determinism import DeterminismSettings, seed_everything, set_determinism
 from detect_ft.engine.ema import ModelEMA
 from detect_ft.engine.fit import LoopOptions, Run, fit
 from detect_ft.engine.hooks import Hook, default_hooks
-from detect_ft.engine.loop import train_one_epoch
+from detect_ft.engine.loop import choose_amp_dtype, train_one_epoch
 from detect_ft.engine.multiscale import MultiScale, check_multi_scale
 from detect_ft.engine.optim import build_optimizer, build_scheduler, optimizer_steps_per_epoch, resolve_warmup_iters
 from detect_ft.engine.rundir import choose_run_dir, remove_unused
@@ -48,13 +46,6 @@ from detect_ft.engine.state import RunState
 from detect_ft.errors import DetectFTError
 
 __all__ = ["eval_interval", "seed_everything", "train", "train_one_epoch"]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global generators (CPU and every CUDA device)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def train(cfg: Config, progress: bool = True, hooks: Sequence[Hook] = ()) -> Path:
@@ -90,7 +81,7 @@ def _prepare(
     """The run (resumed where ``train.resume`` says, fitted to ``train.time_budget`` counted from
     ``started``), its directory, and the built-in hooks (multi-scale on every rank, the others on rank 0)."""
     t = cfg.train
-    say = print if info.is_main else _silent
+    say = print if info.is_main else (lambda *args, **kwargs: None)
     if info.distributed and t.sync_bn and device.type != "cuda":
         raise DetectFTError(
             "train.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm runs on GPUs only); "
@@ -130,10 +121,6 @@ def _prepare(
         if line:
             say(line)
     return run, run_dir, hooks
-
-
-def _silent(*args: Any, **kwargs: Any) -> None:
-    """``print`` for ranks other than 0."""
 
 
 def _choose_run_dir(cfg: Config, info: dist_utils.DistInfo, say) -> tuple[Path, Config, tuple[Path, ...]]:
@@ -209,7 +196,7 @@ def _build_run(
     options as ``cfg`` says."""
     t = cfg.train
     optimizer, scheduler = _build_optimization(cfg, model, iters, say)
-    amp_dtype = _amp_dtype(t.amp, device)
+    amp_dtype = choose_amp_dtype(t.amp, device)
     options = LoopOptions(
         amp_dtype=amp_dtype,
         accumulate=t.accumulate,
@@ -218,11 +205,7 @@ def _build_run(
         max_nonfinite=t.max_nonfinite,
         progress=progress,
     )
-    evaluate = (
-        functools.partial(_evaluate, cfg, val_records=val_records, device=device, progress=progress and info.is_main)
-        if val_records
-        else None
-    )
+    evaluate = _validation(cfg, val_records, device, progress and info.is_main) if val_records else None
     return Run(
         model=model,
         optimizer=optimizer,
@@ -304,37 +287,24 @@ def _resume(run: Run, cfg: Config, run_dir: Path, class_names: list[str], say) -
 
 
 def _fit_budget(run: Run, cfg: Config, started: float, val_records, iters: int) -> str:
-    """With ``train.time_budget``: fit ``run`` to it (a new run measures its speed first, a resumed one
-    continues its saved plan) and record the planned epochs in ``cfg``; the banner line ('' without)."""
+    """With ``train.time_budget``: fit ``run`` to it and record the planned epochs in ``cfg``; the banner
+    line ('' without a budget)."""
     t = cfg.train
     seconds = duration_seconds("train.time_budget", t.time_budget)
     if seconds is None:
         return ""
-    length = RunLength(
-        freeze_epochs=t.freeze_backbone_epochs,
-        freeze_fraction=t.freeze_backbone_fraction,
-        interval=t.eval_interval,
-        validates=bool(val_records),
+    length = RunLength(t.freeze_backbone_epochs, t.freeze_backbone_fraction, t.eval_interval, bool(val_records))
+    run.budget = TimeBudget.for_run(
+        run,
+        seconds,
+        started=started,
+        length=length,
+        steps_per_epoch=optimizer_steps_per_epoch(iters, t.accumulate),
+        warmup_iters=t.warmup_iters,
+        val_images=len(val_records or []),
     )
-    steps = optimizer_steps_per_epoch(iters, t.accumulate)
-    if run.state.budget:
-        saved = {**run.state.budget, "seconds": seconds}
-        run.budget = TimeBudget.resume(run, saved, started=started, length=length, steps_per_epoch=steps)
-    else:
-        run.budget = TimeBudget(
-            seconds, ends_at=started + seconds, length=length, steps_per_epoch=steps, warmup_iters=t.warmup_iters
-        )
-        freezes = bool(t.freeze_backbone_epochs or t.freeze_backbone_fraction)
-        run.budget.start(run, measure_costs(run, val_images=len(val_records or []), freezes=freezes))
     t.epochs = run.epochs
     return run.budget.describe(run)
-
-
-def _amp_dtype(amp: bool, device: torch.device) -> Optional[torch.dtype]:
-    """bf16 where the GPU supports it (no loss scaling needed), else fp16; None off CUDA or with amp off."""
-    if not amp or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def _load_data(cfg: Config, say) -> tuple[Any, Any]:
@@ -393,24 +363,21 @@ def _epoch_loader(cfg: Config, dataset, info: dist_utils.DistInfo, epoch: int):
     return loader
 
 
-def _evaluate(
-    cfg: Config, model: torch.nn.Module, *, val_records, device: torch.device, progress: bool = False
-) -> dict[str, Any]:
+def _validation(cfg: Config, val_records, device: torch.device, progress: bool):
+    """``model -> metrics`` on the validation split, as the ``eval.*`` keys say."""
     from detect_ft.evaluation.evaluator import evaluate_model
     from detect_ft.slicing import slice_options
 
     e = cfg.eval
-    return evaluate_model(
-        model,
-        val_records,
+    options = dict(batch_size=e.batch_size, score_thresh=e.score_thresh, backend=e.backend, desc="validate")
+    return functools.partial(
+        evaluate_model,
+        dataset=val_records,
         device=device,
-        batch_size=e.batch_size,
         workers=cfg.train.workers,
-        score_thresh=e.score_thresh,
-        backend=e.backend,
         progress=progress,
-        desc="validate",
         slicing=slice_options(e),
+        **options,
     )
 
 
