@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, load_tool
 
 from detect_ft.data.synthetic import make_synthetic_dataset
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_suite():
-    spec = importlib.util.spec_from_file_location("finetune_suite", REPO / "tools" / "finetune_suite.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_dataset_layouts_are_recognised(tmp_path):
-    suite = load_suite()
+    suite = load_tool("finetune_suite")
     coco = make_synthetic_dataset(tmp_path / "coco", num_train=2, num_val=1, image_size=64, format="coco")
     voc = make_synthetic_dataset(tmp_path / "voc", num_train=2, num_val=1, image_size=64, format="voc")
     assert "data.format=coco" in suite.dataset_overrides(coco)
@@ -34,14 +23,14 @@ def test_dataset_layouts_are_recognised(tmp_path):
 
 
 def test_minutes_to_reach_the_scratch_arms_ap50():
-    suite = load_suite()
+    suite = load_tool("finetune_suite")
     assert suite.minutes_to_reach([(1.0, 0.2), (2.0, 0.5), (3.0, 0.6)], 0.45) == 2.0
     assert suite.minutes_to_reach([(1.0, 0.2)], 0.45) is None
 
 
 @pytest.mark.slow
 def test_the_suite_tables_two_arms_on_two_datasets_and_reuses_them(tmp_path, capsys):
-    suite = load_suite()
+    suite = load_tool("finetune_suite")
     shapes = dict(num_train=8, num_val=4, image_size=96, classes=("circle", "square"))
     datasets = [
         make_synthetic_dataset(tmp_path / "shapes_coco", format="coco", seed=0, **shapes),

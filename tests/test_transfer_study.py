@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_tool
 
 from detect_ft.config import load_config
 from detect_ft.data.synthetic import make_synthetic_dataset
 from detect_ft.engine.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("transfer_study", REPO / "tools" / "transfer_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -44,7 +37,7 @@ def test_transfer_study_from_a_checkpoint_on_other_classes(tmp_path):
         tmp_path / "b", num_train=8, num_val=4, image_size=96, classes=("star", "square"), seed=1
     )
     out = tmp_path / "study"
-    tool = load_tool()
+    tool = load_tool("transfer_study")
     study_args = [
         str(REPO / "configs" / "demo_shapes.yaml"),
         f"data.root={target_data}",
@@ -81,7 +74,7 @@ def test_transfer_study_from_a_checkpoint_on_other_classes(tmp_path):
 
 
 def test_summary_counts_epochs_to_ninety_percent_of_the_best_arm():
-    tool = load_tool()
+    tool = load_tool("transfer_study")
     rows = lambda maps: [{"epoch": i + 1, "map": m, "map50": m} for i, m in enumerate(maps)]
     table = tool.summarise(
         {
