@@ -81,12 +81,14 @@ def test_two_gloo_ranks_train_alike_and_only_rank0_writes(tmp_path) -> None:
     shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
     reason="torchrun not installed",
 )
-def test_torchrun_command_line(tmp_path) -> None:
-    """The documented launch: torchrun --standalone --nproc_per_node 2 -m detect_ft train CONFIG."""
+@pytest.mark.parametrize("extra", [[], ["train.time_budget=20s"]], ids=["epochs", "time_budget"])
+def test_torchrun_command_line(tmp_path, extra) -> None:
+    """The documented launch: torchrun --standalone --nproc_per_node 2 -m detect_ft train CONFIG; with a
+    time budget, rank 0 plans and both ranks follow (no rank waits for another at a different epoch)."""
     data_dir = make_tiny_data(tmp_path / "data")
     out = tmp_path / "run"
     sections: dict = {}
-    for text in tiny_overrides(data_dir, out) + ["train.device=cpu"]:
+    for text in tiny_overrides(data_dir, out) + ["train.device=cpu", *extra]:
         key, value = text.split("=", 1)
         section, name = key.split(".")
         sections.setdefault(section, {})[name] = yaml.safe_load(value)
@@ -105,3 +107,5 @@ def test_torchrun_command_line(tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
     assert (out / "checkpoints" / "last.pt").is_file() and (out / "metrics.jsonl").is_file()
+    if extra:
+        assert "time budget 20s:" in result.stdout and "training finished" in result.stdout

@@ -205,7 +205,9 @@ def _build_run(
         max_nonfinite=t.max_nonfinite,
         progress=progress,
     )
-    evaluate = _validation(cfg, val_records, device, progress and info.is_main) if val_records else None
+    evaluate = (
+        _validation(cfg, val_records, dataset.records, device, progress and info.is_main) if val_records else None
+    )
     return Run(
         model=model,
         optimizer=optimizer,
@@ -308,13 +310,8 @@ def _fit_budget(run: Run, cfg: Config, started: float, val_records, iters: int) 
 
 
 def _load_data(cfg: Config, say) -> tuple[Any, Any]:
-    """The checked training split and (if ``data.val`` is set) the validation split in its class order.
-
-    Every training image file is checked before the first step (it exists, its header parses, a JPEG or
-    PNG is not cut short, its size matches the annotation: no pixels decoded, seconds for thousands of
-    images), so a bad file stops the run now, all of them named in one message (``error``), or is left
-    out and counted (``drop``), instead of hours in, when the loader reaches it.
-    """
+    """The checked training split (every file's header and end checked now, not when the loader reaches
+    it: datasets/README.md) and (if ``data.val`` is set) the validation split in its class order."""
     from detect_ft.data.findings import summarize
     from detect_ft.data.split import SplitSpec, load_checked_split
 
@@ -363,22 +360,19 @@ def _epoch_loader(cfg: Config, dataset, info: dist_utils.DistInfo, epoch: int):
     return loader
 
 
-def _validation(cfg: Config, val_records, device: torch.device, progress: bool):
-    """``model -> metrics`` on the validation split, as the ``eval.*`` keys say."""
+def _validation(cfg: Config, val_records, train_records, device: torch.device, progress: bool):
+    """``model -> metrics`` on the validation split as the ``eval.*`` keys say, after recomputing the
+    BatchNorm statistics on a fixed subset of the training split (:mod:`detect_ft.engine.batchnorm`)."""
+    from detect_ft.engine.batchnorm import calibration_records, evaluate_recalibrated
     from detect_ft.evaluation.evaluator import evaluate_model
     from detect_ft.slicing import slice_options
 
     e = cfg.eval
-    options = dict(batch_size=e.batch_size, score_thresh=e.score_thresh, backend=e.backend, desc="validate")
-    return functools.partial(
-        evaluate_model,
-        dataset=val_records,
-        device=device,
-        workers=cfg.train.workers,
-        progress=progress,
-        slicing=slice_options(e),
-        **options,
-    )
+    common = dict(device=device, batch_size=e.batch_size, workers=cfg.train.workers)
+    options = dict(score_thresh=e.score_thresh, backend=e.backend, desc="validate", slicing=slice_options(e))
+    evaluate = functools.partial(evaluate_model, dataset=val_records, progress=progress, **common, **options)
+    calibration = calibration_records(train_records)
+    return functools.partial(evaluate_recalibrated, evaluate=evaluate, calibration=calibration, **common)
 
 
 def _banner(cfg: Config, info, device: torch.device, amp_dtype, num_images: int, val_records, iters: int) -> str:
