@@ -12,6 +12,8 @@ loads:
   ``from detect_ft import Detector`` do: whatever detect-ft's default is.
 - ``one-thread``: torch's default with ``torch.set_num_threads(1)``: what a thread count taken from the
   free cores would give while the other process runs.
+- ``short-spin``: ``GOMP_SPINCOUNT=10000`` (about 0.1 ms of spinning before a thread sleeps, against
+  libgomp's default 300000): a middle way between spinning and ``PASSIVE``.
 
 ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` and ``OMP_NUM_THREADS`` are removed from the children's
 environment so that every policy starts from the defaults. In each child, ``detect_ft.engine.trainer.train``
@@ -43,7 +45,8 @@ RACCOON = next(
     (p / "shared" / "datasets" / "raccoon-voc" for p in REPO.parents if (p / "shared" / "datasets").is_dir()),
     REPO.parent / "shared" / "datasets" / "raccoon-voc",
 )
-POLICIES = ("torch", "detect-ft", "one-thread")
+POLICIES = ("torch", "detect-ft", "one-thread", "short-spin")
+CONDITIONS = ("quiet", "busy")
 CLEARED_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
 RESULT_TAG = "BENCH_CONTENTION_RESULT "
 # One core busy until the time limit (argv[1] seconds) or until the process that started it is gone.
@@ -65,6 +68,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--weights", default="imagenet", help="model.weights (imagenet offline, or none)")
     parser.add_argument("--batch", type=int, default=0, help="train.batch_size (0: the model's recipe, 16 here)")
     parser.add_argument("--root", default=str(RACCOON), help="a VOC folder with train/val lists (else synthetic)")
+    parser.add_argument("--conditions", default="quiet,busy", help="comma-separated, from quiet, busy")
     parser.add_argument("--busy", type=int, default=1, help="competing busy processes in the busy condition")
     parser.add_argument("--busy-limit", type=float, default=600.0, help="seconds after which a busy loop ends")
     parser.add_argument("--child", choices=POLICIES, help=argparse.SUPPRESS)
@@ -74,10 +78,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     if args.warmup < 1 or args.iters < 1 or args.busy < 1:
         parser.error("--warmup, --iters and --busy: at least 1 (the busy processes start after the warm-up)")
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    unknown = [p for p in policies if p not in POLICIES]
-    if unknown or not policies:
-        parser.error(f"--policies: {', '.join(unknown) or 'none given'}; choose from {', '.join(POLICIES)}")
+    policies, conditions = _split(args.policies, POLICIES), _split(args.conditions, CONDITIONS)
+    if not policies or not conditions:
+        parser.error(f"--policies: from {', '.join(POLICIES)}; --conditions: from {', '.join(CONDITIONS)}")
     cleared = [name for name in CLEARED_ENV if name in os.environ]
     if cleared:
         print(f"(removed {', '.join(cleared)} from the children's environment: every policy starts from defaults)")
@@ -105,7 +108,8 @@ def run_child(policy: str, argv: list[str]) -> dict[str, Any]:
         sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
         raise SystemExit(f"policy {policy}: the child process failed (exit code {done.returncode})")
     result = json.loads(lines[-1][len(RESULT_TAG) :])
-    print(f"policy {policy}: quiet {result['quiet']:.2f} img/s, busy {result['busy']:.2f} img/s", flush=True)
+    figures = ", ".join(f"{c} {result[c]:.2f} img/s" for c in CONDITIONS if c in result)
+    print(f"policy {policy}: {figures}", flush=True)
     return result
 
 
@@ -113,7 +117,10 @@ def run_policy(args: argparse.Namespace) -> dict[str, Any]:
     """In the child: set up torch as ``args.child`` says, train quiet and busy, return the figures."""
     if args.child == "detect-ft":
         import detect_ft  # noqa: F401  (first, as detect-ft's entry points do, so its defaults apply)
-    wait_policy = os.environ.get("OMP_WAIT_POLICY", "unset")  # what libgomp reads as torch loads, next
+    if args.child == "short-spin":
+        os.environ["GOMP_SPINCOUNT"] = "10000"
+    # what libgomp reads as torch loads, next
+    openmp = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ)
     import torch
 
     if args.child == "one-thread":
@@ -123,13 +130,13 @@ def run_policy(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench_contention_") as tmp:
         images = (args.warmup + args.iters) * (args.batch or 16)
         data = data_overrides(Path(args.root), Path(tmp) / "data", images)
-        for condition in ("quiet", "busy"):
+        for condition in _split(args.conditions, CONDITIONS):
             figures[condition] = train_and_time(args, data, Path(tmp) / condition, busy=condition == "busy")
     return {
         "policy": args.child,
         "model": args.model,
         "threads": torch.get_num_threads(),
-        "omp_wait_policy": wait_policy,
+        "openmp": openmp or "defaults",
         "data": "raccoon-voc" if "data.format=voc" in data else "synthetic",
         **figures,
     }
@@ -213,20 +220,33 @@ class StepTimer:
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
-    torch_quiet = next((r["quiet"] for r in results if r["policy"] == "torch"), None)
+    """A markdown table: img/s per policy and condition, busy / quiet, and both against torch's quiet."""
+    torch_quiet = next((r.get("quiet") for r in results if r["policy"] == "torch"), None)
+
+    def ratio(a: Optional[float], b: Optional[float]) -> str:
+        return f"{a / b:.2f}" if a and b else "-"
+
+    def speed(value: Optional[float]) -> str:
+        return f"{value:.2f}" if value else "-"
+
     rows = [
-        "| policy | threads | OMP_WAIT_POLICY | data | quiet img/s | busy img/s | busy / quiet | quiet vs torch "
-        "| busy vs torch quiet |",
+        "| policy | threads | OpenMP environment at torch's load | data | quiet img/s | busy img/s | busy / quiet "
+        "| quiet vs torch quiet | busy vs torch quiet |",
         "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
-        versus = f"{r['quiet'] / torch_quiet:.2f}" if torch_quiet else "-"
-        busy_versus = f"{r['busy'] / torch_quiet:.2f}" if torch_quiet else "-"
+        quiet, busy = r.get("quiet"), r.get("busy")
         rows.append(
-            f"| {r['policy']} | {r['threads']} | {r['omp_wait_policy']} | {r['data']} | {r['quiet']:.2f} | "
-            f"{r['busy']:.2f} | {r['busy'] / r['quiet']:.2f} | {versus} | {busy_versus} |"
+            f"| {r['policy']} | {r['threads']} | {r['openmp']} | {r['data']} | {speed(quiet)} | {speed(busy)} | "
+            f"{ratio(busy, quiet)} | {ratio(quiet, torch_quiet)} | {ratio(busy, torch_quiet)} |"
         )
     return "\n".join(rows)
+
+
+def _split(text: str, allowed: tuple[str, ...]) -> list[str]:
+    """The comma-separated names in ``text``; [] when one is not in ``allowed``."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    return names if all(name in allowed for name in names) else []
 
 
 def _load(values: Optional[tuple[float, float, float]] = None) -> str:
