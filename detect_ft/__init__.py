@@ -1,5 +1,7 @@
 """detect-ft: fine-tune pretrained torchvision detectors on your own classes."""
 
+from detect_ft import openmp as _openmp  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
+
 __version__ = "0.1.0"
 
 __all__ = ["Detector", "Result", "TrainRun", "build_model", "list_models", "__version__"]

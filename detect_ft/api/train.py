@@ -25,7 +25,11 @@ def train_config(cfg, *, progress: bool = True, hooks: Sequence[Any] = ()) -> Tr
     ``hooks``: extra :class:`detect_ft.engine.hooks.Hook` s (e.g. to log elsewhere).
     """
     from detect_ft.engine.trainer import train
+    from detect_ft.openmp import late_import_note
 
+    note = late_import_note(cfg.train.device)
+    if note:
+        print(note)
     run_dir = train(cfg, progress=progress, hooks=hooks)
     best = run_dir / "checkpoints" / "best.pt"
     if not best.is_file():  # no validation split, or none scored: the last epoch is the result
