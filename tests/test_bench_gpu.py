@@ -54,7 +54,10 @@ def test_row_ratios_are_against_the_bare_step(bench) -> None:
     figures.update(first_extra_s=30.0, setup_s=4.0, peak_gib=math.nan)
     cells = [c.strip() for c in bench.row_line("m", 16, "amp", figures).strip("|").split("|")]
     assert cells[:8] == ["m", "amp (bf16)", "16", "200.0", "100.0", "150.0", "0.75", "0.50"]
-    assert len(cells) == bench.HEADER.splitlines()[0].count("|") - 1
+    assert len(cells) == bench.HEADER.splitlines()[0].count("|") - 1 and cells[-1] == "-"  # no GPU memory
+    figures.update(dtype="fp32", peak_gib=1.234)
+    cells = [c.strip() for c in bench.row_line("m", 16, "fp32", figures).strip("|").split("|")]
+    assert (cells[1], cells[-1]) == ("fp32", "1.23")
 
 
 def test_tiny_changes_defaults_but_explicit_flags_win(bench) -> None:

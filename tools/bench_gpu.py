@@ -166,8 +166,7 @@ def time_loader(make_loader: Callable[[int], Any], *, passes: int, iters: int) -
 
 
 def profile_steps(run, path: Path, steps: int) -> str:
-    """Profile ``steps`` batches of ``train_one_epoch`` (after one skipped and one warm-up batch) on the
-    run's loader; write the Chrome trace to ``path`` and return the table of the top ops."""
+    """Profile ``steps`` batches of ``train_one_epoch`` (after one warm-up batch) on the run's loader; write the Chrome trace to ``path`` and return the table of the top ops."""
     from torch.profiler import ProfilerActivity, profile, schedule
 
     cuda = run.device.type == "cuda"
@@ -179,7 +178,7 @@ def profile_steps(run, path: Path, steps: int) -> str:
         tables.append(profiler.key_averages().table(sort_by=sort, row_limit=20))
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities, schedule=schedule(wait=1, warmup=1, active=steps), on_trace_ready=export) as p:
+    with profile(activities=activities, schedule=schedule(wait=0, warmup=1, active=steps), on_trace_ready=export) as p:
 
         @contextlib.contextmanager
         def then_step(_index: int):
@@ -192,11 +191,11 @@ def profile_steps(run, path: Path, steps: int) -> str:
             run.optimizer,
             run.make_loader(0),
             run.device,
-            max_iters=steps + 2,
+            max_iters=steps + 1,
             around_batch=then_step,
             **loop,
         )
-    return tables[0] if tables else f"no trace: the loader had fewer than {steps + 2} batches"
+    return tables[0] if tables else f"no trace: the loader had fewer than {steps + 1} batches"
 
 
 def trainer_overrides(model: str, batch: int, precision: str, data: list[str], args, out: Path) -> list[str]:
@@ -254,10 +253,12 @@ HEADER = (
 def row_line(model: str, batch: int, precision: str, r: dict[str, Any]) -> str:
     """One markdown row of :func:`bench_row`'s figures."""
     bare = r["bare_img_s"]
+    shown = precision if precision == r["dtype"] else f"{precision} ({r['dtype']})"
+    peak = "-" if math.isnan(r["peak_gib"]) else f"{r['peak_gib']:.2f}"
     return (
-        f"| {model} | {precision} ({r['dtype']}) | {batch} | {bare:.1f} | {r['loader_img_s']:.1f} | {r['img_s']:.1f} "
+        f"| {model} | {shown} | {batch} | {bare:.1f} | {r['loader_img_s']:.1f} | {r['img_s']:.1f} "
         f"| {r['img_s'] / bare:.2f} | {r['loader_img_s'] / bare:.2f} | {r['epoch_start_s']:.2f} "
-        f"| {r['first_extra_s']:.2f} | {r['setup_s']:.2f} | {r['peak_gib']:.2f} |"
+        f"| {r['first_extra_s']:.2f} | {r['setup_s']:.2f} | {peak} |"
     )
 
 
@@ -285,7 +286,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     )
     p.add_argument("--profile-steps", type=int, default=3, help="batches each trace covers")
     p.add_argument(
-        "--overhead-iters", type=int, default=1000, help="toy-model steps per call of the overhead check (0: skip)"
+        "--overhead-iters", type=int, default=500, help="toy-model steps per call of the overhead check (0: skip)"
     )
     p.add_argument("--overhead-repeats", type=int, default=5)
     p.add_argument(
@@ -318,7 +319,8 @@ def training_data(args: argparse.Namespace, tmp: Path) -> tuple[list[str], str]:
     """The rows' ``data.*`` overrides and a line that describes the data."""
     if args.voc_root:
         return ["data.format=voc", f"data.root={args.voc_root}", "data.train=train"], f"{args.voc_root} train split"
-    count = max(args.batch_list) * args.iters  # every epoch gets its full batches at the largest batch
+    # every epoch (and a profiled one) gets its full batches at the largest batch size
+    count = max(args.batch_list) * max(args.iters, args.profile_steps + 1 if args.profile else 0)
     started = time.perf_counter()
     make_synthetic_dataset(tmp / "data", num_train=count, num_val=0, image_size=args.size, seed=0)
     return (
