@@ -114,3 +114,26 @@ def test_tiny_detector_losses_fall_under_train_one_epoch(bench, one_thread) -> N
     later = train_one_epoch(model, optimizer, batches * 5, torch.device("cpu"), progress=False)
     assert set(first["losses"]) == {"classification", "box_regression"}
     assert math.isfinite(first["loss"]) and later["loss"] < first["loss"]
+
+
+def test_rows_train_what_a_fine_tune_from_pretrained_weights_trains(bench, tmp_path) -> None:
+    from detect_ft.config import load_config
+
+    args = bench.parse_args(["--device", "cpu", "--set", "train.workers=0"])
+    expected = {  # (trainable backbone stages, frozen BatchNorm): the recipe's or the registry's
+        "ssdlite320_efficientnet_lite0": (3, False),
+        "fasterrcnn_efficientnet_lite0_fpn": (3, True),
+        "fasterrcnn_mobilenet_v3_large_fpn": (3, True),
+    }
+    assert set(expected) == set(bench.MODELS)
+    for model, (layers, frozen_bn) in expected.items():
+        data = ["data.format=coco", f"data.root={tmp_path}", "data.train=train.json"]
+        cfg = load_config(None, bench.trainer_overrides(model, 16, "amp", data, args, tmp_path / "run"))
+        assert (cfg.model.weights, cfg.model.trainable_backbone_layers, cfg.model.frozen_bn) == (
+            "none",
+            layers,
+            frozen_bn,
+        )
+        assert (cfg.train.freeze_backbone_epochs, cfg.train.freeze_backbone_fraction) == (0, 0)
+        assert (cfg.train.amp, cfg.train.batch_size, cfg.train.workers, cfg.data.val) == (True, 16, 0, "")
+    assert bench.as_if_pretrained("no_such_model") == []

@@ -7,7 +7,8 @@
 For each model, batch size and precision (``fp32``; ``amp``: what ``train.amp=true`` picks, bf16 where
 the GPU supports it, else fp16 + GradScaler) it runs ``train(cfg)`` on synthetic images (or
 ``--voc-root``'s train split) for ``--epochs`` epochs of ``--iters`` batches: random weights, no
-validation, the backbone never frozen, the model's recipe otherwise. A hook clocks it:
+validation, the backbone stages and BatchNorm that a fine-tune from pretrained weights trains (never
+frozen for the first epochs), the model's recipe otherwise. A hook clocks it:
 
 - trainer: steady-state img/s (the batches after each later epoch's first), the seconds an epoch takes
   to its first batch beyond a steady step (loader workers starting), the first epoch's extra seconds
@@ -55,6 +56,7 @@ from detect_ft.data.synthetic import make_synthetic_dataset  # noqa: E402
 from detect_ft.engine.hooks import Hook  # noqa: E402
 from detect_ft.engine.loop import train_one_epoch  # noqa: E402
 from detect_ft.engine.trainer import train  # noqa: E402
+from detect_ft.models.registry import MODELS as MODELS_REGISTRY  # noqa: E402
 
 MODELS = ("ssdlite320_efficientnet_lite0", "fasterrcnn_efficientnet_lite0_fpn", "fasterrcnn_mobilenet_v3_large_fpn")
 PRECISIONS = ("fp32", "amp")
@@ -198,12 +200,25 @@ def profile_steps(run, path: Path, steps: int) -> str:
     return tables[0] if tables else f"no trace: the loader had fewer than {steps + 1} batches"
 
 
+def as_if_pretrained(model: str) -> list[str]:
+    """Overrides that make a model built from random weights train what a fine-tune from its pretrained
+    weights trains: the recipe's or the registry's trainable backbone stages and BatchNorm freezing
+    (random weights would otherwise unfreeze every stage and every BatchNorm). [] for an unknown name."""
+    spec = MODELS_REGISTRY.get(model)
+    if spec is None:
+        return []  # load_config names the allowed models
+    layers = dict(spec.recipe).get("model.trainable_backbone_layers", spec.default_trainable)
+    return [f"model.trainable_backbone_layers={layers}", f"model.frozen_bn={str(spec.frozen_bn).lower()}"]
+
+
 def trainer_overrides(model: str, batch: int, precision: str, data: list[str], args, out: Path) -> list[str]:
-    """One row's ``key=value`` config: the model's recipe except that nothing is frozen, random weights,
-    no validation, ``args.epochs`` epochs of ``args.iters`` batches, then ``--set``'s overrides."""
+    """One row's ``key=value`` config: random weights training the layers pretrained ones would, the
+    model's recipe except that nothing is frozen for epochs, no validation, ``args.epochs`` epochs of
+    ``args.iters`` batches, then ``--set``'s overrides."""
     return [
         f"model.name={model}",
         "model.weights=none",
+        *as_if_pretrained(model),
         *data,
         f"train.device={args.device}",
         f"train.amp={str(precision == 'amp').lower()}",
