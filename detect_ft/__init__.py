@@ -1,6 +1,6 @@
 """detect-ft: fine-tune pretrained torchvision detectors on your own classes."""
 
-from detect_ft import openmp as _openmp  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
+from detect_ft.engine import openmp as _openmp  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
 
 __version__ = "0.1.0"
 

@@ -27,8 +27,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from detect_ft.data.image_header import check_pixels
 from detect_ft.errors import ConfigError, DetectFTError
-from detect_ft.image_header import check_pixels
 from detect_ft.predictions import PredictBatch, as_detections
 
 MERGES = ("nms", "greedy")

@@ -14,8 +14,8 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from detect_ft.data.image_header import check_pixels
 from detect_ft.errors import ArgumentTypeError, DetectFTError
-from detect_ft.image_header import check_pixels
 from detect_ft.limits import short_repr
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

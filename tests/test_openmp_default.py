@@ -39,9 +39,7 @@ def test_a_users_wait_policy_is_kept(value):
 def test_torch_imported_after_detect_ft_does_not_spin_and_training_says_nothing():
     # OMP_DISPLAY_ENV=VERBOSE makes GNU OpenMP print what it read when it loaded (with torch); its
     # spin count is 300000 under its own default and 0 under the passive policy.
-    code = (
-        "import detect_ft, torch; from detect_ft.openmp import late_import_note; print(repr(late_import_note('cpu')))"
-    )
+    code = "import detect_ft, torch; from detect_ft.engine.openmp import late_import_note; print(repr(late_import_note('cpu')))"
     done = _python(code, OMP_DISPLAY_ENV="VERBOSE")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "''"
@@ -54,7 +52,7 @@ def test_torch_imported_after_detect_ft_does_not_spin_and_training_says_nothing(
 def test_torch_imported_first_gets_a_note_for_multithreaded_cpu_training():
     code = (
         "import torch, json, os\n"
-        "from detect_ft.openmp import late_import_note\n"
+        "from detect_ft.engine.openmp import late_import_note\n"
         "torch.set_num_threads(2)\n"
         "notes = [late_import_note('cpu'), late_import_note('cuda:0')]\n"
         "torch.set_num_threads(1)\n"
@@ -69,7 +67,7 @@ def test_torch_imported_first_gets_a_note_for_multithreaded_cpu_training():
 
 
 def test_no_note_when_the_user_chose_a_policy():
-    code = "import torch; from detect_ft.openmp import late_import_note; print(repr(late_import_note('cpu')))"
+    code = "import torch; from detect_ft.engine.openmp import late_import_note; print(repr(late_import_note('cpu')))"
     done = _python(code, OMP_WAIT_POLICY="ACTIVE")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "''"

@@ -24,8 +24,8 @@ def train_config(cfg, *, progress: bool = True, hooks: Sequence[Any] = ()) -> Tr
 
     ``hooks``: extra :class:`detect_ft.engine.hooks.Hook` s (e.g. to log elsewhere).
     """
+    from detect_ft.engine.openmp import late_import_note
     from detect_ft.engine.trainer import train
-    from detect_ft.openmp import late_import_note
 
     note = late_import_note(cfg.train.device)
     if note:

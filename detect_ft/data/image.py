@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from detect_ft import limits
+from detect_ft.data.image_header import check_pixels, jpeg_is_complete, pixel_limit_error
 from detect_ft.errors import DataError
-from detect_ft.image_header import check_pixels, jpeg_is_complete, pixel_limit_error
 from detect_ft.sources import IMAGE_SUFFIXES  # noqa: F401  (re-exported: one list, on the torch- and PIL-free side)
 
 EXIF_ORIENTATION_TAG = 0x0112

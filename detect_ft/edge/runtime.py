@@ -23,8 +23,8 @@ from typing import Any, Optional, Sequence
 import cv2
 import numpy as np
 
+from detect_ft.data.image_header import read_checked_bytes
 from detect_ft.errors import DetectFTError
-from detect_ft.image_header import read_checked_bytes
 from detect_ft.predictions import (
     METADATA_FORMAT,
     METADATA_KEY,
@@ -48,7 +48,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     :class:`DetectFTError` naming the file.
 
     With Pillow installed this is :func:`detect_ft.data.image.read_image`, training's own reader; without
-    it (a minimal edge install) the header is read by :mod:`detect_ft.image_header`.
+    it (a minimal edge install) the header is read by :mod:`detect_ft.data.image_header`.
     """
     try:
         from detect_ft.data.image import read_image as read_as_training
