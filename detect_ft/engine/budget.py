@@ -251,8 +251,8 @@ class TimeBudget:
     def resume(
         cls, run: Run, saved: dict[str, Any], *, started: float, length: RunLength, steps_per_epoch: int
     ) -> TimeBudget:
-        """The budget of a resumed ``run``: what is left of it from ``started``, the saved costs and plan (the
-        LR schedule's length comes back with the scheduler's state)."""
+        """The budget of a resumed ``run``: what is left of it from ``started``, and the saved costs and plan,
+        which also set the LR schedule's length and warm-up again (a scheduler's state does not hold them)."""
         budget = cls(
             float(saved["seconds"]),
             ends_at=started + float(saved["seconds"]) - float(saved["used"]),
