@@ -302,7 +302,7 @@ def measure_costs(run: Run, *, val_images: int, freezes: bool) -> Costs:
     """Time a few forward/backward passes of the run's model on its first batches (and with the backbone
     frozen when the run ``freezes``) and an inference pass, then undo their effects: weights, BatchNorm
     statistics, gradients, ``requires_grad`` and every random generator are as before."""
-    from detect_ft.engine.loop import _forward_backward
+    from detect_ft.engine.loop import forward_backward
 
     model = run.model
     saved_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -317,7 +317,7 @@ def measure_costs(run: Run, *, val_images: int, freezes: bool) -> Costs:
         pool = itertools.chain(batches, itertools.repeat(first))
 
         def step(batch: Any) -> None:
-            _forward_backward(model, *batch, run.device, run.options.amp_dtype, 1, None)
+            forward_backward(model, *batch, run.device, run.options.amp_dtype, 1, None)
             model.zero_grad(set_to_none=True)
 
         model.train()

@@ -154,7 +154,7 @@ class _EpochLoop:
         # Without a step coming, DDP must not all-reduce gradients that are still accumulating.
         sync = contextlib.nullcontext() if (last_in_window or not is_distributed()) else self.model.no_sync()
         with sync:
-            losses = _forward_backward(
+            losses = forward_backward(
                 self.model, images, targets, self.device, self.amp_dtype, self.accumulate, self.scaler
             )
         self.tally.add(losses, len(images))
@@ -188,7 +188,7 @@ class _EpochLoop:
                 schedule.set_total_steps(last_step)
 
 
-def _forward_backward(
+def forward_backward(
     model: nn.Module,
     images: list[torch.Tensor],
     targets: list[dict[str, torch.Tensor]],
