@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from detect_ft.engine import trainer as trainer_module
 from detect_ft.engine.fit import WeightsDiverged
 from detect_ft.engine.hooks import Hook
 from detect_ft.engine.loop import train_one_epoch
+from detect_ft.engine.optim import LRSchedule, build_scheduler, schedule_of
 from detect_ft.errors import DataError, DetectFTError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -423,3 +425,35 @@ def test_a_last_batch_of_one_image_trains_under_multi_scale(tmp_path, num_images
     row = json.loads((out / "metrics.jsonl").read_text())
     assert row["iterations"] == 1 + num_images // 2 and math.isfinite(row["loss"])
     assert (out / "checkpoints" / "last.pt").is_file()
+
+
+def _slow_start_loader(batches: list, first_wait: float, wait: float):
+    """Yields ``batches``, the first after ``first_wait`` seconds (a loader's workers starting), the rest
+    after ``wait``."""
+    for i, batch in enumerate(batches):
+        time.sleep(first_wait if i == 0 else wait)
+        yield batch
+
+
+def _budgeted_epoch(first_wait: float, wait: float, seconds_left: float) -> LRSchedule:
+    model = ToyDetector()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = build_scheduler(optimizer, scheduler="cosine", total_steps=40, steps_per_epoch=8)
+    loader = _slow_start_loader(_batches([[1.0]] * 8), first_wait, wait)
+    deadline = time.perf_counter() + seconds_left
+    train_one_epoch(
+        model, optimizer, loader, torch.device("cpu"), scheduler=scheduler, progress=False, deadline=deadline
+    )
+    (schedule,) = schedule_of(scheduler)
+    return schedule
+
+
+def test_a_slow_first_batch_does_not_cut_a_budgets_schedule() -> None:
+    # 40 steps at 0.01 s fit the 5 s left many times over; the first batch's 1 s is start-up, not pace
+    # (taken as the pace, it left 4 more steps).
+    assert _budgeted_epoch(first_wait=1.0, wait=0.01, seconds_left=5.0).total_steps == 40
+
+
+def test_a_pace_too_slow_for_the_deadline_ends_the_schedule_there() -> None:
+    schedule = _budgeted_epoch(first_wait=0.05, wait=0.05, seconds_left=0.6)
+    assert 3 <= schedule.total_steps <= 16  # about 12 steps fit 0.6 s at 0.05 s a step, not the planned 40

@@ -24,6 +24,9 @@ from detect_ft.engine.ema import ModelEMA
 from detect_ft.engine.optim import schedule_of
 from detect_ft.errors import DetectFTError
 
+# Optimizer steps timed before a time budget's deadline may shorten the LR schedule (see end_schedule_by_deadline).
+MIN_TIMED_STEPS = 2
+
 
 def train_one_epoch(
     model: nn.Module,
@@ -112,7 +115,7 @@ class _EpochLoop:
     tally: _Tally
     deadline: Optional[float] = None
     ends_at: Optional[float] = None
-    started: float = 0.0
+    paced_from: Optional[tuple[float, int]] = None  # (time, optimizer steps) when the epoch's first step ended
 
     def run(
         self, loader: Iterable, max_iters: Optional[int], around_batch: Optional[Callable[[int], ContextManager[Any]]]
@@ -131,7 +134,7 @@ class _EpochLoop:
             leave=True,
         )
         self.optimizer.zero_grad(set_to_none=True)
-        start = self.started = time.perf_counter()
+        start = time.perf_counter()
         # islice stops before fetching a batch past the cap (a plain break would load one more).
         batches = itertools.islice(loader, num_iters) if num_iters is not None else loader
         with contextlib.closing(bar):
@@ -177,10 +180,22 @@ class _EpochLoop:
                 self.ema.update(self.model)
 
     def end_schedule_by_deadline(self) -> None:
-        """Shorten the LR schedule so that it ends by ``deadline``, at this epoch's pace so far (never
-        lengthen it): a time budget running out mid-epoch still ends with the LR at its end value."""
+        """Shorten the LR schedule so that it ends by ``deadline``, at this epoch's pace (never lengthen it):
+        a time budget running out mid-epoch still ends with the LR at its end value.
+
+        The pace is timed from the end of the epoch's first step: that step also waits for the loader's
+        workers to start, which can take longer than ten steps, and read as the pace it once cut a whole
+        run's schedule to end a few steps later (every remaining epoch then trained at LR 0).
+        """
         now = time.perf_counter()
-        per_step = (now - self.started) / max(self.tally.steps, 1)
+        if self.paced_from is None:
+            self.paced_from = (now, self.tally.steps)
+            return
+        since, steps_then = self.paced_from
+        timed_steps = self.tally.steps - steps_then
+        if timed_steps < MIN_TIMED_STEPS:
+            return
+        per_step = (now - since) / timed_steps
         steps_left = max(int((self.deadline - now) / max(per_step, 1e-9)), 0)
         last_step = self.scheduler.last_epoch + 1 + steps_left  # the step about to be taken counts
         for schedule in schedule_of(self.scheduler):
