@@ -188,6 +188,7 @@ class TrainConfig:
     aspect_ratio_grouping: bool = False
     max_iters_per_epoch: Optional[int] = None  # cap iterations per epoch (quick runs, tests)
     multi_scale: list[int] = field(default_factory=list)  # input sizes, one drawn per batch (empty: off)
+    repeat_threshold: float = 0.0  # class-balanced repeat-factor sampling (data.sampling); 0: off
 
     def check(self) -> None:
         for key in ("epochs", "batch_size", "accumulate", "max_nonfinite"):

@@ -47,8 +47,8 @@ def input_side(key: str, value: int, otherwise: str = "null", minimum: int = 1) 
 
 
 def check_train_values(train: Any) -> None:
-    """The ranges of ``train.momentum``, ``weight_decay``, ``clip_grad_norm``, ``seed`` and ``multi_scale``
-    (``train`` is a TrainConfig), so that a bad value stops the run at config load, not in the optimizer
+    """The ranges of ``train.momentum``, ``weight_decay``, ``clip_grad_norm``, ``seed``, ``multi_scale`` and
+    ``repeat_threshold`` (``train`` is a TrainConfig), so that a bad value stops the run at config load, not in the optimizer
     or after an epoch of nonsense."""
     what = "SGD's momentum" if train.optimizer == "sgd" else "AdamW's beta1"
     if not 0 <= train.momentum < 1:
@@ -63,6 +63,12 @@ def check_train_values(train: Any) -> None:
         fail("train.seed", train.seed, f"an integer in 0..{MAX_SEED}")
     for i, size in enumerate(train.multi_scale):
         input_side(f"train.multi_scale[{i}]", size, "", minimum=MIN_MODEL_SIDE)
+    if not 0 <= train.repeat_threshold <= 1:
+        fail(
+            "train.repeat_threshold",
+            train.repeat_threshold,
+            "a number in [0, 1] (the share of images below which a class is drawn more often; 0: off)",
+        )
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(s|sec|m|min|h)?$")

@@ -4,7 +4,7 @@ dataset = DetectionDataset(records, build_transform("light", train=True))
 loader = build_loader(dataset, batch_size=8, shuffle=True, workers=2, aspect_ratio_grouping=True)
 for images, targets in loader:   # list of (3, H, W) float tensors, list of target dicts
     ...
-set_epoch(loader, epoch)         # before each epoch when distributed: reshuffles every rank alike
+set_epoch(loader, epoch)         # before each epoch (distributed, repeat factors): every rank draws alike
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from detect_ft.data.findings import UNREADABLE_IMAGE, Finding
 from detect_ft.data.image import read_image
 from detect_ft.data.paths import without_path
 from detect_ft.data.records import DatasetRecords, ImageRecord
+from detect_ft.data.sampling import RepeatFactorSampler
 from detect_ft.errors import DataError
 
 Target = dict[str, torch.Tensor]
@@ -236,16 +237,21 @@ def build_loader(
     aspect_ratio_grouping: bool = False,
     seed: int = 0,
     drop_last: bool = False,
+    repeat_factors: Optional[Sequence[float]] = None,
 ) -> DataLoader:
     """A DataLoader yielding ``(list of (3,H,W) image tensors, list of target dicts)``.
 
     ``distributed`` shards with a ``DistributedSampler`` (call :func:`set_epoch` each epoch);
     ``aspect_ratio_grouping`` batches same-orientation images together (``dataset.group_ids()``), which
     saves padding in Faster R-CNN's batched resize. Shuffling and augmentation are seeded from ``seed``.
+    ``repeat_factors`` (one per image, :func:`~detect_ft.data.sampling.repeat_factors`; needs ``shuffle``)
+    draws each epoch's ``len(dataset)`` images with replacement in proportion to them instead of shuffling.
     """
     generator = torch.Generator().manual_seed(seed)
-    if distributed:
-        sampler: Sampler[int] = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    if repeat_factors is not None:
+        sampler: Sampler[int] = _repeat_factor_sampler(dataset, repeat_factors, shuffle, distributed, seed, drop_last)
+    elif distributed:
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
     elif shuffle:
         sampler = RandomSampler(dataset, generator=generator)
     else:
@@ -269,14 +275,27 @@ def build_loader(
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
 
 
+def _repeat_factor_sampler(
+    dataset: Dataset, factors: Sequence[float], shuffle: bool, distributed: bool, seed: int, drop_last: bool
+) -> RepeatFactorSampler:
+    """The per-index sampler of :func:`build_loader` with ``repeat_factors``: this rank's share when distributed."""
+    if not shuffle:
+        raise ValueError("repeat_factors draws images at random; it needs shuffle=True")
+    if len(factors) != len(dataset):
+        raise ValueError(f"repeat_factors holds {len(factors)} factors for a dataset of {len(dataset)} images")
+    replicas, rank = (torch.distributed.get_world_size(), torch.distributed.get_rank()) if distributed else (1, 0)
+    return RepeatFactorSampler(factors, seed=seed, num_replicas=replicas, rank=rank, drop_last=drop_last)
+
+
 def loader_sampler(loader: DataLoader) -> Sampler:
-    """The per-index sampler under ``loader`` (a DistributedSampler when distributed), even when grouped."""
+    """The per-index sampler under ``loader`` (a DistributedSampler when distributed, a RepeatFactorSampler
+    with repeat factors), even when grouped."""
     batch_sampler = loader.batch_sampler
     return batch_sampler.sampler if isinstance(batch_sampler, GroupedBatchSampler) else loader.sampler
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:
-    """Tell a distributed loader's sampler the epoch so every rank shuffles alike; no-op otherwise."""
+    """Tell a distributed or repeat-factor loader's sampler the epoch, so every rank draws alike; no-op otherwise."""
     sampler = loader_sampler(loader)
-    if isinstance(sampler, DistributedSampler):
+    if isinstance(sampler, (DistributedSampler, RepeatFactorSampler)):
         sampler.set_epoch(epoch)

@@ -25,6 +25,7 @@ import torch
 from detect_ft import checkpoint as ckpt
 from detect_ft.config import Config, config_to_dict, save_config
 from detect_ft.config_checks import duration_seconds
+from detect_ft.data.sampling import repeat_factors, repeat_factors_line
 from detect_ft.engine import distributed as dist_utils
 from detect_ft.engine.budget import RunLength, TimeBudget, eval_interval, frozen_epochs
 from detect_ft.engine.checkpoint import (
@@ -117,7 +118,8 @@ def _prepare(
             started=started,
         )
     say(_banner(cfg, info, device, run.options.amp_dtype, len(dataset), val_records, iters))
-    for line in (budget_line, anchor_line):
+    sampling_line = repeat_factors_line(repeat_factors(train_records.records, t.repeat_threshold), t.repeat_threshold)
+    for line in (budget_line, anchor_line, sampling_line):
         if line:
             say(line)
     return run, run_dir, hooks
@@ -349,6 +351,8 @@ def _epoch_loader(cfg: Config, dataset, info: dist_utils.DistInfo, epoch: int):
         aspect_ratio_grouping=t.aspect_ratio_grouping,
         seed=seed,
         drop_last=False,
+        # Rare-class images drawn more often; the epoch keeps its length, so the schedule and budget hold.
+        repeat_factors=repeat_factors(dataset.records.records, t.repeat_threshold) if t.repeat_threshold > 0 else None,
     )
     set_epoch(loader, epoch)
     if info.distributed:
