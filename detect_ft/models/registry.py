@@ -107,7 +107,7 @@ _CLS_LOGITS = r"head\.classification_head\.cls_logits\.(weight|bias)"
 # backbone frozen for the first third of the run (a share, so it holds at any budget), then its last 3
 # stages train at the heads' LR (all 5 cost twice the CPU time a step); the backbone at a tenth of the LR
 # with nothing frozen (the earlier recipe) collapsed or lagged on the sets other than raccoon. Batch 8 at
-# lr 0.002 beat batch 16 at 0.001 on every set (twice the optimizer steps in the same minutes, and a few
+# lr 0.002 beat batch 16 at 0.001 on each set screened (twice the optimizer steps in the same minutes, and a few
 # hundred photos give few steps); lr 0.004 and a larger input did not pay.
 _TIMM_RECIPE = (
     ("model.weights", "imagenet"),
