@@ -12,6 +12,7 @@ import shutil
 import time
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -435,14 +436,23 @@ def _slow_start_loader(batches: list, first_wait: float, wait: float):
         yield batch
 
 
-def _budgeted_epoch(first_wait: float, wait: float, seconds_left: float) -> LRSchedule:
+def _budgeted_epoch(
+    first_wait: float, wait: float, seconds_left: float, *, batches: int = 8, step_seconds: Optional[float] = None
+) -> LRSchedule:
     model = ToyDetector()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    scheduler = build_scheduler(optimizer, scheduler="cosine", total_steps=40, steps_per_epoch=8)
-    loader = _slow_start_loader(_batches([[1.0]] * 8), first_wait, wait)
+    scheduler = build_scheduler(optimizer, scheduler="cosine", total_steps=40, steps_per_epoch=batches)
+    loader = _slow_start_loader(_batches([[1.0]] * batches), first_wait, wait)
     deadline = time.perf_counter() + seconds_left
     train_one_epoch(
-        model, optimizer, loader, torch.device("cpu"), scheduler=scheduler, progress=False, deadline=deadline
+        model,
+        optimizer,
+        loader,
+        torch.device("cpu"),
+        scheduler=scheduler,
+        progress=False,
+        deadline=deadline,
+        step_seconds=step_seconds,
     )
     (schedule,) = schedule_of(scheduler)
     return schedule
@@ -457,3 +467,10 @@ def test_a_slow_first_batch_does_not_cut_a_budgets_schedule() -> None:
 def test_a_pace_too_slow_for_the_deadline_ends_the_schedule_there() -> None:
     schedule = _budgeted_epoch(first_wait=0.05, wait=0.05, seconds_left=0.6)
     assert 3 <= schedule.total_steps <= 16  # about 12 steps fit 0.6 s at 0.05 s a step, not the planned 40
+
+
+def test_an_epoch_too_short_to_time_its_pace_fits_the_schedule_at_the_budgets_estimate() -> None:
+    # 2 steps a epoch never time MIN_TIMED_STEPS of their own: the budget's 0.5 s a step leaves about 2 more
+    # steps in the 1 s left, not the planned 40 (a deadline hit later would leave the LR above 0).
+    assert _budgeted_epoch(0.0, 0.0, 1.0, batches=2).total_steps == 40
+    assert _budgeted_epoch(0.0, 0.0, 1.0, batches=2, step_seconds=0.5).total_steps <= 4

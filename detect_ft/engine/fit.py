@@ -53,6 +53,7 @@ class LoopOptions:
     progress: bool = True
     deadline: Optional[float] = None  # time.perf_counter() after which an epoch takes no more batches
     ends_at: Optional[float] = None  # when the run's time budget ends (the progress bar shows what is left)
+    step_seconds: Optional[float] = None  # the budget's estimate of one optimizer step (see train_one_epoch)
 
 
 @dataclass
@@ -208,6 +209,7 @@ def train_epoch(run: Run, hooks: Sequence[Hook] = ()) -> None:
     if run.budget is not None:
         run.budget.before_epoch()
         o.deadline, o.ends_at = run.budget.training_deadline(run), run.budget.ends_at
+        o.step_seconds = run.budget.costs.training / max(run.budget.steps_per_epoch, 1)
     loader = run.make_loader(run.epoch)
     run.stats = train_one_epoch(
         run.train_model,
@@ -228,6 +230,7 @@ def train_epoch(run: Run, hooks: Sequence[Hook] = ()) -> None:
         around_batch=functools.partial(_around_step, hooks, run) if hooks else None,
         deadline=o.deadline,
         ends_at=o.ends_at,
+        step_seconds=o.step_seconds,
     )
     del loader  # shuts its workers down before validation starts its own threads
     dist_utils.broadcast_buffers(run.model)

@@ -48,6 +48,7 @@ def train_one_epoch(
     around_batch: Optional[Callable[[int], ContextManager[Any]]] = None,
     deadline: Optional[float] = None,
     ends_at: Optional[float] = None,
+    step_seconds: Optional[float] = None,
 ) -> dict[str, Any]:
     """Train ``model`` for one pass over ``loader`` (at most ``max_iters`` batches).
 
@@ -70,6 +71,9 @@ def train_one_epoch(
             optimizer step it ends, if any; ``fit`` runs the hooks' ``before_step``/``after_step`` in it.
         deadline: a ``time.perf_counter()`` value after which no more batches are taken (a time budget
             running out); ``ends_at``: when the run's budget ends, shown on the progress bar as ``left``.
+        step_seconds: the seconds an optimizer step is expected to take, the pace at which the LR schedule
+            is fitted to ``deadline`` until the epoch has timed enough steps of its own (an epoch of only a
+            few steps otherwise never does, and a deadline it hits leaves the LR above its end value).
 
     Returns:
         ``iterations``, ``steps`` (optimizer steps), ``images``, ``time`` (s), ``img_s`` (summed over
@@ -92,6 +96,7 @@ def train_one_epoch(
         _Tally(nonfinite_run=nonfinite_run),
         deadline,
         ends_at,
+        step_seconds,
     )
     return loop.run(loader, max_iters, around_batch)
 
@@ -115,6 +120,7 @@ class _EpochLoop:
     tally: _Tally
     deadline: Optional[float] = None
     ends_at: Optional[float] = None
+    step_seconds: Optional[float] = None
     paced_from: Optional[tuple[float, int]] = None  # (time, optimizer steps) when the epoch's first step ended
 
     def run(
@@ -185,17 +191,20 @@ class _EpochLoop:
 
         The pace is timed from the end of the epoch's first step: that step also waits for the loader's
         workers to start, which can take longer than ten steps, and read as the pace it once cut a whole
-        run's schedule to end a few steps later (every remaining epoch then trained at LR 0).
+        run's schedule to end a few steps later (every remaining epoch then trained at LR 0). Until
+        ``MIN_TIMED_STEPS`` steps are timed, the budget's estimate ``step_seconds`` is the pace.
         """
         now = time.perf_counter()
         if self.paced_from is None:
             self.paced_from = (now, self.tally.steps)
-            return
         since, steps_then = self.paced_from
         timed_steps = self.tally.steps - steps_then
-        if timed_steps < MIN_TIMED_STEPS:
+        if timed_steps >= MIN_TIMED_STEPS:
+            per_step = (now - since) / timed_steps
+        elif self.step_seconds is not None:
+            per_step = self.step_seconds
+        else:
             return
-        per_step = (now - since) / timed_steps
         steps_left = max(int((self.deadline - now) / max(per_step, 1e-9)), 0)
         last_step = self.scheduler.last_epoch + 1 + steps_left  # the step about to be taken counts
         for schedule in schedule_of(self.scheduler):
