@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from conftest import tiny_config
 
 from detect_ft.config import load_config
 from detect_ft.data.records import DatasetRecords, ImageRecord
-from detect_ft.engine.budget import Costs, RunLength, plan_epochs, remaining_cost
+from detect_ft.engine.budget import Costs, RunLength, TimeBudget, plan_epochs, remaining_cost
 from detect_ft.engine.checkpoint import load_checkpoint
 from detect_ft.engine.hooks import Hook
 from detect_ft.engine.logs import validation_trend
@@ -44,6 +45,13 @@ def test_validations_counts_the_interval_and_the_last_epoch():
     auto = RunLength()  # about ten a run: every 2nd of 15 epochs, and the 15th
     assert auto.validations(0, 15) == len([e for e in range(15) if (e + 1) % 2 == 0 or e == 14])
     assert RunLength(validates=False).validations(0, 15) == 0 and RunLength(interval=0).validations(0, 9) == 0
+
+
+def test_a_steps_planned_seconds_follow_the_epochs_phase():
+    costs = Costs(frozen=1.0, training=3.0, validation=5.0)
+    budget = TimeBudget(60.0, ends_at=60.0, length=RunLength(), steps_per_epoch=4, costs=costs)
+    assert budget.step_seconds(SimpleNamespace(frozen=True)) == 0.25
+    assert budget.step_seconds(SimpleNamespace(frozen=False)) == 0.75
 
 
 def test_the_plan_fits_frozen_and_training_epochs_and_validations():

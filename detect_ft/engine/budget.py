@@ -278,6 +278,12 @@ class TimeBudget:
             return None
         return self.ends_at - self.costs.validation - self.overhead
 
+    def step_seconds(self, run: Run) -> float:
+        """The planned seconds of one optimizer step in the epoch ``run`` is about to train (frozen or not),
+        its per-epoch overhead included, so a little long: the loop's pace until it has timed its own."""
+        epoch = self.costs.frozen if run.frozen else self.costs.training
+        return epoch / self.steps_per_epoch
+
     def describe(self, run: Run) -> str:
         """The banner line: the budget, the epochs that fit and the costs they were planned with."""
         c = self.costs

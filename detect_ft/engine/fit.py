@@ -209,7 +209,7 @@ def train_epoch(run: Run, hooks: Sequence[Hook] = ()) -> None:
     if run.budget is not None:
         run.budget.before_epoch()
         o.deadline, o.ends_at = run.budget.training_deadline(run), run.budget.ends_at
-        o.step_seconds = run.budget.costs.training / max(run.budget.steps_per_epoch, 1)
+        o.step_seconds = run.budget.step_seconds(run)
     loader = run.make_loader(run.epoch)
     run.stats = train_one_epoch(
         run.train_model,
