@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from detect_ft.data.synthetic import SHAPES, make_synthetic_dataset
-from detect_ft.errors import DetectFTError
+from detect_ft.utils.errors import DetectFTError
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = {"coco": ("train.json", "val.json"), "voc": ("train", "val"), "yolo": ("train", "val")}

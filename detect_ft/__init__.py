@@ -1,8 +1,7 @@
 """detect-ft: fine-tune pretrained torchvision detectors on your own classes."""
 
+from detect_ft._version import __version__
 from detect_ft.engine import openmp as _openmp  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
-
-__version__ = "0.1.0"
 
 __all__ = ["Detector", "Result", "TrainRun", "build_model", "list_models", "__version__"]
 
@@ -14,7 +13,7 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name == "Result":
-        from detect_ft.results import Result
+        from detect_ft.inference.results import Result
 
         return Result
     raise AttributeError(f"module 'detect_ft' has no attribute {name!r}")

@@ -150,7 +150,7 @@ def tiny_overrides(data_dir: Path, out_dir: Path) -> list[str]:
 
 def tiny_config(data_dir: Path, out_dir: Path, *extra: str):
     """:func:`tiny_overrides` plus ``extra`` as a checked Config."""
-    from detect_ft.config import load_config
+    from detect_ft.config.schema import load_config
 
     return load_config(None, tiny_overrides(data_dir, out_dir) + list(extra))
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
-from detect_ft.config import load_config
-from detect_ft.data.anchors import (
+from detect_ft.config.schema import load_config
+from detect_ft.data.anchor_fit import (
     AnchorSet,
     InputResize,
     best_shape_iou,
@@ -22,9 +22,9 @@ from detect_ft.data.anchors import (
     suggest_anchors,
 )
 from detect_ft.data.records import ImageRecord
-from detect_ft.errors import ConfigError, DetectFTError, WeightsError
 from detect_ft.models import build_model, load_detector
 from detect_ft.models.anchors import anchor_generator, current_anchors, fit_model_anchors, input_resize
+from detect_ft.utils.errors import ConfigError, DetectFTError, WeightsError
 
 RETINANET = AnchorSet(
     "grid",

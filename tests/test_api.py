@@ -19,8 +19,8 @@ from detect_ft import Detector
 from detect_ft.api.options import dotted_overrides
 from detect_ft.cli.main import main
 from detect_ft.data.load import load_split
-from detect_ft.errors import ConfigError, DetectFTError
 from detect_ft.export import compare_detections
+from detect_ft.utils.errors import ConfigError, DetectFTError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -192,7 +192,7 @@ def test_create_then_train_keeps_the_created_model(tiny_data, tmp_path):
     run's best checkpoint."""
     from conftest import TINY_MODEL, tiny_config
 
-    from detect_ft.config import load_config
+    from detect_ft.config.schema import load_config
 
     detector = Detector.create(
         TINY_MODEL, classes=["circle", "square"], weights="none", detections_per_img=50, device="cpu"
@@ -249,7 +249,7 @@ API_MISTAKES = {
 
 @pytest.mark.parametrize("call", list(API_MISTAKES))
 def test_api_arguments_of_a_wrong_type_are_one_line_type_errors(small_detector, call):
-    from detect_ft.errors import ArgumentTypeError
+    from detect_ft.utils.errors import ArgumentTypeError
 
     function, message = API_MISTAKES[call]
     with pytest.raises(ArgumentTypeError, match=message) as info:

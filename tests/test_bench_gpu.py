@@ -117,7 +117,7 @@ def test_tiny_detector_losses_fall_under_train_one_epoch(bench, one_thread) -> N
 
 
 def test_rows_train_what_a_fine_tune_from_pretrained_weights_trains(bench, tmp_path) -> None:
-    from detect_ft.config import load_config
+    from detect_ft.config.schema import load_config
 
     args = bench.parse_args(["--device", "cpu", "--set", "train.workers=0"])
     expected = {  # (trainable backbone stages, frozen BatchNorm): the recipe's or the registry's

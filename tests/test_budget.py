@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from detect_ft.config import load_config
+from detect_ft.checkpoint.training import load_checkpoint
+from detect_ft.config.schema import load_config
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.engine.budget import Costs, RunLength, TimeBudget, plan_epochs, remaining_cost
-from detect_ft.engine.checkpoint import load_checkpoint
 from detect_ft.engine.hooks import Hook
 from detect_ft.engine.logs import validation_trend
 from detect_ft.engine.trainer import train
-from detect_ft.errors import ConfigError
-from detect_ft.evaluation.checks import boxes_ignore_image
+from detect_ft.evaluation.prediction_checks import boxes_ignore_image
+from detect_ft.utils.errors import ConfigError
 
 
 def test_durations_parse_and_nonsense_is_one_line():

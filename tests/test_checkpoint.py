@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from detect_ft import __version__
-from detect_ft import checkpoint as ckpt
-from detect_ft.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
-from detect_ft.config import Config, config_to_dict
-from detect_ft.engine.checkpoint import load_checkpoint, save_checkpoint
+from detect_ft._version import __version__
+from detect_ft.checkpoint import format as ckpt
+from detect_ft.checkpoint.format import CheckpointError, read_checkpoint, write_checkpoint
+from detect_ft.checkpoint.training import load_checkpoint, save_checkpoint
+from detect_ft.config.schema import Config, config_to_dict
 from detect_ft.engine.ema import ModelEMA
 from detect_ft.engine.state import RunState
-from detect_ft.errors import WeightsError
 from detect_ft.models import build_model, input_normalisation, load_detector
 from detect_ft.models.weights import read_weights_file
+from detect_ft.utils.errors import WeightsError
 
 MODEL = "ssdlite320_mobilenet_v3_large"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "architecture.md"

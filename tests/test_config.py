@@ -6,8 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from detect_ft.config import Config, config_from_dict, config_to_dict, load_config, parse_override, save_config
-from detect_ft.errors import ConfigError
+from detect_ft.config.schema import (
+    Config,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    parse_override,
+    save_config,
+)
+from detect_ft.utils.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,8 +113,8 @@ def test_data_policies_come_from_the_findings_tables():
     import dataclasses
     import typing
 
-    from detect_ft.config import DataConfig
-    from detect_ft.data.findings import ALLOWED, DEFAULT_POLICIES, POLICY_KEYS
+    from detect_ft.config.schema import DataConfig
+    from detect_ft.data.checks.findings import ALLOWED, DEFAULT_POLICIES, POLICY_KEYS
 
     hints = typing.get_type_hints(DataConfig)
     fields = {f.name: f.default for f in dataclasses.fields(DataConfig) if f.name.startswith("on_")}

@@ -9,7 +9,10 @@ import cv2
 import numpy as np
 
 from detect_ft.cli.main import main
-from detect_ft.data.convert import convert_split, write_coco, write_voc, write_yolo
+from detect_ft.data.convert import convert_split
+from detect_ft.data.formats.coco import write_coco
+from detect_ft.data.formats.voc import write_voc
+from detect_ft.data.formats.yolo import write_yolo
 from detect_ft.data.load import load_split
 from detect_ft.data.records import DatasetRecords, ImageRecord
 

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from detect_ft.data.findings import MISSING_IMAGE, UNKNOWN_CLASS
+from detect_ft.data.checks.findings import MISSING_IMAGE, UNKNOWN_CLASS
 from detect_ft.data.load import load_split
-from detect_ft.errors import DataError
+from detect_ft.utils.errors import DataError
 
 
 def _image(path, width=64, height=48):
@@ -270,8 +270,8 @@ def test_yolo_labels_in_pixel_units_are_refused_with_that_diagnosis(tmp_path):
 
 
 def test_image_paths_outside_the_dataset_are_refused_by_default(tmp_path):
-    from detect_ft.data.doctor import prepare_split
-    from detect_ft.data.findings import OUTSIDE_ROOT
+    from detect_ft.data.checks.doctor import prepare_split
+    from detect_ft.data.checks.findings import OUTSIDE_ROOT
 
     outside = _image(tmp_path / "elsewhere" / "x.png")
     root = tmp_path / "data"
@@ -302,7 +302,7 @@ def test_image_paths_outside_the_dataset_are_refused_by_default(tmp_path):
 
 
 def test_outside_root_holds_for_a_relative_data_root(tmp_path, monkeypatch):
-    from detect_ft.data.findings import OUTSIDE_ROOT
+    from detect_ft.data.checks.findings import OUTSIDE_ROOT
 
     _image(tmp_path / "elsewhere" / "x.png")
     _coco(tmp_path / "data")

@@ -24,7 +24,7 @@ from detect_ft.data.dataset import (
 )
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.data.transforms import build_transform
-from detect_ft.errors import DataError
+from detect_ft.utils.errors import DataError
 
 
 def _write(path, width: int, height: int, value: int) -> str:

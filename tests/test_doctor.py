@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from detect_ft.cli.main import main
-from detect_ft.data.doctor import check_split, prepare_split
-from detect_ft.data.findings import KINDS
-from detect_ft.errors import DataError
+from detect_ft.data.checks.doctor import check_split, prepare_split
+from detect_ft.data.checks.findings import KINDS
+from detect_ft.utils.errors import DataError
 
 RACCOON = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "raccoon-voc"
 ALL_DROP = {f"on_{kind}": "drop" for kind in KINDS}
@@ -192,8 +192,8 @@ def test_check_data_on_raccoon_exits_zero(tmp_path, capsys):
 
 
 def test_only_boxes_outside_can_be_clipped():
-    from detect_ft.config import load_config
-    from detect_ft.errors import ConfigError
+    from detect_ft.config.schema import load_config
+    from detect_ft.utils.errors import ConfigError
 
     assert load_config(None, ["data.on_box_outside=clip"]).data.on_box_outside == "clip"
     for key in ("on_degenerate_box", "on_duplicate_box", "on_missing_image", "on_unknown_class"):
@@ -213,7 +213,7 @@ def _tagged(path: Path, width: int, height: int, orientation: int) -> Path:
 
 def test_exif_orientation_is_reported_and_its_frame_is_a_config_choice(tmp_path, capsys):
     from detect_ft.data.dataset import DetectionDataset
-    from detect_ft.data.image import read_image
+    from detect_ft.inference.image import read_image
 
     root = tmp_path / "voc"
     for folder in ("Annotations", "ImageSets/Main"):

@@ -15,10 +15,10 @@ import pytest
 import torch
 from test_export_support import CATEGORY_IDS, CLASSES
 
-from detect_ft.edge import EdgeDetector, preprocess, read_image
-from detect_ft.errors import DetectFTError
 from detect_ft.evaluation.evaluator import torch_predictor
 from detect_ft.export import compare_detections
+from detect_ft.inference import EdgeDetector, preprocess, read_image
+from detect_ft.utils.errors import DetectFTError
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
@@ -32,7 +32,7 @@ def test_edge_runs_with_torch_unimportable(exported_onnx):
     image = next(exported_onnx["images"].glob("*.jpg"))
     code = BLOCK_TORCH + (
         "import json\n"
-        "from detect_ft.edge import EdgeDetector, read_image\n"
+        "from detect_ft.inference import EdgeDetector, read_image\n"
         "d = EdgeDetector(sys.argv[1], threads=1)\n"
         "r = d.predict(read_image(sys.argv[2]))\n"
         "assert sys.modules['torch'] is None\n"
@@ -49,13 +49,13 @@ def test_edge_runs_with_torch_unimportable(exported_onnx):
 
 
 def test_predictions_module_works_with_torch_unimportable(exported_onnx):
-    """detect_ft.predictions (session, metadata, score filter, COCO rows) is what #13's public API builds on;
+    """detect_ft.inference.predictions (session, metadata, score filter, COCO rows) is what #13's public API builds on;
     it must import and run where torch cannot."""
     image = sorted(exported_onnx["images"].glob("*.jpg"))[0]
     code = BLOCK_TORCH + (
         "import json\n"
-        "from detect_ft import predictions as p\n"
-        "from detect_ft.edge import EdgeDetector, read_image\n"
+        "from detect_ft.inference import predictions as p\n"
+        "from detect_ft.inference import EdgeDetector, read_image\n"
         "session = p.open_onnx_session(sys.argv[1], threads=1)\n"
         "meta = p.session_metadata(session, sys.argv[1])\n"
         "assert meta == p.read_onnx_metadata(sys.argv[1])\n"

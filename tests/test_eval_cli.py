@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from detect_ft.cli.main import main
-from detect_ft.config import Config, config_to_dict
+from detect_ft.config.schema import Config, config_to_dict
 
 MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from detect_ft.data.records import DatasetRecords, ImageRecord
-from detect_ft.errors import ConfigError, DetectFTError
 from detect_ft.evaluation.coco_eval import (
     BACKENDS,
     STAT_KEYS,
@@ -17,6 +16,7 @@ from detect_ft.evaluation.coco_eval import (
     predictions_to_coco_results,
     write_coco_results,
 )
+from detect_ft.utils.errors import ConfigError, DetectFTError
 
 ALL_BACKENDS = list(BACKENDS)
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from detect_ft.data.records import DatasetRecords, ImageRecord
-from detect_ft.errors import DataError, DetectFTError
 from detect_ft.evaluation.evaluator import evaluate_model, predict_records, torch_predictor
+from detect_ft.utils.errors import DataError, DetectFTError
 
 SIZES = [(64, 48), (80, 64), (96, 96), (72, 40), (64, 64)]  # (width, height)
 
@@ -124,7 +124,7 @@ def test_torchvision_detector_runs_through_the_loop(dataset):
 def test_a_truncated_image_found_while_evaluating_is_named_or_left_out(tmp_path):
     from conftest import noise_image, write_coco
 
-    from detect_ft.data.doctor import prepare_split
+    from detect_ft.data.checks.doctor import prepare_split
 
     for i in range(3):
         noise_image(tmp_path / f"v{i}.jpg", seed=i)

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 
 from detect_ft.api import Detector
 from detect_ft.cli.main import main
-from detect_ft.edge.runtime import METADATA_FORMAT, METADATA_KEY
+from detect_ft.inference.runtime import METADATA_FORMAT, METADATA_KEY
 
 
 def _middle_half_graph(path, class_names, category_ids):

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not RACCOON.is_dir(), reason="../shared/datasets
 
 @pytest.fixture(scope="module")
 def val():
-    from detect_ft.data.doctor import prepare_split
+    from detect_ft.data.checks.doctor import prepare_split
 
     records, _ = prepare_split(
         format="voc", root=RACCOON, split="val", images="", classes=None, keep_background=True, policies={}

@@ -10,14 +10,14 @@ import onnx
 import pytest
 from test_export_support import CATEGORY_IDS, CLASSES, FAST_MODELS, separated_model, synthetic_root
 
-from detect_ft import __version__
+from detect_ft._version import __version__
 from detect_ft.cli.main import main
-from detect_ft.data.image import read_image
-from detect_ft.edge import EdgeDetector, runtime
-from detect_ft.errors import DetectFTError
 from detect_ft.evaluation.evaluator import torch_predictor
 from detect_ft.export import compare_detections, export_detector, pair_detections
 from detect_ft.export.onnx_export import build_metadata, export_onnx
+from detect_ft.inference import EdgeDetector, runtime
+from detect_ft.inference.image import read_image
+from detect_ft.utils.errors import DetectFTError
 
 # The session's exported model is in the fast tier; the other fast-to-export models run with the slow tests.
 FAST_TIER_FIRST = [name if i == 0 else pytest.param(name, marks=pytest.mark.slow) for i, name in enumerate(FAST_MODELS)]
@@ -247,7 +247,7 @@ def test_int8_keep_anyway_keeps_it_with_a_warning(tmp_path):
 def test_int8_gate_through_the_cli(tmp_path, capsys, monkeypatch):
     from test_export_support import pseudo_labelled_split, write_checkpoint
 
-    from detect_ft.api import export as export_api
+    from detect_ft.api import exporting as export_api
 
     name = FAST_MODELS[0]
     model = separated_model(name)

@@ -13,7 +13,7 @@ import torch
 import yaml
 from conftest import tiny_overrides
 
-from detect_ft.errors import DetectFTError
+from detect_ft.utils.errors import DetectFTError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,7 +60,7 @@ def test_a_pickled_payload_is_refused_by_every_command_and_never_runs(payload_ch
 def test_library_loaders_use_weights_only(payload_checkpoint):
     import numpy as np
 
-    from detect_ft.engine.checkpoint import load_checkpoint
+    from detect_ft.checkpoint.training import load_checkpoint
     from detect_ft.models import load_detector
     from detect_ft.models.weights import read_weights_file
 
@@ -86,7 +86,7 @@ def test_library_loaders_use_weights_only(payload_checkpoint):
 def test_own_checkpoints_load_with_weights_only_and_carry_plain_rng_state(tmp_path):
     import numpy as np
 
-    from detect_ft.engine.checkpoint import rng_state, set_rng_state
+    from detect_ft.checkpoint.training import rng_state, set_rng_state
 
     np.random.seed(3)
     state = rng_state()
@@ -122,7 +122,7 @@ def test_a_tampered_checkpoint_structure_is_one_line(tmp_path, run_cli):
 
 @pytest.mark.parametrize("mask", [0o022, 0o027])
 def test_written_files_get_the_users_umask(tmp_path, mask):
-    from detect_ft.io import torch_save_atomic, write_json_atomic, write_text_atomic
+    from detect_ft.utils.atomic_io import torch_save_atomic, write_json_atomic, write_text_atomic
 
     before = os.umask(mask)
     try:
@@ -142,7 +142,7 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_previous_checkpoint(tm
     import resource
     import signal
 
-    from detect_ft.io import torch_save_atomic, write_json_atomic
+    from detect_ft.utils.atomic_io import torch_save_atomic, write_json_atomic
 
     path = tmp_path / "last.pt"
     torch_save_atomic({"epoch": 1}, path)
@@ -168,7 +168,7 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_previous_checkpoint(tm
 
 
 def test_json_writers_never_write_bare_nan(tmp_path):
-    from detect_ft.io import write_json_atomic
+    from detect_ft.utils.atomic_io import write_json_atomic
 
     write_json_atomic(tmp_path / "m.json", {"loss": float("nan"), "x": [float("inf"), 1.5]})
     text = (tmp_path / "m.json").read_text()
@@ -183,7 +183,7 @@ def _snapshot(folder) -> dict:
 
 
 def test_train_into_a_used_output_dir_starts_a_numbered_run(tiny_data, tmp_path, run_cli):
-    from detect_ft.config import load_config
+    from detect_ft.config.schema import load_config
     from detect_ft.engine.trainer import train
 
     out = tmp_path / "run"
@@ -302,8 +302,8 @@ def test_deeply_nested_json_and_yaml_are_one_line(tmp_path, run_cli):
 def test_images_beyond_the_pixel_limit_name_file_and_limit(tmp_path, run_cli):
     from conftest import noise_image, write_coco, write_png_header
 
-    from detect_ft.data.image import read_image
-    from detect_ft.limits import MAX_IMAGE_PIXELS
+    from detect_ft.inference.image import read_image
+    from detect_ft.utils.limits import MAX_IMAGE_PIXELS
 
     write_png_header(tmp_path / "huge.png", 20_000, 20_000)
     noise_image(tmp_path / "ok.png")
@@ -376,7 +376,7 @@ def test_predict_never_writes_over_its_inputs(tmp_path):
     from conftest import noise_image
 
     from detect_ft.api import Detector
-    from detect_ft.edge.predict import write_predictions
+    from detect_ft.inference.writer import write_predictions
 
     folder = tmp_path / "photos"
     for i in range(3):
@@ -507,7 +507,7 @@ ODD_VALUES = ["1e400", "-1e400", "nan", "inf", "", "abc", "0", "-5", "1" * 400]
 def test_odd_values_in_annotations_never_end_in_a_traceback(tmp_path):
     from conftest import noise_image
 
-    from detect_ft.data.doctor import check_split
+    from detect_ft.data.checks.doctor import check_split
 
     root = _voc_with(tmp_path / "voc", "<annotation/>").parent
     noise_image(root / "JPEGImages" / "a.jpg")

@@ -46,8 +46,8 @@ def test_a_refused_weights_file_leaves_no_run_folder_behind(
 
 
 def test_a_blocked_module_in_a_checkpoint_is_named(tmp_path):
-    from detect_ft.checkpoint import read_checkpoint
-    from detect_ft.errors import DetectFTError
+    from detect_ft.checkpoint.format import read_checkpoint
+    from detect_ft.utils.errors import DetectFTError
 
     marker = tmp_path / "RAN"
 

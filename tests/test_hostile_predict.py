@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from conftest import constant_onnx, noise_image, write_black_png, write_png_header
 
-from detect_ft import Detector, limits
-from detect_ft.edge import read_image
-from detect_ft.errors import DetectFTError
+from detect_ft import Detector
+from detect_ft.inference import read_image
+from detect_ft.utils import limits
+from detect_ft.utils.errors import DetectFTError
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
@@ -59,8 +60,8 @@ def test_an_image_over_the_pixel_limit_is_refused_from_its_header_in_bounded_mem
         BLOCK_TORCH
         + blocked
         + (
-            "from detect_ft.edge import read_image\n"
-            "from detect_ft.errors import DetectFTError\n"
+            "from detect_ft.inference import read_image\n"
+            "from detect_ft.utils.errors import DetectFTError\n"
             "try:\n"
             "    read_image(sys.argv[1])\n"
             "except DetectFTError as exc:\n"
@@ -132,7 +133,7 @@ def test_a_truncated_jpeg_is_named_without_pillow_too(tmp_path):
     exif[0x0112] = 6
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(fine, exif=exif)
     code = BLOCK_TORCH + BLOCK_PIL
-    code += "from detect_ft.edge import read_image\nfrom detect_ft.errors import DetectFTError\n"
+    code += "from detect_ft.inference import read_image\nfrom detect_ft.utils.errors import DetectFTError\n"
     code += "image = read_image(sys.argv[2])\nprint(image.shape, int(image.astype('int64').sum()))\n"
     code += "try:\n    read_image(sys.argv[1])\nexcept DetectFTError as exc:\n    print(exc)\n"
     proc = subprocess.run([sys.executable, "-c", code, str(cut), str(fine)], capture_output=True, text=True, cwd=REPO)
@@ -155,7 +156,7 @@ def test_a_truncated_jpeg_is_named_without_pillow_too(tmp_path):
     ],
 )
 def test_the_header_reader_gives_the_decoded_size(tmp_path, suffix, params):
-    from detect_ft.data.image_header import header_size
+    from detect_ft.inference.image_header import header_size
 
     path = tmp_path / f"image{suffix}"
     cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8), params)
@@ -190,7 +191,7 @@ def test_predict_never_replaces_a_file_of_the_users_in_the_output_folder(model, 
 
 
 def test_an_in_memory_image_never_replaces_a_users_file(tmp_path):
-    from detect_ft.edge.predict import write_predictions
+    from detect_ft.inference.writer import write_predictions
 
     detector = Detector(
         predict_batch=lambda images: [{"boxes": [], "scores": [], "labels": []}], model_name="f", class_names=["x"]
@@ -223,7 +224,7 @@ def _hand_labelled(root: Path, fmt: str) -> Path:
 
 @pytest.mark.parametrize("fmt", ["coco", "voc", "yolo"])
 def test_predictions_as_a_dataset_never_replace_hand_labelled_annotations(model, tmp_path, run_cli, fmt):
-    from detect_ft.results import write_results_dataset
+    from detect_ft.inference.results import write_results_dataset
 
     a = noise_image(tmp_path / "photos" / "a.jpg", seed=1)
     out = tmp_path / "out"

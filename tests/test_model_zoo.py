@@ -1,4 +1,4 @@
-"""``detect-ft models`` and the README's table come from detect_ft.model_zoo; every row agrees with the
+"""``detect-ft models`` and the README's table come from detect_ft.models.zoo; every row agrees with the
 registry and torchvision's metadata, and listing the models imports no torch."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from detect_ft.model_zoo import MODEL_TABLE, ModelFigures, format_table, markdown_rows, weights_offline
 from detect_ft.models import MODELS
+from detect_ft.models.zoo import MODEL_TABLE, ModelFigures, markdown_rows, weights_offline, zoo_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -58,6 +58,6 @@ def test_models_command_prints_the_table_without_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert format_table() in result.stdout
+    assert zoo_table() in result.stdout
     for name in MODELS:
         assert name in result.stdout

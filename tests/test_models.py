@@ -11,7 +11,6 @@ import torch
 import torchvision.models as tvm
 from torchvision.models._api import WeightsEnum
 
-from detect_ft.errors import ConfigError, WeightsError
 from detect_ft.models import (
     MODELS,
     build_model,
@@ -22,6 +21,7 @@ from detect_ft.models import (
     set_trainable_backbone_layers,
 )
 from detect_ft.models.finetune import backbone_parameter_ids, num_backbone_stages
+from detect_ft.utils.errors import ConfigError, WeightsError
 
 
 def small_options(name: str) -> dict:
@@ -252,7 +252,7 @@ def test_freeze_then_unfreeze_backbone():
 
 
 def test_load_detector_round_trip(tmp_path):
-    from detect_ft.config import Config, config_to_dict
+    from detect_ft.config.schema import Config, config_to_dict
 
     name = "fasterrcnn_mobilenet_v3_large_320_fpn"
     cfg = Config()

@@ -8,13 +8,13 @@ import torch
 from conftest import tiny_config
 from test_resume import RESUME_OVERRIDES, _assert_same_training
 
-from detect_ft.config import load_config
+from detect_ft.config.schema import load_config
 from detect_ft.engine.ema import unwrap
 from detect_ft.engine.hooks import Hook
 from detect_ft.engine.multiscale import MultiScale, check_multi_scale, input_size, set_input_size
 from detect_ft.engine.trainer import train
-from detect_ft.errors import ConfigError
 from detect_ft.models import build_model, load_detector
+from detect_ft.utils.errors import ConfigError
 
 SIZES = [96, 128, 160]  # tiny_config's ssdlite takes 128 px
 

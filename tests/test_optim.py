@@ -11,9 +11,15 @@ import pytest
 import torch
 import torch.nn as nn
 
-from detect_ft.engine.checkpoint import load_checkpoint, resolve_resume, rng_state, save_checkpoint, set_rng_state
+from detect_ft.checkpoint.training import (
+    load_checkpoint,
+    resolve_resume,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from detect_ft.engine.ema import ModelEMA
-from detect_ft.engine.logs import MetricsLog, write_plots
+from detect_ft.engine.logs import MetricsLog, write_training_plots
 from detect_ft.engine.optim import (
     WARMUP_START_FACTOR,
     build_optimizer,
@@ -21,7 +27,7 @@ from detect_ft.engine.optim import (
     lr_factor,
     optimizer_steps_per_epoch,
 )
-from detect_ft.errors import DetectFTError
+from detect_ft.utils.errors import DetectFTError
 
 MODEL = "ssdlite320_mobilenet_v3_large"
 
@@ -155,5 +161,5 @@ def test_metrics_log_keeps_rows_up_to_the_resumed_epoch_and_plots(tmp_path) -> N
     assert [json.loads(line)["epoch"] for line in path.read_text().splitlines()] == [1, 2, 3]
     resumed = MetricsLog(path, keep_epochs=2)
     assert [r["epoch"] for r in resumed.rows] == [1, 2]
-    assert [p.name for p in write_plots(log.rows, tmp_path / "plots")] == ["loss.png", "map.png"]
-    assert [p.name for p in write_plots(log.rows[1:2], tmp_path / "plots2")] == ["loss.png"]  # never validated
+    assert [p.name for p in write_training_plots(log.rows, tmp_path / "plots")] == ["loss.png", "map.png"]
+    assert [p.name for p in write_training_plots(log.rows[1:2], tmp_path / "plots2")] == ["loss.png"]  # never validated

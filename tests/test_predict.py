@@ -9,8 +9,8 @@ import numpy as np
 from test_export_support import CATEGORY_IDS
 
 from detect_ft.cli.main import main
-from detect_ft.edge import EdgeDetector, read_image
 from detect_ft.export import compare_detections
+from detect_ft.inference import EdgeDetector, read_image
 
 
 def _results(folder):

@@ -1,4 +1,4 @@
-"""detect_ft.predictions: the detections format, the score filter and COCO results rows (torch-free; the
+"""detect_ft.inference.predictions: the detections format, the score filter and COCO results rows (torch-free; the
 torch-blocked run with a real model is in tests/test_edge.py)."""
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from detect_ft.errors import DetectFTError
-from detect_ft.predictions import (
+from detect_ft.inference.predictions import (
     as_detections,
     coco_results,
     filter_detections,
@@ -17,6 +16,7 @@ from detect_ft.predictions import (
     open_onnx_session,
     session_metadata,
 )
+from detect_ft.utils.errors import DetectFTError
 
 
 def test_as_detections_gives_fixed_dtypes_and_shapes_even_when_empty():

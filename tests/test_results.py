@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from detect_ft.data.load import load_split
-from detect_ft.errors import DetectFTError
-from detect_ft.results import Result, write_results_dataset
+from detect_ft.inference.results import Result, write_results_dataset
+from detect_ft.utils.errors import DetectFTError
 
 CLASSES = ["cat", "dog"]
 

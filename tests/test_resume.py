@@ -16,7 +16,7 @@ import torch
 import yaml
 from conftest import make_tiny_data, tiny_config, tiny_overrides
 
-from detect_ft.engine.checkpoint import load_checkpoint
+from detect_ft.checkpoint.training import load_checkpoint
 from detect_ft.engine.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -147,7 +147,7 @@ def test_sigkill_mid_run_then_resume_from_last(data_dir, straight_run, tmp_path)
 
 
 def test_resume_rejects_a_missing_or_foreign_checkpoint(data_dir, tmp_path) -> None:
-    from detect_ft.errors import DetectFTError
+    from detect_ft.utils.errors import DetectFTError
 
     with pytest.raises(DetectFTError, match="train.resume: checkpoint .*nope.pt not found"):
         train(tiny_config(data_dir, tmp_path / "a", f"train.resume={tmp_path / 'nope.pt'}"), progress=False)

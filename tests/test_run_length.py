@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from detect_ft.config import load_config
+from detect_ft.config.schema import load_config
 from detect_ft.engine.logs import format_summary
 from detect_ft.engine.optim import lr_factor, resolve_warmup_iters
 from detect_ft.engine.trainer import eval_interval
-from detect_ft.evaluation.checks import predictions_ignore_image
+from detect_ft.evaluation.prediction_checks import predictions_ignore_image
 
 
 def test_auto_warmup_is_a_small_share_of_short_and_long_runs():

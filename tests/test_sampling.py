@@ -8,11 +8,11 @@ from collections import Counter
 import pytest
 from conftest import noise_image
 
-from detect_ft.config import load_config
+from detect_ft.config.schema import load_config
 from detect_ft.data.dataset import DetectionDataset, build_loader, loader_sampler, set_epoch
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.data.sampling import RepeatFactorSampler, repeat_factors, repeat_factors_line
-from detect_ft.errors import ConfigError
+from detect_ft.utils.errors import ConfigError
 
 
 def _record(labels: list[int], crowd: list[bool] | None = None, path: str = "x.png", portrait: bool = False):

@@ -1,4 +1,4 @@
-"""Sliced inference (detect_ft.slicing): tile geometry, shifting, NMS and greedy merging with hand-computed
+"""Sliced inference (detect_ft.inference.slicing): tile geometry, shifting, NMS and greedy merging with hand-computed
 answers, a short-sighted fake detector that only slicing lets see small objects (API, eval keys), and
 ``detect-ft predict model.onnx big.jpg --slice`` with torch unimportable."""
 
@@ -15,9 +15,8 @@ import pytest
 
 from detect_ft import Detector
 from detect_ft.api.evaluate import evaluate_config
-from detect_ft.config import load_config
-from detect_ft.errors import ConfigError, DetectFTError
-from detect_ft.slicing import (
+from detect_ft.config.schema import load_config
+from detect_ft.inference.slicing import (
     MERGES,
     TILE_BATCH,
     SliceOptions,
@@ -28,6 +27,7 @@ from detect_ft.slicing import (
     sliced,
     tile_windows,
 )
+from detect_ft.utils.errors import ConfigError, DetectFTError
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
@@ -367,7 +367,7 @@ def _predict_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_predict_cli_slices_an_onnx_model_without_torch(exported_onnx, tmp_path):
-    from detect_ft.edge import EdgeDetector, read_image
+    from detect_ft.inference import EdgeDetector, read_image
 
     photos = sorted(exported_onnx["images"].glob("*.jpg"))[:4]
     grid = [read_image(p) for p in photos]
@@ -445,7 +445,7 @@ def test_training_validates_as_the_eval_slice_keys_say(tiny_data, tmp_path):
     """With eval.slice set, the trainer's validation (which picks best.pt) runs sliced too, as eval does."""
     from conftest import tiny_config
 
-    from detect_ft.checkpoint import read_checkpoint
+    from detect_ft.checkpoint.format import read_checkpoint
     from detect_ft.engine.trainer import train
 
     run_dir = train(

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from detect_ft.errors import DetectFTError
-from detect_ft.sources import count_frames, expand_source, iter_frames
+from detect_ft.inference.sources import count_frames, expand_source, iter_frames
+from detect_ft.utils.errors import DetectFTError
 
 
 def _write(path, value=10, h=24, w=32):

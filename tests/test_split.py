@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from detect_ft.config import load_config
-from detect_ft.data.findings import DEFAULT_POLICIES, POLICY_KEYS
+from detect_ft.config.schema import load_config
+from detect_ft.data.checks.findings import DEFAULT_POLICIES, POLICY_KEYS
 from detect_ft.data.load import load_split
 from detect_ft.data.split import SplitSpec, load_checked_split, report_split
 from detect_ft.data.synthetic import make_synthetic_dataset
-from detect_ft.errors import DataError
+from detect_ft.utils.errors import DataError
 
 CLASSES = ("circle", "square", "triangle")
 REPO = Path(__file__).resolve().parents[1]
@@ -94,8 +94,8 @@ def test_plots_use_no_pyplot_state(tmp_path, voc):
         "import numpy as np\n"
         "from pathlib import Path\n"
         "from detect_ft.data.load import load_split\n"
-        "from detect_ft.data.plots import write_split_plots\n"
-        "from detect_ft.engine.logs import write_plots as training_plots\n"
+        "from detect_ft.data.split_plots import write_split_plots\n"
+        "from detect_ft.engine.logs import write_training_plots as training_plots\n"
         "from detect_ft.evaluation.plots import write_plots as eval_plots\n"
         f"records, _ = load_split(format='voc', root={str(voc)!r}, split='train')\n"
         "backend = matplotlib.rcParams._get_backend_or_none()\n"

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detect_ft.data.doctor import check_split
+from detect_ft.data.checks.doctor import check_split
 from detect_ft.data.load import load_split
 from detect_ft.data.synthetic import SHAPES, make_synthetic_dataset, synthetic_image
-from detect_ft.errors import DataError
+from detect_ft.utils.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from detect_ft.data.records import DatasetRecords, ImageRecord
+from detect_ft.evaluation.plots import write_threshold_plots
 from detect_ft.evaluation.thresholds import (
     GRID,
     best_threshold,
     class_thresholds,
     curves_at,
     threshold_curves,
-    write_threshold_plots,
 )
 
 

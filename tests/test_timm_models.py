@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detect_ft.config import load_config
-from detect_ft.errors import ConfigError, WeightsError
+from detect_ft.config.schema import load_config
 from detect_ft.models import MODELS, build_model, load_detector, parameter_groups
 from detect_ft.models.finetune import backbone_parameter_ids, num_backbone_stages
 from detect_ft.models.timm_backbone import (
@@ -16,6 +15,7 @@ from detect_ft.models.timm_backbone import (
     lite_package_installed,
     lite_package_state_dict,
 )
+from detect_ft.utils.errors import ConfigError, WeightsError
 
 TIMM_MODELS = [name for name, spec in MODELS.items() if spec.timm_backbone]
 needs_lite0 = pytest.mark.skipif(

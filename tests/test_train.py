@@ -21,13 +21,13 @@ import yaml
 from conftest import TINY_MODEL as MODEL
 from conftest import noise_image, tiny_config, tiny_overrides, write_coco
 
-from detect_ft.config import load_config
+from detect_ft.config.schema import load_config
 from detect_ft.engine import trainer as trainer_module
 from detect_ft.engine.fit import WeightsDiverged
 from detect_ft.engine.hooks import Hook
 from detect_ft.engine.loop import train_one_epoch
 from detect_ft.engine.optim import LRSchedule, build_scheduler, schedule_of
-from detect_ft.errors import DataError, DetectFTError
+from detect_ft.utils.errors import DataError, DetectFTError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import load_tool
 
-from detect_ft.config import load_config
+from detect_ft.config.schema import load_config
 from detect_ft.data.synthetic import make_synthetic_dataset
 from detect_ft.engine.trainer import train
 

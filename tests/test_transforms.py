@@ -21,7 +21,7 @@ from detect_ft.data.transforms import (
     sanitize_boxes,
     slice_crop,
 )
-from detect_ft.errors import ConfigError
+from detect_ft.utils.errors import ConfigError
 
 
 def _grey(label: int) -> int:
@@ -409,7 +409,7 @@ def test_mosaic_of_slice_crops_keeps_every_image_at_its_own_scale() -> None:
 
 
 def test_crop_size_is_a_checked_config_key() -> None:
-    from detect_ft.config import load_config
+    from detect_ft.config.schema import load_config
 
     assert load_config(None, []).augment.crop_size == 0
     assert load_config(None, ["augment.crop_size=640"]).augment.crop_size == 640

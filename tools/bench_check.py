@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from detect_ft.data.doctor import check_images
+from detect_ft.data.checks.doctor import check_images
 from detect_ft.data.load import load_split
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "aquarium"

@@ -156,7 +156,7 @@ def data_overrides(root: Path, synthetic_dir: Path, images: int) -> list[str]:
 def train_and_time(args: argparse.Namespace, data: list[str], out_dir: Path, busy: bool) -> float:
     """img/s of ``args.iters`` steps of ``detect-ft train`` after ``args.warmup`` steps; ``busy``: with a
     competing busy process from the end of the warm-up to the end of the run."""
-    from detect_ft.config import load_config
+    from detect_ft.config.schema import load_config
     from detect_ft.engine.trainer import train
 
     overrides = [

@@ -51,7 +51,7 @@ sys.path[:0] = [str(TOOLS.parent), str(TOOLS)]  # this checkout's detect_ft, and
 import bench_train  # noqa: E402
 import torch  # noqa: E402
 
-from detect_ft.config import TrainConfig, load_config  # noqa: E402
+from detect_ft.config.schema import TrainConfig, load_config  # noqa: E402
 from detect_ft.data.synthetic import make_synthetic_dataset  # noqa: E402
 from detect_ft.engine.hooks import Hook  # noqa: E402
 from detect_ft.engine.loop import train_one_epoch  # noqa: E402

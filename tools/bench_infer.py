@@ -33,17 +33,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detect_ft.data.image import read_image
 from detect_ft.data.load import load_split
 from detect_ft.data.synthetic import make_synthetic_dataset
-from detect_ft.edge import EdgeDetector
 from detect_ft.evaluation.evaluator import torch_predictor
 from detect_ft.evaluation.report import format_table
 from detect_ft.export.parity import score_runtime
 from detect_ft.export.pipeline import cpu_int8_support, export_detector
 from detect_ft.export.quantize import Int8Options, quantize_int8
+from detect_ft.inference import EdgeDetector
+from detect_ft.inference.image import read_image
+from detect_ft.inference.predictions import open_onnx_session
 from detect_ft.models import MODELS, build_model, load_detector
-from detect_ft.predictions import open_onnx_session
 
 MODELS_TO_BENCH = ("ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn")
 CLASSES = ("circle", "square", "triangle")
@@ -136,7 +136,7 @@ def latency_interleaved(predictors: dict, images: list[np.ndarray], warmup: int,
 def checkpoint_data(path: str, data_config: str, class_names: list[str]):
     """(train, val) splits of ``data_config`` (``checkpoint``: the checkpoint's own config), labelled in
     the checkpoint's class order; paths relative to the working directory, as ``detect-ft export``."""
-    from detect_ft.config import config_from_dict, load_config
+    from detect_ft.config.schema import config_from_dict, load_config
     from detect_ft.data.split import SplitSpec, load_checked_split
     from detect_ft.models.weights import safe_torch_load
 
@@ -235,7 +235,7 @@ def main() -> None:
             iters = args.rcnn_train_iters if "rcnn" in name else args.train_iters
             model, class_names = train_briefly(name, synthetic[0], iters, args.side), list(CLASSES)
         if args.data_config:
-            from detect_ft.api.export import calibration_images
+            from detect_ft.api.exporting import calibration_images
 
             train, val, cfg = checkpoint_data(checkpoints[name], args.data_config, class_names)
             calib, score_thresh = calibration_images(train, args.calib_images), cfg.eval.score_thresh

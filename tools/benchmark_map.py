@@ -18,13 +18,13 @@ import time
 from pathlib import Path
 
 from detect_ft.api import Detector
-from detect_ft.config import load_config
+from detect_ft.config.schema import load_config
 from detect_ft.data.split import SplitSpec, load_checked_split
-from detect_ft.errors import DetectFTError
 from detect_ft.evaluation.evaluator import predict_records, score_predictions
 from detect_ft.evaluation.report import fmt, markdown_table
-from detect_ft.io import write_json_atomic, write_text_atomic
-from detect_ft.predictions import filter_predictions
+from detect_ft.inference.predictions import filter_predictions
+from detect_ft.utils.atomic_io import write_json_atomic, write_text_atomic
+from detect_ft.utils.errors import DetectFTError
 
 
 def benchmark(cfg, weights: list[str], split_name: str) -> list[dict]:

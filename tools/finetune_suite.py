@@ -32,11 +32,11 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from detect_ft.config import load_config, safe_yaml
-from detect_ft.engine.checkpoint import load_checkpoint
+from detect_ft.checkpoint.training import load_checkpoint
+from detect_ft.config.schema import load_config, safe_yaml
 from detect_ft.engine.trainer import train
-from detect_ft.errors import DetectFTError
-from detect_ft.io import write_json_atomic, write_text_atomic
+from detect_ft.utils.atomic_io import write_json_atomic, write_text_atomic
+from detect_ft.utils.errors import DetectFTError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 DEFAULT_DATASETS = ("raccoon-voc", "fruits", "coco128", "aquarium")

@@ -88,7 +88,7 @@ def end_to_end(tmp: Path, device: str = "cuda") -> str:
     """train(cfg) on the GPU: 2 epochs of 5 iterations with AMP, EMA, validation, checkpoints; then resume."""
     import torch
 
-    from detect_ft.config import load_config
+    from detect_ft.config.schema import load_config
     from detect_ft.engine.trainer import train
     from detect_ft.models import load_detector
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from detect_ft.api import Detector
 from detect_ft.api.train import train_config
-from detect_ft.config import load_config
+from detect_ft.config.schema import load_config
 from detect_ft.data.synthetic import make_synthetic_dataset
 from detect_ft.evaluation.report import markdown_table
 

@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from detect_ft.config import load_config
+from detect_ft.config.schema import load_config
 from detect_ft.engine.trainer import train
-from detect_ft.errors import DetectFTError
-from detect_ft.io import atomic_path, write_json_atomic, write_text_atomic
 from detect_ft.models import build_model, num_backbone_stages
+from detect_ft.utils.atomic_io import atomic_path, write_json_atomic, write_text_atomic
+from detect_ft.utils.errors import DetectFTError
 
 ARMS = ("scratch", "frozen", "finetune", "gradual")
 

@@ -5,6 +5,6 @@ The command line calls it; see :mod:`detect_ft.api.detector` for an example.
 
 from detect_ft.api.detector import Detector
 from detect_ft.api.train import TrainRun
-from detect_ft.results import Result
+from detect_ft.inference.results import Result
 
 __all__ = ["Detector", "Result", "TrainRun"]

@@ -10,7 +10,7 @@
     Detector.load("raccoon.onnx").predict("photo.jpg")[0].save("annotated.jpg")
 
 A checkpoint runs in PyTorch, an ``.onnx`` file through the torch-free edge runtime; both give the same
-:class:`~detect_ft.results.Result` objects. The command line calls these methods.
+:class:`~detect_ft.inference.results.Result` objects. The command line calls these methods.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 import numpy as np
 
 from detect_ft.api.train import TrainRun, train_config
-from detect_ft.errors import ArgumentTypeError, ConfigError, DetectFTError
-from detect_ft.predictions import PredictBatch, as_detections, is_class_thresholds
-from detect_ft.results import Result
-from detect_ft.slicing import SliceOptions
-from detect_ft.sources import Source, iter_frames
+from detect_ft.inference.predictions import PredictBatch, as_detections, is_class_thresholds
+from detect_ft.inference.results import Result
+from detect_ft.inference.slicing import SliceOptions
+from detect_ft.inference.sources import Source, iter_frames
+from detect_ft.utils.errors import ArgumentTypeError, ConfigError, DetectFTError
 
 if TYPE_CHECKING:
     from detect_ft.api.options import ConfigSource
@@ -82,8 +82,8 @@ class Detector:
         path = path_argument("Detector.load", "path", path, "a detect-ft checkpoint (.pt) or an exported .onnx model")
         device_argument("Detector.load", device)
         if Path(path).suffix.lower() == ".onnx":
-            from detect_ft.edge.runtime import EdgeDetector
-            from detect_ft.predictions import onnx_providers
+            from detect_ft.inference.predictions import onnx_providers
+            from detect_ft.inference.runtime import EdgeDetector
 
             edge = EdgeDetector(path, threads=threads, providers=onnx_providers(device))
             meta = edge.metadata
@@ -161,7 +161,7 @@ class Detector:
             conf = score_argument("predict", conf)
             return conf, f"confidence {conf:g} (given)"
         if self.thresholds is not None:
-            from detect_ft.predictions import describe_thresholds, pooled_threshold_classes
+            from detect_ft.inference.predictions import describe_thresholds, pooled_threshold_classes
 
             pooled = pooled_threshold_classes(self.metadata, self.class_names)
             shown = describe_thresholds(self.class_names, self.thresholds, pooled)
@@ -228,7 +228,7 @@ class Detector:
             conf: keep detections scoring at least this; default: the model's validated per-class
                 thresholds (see :meth:`confidence`), else 0.3.
             classes: keep only these class names.
-            slice: sliced inference for small objects in large images (:mod:`detect_ft.slicing`): run on
+            slice: sliced inference for small objects in large images (:mod:`detect_ft.inference.slicing`): run on
                 ``slice`` x ``slice`` pixel tiles overlapping by the fraction ``overlap``, plus the whole
                 image when ``full_image``, and merge the duplicates by ``merge`` (``nms``: class-wise NMS
                 at IoU ``merge_iou``; ``greedy``: greedy merging at IoS ``merge_iou``). None or 0: whole
@@ -329,7 +329,7 @@ class Detector:
             Int8RefusedError: the INT8 model lost more than ``export.int8_max_map_drop`` AP points
                 (pass ``int8_keep_anyway=True`` as an override to keep it).
         """
-        from detect_ft.api.export import export_checkpoint
+        from detect_ft.api.exporting import export_checkpoint
         from detect_ft.api.options import dotted_overrides, override_list
 
         self._needs_torch("export")

@@ -1,6 +1,6 @@
 """Evaluation as ``Detector.evaluate`` and ``detect-ft eval`` run it: the config's split, scored, written.
 
-This is an entry point: it reads the :class:`~detect_ft.config.Config` and hands plain values to the
+This is an entry point: it reads the :class:`~detect_ft.config.schema.Config` and hands plain values to the
 evaluation library.
 """
 
@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from detect_ft.config import Config
-from detect_ft.errors import ConfigError, DetectFTError
-from detect_ft.predictions import PredictBatch
-from detect_ft.slicing import SliceOptions, slice_options
+from detect_ft.config.schema import Config
+from detect_ft.inference.predictions import PredictBatch
+from detect_ft.inference.slicing import SliceOptions, slice_options
+from detect_ft.utils.errors import ConfigError, DetectFTError
 
 THRESHOLDS_FILE = "thresholds.json"
 
@@ -38,7 +38,7 @@ def evaluate_config(
     """
     from detect_ft.data.split import SplitSpec, load_checked_split
     from detect_ft.evaluation.evaluator import predict_records, score_predictions
-    from detect_ft.predictions import filter_predictions
+    from detect_ft.inference.predictions import filter_predictions
 
     split_path = getattr(cfg.data, split, None) if split in ("val", "train") else None
     if not split_path:
@@ -106,9 +106,8 @@ def _write_outputs(
     """The metrics, thresholds and plots beside ``json_path`` and the COCO results at ``predictions_path``
     (each only where given); the paths written."""
     from detect_ft.evaluation.coco_eval import write_coco_results
-    from detect_ft.evaluation.plots import write_plots
-    from detect_ft.evaluation.thresholds import write_threshold_plots
-    from detect_ft.io import write_json_atomic
+    from detect_ft.evaluation.plots import write_plots, write_threshold_plots
+    from detect_ft.utils.atomic_io import write_json_atomic
 
     files: list[Path] = []
     if json_path is not None:

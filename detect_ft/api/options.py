@@ -14,9 +14,9 @@ import typing
 from dataclasses import fields
 from typing import Any, Union
 
-from detect_ft.config import Config, ModelConfig, config_from_dict, config_to_dict, load_config
-from detect_ft.errors import ArgumentTypeError, ConfigError
-from detect_ft.limits import short_repr
+from detect_ft.config.schema import Config, ModelConfig, config_from_dict, config_to_dict, load_config
+from detect_ft.utils.errors import ArgumentTypeError, ConfigError
+from detect_ft.utils.limits import short_repr
 
 ConfigSource = Union[str, os.PathLike, dict, Config, None]
 
@@ -41,7 +41,7 @@ def dotted_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def override_list(overrides: dict[str, Any]) -> list[str]:
-    """``key=value`` texts as :func:`~detect_ft.config.load_config` takes them."""
+    """``key=value`` texts as :func:`~detect_ft.config.schema.load_config` takes them."""
     # JSON is YAML's flow syntax, so every plain value (lists, strings with commas) survives the parser
     return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
 
@@ -108,7 +108,7 @@ def class_names_argument(where: str, classes: Any) -> list[str]:
 def model_options_argument(where: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
     """``options`` for :func:`~detect_ft.models.build_model` (its keyword arguments, the ``model.*``
     config keys of the same names), type- and range-checked as the config checks them."""
-    from detect_ft.config_checks import convert
+    from detect_ft.config.values import convert
     from detect_ft.models import build_model
 
     params = inspect.signature(build_model).parameters

@@ -1,4 +1,4 @@
-"""Training from Python: :func:`train_config` runs a :class:`~detect_ft.config.Config` as ``detect-ft train``
+"""Training from Python: :func:`train_config` runs a :class:`~detect_ft.config.schema.Config` as ``detect-ft train``
 does and returns a :class:`TrainRun` (what :meth:`detect_ft.Detector.train` returns too)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class TrainRun:
 
 
 def train_config(cfg, *, progress: bool = True, hooks: Sequence[Any] = ()) -> TrainRun:
-    """Run the training ``cfg`` (a :class:`~detect_ft.config.Config`) describes, as ``detect-ft train`` does.
+    """Run the training ``cfg`` (a :class:`~detect_ft.config.schema.Config`) describes, as ``detect-ft train`` does.
 
     ``hooks``: extra :class:`detect_ft.engine.hooks.Hook` s (e.g. to log elsewhere).
     """

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from detect_ft.data.split import SplitSpec
-    from detect_ft.errors import DataError
+    from detect_ft.utils.errors import DataError
 
     cfg = config_from_args(args)
     data = cfg.data
@@ -84,7 +84,7 @@ def _check_one(spec, name: str, split: str, classes, *, decode: bool, plots: str
     print()
     _print_findings(report, spec.policies)
     if plots:
-        from detect_ft.data.plots import write_split_plots
+        from detect_ft.data.split_plots import write_split_plots
 
         for path in write_split_plots(records, plots, name):
             print(f"wrote {path}")
@@ -95,9 +95,9 @@ def _check_one(spec, name: str, split: str, classes, *, decode: bool, plots: str
 def _print_anchors(model_config, records) -> None:
     """The configured model's anchors and anchors fitted to ``records``, with the share of boxes each
     covers, and the config line that uses the fitted ones (anchor-based models with boxes only)."""
-    from detect_ft.errors import DataError
     from detect_ft.models import build_model
     from detect_ft.models.anchors import fit_model_anchors, has_anchors, input_resize
+    from detect_ft.utils.errors import DataError
 
     m = model_config
     if not has_anchors(m.name) or not records.num_boxes:
@@ -132,7 +132,7 @@ def _print_anchors(model_config, records) -> None:
 
 
 def _print_findings(report, policies: dict[str, str]) -> None:
-    from detect_ft.data.findings import KINDS, POLICY_KEYS
+    from detect_ft.data.checks.findings import KINDS, POLICY_KEYS
 
     if not report.findings:
         print("findings: none")

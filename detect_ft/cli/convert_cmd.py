@@ -42,7 +42,7 @@ def split_name(src: str, split: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from detect_ft.data.convert import convert_split
-    from detect_ft.errors import DataError
+    from detect_ft.utils.errors import DataError
 
     if args.image_mode == "none" and args.dst != "coco":
         raise DataError(f"--image-mode none works only with --to coco; {args.dst} needs the images in its layout")

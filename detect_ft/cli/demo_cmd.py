@@ -43,9 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from detect_ft.cli import eval_cmd, export_cmd, predict_cmd, train_cmd
+    from detect_ft.cli.common import run_command
     from detect_ft.cli.demo_report import write_report
-    from detect_ft.cli.main import main as detect_ft
-    from detect_ft.config import load_config
+    from detect_ft.config.schema import load_config
 
     started = time.perf_counter()
     config = args.config or (SYNTHETIC_CONFIG if args.synthetic else REAL_CONFIG)
@@ -60,19 +61,17 @@ def run(args: argparse.Namespace) -> int:
     best = run_dir / "checkpoints" / "best.pt"
     onnx_path = run_dir / "model.onnx"
     steps = [
-        ("train", ["train", config, *overrides]),
-        (
-            "eval",
-            ["eval", config, *overrides, "--weights", str(best), "--json", str(run_dir / "eval" / "metrics.json")],
-        ),
-        ("export", ["export", str(best), "--output", str(onnx_path), "--json", str(run_dir / "export.json")]),
-        ("predict", ["predict", str(onnx_path), str(photos), "--output", str(run_dir / "predictions")]),
+        ("train", [config, *overrides]),
+        ("eval", [config, *overrides, "--weights", str(best), "--json", str(run_dir / "eval" / "metrics.json")]),
+        ("export", [str(best), "--output", str(onnx_path), "--json", str(run_dir / "export.json")]),
+        ("predict", [str(onnx_path), str(photos), "--output", str(run_dir / "predictions")]),
     ]
+    modules = {"train": train_cmd, "eval": eval_cmd, "export": export_cmd, "predict": predict_cmd}
     seconds: dict[str, float] = {}
     for name, argv in steps:
-        print(f"\n== {name}: detect-ft {shlex.join(argv)}", flush=True)
+        print(f"\n== {name}: detect-ft {name} {shlex.join(argv)}", flush=True)
         start = time.perf_counter()
-        code = detect_ft(argv)
+        code = run_command(name, modules[name], argv)
         seconds[name] = time.perf_counter() - start
         if code != 0:
             print(f"demo stopped: step '{name}' exited with code {code}")
@@ -112,7 +111,7 @@ def _prediction_inputs(cfg, count: int, folder: Path) -> Path:
     import cv2
 
     from detect_ft.data.load import load_split
-    from detect_ft.errors import DetectFTError
+    from detect_ft.utils.errors import DetectFTError
 
     d = cfg.data
     if not d.val:
@@ -131,10 +130,10 @@ def _prediction_inputs(cfg, count: int, folder: Path) -> Path:
 def _weights_fallback(cfg) -> list[str]:
     """``model.weights=none`` when the config's pretrained weights are neither installed, cached nor
     downloadable, said in one line; the report then says the run started from random initialisation."""
-    from detect_ft.errors import WeightsError
     from detect_ft.models import MODELS
     from detect_ft.models.timm_backbone import create_body, imagenet_state_dict, lite_package_installed
     from detect_ft.models.weights import fetch_state_dict
+    from detect_ft.utils.errors import WeightsError
 
     spec = MODELS[cfg.model.name]
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from detect_ft.evaluation.report import OVERALL, fmt, markdown_table
-from detect_ft.io import write_text_atomic
+from detect_ft.utils.atomic_io import write_text_atomic
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -79,7 +79,7 @@ def _summary_lines(metrics: dict[str, Any], config: dict[str, Any], epochs: int,
 
 
 def _steps_lines(steps: list[tuple[str, list[str]]], seconds: dict[str, float]) -> list[str]:
-    rows = [(name, f"`detect-ft {shlex.join(argv)}`", f"{seconds[name]:.0f}") for name, argv in steps]
+    rows = [(name, f"`detect-ft {name} {shlex.join(argv)}`", f"{seconds[name]:.0f}") for name, argv in steps]
     return [
         "## Steps",
         "",

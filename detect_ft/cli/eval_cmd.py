@@ -4,7 +4,7 @@ Prints the overall and per-class table (with each class's F1-optimal confidence)
 JSON (default ``<output.dir>/eval_<split>/metrics.json``), ``thresholds.json`` (precision, recall and F1
 against confidence, overall and per class) and, with ``eval.plots``, the PR curves, confusion matrix and
 P/R/F1 curves beside it; ``--predictions`` also writes the detections in COCO results format.
-``eval.slice=512`` (and the other ``eval.slice_*`` keys) scores sliced inference (:mod:`detect_ft.slicing`).
+``eval.slice=512`` (and the other ``eval.slice_*`` keys) scores sliced inference (:mod:`detect_ft.inference.slicing`).
 A thin wrapper over :meth:`detect_ft.api.Detector.evaluate`.
 """
 
@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from detect_ft.api import Detector
     from detect_ft.api.evaluate import eval_slicing, refuse_foreign_plots
-    from detect_ft.errors import ConfigError
     from detect_ft.evaluation.report import format_metrics
+    from detect_ft.utils.errors import ConfigError
 
     cfg = config_from_args(args)
     if not getattr(cfg.data, args.split):

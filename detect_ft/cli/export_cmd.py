@@ -46,9 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detect_ft.api.export import export_checkpoint
-    from detect_ft.errors import ConfigError, DetectFTError
+    from detect_ft.api.exporting import export_checkpoint
     from detect_ft.export.pipeline import Int8RefusedError
+    from detect_ft.utils.errors import ConfigError, DetectFTError
 
     if args.opset is not None and not 11 <= args.opset <= 21:
         raise ConfigError(f"--opset {args.opset}: torchvision detectors export at opsets 11..21; use --opset 17")
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 def _print_report(report: dict, json_path) -> None:
     print(format_report(report))
     if json_path:
-        from detect_ft.io import write_json_atomic
+        from detect_ft.utils.atomic_io import write_json_atomic
 
         write_json_atomic(json_path, report)
         print(f"wrote {json_path}")
@@ -84,7 +84,7 @@ def _print_report(report: dict, json_path) -> None:
 
 def format_report(report: dict) -> str:
     from detect_ft.evaluation.report import fmt, format_table
-    from detect_ft.predictions import describe_thresholds
+    from detect_ft.inference.predictions import describe_thresholds
 
     lines = [
         f"exported {report['model_name']} (opset {report['opset']}) to {report['output']} "

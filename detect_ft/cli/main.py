@@ -2,16 +2,15 @@
 
 Each sub-command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``,
 and imports heavy libraries inside ``run`` so that ``detect-ft --help`` stays fast. A
-:class:`~detect_ft.errors.DetectFTError` becomes one ``error:`` line and exit code 2, never a traceback.
+:class:`~detect_ft.utils.errors.DetectFTError` becomes one ``error:`` line and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from types import ModuleType
 
-from detect_ft import __version__
+from detect_ft._version import __version__
 from detect_ft.cli import (
     check_data_cmd,
     convert_cmd,
@@ -22,7 +21,7 @@ from detect_ft.cli import (
     predict_cmd,
     train_cmd,
 )
-from detect_ft.errors import DetectFTError
+from detect_ft.cli.common import parse_with_overrides, run_parsed
 
 COMMANDS: dict[str, ModuleType] = {
     "models": models_cmd,
@@ -50,33 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse, letting ``key=value`` overrides stand anywhere, also after options.
-
-    argparse stops filling a ``nargs="*"`` positional once an option follows it, so overrides written
-    after ``--weights X`` would be rejected; they are collected from the leftovers instead.
-    """
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    overrides = [token for token in extra if "=" in token and not token.startswith("-")]
-    unknown = [token for token in extra if token not in overrides]
-    if unknown or (overrides and not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
-    if overrides:
-        args.overrides = [*(args.overrides or []), *overrides]
-    return args
+    return parse_with_overrides(build_parser(), argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return int(args.run(args) or 0)
-    except DetectFTError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_parsed(parse_args(argv))

@@ -1,6 +1,6 @@
 """``detect-ft models``: the README's model table and whether each model's weights are on this machine.
 
-Reads :mod:`detect_ft.model_zoo` only: no model is built and torch is not imported, so it answers at once.
+Reads :mod:`detect_ft.models.zoo` only: no model is built and torch is not imported, so it answers at once.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detect_ft.model_zoo import format_table, torch_hub_checkpoints
+    from detect_ft.models.zoo import torch_hub_checkpoints, zoo_table
 
-    print(format_table())
+    print(zoo_table())
     print(
         "\nCOCO mAP and parameters: torchvision's figures for the COCO weights (timm-backbone models have none; "
         "parameters counted at 80 classes). CPU ms: batch 1, 2 threads, measured with tools/model_table.py "

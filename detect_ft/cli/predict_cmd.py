@@ -6,10 +6,10 @@ annotated images (or ``<video>.pred.mp4``) and ``predictions.json`` (COCO result
 original category ids) to DIR, and with ``--save-format`` the predictions as a dataset in ``DIR/dataset``.
 Detections are kept above each class's validated F1-optimal confidence (stored in the checkpoint or the
 ONNX file), or 0.3 for models without; ``--conf`` sets one threshold for all classes. ``--slice 512``
-also runs each image as overlapping 512-pixel tiles and merges the detections (:mod:`detect_ft.slicing`).
+also runs each image as overlapping 512-pixel tiles and merges the detections (:mod:`detect_ft.inference.slicing`).
 
 DIR/predict-files.json records what predict wrote; a later run replaces those files and refuses, before
-writing anything, to replace any other (:mod:`detect_ft.edge.outputs`). Images are read as training
+writing anything, to replace any other (:mod:`detect_ft.inference.outputs`). Images are read as training
 reads them: over the pixel limit (from the header) or truncated, a file stops the run with one line.
 """
 
@@ -77,10 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from detect_ft.api import Detector
-    from detect_ft.edge.predict import write_predictions
-    from detect_ft.errors import DetectFTError
-    from detect_ft.slicing import SliceOptions
-    from detect_ft.sources import count_frames
+    from detect_ft.inference.slicing import SliceOptions
+    from detect_ft.inference.sources import count_frames
+    from detect_ft.inference.writer import write_predictions
+    from detect_ft.utils.errors import DetectFTError
 
     if args.conf is not None and not 0 <= args.conf <= 1:
         raise DetectFTError(f"--conf {args.conf}: pass a score threshold in [0, 1], e.g. --conf 0.3")

@@ -10,13 +10,13 @@ import os
 from pathlib import Path
 from typing import Callable, Optional
 
-from detect_ft.data.coco import load_coco
-from detect_ft.data.findings import Finding
+from detect_ft.data.checks.findings import Finding
+from detect_ft.data.formats.coco import load_coco
+from detect_ft.data.formats.voc import load_voc
+from detect_ft.data.formats.yolo import load_yolo
 from detect_ft.data.paths import resolve
 from detect_ft.data.records import DatasetRecords
-from detect_ft.data.voc import load_voc
-from detect_ft.data.yolo import load_yolo
-from detect_ft.errors import DataError
+from detect_ft.utils.errors import DataError
 
 
 def _coco(
@@ -79,7 +79,7 @@ def load_split(
         while reading (unknown classes, unreadable images whose size was needed, paths outside the
         root); boxes and images they name are already left out of the records (outside-root images
         are kept when allowed). Problems in the records themselves (sizes, boxes) are found by
-        :mod:`detect_ft.data.doctor`.
+        :mod:`detect_ft.data.checks.doctor`.
 
     Raises:
         DataError: unknown format, empty split, missing or malformed annotation files.

@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from detect_ft.data.doctor import Report, check_split, prepare_split
-from detect_ft.data.findings import POLICY_KEYS, resolve_policies
+from detect_ft.data.checks.doctor import Report, check_split, prepare_split
+from detect_ft.data.checks.findings import POLICY_KEYS, resolve_policies
 from detect_ft.data.records import DatasetRecords
 
 
@@ -30,7 +30,7 @@ class SplitSpec:
         images: coco only: the folder ``file_name`` entries are relative to ("" = the JSON's folder).
         keep_background: keep images without boxes.
         policies: ``{on_<kind>: policy}`` for every kind of finding (missing keys given take the defaults
-            of :data:`detect_ft.data.findings.DEFAULT_POLICIES`; unknown keys or values raise ValueError).
+            of :data:`detect_ft.data.checks.findings.DEFAULT_POLICIES`; unknown keys or values raise ValueError).
     """
 
     format: str
@@ -45,7 +45,7 @@ class SplitSpec:
 
     @classmethod
     def from_config(cls, data: Any) -> SplitSpec:
-        """The spec of a ``detect_ft.config.DataConfig`` (read by attribute: data does not import config)."""
+        """The spec of a ``detect_ft.config.schema.DataConfig`` (read by attribute: data does not import config)."""
         policies = {key: getattr(data, key) for key in POLICY_KEYS.values()}
         return cls(
             format=data.format,

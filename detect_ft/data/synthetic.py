@@ -20,8 +20,8 @@ import numpy as np
 
 from detect_ft.data.convert import write_split
 from detect_ft.data.records import DatasetRecords, ImageRecord
-from detect_ft.errors import DataError
-from detect_ft.io import atomic_path
+from detect_ft.utils.atomic_io import atomic_path
+from detect_ft.utils.errors import DataError
 
 
 def _polygon(n: int, start: float) -> Callable[[float, float, float], list[np.ndarray]]:

@@ -35,7 +35,7 @@ import numpy as np
 from albumentations.augmentations.crops import functional as fcrops
 from albumentations.core.transforms_interface import BaseTransformInitSchema
 
-from detect_ft.errors import ConfigError
+from detect_ft.utils.errors import ConfigError
 
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray]  # image (H,W,3) uint8, boxes (N,4) xyxy, labels (N,)
 

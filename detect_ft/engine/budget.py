@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import torch
 
+from detect_ft.checkpoint.training import rng_state, set_rng_state
 from detect_ft.engine import distributed as dist_utils
-from detect_ft.engine.checkpoint import rng_state, set_rng_state
 from detect_ft.engine.optim import resolve_warmup_iters, schedule_of
 
 if TYPE_CHECKING:

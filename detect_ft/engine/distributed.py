@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from detect_ft.errors import DetectFTError
+from detect_ft.utils.errors import DetectFTError
 
 # Rank 0 validates alone while the other ranks wait at a barrier; a long validation must not trip the
 # collective timeout (10 minutes by default for NCCL).

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, S
 import torch
 import torch.nn as nn
 
+from detect_ft.checkpoint.training import rng_state
 from detect_ft.engine import distributed as dist_utils
-from detect_ft.engine.checkpoint import rng_state
 from detect_ft.engine.ema import ModelEMA, unwrap
 from detect_ft.engine.loop import train_one_epoch
 from detect_ft.engine.state import RunState
-from detect_ft.errors import DetectFTError
+from detect_ft.utils.errors import DetectFTError
 
 if TYPE_CHECKING:
     from detect_ft.engine.budget import TimeBudget
@@ -112,7 +112,7 @@ class Run:
 
     def training_objects(self) -> dict[str, Any]:
         """What a checkpoint saves and a resume restores besides ``state`` and the RNG, by the keyword
-        names of :func:`~detect_ft.engine.checkpoint.save_checkpoint` and ``restore_training_state``."""
+        names of :func:`~detect_ft.checkpoint.training.save_checkpoint` and ``restore_training_state``."""
         return {
             "model": self.model,
             "optimizer": self.optimizer,

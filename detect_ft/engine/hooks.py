@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from detect_ft.engine.checkpoint import save_checkpoint
+from detect_ft.checkpoint.training import save_checkpoint
 from detect_ft.engine.fit import Run, WeightsDiverged
-from detect_ft.engine.logs import MetricsLog, format_summary, log_tensorboard, open_tensorboard, write_plots
-from detect_ft.io import atomic_path
+from detect_ft.engine.logs import MetricsLog, format_summary, log_tensorboard, open_tensorboard, write_training_plots
+from detect_ft.utils.atomic_io import atomic_path
 
 
 class Hook:
@@ -134,7 +134,7 @@ class Plots(Hook):
         self.metrics, self.folder = metrics, Path(folder)
 
     def after_epoch(self, run: Run) -> None:
-        write_plots(self.metrics.rows, self.folder)
+        write_training_plots(self.metrics.rows, self.folder)
 
 
 class EpochPrinter(Hook):

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from detect_ft.io import atomic_path, dumps_json, json_safe, write_text_atomic
+from detect_ft.utils.atomic_io import atomic_path, dumps_json, json_safe, write_text_atomic
 
 
 class MetricsLog:
@@ -40,7 +40,7 @@ class MetricsLog:
         write_text_atomic(self.path, "".join(dumps_json(r) + "\n" for r in self.rows))
 
 
-def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+def write_training_plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """``loss.png`` (total and each loss component per epoch) and, once validated, ``map.png``.
 
     Drawn on standalone matplotlib ``Figure`` objects: no pyplot state, no backend switch in the caller's

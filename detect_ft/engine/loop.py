@@ -22,7 +22,7 @@ import torch.nn as nn
 from detect_ft.engine.distributed import all_reduce_sum, all_true, is_distributed
 from detect_ft.engine.ema import ModelEMA
 from detect_ft.engine.optim import schedule_of
-from detect_ft.errors import DetectFTError
+from detect_ft.utils.errors import DetectFTError
 
 # Optimizer steps timed before a time budget's deadline may shorten the LR schedule (see end_schedule_by_deadline).
 MIN_TIMED_STEPS = 2

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import torch.nn as nn
 
-from detect_ft.config_checks import fail
+from detect_ft.config.values import fail
 from detect_ft.engine.ema import unwrap
 from detect_ft.engine.fit import Run
 from detect_ft.engine.hooks import Hook

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from detect_ft.errors import ConfigError
+from detect_ft.utils.errors import ConfigError
 
 # What a run writes into its directory; output.overwrite removes these and only these.
 RUN_FILES = ("metrics.jsonl", "checkpoints/best.pt", "checkpoints/last.pt", "plots/loss.png", "plots/map.png")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from detect_ft import checkpoint as ckpt
+from detect_ft.checkpoint import format as ckpt
 
 
 @dataclass
@@ -69,7 +69,7 @@ class RunState:
 
     def checkpoint_entries(self) -> dict[str, Any]:
         """``epoch``, ``iteration``, ``metrics`` and ``trainer``: the keyword arguments of
-        :func:`detect_ft.engine.checkpoint.save_checkpoint` that this state fills."""
+        :func:`detect_ft.checkpoint.training.save_checkpoint` that this state fills."""
         return {
             "epoch": self.epoch,
             "iteration": self.iteration,

@@ -22,19 +22,19 @@ from typing import Any, Sequence
 
 import torch
 
-from detect_ft import checkpoint as ckpt
-from detect_ft.config import Config, config_to_dict, save_config
-from detect_ft.config_checks import duration_seconds
-from detect_ft.data.sampling import repeat_factors, repeat_factors_line
-from detect_ft.engine import distributed as dist_utils
-from detect_ft.engine.budget import RunLength, TimeBudget, eval_interval, frozen_epochs
-from detect_ft.engine.checkpoint import (
+from detect_ft.checkpoint import format as ckpt
+from detect_ft.checkpoint.training import (
     check_resumable,
     load_checkpoint,
     resolve_resume,
     restore_training_state,
     set_rng_state,
 )
+from detect_ft.config.schema import Config, config_to_dict, save_config
+from detect_ft.config.values import duration_seconds
+from detect_ft.data.sampling import repeat_factors, repeat_factors_line
+from detect_ft.engine import distributed as dist_utils
+from detect_ft.engine.budget import RunLength, TimeBudget, eval_interval, frozen_epochs
 from detect_ft.engine.determinism import DeterminismSettings, seed_everything, set_determinism
 from detect_ft.engine.ema import ModelEMA
 from detect_ft.engine.fit import LoopOptions, Run, fit
@@ -44,7 +44,7 @@ from detect_ft.engine.multiscale import MultiScale, check_multi_scale
 from detect_ft.engine.optim import build_optimizer, build_scheduler, optimizer_steps_per_epoch, resolve_warmup_iters
 from detect_ft.engine.rundir import choose_run_dir, remove_unused
 from detect_ft.engine.state import RunState
-from detect_ft.errors import DetectFTError
+from detect_ft.utils.errors import DetectFTError
 
 __all__ = ["eval_interval", "seed_everything", "train", "train_one_epoch"]
 
@@ -314,7 +314,7 @@ def _fit_budget(run: Run, cfg: Config, started: float, val_records, iters: int) 
 def _load_data(cfg: Config, say) -> tuple[Any, Any]:
     """The checked training split (every file's header and end checked now, not when the loader reaches
     it: datasets/README.md) and (if ``data.val`` is set) the validation split in its class order."""
-    from detect_ft.data.findings import summarize
+    from detect_ft.data.checks.findings import summarize
     from detect_ft.data.split import SplitSpec, load_checked_split
 
     d = cfg.data
@@ -369,7 +369,7 @@ def _validation(cfg: Config, val_records, train_records, device: torch.device, p
     BatchNorm statistics on a fixed subset of the training split (:mod:`detect_ft.engine.batchnorm`)."""
     from detect_ft.engine.batchnorm import calibration_records, evaluate_recalibrated
     from detect_ft.evaluation.evaluator import evaluate_model
-    from detect_ft.slicing import slice_options
+    from detect_ft.inference.slicing import slice_options
 
     e = cfg.eval
     common = dict(device=device, batch_size=e.batch_size, workers=cfg.train.workers)

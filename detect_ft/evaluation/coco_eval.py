@@ -17,10 +17,10 @@ from typing import Callable, Optional
 import numpy as np
 
 from detect_ft.data.records import DatasetRecords
-from detect_ft.errors import ConfigError, DataError
-from detect_ft.evaluation.checks import check_predictions
-from detect_ft.io import write_json_atomic
-from detect_ft.predictions import coco_results, filter_detections
+from detect_ft.evaluation.prediction_checks import check_predictions
+from detect_ft.inference.predictions import coco_results, filter_detections
+from detect_ft.utils.atomic_io import write_json_atomic
+from detect_ft.utils.errors import ConfigError, DataError
 
 STAT_KEYS = (
     "map",
@@ -105,7 +105,7 @@ def predictions_to_coco_results(
     dataset: DatasetRecords, predictions: list[dict], *, score_thresh: float = 0.0
 ) -> list[dict]:
     """Detections in COCO results format: ``{"image_id", "category_id" (original id), "bbox" [x, y, w, h]
-    absolute pixels, "score"}``, one dict per box (rows of :func:`detect_ft.predictions.coco_results`), in
+    absolute pixels, "score"}``, one dict per box (rows of :func:`detect_ft.inference.predictions.coco_results`), in
     the records' order."""
     preds = check_predictions(dataset, predictions)
     rows: list[dict] = []

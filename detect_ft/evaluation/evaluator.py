@@ -3,7 +3,7 @@
 One loop, :func:`predict_records`, serves every runtime: it decodes images and hands batches to a
 ``predict_batch(images) -> predictions`` callable. :func:`torch_predictor` makes that callable for a
 torchvision detector; the ONNX edge runtime provides its own with the same signature. The detections
-format, ``PredictBatch`` and the score filter are :mod:`detect_ft.predictions`'s (re-exported here).
+format, ``PredictBatch`` and the score filter are :mod:`detect_ft.inference.predictions`'s (re-exported here).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Iterator
 
 import numpy as np
 
-from detect_ft.data.image import read_image
 from detect_ft.data.records import DatasetRecords, ImageRecord
-from detect_ft.errors import DataError, DetectFTError
-from detect_ft.evaluation.checks import boxes_ignore_image, predictions_ignore_image
-from detect_ft.predictions import PredictBatch, as_detections, filter_predictions
+from detect_ft.evaluation.prediction_checks import boxes_ignore_image, predictions_ignore_image
+from detect_ft.inference.image import read_image
+from detect_ft.inference.predictions import PredictBatch, as_detections, filter_predictions
+from detect_ft.utils.errors import DataError, DetectFTError
 
 __all__ = [
     "PredictBatch",
@@ -186,7 +186,7 @@ def evaluate_model(
 ) -> dict:
     """Validation metrics of a torch detector on a split (the trainer's per-epoch evaluation).
 
-    ``slicing``: a :class:`~detect_ft.slicing.SliceOptions` to validate with sliced inference (what the
+    ``slicing``: a :class:`~detect_ft.inference.slicing.SliceOptions` to validate with sliced inference (what the
     ``eval.slice*`` keys ask for), or None for whole images.
 
     Returns:

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from detect_ft.data.records import DatasetRecords
-from detect_ft.errors import DetectFTError
-from detect_ft.evaluation.checks import check_predictions, ground_truth_ignore
+from detect_ft.evaluation.prediction_checks import check_predictions, ground_truth_ignore
 from detect_ft.evaluation.thresholds import THRESHOLD_PLOT_NAMES
 from detect_ft.evaluation.voc_eval import average_precision, box_iou, match_detections, precision_recall
-from detect_ft.io import atomic_path
-from detect_ft.predictions import filter_detections
+from detect_ft.inference.predictions import filter_detections
+from detect_ft.utils.atomic_io import atomic_path
+from detect_ft.utils.errors import DetectFTError
 
 _LEGEND_MAX = 20  # beyond this many classes a legend hides the curves
 PLOT_NAMES = ("pr_curves.png", "confusion_matrix.png", *THRESHOLD_PLOT_NAMES)
@@ -177,3 +177,28 @@ def save_figure(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png", metadata={"Software": SOFTWARE})
     return path
+
+
+def write_threshold_plots(curves: dict, out_dir: str | Path) -> list[Path]:
+    """``f1_curve.png``, ``precision_curve.png`` and ``recall_curve.png`` against confidence: the overall
+    curve bold, each class thin (legend up to 20 classes), the overall F1-optimal point marked."""
+    from matplotlib.figure import Figure
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grid, written = np.asarray(curves["conf"]), []
+    for key, name in zip(("f1", "precision", "recall"), THRESHOLD_PLOT_NAMES):
+        fig = Figure(figsize=(6, 4.5), dpi=100)
+        ax = fig.add_subplot()
+        for class_name, values in curves["per_class"].items():
+            ax.plot(grid, values[key], linewidth=0.8, alpha=0.7, label=class_name)
+        ax.plot(grid, curves["overall"][key], color="black", linewidth=2.2, label="all classes")
+        best = curves.get("overall_threshold")
+        if key == "f1" and best is not None:
+            ax.axvline(best, color="grey", linestyle="--", linewidth=1)
+            ax.set_title(f"F1 {curves['overall_f1']:.3f} at confidence {best:.2f} (IoU {curves['iou']})")
+        ax.set(xlabel="confidence threshold", ylabel=key, xlim=(0, 1), ylim=(0, 1.02))
+        if len(curves["per_class"]) <= 20:
+            ax.legend(fontsize=7, loc="lower left" if key != "precision" else "lower right")
+        written.append(save_figure(fig, out_dir / name))
+    return written

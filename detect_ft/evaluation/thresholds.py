@@ -13,13 +13,12 @@ what one shared threshold gives.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from detect_ft.data.records import DatasetRecords
-from detect_ft.evaluation.checks import check_predictions
+from detect_ft.evaluation.prediction_checks import check_predictions
 
 GRID = np.round(np.linspace(0.0, 1.0, 101), 2)  # confidence steps of 0.01
 THRESHOLD_PLOT_NAMES = ("f1_curve.png", "precision_curve.png", "recall_curve.png")
@@ -113,33 +112,6 @@ def stored_thresholds(metrics, class_names: list[str]) -> Optional[list[float]]:
     if not isinstance(metrics, dict) or not isinstance(metrics.get("thresholds"), dict):
         return None
     return class_thresholds(metrics, class_names)
-
-
-def write_threshold_plots(curves: dict, out_dir: str | Path) -> list[Path]:
-    """``f1_curve.png``, ``precision_curve.png`` and ``recall_curve.png`` against confidence: the overall
-    curve bold, each class thin (legend up to 20 classes), the overall F1-optimal point marked."""
-    from matplotlib.figure import Figure
-
-    from detect_ft.evaluation.plots import save_figure
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    grid, written = np.asarray(curves["conf"]), []
-    for key, name in zip(("f1", "precision", "recall"), THRESHOLD_PLOT_NAMES):
-        fig = Figure(figsize=(6, 4.5), dpi=100)
-        ax = fig.add_subplot()
-        for class_name, values in curves["per_class"].items():
-            ax.plot(grid, values[key], linewidth=0.8, alpha=0.7, label=class_name)
-        ax.plot(grid, curves["overall"][key], color="black", linewidth=2.2, label="all classes")
-        best = curves.get("overall_threshold")
-        if key == "f1" and best is not None:
-            ax.axvline(best, color="grey", linestyle="--", linewidth=1)
-            ax.set_title(f"F1 {curves['overall_f1']:.3f} at confidence {best:.2f} (IoU {curves['iou']})")
-        ax.set(xlabel="confidence threshold", ylabel=key, xlim=(0, 1), ylim=(0, 1.02))
-        if len(curves["per_class"]) <= 20:
-            ax.legend(fontsize=7, loc="lower left" if key != "precision" else "lower right")
-        written.append(save_figure(fig, out_dir / name))
-    return written
 
 
 def _rounded(values: np.ndarray) -> list[float]:

@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from detect_ft.data.records import DatasetRecords
-from detect_ft.evaluation.checks import check_predictions, ground_truth_ignore
+from detect_ft.evaluation.prediction_checks import check_predictions, ground_truth_ignore
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

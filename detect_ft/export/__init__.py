@@ -1,6 +1,6 @@
 """ONNX export of detect-ft detectors, the PyTorch/onnxruntime parity check and INT8 quantisation.
 
-Uses torch; the torch-free side (running the exported files) is :mod:`detect_ft.edge`.
+Uses torch; the torch-free side (running the exported files) is :mod:`detect_ft.inference`.
 """
 
 from detect_ft.export.onnx_export import build_metadata, export_onnx, set_metadata

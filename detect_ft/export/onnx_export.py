@@ -4,7 +4,7 @@ The graph takes one float image ``image`` (3, H, W) in [0, 1], RGB, any H and W,
 ``boxes`` (N, 4) float32 xyxy in that image's pixels, ``scores`` (N,) float32 and ``labels`` (N,) int64
 in 1..K, N >= 0. What stays outside the graph (decode, BGR->RGB, /255, HWC->CHW) is written into the
 model's metadata (key ``detect_ft``, JSON) so that any runtime can reproduce it; see
-:mod:`detect_ft.edge.runtime`, which reads it.
+:mod:`detect_ft.inference.runtime`, which reads it.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import torch
 import torch.nn as nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from detect_ft import __version__
-from detect_ft.errors import DetectFTError
+from detect_ft._version import __version__
+from detect_ft.inference.predictions import METADATA_FORMAT, METADATA_KEY
 from detect_ft.models.build import input_normalisation
 from detect_ft.models.registry import MODELS
-from detect_ft.predictions import METADATA_FORMAT, METADATA_KEY
+from detect_ft.utils.errors import DetectFTError
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("boxes", "scores", "labels")
@@ -118,7 +118,7 @@ def build_metadata(
     """The JSON document stored under the ``detect_ft`` metadata key.
 
     ``input`` says exactly how to build the graph input from a decoded image (the steps
-    :func:`detect_ft.edge.runtime.preprocess` applies); ``in_graph`` what the graph does itself.
+    :func:`detect_ft.inference.runtime.preprocess` applies); ``in_graph`` what the graph does itself.
     """
     sizes = input_sizes(model)
     post = MODELS[model_name].postprocessor(model)

@@ -19,9 +19,9 @@ from typing import Sequence
 import numpy as np
 
 from detect_ft.data.records import DatasetRecords
-from detect_ft.errors import DetectFTError
 from detect_ft.evaluation.voc_eval import box_iou
-from detect_ft.predictions import PredictBatch, filter_predictions
+from detect_ft.inference.predictions import PredictBatch, filter_predictions
+from detect_ft.utils.errors import DetectFTError
 
 
 def pair_detections(reference: dict, candidate: dict, iou_thresh: float = 0.99) -> tuple[np.ndarray, np.ndarray]:

@@ -23,12 +23,12 @@ import numpy as np
 import torch.nn as nn
 
 from detect_ft.data.records import DatasetRecords
-from detect_ft.edge.runtime import EdgeDetector
-from detect_ft.errors import DetectFTError
 from detect_ft.export.onnx_export import build_metadata, export_onnx, input_sizes
 from detect_ft.export.parity import check_map_drop, compare_detections, score_runtime
 from detect_ft.export.quantize import Int8Options, int8_path_for, quantize_int8
-from detect_ft.io import atomic_path
+from detect_ft.inference.runtime import EdgeDetector
+from detect_ft.utils.atomic_io import atomic_path
+from detect_ft.utils.errors import DetectFTError
 
 
 class Int8RefusedError(DetectFTError):

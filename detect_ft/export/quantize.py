@@ -23,10 +23,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from detect_ft.edge.runtime import preprocess
-from detect_ft.errors import DetectFTError
 from detect_ft.export.qdq_graph import simplify_qdq
-from detect_ft.predictions import read_onnx_metadata
+from detect_ft.inference.predictions import read_onnx_metadata
+from detect_ft.inference.runtime import preprocess
+from detect_ft.utils.errors import DetectFTError
 
 CONV_OPS = ("Conv", "MatMul", "Gemm")
 # Ops quantised with the default ``ops="fused"``: the convolutions plus what sits between two of them in

@@ -4,7 +4,7 @@ torchvision keeps them in ``model.anchor_generator`` (SSD, SSDLite: ``DefaultBox
 ``AnchorGenerator``) or ``model.rpn.anchor_generator`` (Faster R-CNN). The generators hold no tensors
 of the state dict, so replacing one leaves every weight as it was; the heads' shapes depend only on the
 anchors per location, which :func:`set_anchors` keeps. The values' meaning and the fitting are in
-:mod:`detect_ft.data.anchors`. FCOS is anchor-free (its ``AnchorGenerator`` only places one point per
+:mod:`detect_ft.data.anchor_fit`. FCOS is anchor-free (its ``AnchorGenerator`` only places one point per
 location), so it has nothing to fit.
 """
 
@@ -16,9 +16,9 @@ import torch.nn as nn
 from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
 
-from detect_ft.data.anchors import AnchorFit, AnchorSet, InputResize, box_sizes, suggest_anchors
-from detect_ft.errors import ConfigError, DataError
-from detect_ft.limits import short_repr
+from detect_ft.data.anchor_fit import AnchorFit, AnchorSet, InputResize, box_sizes, suggest_anchors
+from detect_ft.utils.errors import ConfigError, DataError
+from detect_ft.utils.limits import short_repr
 
 _MAX_VALUE = 1e6  # bounds a value read from a checkpoint; no anchor size or ratio comes near it
 ANCHOR_FREE_REASON = "FCOS is anchor-free: it predicts boxes from feature-map points, so it has no anchors to fit"
@@ -66,7 +66,7 @@ def set_anchors(
     name: str = "the model",
 ) -> None:
     """Replace ``model``'s anchor generator by one with these ``sizes`` / ``ratios`` (None or empty: keep
-    the current ones), laid out as the model's own (see :mod:`detect_ft.data.anchors`).
+    the current ones), laid out as the model's own (see :mod:`detect_ft.data.anchor_fit`).
 
     Raises:
         ConfigError: the model is anchor-free, or the values do not have the model's layout (so the heads'
@@ -100,7 +100,7 @@ def set_saved_anchors(model: nn.Module, name: str, options: dict, source: str) -
     Raises:
         CheckpointError: the recorded values do not fit ``name``.
     """
-    from detect_ft.checkpoint import CheckpointError
+    from detect_ft.checkpoint.format import CheckpointError
 
     try:
         set_anchors(model, options.get("anchor_sizes"), options.get("anchor_ratios"), name=name)

@@ -16,14 +16,14 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn as nn
 
-from detect_ft import checkpoint as ckpt
-from detect_ft.checkpoint import read_checkpoint
-from detect_ft.errors import ConfigError, WeightsError
+from detect_ft.checkpoint import format as ckpt
+from detect_ft.checkpoint.format import read_checkpoint
 from detect_ft.models.anchors import set_anchors, set_saved_anchors
 from detect_ft.models.finetune import backbone_stages, freeze_batchnorm, set_trainable_backbone_layers
 from detect_ft.models.registry import MODELS, ModelSpec, coco_category_names
 from detect_ft.models.timm_backbone import freeze_body_batchnorm, imagenet_state_dict
 from detect_ft.models.weights import SourceWeights, download_error, fetch_state_dict, read_weights_file
+from detect_ft.utils.errors import ConfigError, WeightsError
 
 
 def build_model(
@@ -60,7 +60,7 @@ def build_model(
         score_thresh, detections_per_img: post-processing of the model's predictions.
         anchor_sizes, anchor_ratios: anchors in place of the model's defaults (None or empty: the
             defaults), laid out as the model's own so every head tensor keeps its shape
-            (:mod:`detect_ft.models.anchors`, :mod:`detect_ft.data.anchors`).
+            (:mod:`detect_ft.models.anchors`, :mod:`detect_ft.data.anchor_fit`).
 
     Returns:
         The torchvision detector. ``model(images)`` takes a list of float tensors (3, H, W) in [0, 1] and,

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from detect_ft.errors import ConfigError, WeightsError
+from detect_ft.utils.errors import ConfigError, WeightsError
 
 # backbone name -> (package, module, class with get_model_file_path()) of the offline weight packages.
 LITE_PACKAGES = {

@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 from torchvision.models._api import WeightsEnum
 
-from detect_ft import checkpoint as ckpt
-from detect_ft.checkpoint import check_checkpoint, read_checkpoint, safe_torch_load
-from detect_ft.errors import WeightsError
+from detect_ft.checkpoint import format as ckpt
+from detect_ft.checkpoint.format import check_checkpoint, read_checkpoint, safe_torch_load
+from detect_ft.utils.errors import WeightsError
 
-# check_checkpoint and safe_torch_load live in detect_ft.checkpoint; the names stay importable from here.
+# check_checkpoint and safe_torch_load live in detect_ft.checkpoint.format; the names stay importable from here.
 __all__ = [
     "SourceWeights",
     "cache_dir",
@@ -74,7 +74,7 @@ def download_error(weights: WeightsEnum, exc: BaseException) -> WeightsError:
 
 def read_weights_file(path: str | os.PathLike, model_name: str) -> SourceWeights:
     """Load a full-detector state dict or a detect-ft checkpoint from ``path`` (safely, see
-    :func:`detect_ft.checkpoint.read_checkpoint`).
+    :func:`detect_ft.checkpoint.format.read_checkpoint`).
 
     A detect-ft checkpoint carries its model name and class names, so its head rows can be matched by
     name; a bare 91-class state dict is taken to use torchvision's COCO class order.

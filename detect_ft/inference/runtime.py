@@ -1,0 +1,132 @@
+"""The torch-free runtime for exported detectors: numpy, OpenCV and onnxruntime only.
+
+An exported ``.onnx`` file carries a JSON document under the metadata key ``detect_ft`` (see
+:func:`detect_ft.export.onnx_export.build_metadata`) that says how an image becomes the graph's input and
+what the outputs mean. :class:`EdgeDetector` reads it and reproduces the training-time preprocessing:
+
+    image file --cv2.imdecode--> BGR uint8 --BGR->RGB--> RGB uint8 (H, W, 3) --/255, float32--> HWC
+    --transpose--> CHW float32 (3, H, W) in [0, 1]
+
+Resizing and mean/std normalisation happen inside the graph (torchvision's own transform is exported
+with the model), so boxes come back in the input image's pixels.
+
+Nothing here may import torch or a detect-ft module that does: this module is what runs on devices that
+have only onnxruntime, numpy and OpenCV installed. Opening the session, checking the metadata and the
+detections format are :mod:`detect_ft.inference.predictions`'s (torch-free too).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from detect_ft.inference.image import read_image  # noqa: F401  (the edge API's reader: training's own)
+from detect_ft.inference.predictions import (
+    METADATA_FORMAT,
+    METADATA_KEY,
+    as_detections,
+    filter_detections,
+    open_onnx_session,
+    read_onnx_metadata,
+    session_metadata,
+)
+from detect_ft.utils.errors import DetectFTError
+
+__all__ = ["METADATA_FORMAT", "METADATA_KEY", "EdgeDetector", "preprocess", "read_image", "read_metadata"]
+
+# The edge API's name for it; opening the session and checking the metadata live in detect_ft.inference.predictions.
+read_metadata = read_onnx_metadata
+
+
+def preprocess(image: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """Turn an RGB uint8 image (H, W, 3) into the graph input the metadata's ``input`` section describes.
+
+    Returns:
+        float32 (3, H, W) (or (1, 3, H, W) when ``spec["batch_dim"]``), values ``pixel * spec["scale"]``.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise DetectFTError(
+            f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}; "
+            "decode files with detect_ft.inference.read_image"
+        )
+    if spec.get("color") == "BGR":
+        image = image[..., ::-1]
+    array = image.astype(np.float32) * np.float32(spec["scale"])
+    if spec.get("layout", "CHW") == "CHW":
+        array = array.transpose(2, 0, 1)
+    array = np.ascontiguousarray(array)
+    return array[None] if spec.get("batch_dim") else array
+
+
+class EdgeDetector:
+    """Run an exported detect-ft ``.onnx`` detector with onnxruntime.
+
+    Args:
+        path: the ``.onnx`` file (fp32 or INT8).
+        providers: onnxruntime execution providers (default: CPU).
+        threads: intra-op threads (default: onnxruntime's choice, all cores).
+        conf: default score threshold of :meth:`predict` (0 keeps everything the graph returns).
+
+    Attributes:
+        metadata: the exported metadata (``class_names``, ``category_ids``, ``model_name``, ``input``...).
+        class_names: K names; label k is ``class_names[k - 1]``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        providers: Optional[Sequence[str]] = None,
+        threads: Optional[int] = None,
+        conf: float = 0.0,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.session = open_onnx_session(path, providers=providers, threads=threads)
+        self.metadata = session_metadata(self.session, path)
+        self.class_names: list[str] = list(self.metadata["class_names"])
+        self.category_ids: list[int] = list(self.metadata["category_ids"])
+        self.conf = float(conf)
+        self._input = self.metadata["input"]
+        self._input_name = self.session.get_inputs()[0].name
+        self._outputs = list(self.metadata["outputs"])
+
+    def predict(self, image: np.ndarray, conf: Optional[float] = None) -> dict[str, Any]:
+        """Detect objects in one RGB uint8 image (H, W, 3).
+
+        Returns:
+            ``boxes`` float32 (N, 4) xyxy in the image's pixels, ``scores`` float32 (N,), ``labels``
+            int64 (N,) in 1..K, ``names`` (N class names); detections scoring below ``conf`` (default:
+            the detector's ``conf``) are left out, the rest sorted by descending score.
+        """
+        feed = {self._input_name: preprocess(image, self._input)}
+        boxes, scores, labels = self.session.run(self._outputs, feed)
+        det = as_detections({"boxes": boxes, "scores": scores, "labels": labels})
+        n_boxes, n_scores, n_labels = (len(det[key]) for key in ("boxes", "scores", "labels"))
+        if n_boxes != n_scores or n_labels != n_scores:
+            raise DetectFTError(
+                f"{self.path}: the graph returned {n_boxes} boxes, {n_scores} scores and "
+                f"{n_labels} labels; re-export the model"
+            )
+        det = filter_detections(det, self.conf if conf is None else conf)
+        order = np.argsort(-det["scores"], kind="stable")
+        det = {key: value[order] for key, value in det.items()}
+        wrong = det["labels"][(det["labels"] < 1) | (det["labels"] > len(self.class_names))]
+        if len(wrong):
+            raise DetectFTError(
+                f"{self.path}: the graph returned label {int(wrong[0])} outside 1..{len(self.class_names)} "
+                "(its class_names); re-export the model"
+            )
+        return {**det, "names": [self.class_names[k - 1] for k in det["labels"]]}
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        """:meth:`predict` for each image; the ``predict_batch`` signature the evaluator's loop takes.
+
+        The graph takes one image at a time (images of one batch may differ in size), so this loops.
+        """
+        return [self.predict(image) for image in images]
+
+    def __repr__(self) -> str:
+        return f"EdgeDetector({self.path!r}, model={self.metadata.get('model_name')!r}, classes={self.class_names})"
