@@ -19,7 +19,7 @@ from detect_ft.models.timm_backbone import lite_package_installed
 from detect_ft.models.weights import cache_dir
 
 HEADERS = ("model", "COCO box mAP", "params (M)", "CPU latency, 2 threads (ms)")
-README_BEGIN = "<!-- model table: generated from the registry by tools/model_table.py --write-readme -->"
+README_BEGIN = "<!-- model table: written from the model registry by tools/model_table.py -->"
 README_END = "<!-- end of model table -->"
 
 
