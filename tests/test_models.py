@@ -9,18 +9,26 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision.models as tvm
+from torchvision.models import detection as tvd
 from torchvision.models._api import WeightsEnum
 
 from detect_ft.models import (
     MODELS,
+    ModelFigures,
     build_model,
     coco_category_names,
     list_models,
     load_detector,
     parameter_groups,
+    register_family,
+    register_model,
     set_trainable_backbone_layers,
+    unregister_model,
 )
 from detect_ft.models.finetune import backbone_parameter_ids, num_backbone_stages
+from detect_ft.models.registry import RCNN_HEAD
+from detect_ft.models.stages import backbone_stage_count
+from detect_ft.models.zoo import markdown_rows, zoo_table
 from detect_ft.utils.errors import ConfigError, WeightsError
 
 
@@ -302,3 +310,62 @@ def test_every_model_trains_on_a_batch_of_one(name):
     )
     assert stats["steps"] == 1 and stats["images"] == 1 and stats["skipped_steps"] == 0
     assert torch.isfinite(torch.tensor(stats["loss"]))
+
+
+TOY = "fasterrcnn_mobilenet_v3_large_160_fpn"
+
+
+@pytest.fixture
+def toy_model():
+    """A new model of an existing family, added as the docs say: one register_model call and its builder."""
+
+    @register_model(
+        TOY,
+        family="mobilenet_fpn",
+        head_pattern=RCNN_HEAD,
+        head_layout="rcnn",
+        default_trainable=3,
+        frozen_bn=True,
+        description="Faster R-CNN, MobileNetV3-Large FPN at 160 px (registered by a test)",
+        figures=ModelFigures(coco_map=None, params_m=19.4, latency_ms=25, note="no COCO weights"),
+    )
+    def fasterrcnn_mobilenet_v3_large_160_fpn(**kwargs) -> torch.nn.Module:
+        return tvd.fasterrcnn_mobilenet_v3_large_fpn(min_size=160, max_size=160, **kwargs)
+
+    yield TOY
+    unregister_model(TOY)
+
+
+def test_one_register_model_call_adds_a_model(toy_model):
+    from detect_ft.config.schema import load_config
+
+    assert list_models()[-1] == toy_model
+    torch.manual_seed(0)
+    model = build_model(toy_model, 2, weights="none", score_thresh=0.0)
+    assert model.transform.min_size == (160,) and MODELS[toy_model].num_head_columns(model) == 3
+    assert num_backbone_stages(model, toy_model) == backbone_stage_count(toy_model) == 6  # the family's
+    set_trainable_backbone_layers(model, toy_model, 2)
+    assert backbone_parameter_ids(model, toy_model) and any(p.requires_grad for p in model.backbone.body.parameters())
+    images, targets = tiny_batch()
+    model.train()
+    assert all(
+        torch.isfinite(v) for v in model(images, [{**t, "labels": t["labels"] % 2 + 1} for t in targets]).values()
+    )
+    assert f"| {toy_model} | - (no COCO weights) | 19.4 | 25 |" in markdown_rows()
+    assert toy_model in zoo_table()
+    assert load_config(None, [f"model.name={toy_model}", "model.weights=none"]).model.name == toy_model
+    with pytest.raises(ConfigError, match=r"0\.\.6"):
+        load_config(None, [f"model.name={toy_model}", "model.trainable_backbone_layers=7"])
+
+
+def test_a_registered_name_or_family_is_refused_a_second_time():
+    spec = MODELS["ssdlite320_mobilenet_v3_large"]
+    fields = {f: getattr(spec, f) for f in spec.__dataclass_fields__ if f != "builder"}
+    with pytest.raises(ValueError, match="'ssdlite320_mobilenet_v3_large' is registered already"):
+        register_model("ssdlite320_mobilenet_v3_large", builder=tvd.ssdlite320_mobilenet_v3_large, **fields)
+    assert MODELS["ssdlite320_mobilenet_v3_large"] is spec
+    with pytest.raises(ValueError, match="unknown backbone family 'no_such_family'"):
+        register_model("a_new_name", builder=spec.builder, **{**fields, "family": "no_such_family"})
+    assert "a_new_name" not in MODELS
+    with pytest.raises(ValueError, match="family 'ssdlite' is registered already"):
+        register_family("ssdlite", stages=lambda model: [])

@@ -1,9 +1,13 @@
-"""Print the README's model table: COCO box mAP (torchvision's metadata), parameters, CPU latency here.
-
-Models on a timm backbone have no COCO weights (their column says so); their parameter count is
-counted on the built model (80 classes, as torchvision's COCO figures count).
+"""Measure the model table's figures here, or write the README's model table from the registry.
 
     python tools/model_table.py [--threads 2] [--runs 10] [--models NAME ...]
+    python tools/model_table.py --write-readme
+
+Measuring prints the table's rows: COCO box mAP (torchvision's metadata), parameters, CPU latency here.
+Models on a timm backbone have no COCO weights (their column says so); their parameter count is
+counted on the built model (80 classes, as torchvision's COCO figures count). The figures go into each
+model's ``register_model(..., figures=ModelFigures(...))`` call; ``--write-readme`` then rewrites the
+README's table from the registrations (tests/test_model_zoo.py checks that the two agree).
 
 Latency is batch-1 eager PyTorch inference on a 640x480 image at each model's default input size,
 median over ``--runs`` after two warm-up runs, with ``--threads`` intra-op threads. Weights are random
@@ -16,10 +20,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from detect_ft.models import MODELS, build_model
+from detect_ft.models.zoo import readme_with_table
+from detect_ft.utils.atomic_io import write_text_atomic
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def latency_ms(model: torch.nn.Module, runs: int) -> float:
@@ -39,7 +48,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument("--write-readme", action="store_true", help="rewrite README.md's table from the registry")
     args = parser.parse_args()
+    if args.write_readme:
+        write_text_atomic(README, readme_with_table(README.read_text()))
+        print(f"wrote the model table of {README}")
+        return
     torch.set_num_threads(args.threads)
     print(f"| model | COCO box mAP | params (M) | CPU latency, {args.threads} threads (ms) |")
     print("| --- | ---: | ---: | ---: |")

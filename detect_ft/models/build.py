@@ -19,10 +19,16 @@ import torch.nn as nn
 from detect_ft.checkpoint import format as ckpt
 from detect_ft.checkpoint.format import read_checkpoint
 from detect_ft.models.anchors import set_anchors, set_saved_anchors
-from detect_ft.models.finetune import backbone_stages, freeze_batchnorm, set_trainable_backbone_layers
-from detect_ft.models.registry import MODELS, ModelSpec, coco_category_names
-from detect_ft.models.timm_backbone import freeze_body_batchnorm, imagenet_state_dict
-from detect_ft.models.weights import SourceWeights, download_error, fetch_state_dict, read_weights_file
+from detect_ft.models.finetune import backbone_stages, freeze_backbone_batchnorm, set_trainable_backbone_layers
+from detect_ft.models.registry import MODELS, ModelSpec
+from detect_ft.models.timm_backbone import imagenet_state_dict
+from detect_ft.models.weights import (
+    SourceWeights,
+    coco_category_names,
+    download_error,
+    fetch_state_dict,
+    read_weights_file,
+)
 from detect_ft.utils.errors import ConfigError, WeightsError
 
 
@@ -76,7 +82,7 @@ def build_model(
     if spec.sigmoid_head:
         _silence_background_column(model)
     if frozen_bn if frozen_bn is not None else (pretrained and spec.frozen_bn):
-        _freeze_backbone_bn(model, spec)
+        freeze_backbone_batchnorm(model, spec.family)
     stages = len(backbone_stages(model, spec.family))
     if trainable_backbone_layers is None:
         trainable_backbone_layers = min(spec.default_trainable, stages) if pretrained else stages
@@ -164,15 +170,6 @@ def _build_timm(
     if source is not None:
         load_pretrained(model, name, source, class_names, match_names=match_names)
     return model, source is not None
-
-
-def _freeze_backbone_bn(model: nn.Module, spec: ModelSpec) -> None:
-    if spec.family == "timm":  # timm's BatchNormAct2d carries its activation; timm's converter keeps it
-        freeze_body_batchnorm(model.backbone.body)
-        return
-    for stage in backbone_stages(model, spec.family):
-        for module in stage:
-            freeze_batchnorm(module)
 
 
 def _backbone_bn_was_frozen(model: nn.Module, name: str, state: dict[str, torch.Tensor]) -> bool:
@@ -334,7 +331,7 @@ def load_detector(
     set_saved_anchors(model, name, options, str(path))
     source = SourceWeights(checkpoint[ckpt.MODEL], None, str(path))
     if _backbone_bn_was_frozen(model, name, source.state):
-        _freeze_backbone_bn(model, MODELS[name])
+        freeze_backbone_batchnorm(model, MODELS[name].family)
     load_pretrained(model, name, source, checkpoint.get(ckpt.CLASS_NAMES))
     set_input_normalisation(model, checkpoint.get(ckpt.NORMALISATION))
     model.to(map_location).eval()

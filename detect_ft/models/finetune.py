@@ -1,10 +1,11 @@
 """Fine-tuning controls: trainable backbone stages, frozen BatchNorm, parameter groups.
 
 ``trainable_backbone_layers`` keeps torchvision's meaning: the backbone body is cut into stages (ResNet:
-conv1, layer1..layer4; MobileNetV3 and VGG: the blocks between strided layers), and only the last ``n``
-stages (nearest the heads) train. FPN, SSD extra layers and heads always train. torchvision applies it
-only while building with pretrained weights; here it is applied after loading any weights, and again by
-the trainer when it unfreezes the backbone.
+conv1, layer1..layer4; MobileNetV3 and VGG: the blocks between strided layers; timm: its feature stages),
+and only the last ``n`` stages (nearest the heads) train. FPN, SSD extra layers and heads always train.
+torchvision applies it only while building with pretrained weights; here it is applied after loading any
+weights, and again by the trainer when it unfreezes the backbone. Each backbone family registers how its backbone is cut
+(:func:`~detect_ft.models.registry.register_family`, beside its models' builders).
 """
 
 from __future__ import annotations
@@ -13,52 +14,27 @@ import torch
 import torch.nn as nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from detect_ft.models.registry import MODELS
+from detect_ft.models.registry import FAMILIES, MODELS
 
 
 def backbone_stages(model: nn.Module, family: str) -> list[list[nn.Module]]:
-    """The backbone body's stages, input side first; each stage is a list of modules."""
-    if family == "resnet_fpn":
-        body = model.backbone.body
-        return [[body.conv1, body.bn1], [body.layer1], [body.layer2], [body.layer3], [body.layer4]]
-    if family == "mobilenet_fpn":
-        return _split_at(list(model.backbone.body.children()), _strided_flags(model.backbone.body.children()))
-    if family == "ssdlite":
-        # torchvision split the MobileNetV3 block at C4 in two: features[0] ends with its first half,
-        # features[1] starts with the rest, so the block counts once, as a strided block.
-        head_part, tail_part = model.backbone.features
-        blocks = list(head_part)[:-1] + [[head_part[-1], tail_part[0]]] + list(tail_part)[1:]
-        strided = _strided_flags(head_part[:-1]) + [True] + _strided_flags(list(tail_part)[1:])
-        return _split_at(blocks, strided)
-    if family == "timm":
-        from detect_ft.models.timm_backbone import body_stages
-
-        return body_stages(model.backbone.body)
-    if family == "vgg":
-        # Stages start at each max-pool, as in torchvision's _vgg_extractor; the layers from maxpool4 on
-        # moved into extra[0], before its new fc6/fc7 block, and maxpool5 (never a stage start) is gone.
-        layers = list(model.backbone.features) + list(model.backbone.extra[0])[:-1]
-        starts = [0] + [i for i, layer in enumerate(layers) if isinstance(layer, nn.MaxPool2d)]
-        bounds = starts + [len(layers)]
-        return [layers[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    raise ValueError(f"unknown backbone family {family!r}")
+    """The backbone body's stages, input side first; each stage is a list of modules (as the registered
+    :class:`~detect_ft.models.registry.BackboneFamily` ``family`` cuts them)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown backbone family {family!r}")
+    return FAMILIES[family].stages(model)
 
 
-def _strided_flags(blocks) -> list[bool]:
-    return [bool(getattr(b, "_is_cn", False)) for b in blocks]
-
-
-def _split_at(blocks: list, strided: list[bool]) -> list[list[nn.Module]]:
-    """Stages as torchvision counts them: block 0, each strided block onward, and the last block alone."""
-    starts = [0] + [i for i, s in enumerate(strided) if s and i > 0] + [len(blocks) - 1]
-    bounds = starts + [len(blocks)]
-    stages = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        stage: list[nn.Module] = []
-        for block in blocks[a:b]:
-            stage.extend(block if isinstance(block, list) else [block])
-        stages.append(stage)
-    return stages
+def freeze_backbone_batchnorm(model: nn.Module, family: str) -> None:
+    """Freeze the backbone's BatchNorm in place, as the registered ``family`` does (by default: each
+    BatchNorm2d of its stages becomes a FrozenBatchNorm2d holding the same statistics)."""
+    freeze = FAMILIES[family].freeze_batchnorm
+    if freeze is not None:
+        freeze(model)
+        return
+    for stage in backbone_stages(model, family):
+        for module in stage:
+            freeze_batchnorm(module)
 
 
 def num_backbone_stages(model: nn.Module, model_name: str) -> int:

@@ -1,12 +1,20 @@
-"""The model registry: a plain dict from name to :class:`ModelSpec`.
+"""The model registry: ``register_model`` beside each builder puts one :class:`ModelSpec` into ``MODELS``.
 
-Each spec names the builder, where its pretrained weights come from, the backbone family (which decides
-how ``trainable_backbone_layers`` maps onto modules), the class-dependent tensors that get new shapes for
-the user's classes, and the capabilities the rest of the code asks about (``fixed_size``,
-``sigmoid_head``). Everything else in a detector is class-agnostic and is loaded bit-identical from the
-pretrained weights.
+A model is its builder plus one :func:`register_model` call next to it, which carries everything the rest
+of the code asks about: where its pretrained weights come from, its backbone family (registered once per
+family with :func:`register_family`: how the backbone is cut into stages for ``trainable_backbone_layers``
+and how its BatchNorm freezes), the class-dependent tensors that get new shapes for the user's classes, its
+capabilities (``fixed_size``, ``sigmoid_head``, ...) and its figures for the README table and ``detect-ft
+models`` (:class:`ModelFigures`). ``MODELS``, :func:`list_models`, the README table and ``detect-ft models``
+all list the registrations, in registration order.
 
-New (class-dependent) tensors per architecture; ``A`` = anchors per location, ``C = K + 1``:
+This module imports no builder. The builder modules (:mod:`~detect_ft.models.torchvision_detectors`,
+:mod:`~detect_ft.models.timm_detectors`) import it and register when they are imported, which
+``detect_ft/models/__init__.py`` does; so ``MODELS`` is complete once any part of the package is imported.
+
+Everything in a detector but its class-dependent tensors is class-agnostic and is loaded bit-identical from
+the pretrained weights. New (class-dependent) tensors per architecture; ``A`` = anchors per location,
+``C = K + 1``:
 
 | model | new tensors | row layout |
 | --- | --- | --- |
@@ -20,24 +28,68 @@ RetinaNet and FCOS score each column with a sigmoid (``sigmoid_head``); their ba
 fixed at score 0 (see ``build._silence_background_column``) so that they, like the softmax models, only
 ever predict 1..K.
 
-Models with a ``timm_backbone`` are built by :mod:`detect_ft.models.timm_detectors` on that timm model
-(``model.backbone`` names another one, no code needed); their ImageNet weights come from
-:mod:`detect_ft.models.timm_backbone`. Their ``recipe`` holds the training settings that suit a
-pretrained backbone, used for every config key the user leaves unset.
+Models with a ``timm_backbone`` are built on that timm model (``model.backbone`` names another one, no
+code needed); their ImageNet weights come from :mod:`detect_ft.models.timm_backbone`. Their ``recipe``
+holds the training settings that suit a pretrained backbone, used for every config key the user leaves
+unset.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
-import torch.nn as nn
-from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights, VGG16_Weights
-from torchvision.models import detection as tvd
-from torchvision.models._api import WeightsEnum
+if TYPE_CHECKING:
+    import torch.nn as nn
+    from torchvision.models._api import WeightsEnum
 
-from detect_ft.models import timm_detectors
+# head_pattern of the heads the registered models share (the table in the module docstring)
+SSDLITE_HEAD = r"head\.classification_head\.module_list\.\d+\.1\.(weight|bias)"
+SSD_HEAD = r"head\.classification_head\.module_list\.\d+\.(weight|bias)"
+RCNN_HEAD = r"roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(weight|bias)"
+CLS_LOGITS_HEAD = r"head\.classification_head\.cls_logits\.(weight|bias)"
+
+Builder = TypeVar("Builder", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelFigures:
+    """A model's row in the README table and in ``detect-ft models``.
+
+    Attributes:
+        coco_map: COCO val2017 box mAP of its COCO weights (torchvision's published figure); None without
+            COCO weights.
+        params_m: parameters in millions (torchvision's figure for the COCO weights, else counted on the
+            model built for 80 classes).
+        latency_ms: batch-1 eager PyTorch inference on 2 CPU threads, as ``tools/model_table.py`` measures it.
+        note: the mAP column's text for a model without ``coco_map``.
+    """
+
+    coco_map: Optional[float]
+    params_m: float
+    latency_ms: int
+    note: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackboneFamily:
+    """What a backbone family does for fine-tuning, the same for every model of the family.
+
+    Attributes:
+        name: the ``family`` the models' specs name.
+        stages: ``stages(model)`` returns the backbone body's stages, input side first, each a list of
+            modules (``trainable_backbone_layers`` trains the last ``n``).
+        stage_count: how many stages every model of the family has, known without building one; None when
+            it depends on the model (then counted from its timm backbone, or on a meta-device build).
+        freeze_batchnorm: ``freeze_batchnorm(model)`` freezes the backbone's BatchNorm in place; None:
+            every ``BatchNorm2d`` of the stages becomes a ``FrozenBatchNorm2d``.
+    """
+
+    name: str
+    stages: Callable[[nn.Module], list[list[nn.Module]]]
+    stage_count: Optional[int] = None
+    freeze_batchnorm: Optional[Callable[[nn.Module], None]] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,15 +98,15 @@ class ModelSpec:
 
     Attributes:
         builder: torchvision builder taking ``weights``, ``weights_backbone``, ``num_classes``; or, with
-            ``timm_backbone``, a :mod:`~detect_ft.models.timm_detectors` builder taking ``backbone``,
-            ``num_classes``.
-        family: ``resnet_fpn`` | ``mobilenet_fpn`` | ``ssdlite`` | ``vgg`` | ``timm`` (see
-            finetune.backbone_stages).
+            ``timm_backbone``, a builder taking ``backbone`` (a timm model name) and ``num_classes``.
+        family: a registered :class:`BackboneFamily` name (``resnet_fpn``, ``mobilenet_fpn``, ``ssdlite``,
+            ``vgg``, ``timm``).
         head_pattern: regex matching the state-dict keys of class-dependent tensors.
         head_layout: ``anchors`` (rows ``a*C + c``) or ``rcnn`` (classifier rows ``c``, box rows ``4c..``).
         default_trainable: trainable backbone stages by default with pretrained weights.
         frozen_bn: whether backbone BatchNorm is frozen by default when the backbone is pretrained.
         description: one line for ``detect-ft models``.
+        figures: its row in the README table and ``detect-ft models``.
         coco_weights: torchvision's COCO weights for the full detector (None: none exist).
         backbone_weights: torchvision's ImageNet weights for ``weights_backbone`` (torchvision models).
         timm_backbone: the default timm backbone (timm models only).
@@ -73,6 +125,7 @@ class ModelSpec:
     default_trainable: int
     frozen_bn: bool
     description: str
+    figures: ModelFigures
     coco_weights: Optional[WeightsEnum] = None
     backbone_weights: Optional[WeightsEnum] = None
     timm_backbone: Optional[str] = None
@@ -81,6 +134,10 @@ class ModelSpec:
     sigmoid_head: bool = False
     anchor_free: bool = False
     recipe: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def backbone_family(self) -> BackboneFamily:
+        return FAMILIES[self.family]
 
     def is_head_key(self, key: str) -> bool:
         return re.fullmatch(self.head_pattern, key) is not None
@@ -99,179 +156,63 @@ class ModelSpec:
         return head.num_classes if self.sigmoid_head else head.num_columns
 
 
-_SSDLITE_HEAD = r"head\.classification_head\.module_list\.\d+\.1\.(weight|bias)"
-_RCNN_HEAD = r"roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(weight|bias)"
-_CLS_LOGITS = r"head\.classification_head\.cls_logits\.(weight|bias)"
+FAMILIES: dict[str, BackboneFamily] = {}
+MODELS: dict[str, ModelSpec] = {}
 
-# Chosen with tools/finetune_suite.py on four real sets (docs/benchmarks.md, "Fine-tuning suite"): the
-# backbone frozen for the first third of the run (a share, so it holds at any budget), then its last 3
-# stages train at the heads' LR (all 5 cost twice the CPU time a step); the backbone at a tenth of the LR
-# with nothing frozen (the earlier recipe) collapsed or lagged on the sets other than raccoon. Batch 8 at
-# lr 0.002 beat batch 16 at 0.001 on each set screened (twice the optimizer steps in the same minutes, and a few
-# hundred photos give few steps); lr 0.004 and a larger input did not pay.
-_TIMM_RECIPE = (
-    ("model.weights", "imagenet"),
-    ("model.trainable_backbone_layers", 3),
-    ("train.optimizer", "adamw"),
-    ("train.lr", 0.002),
-    ("train.weight_decay", 0.0001),
-    ("train.backbone_lr_mult", 1.0),
-    ("train.freeze_backbone_fraction", 0.33),
-    ("train.batch_size", 8),
-    ("train.channels_last", True),
-)
 
-MODELS: dict[str, ModelSpec] = {
-    "ssdlite320_mobilenet_v3_large": ModelSpec(
-        builder=tvd.ssdlite320_mobilenet_v3_large,
-        coco_weights=tvd.SSDLite320_MobileNet_V3_Large_Weights.COCO_V1,
-        backbone_weights=MobileNet_V3_Large_Weights.IMAGENET1K_V1,
-        family="ssdlite",
-        head_pattern=_SSDLITE_HEAD,
-        head_layout="anchors",
-        default_trainable=6,
-        frozen_bn=False,
-        fixed_size=True,
-        description="SSDlite 320x320, MobileNetV3-Large: fastest, for CPUs and edge devices",
-    ),
-    "ssd300_vgg16": ModelSpec(
-        builder=tvd.ssd300_vgg16,
-        coco_weights=tvd.SSD300_VGG16_Weights.COCO_V1,
-        backbone_weights=VGG16_Weights.IMAGENET1K_FEATURES,
-        family="vgg",
-        head_pattern=r"head\.classification_head\.module_list\.\d+\.(weight|bias)",
-        head_layout="anchors",
-        default_trainable=4,
-        frozen_bn=False,
-        fixed_size=True,
-        fixed_side=300,
-        description="SSD 300x300, VGG16: the classic single-shot detector",
-    ),
-    "fasterrcnn_resnet50_fpn": ModelSpec(
-        builder=tvd.fasterrcnn_resnet50_fpn,
-        coco_weights=tvd.FasterRCNN_ResNet50_FPN_Weights.COCO_V1,
-        backbone_weights=ResNet50_Weights.IMAGENET1K_V1,
-        family="resnet_fpn",
-        head_pattern=_RCNN_HEAD,
-        head_layout="rcnn",
-        default_trainable=3,
-        frozen_bn=True,
-        description="Faster R-CNN, ResNet50-FPN: accurate two-stage baseline",
-    ),
-    "fasterrcnn_resnet50_fpn_v2": ModelSpec(
-        builder=tvd.fasterrcnn_resnet50_fpn_v2,
-        coco_weights=tvd.FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
-        backbone_weights=ResNet50_Weights.IMAGENET1K_V1,
-        family="resnet_fpn",
-        head_pattern=_RCNN_HEAD,
-        head_layout="rcnn",
-        default_trainable=3,
-        frozen_bn=False,
-        description="Faster R-CNN v2, ResNet50-FPN: the most accurate model here",
-    ),
-    "fasterrcnn_mobilenet_v3_large_fpn": ModelSpec(
-        builder=tvd.fasterrcnn_mobilenet_v3_large_fpn,
-        coco_weights=tvd.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1,
-        backbone_weights=MobileNet_V3_Large_Weights.IMAGENET1K_V1,
-        family="mobilenet_fpn",
-        head_pattern=_RCNN_HEAD,
-        head_layout="rcnn",
-        default_trainable=3,
-        frozen_bn=True,
-        description="Faster R-CNN, MobileNetV3-Large FPN: two-stage, light",
-    ),
-    "fasterrcnn_mobilenet_v3_large_320_fpn": ModelSpec(
-        builder=tvd.fasterrcnn_mobilenet_v3_large_320_fpn,
-        coco_weights=tvd.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1,
-        backbone_weights=MobileNet_V3_Large_Weights.IMAGENET1K_V1,
-        family="mobilenet_fpn",
-        head_pattern=_RCNN_HEAD,
-        head_layout="rcnn",
-        default_trainable=3,
-        frozen_bn=True,
-        description="Faster R-CNN, MobileNetV3-Large FPN at 320 px: two-stage for CPUs",
-    ),
-    "retinanet_resnet50_fpn_v2": ModelSpec(
-        builder=tvd.retinanet_resnet50_fpn_v2,
-        coco_weights=tvd.RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1,
-        backbone_weights=ResNet50_Weights.IMAGENET1K_V1,
-        family="resnet_fpn",
-        head_pattern=_CLS_LOGITS,
-        head_layout="anchors",
-        default_trainable=3,
-        frozen_bn=False,
-        sigmoid_head=True,
-        description="RetinaNet v2, ResNet50-FPN: one-stage with focal loss",
-    ),
-    "fcos_resnet50_fpn": ModelSpec(
-        builder=tvd.fcos_resnet50_fpn,
-        coco_weights=tvd.FCOS_ResNet50_FPN_Weights.COCO_V1,
-        backbone_weights=ResNet50_Weights.IMAGENET1K_V1,
-        family="resnet_fpn",
-        head_pattern=_CLS_LOGITS,
-        head_layout="anchors",
-        default_trainable=3,
-        frozen_bn=True,
-        sigmoid_head=True,
-        anchor_free=True,
-        description="FCOS, ResNet50-FPN: anchor-free one-stage",
-    ),
-    "ssdlite320_efficientnet_lite0": ModelSpec(
-        builder=timm_detectors.ssdlite_timm,
-        timm_backbone="tf_efficientnet_lite0",
-        family="timm",
-        head_pattern=_SSDLITE_HEAD,
-        head_layout="anchors",
-        default_trainable=5,
-        frozen_bn=False,
-        fixed_size=True,
-        recipe=_TIMM_RECIPE,
-        description="SSDLite 320x320, EfficientNet-Lite0 (timm, ImageNet weights offline): fast, INT8-friendly",
-    ),
-    "fasterrcnn_efficientnet_lite0_fpn": ModelSpec(
-        builder=timm_detectors.fasterrcnn_timm_fpn,
-        timm_backbone="tf_efficientnet_lite0",
-        family="timm",
-        head_pattern=_RCNN_HEAD,
-        head_layout="rcnn",
-        default_trainable=3,
-        frozen_bn=True,
-        recipe=_TIMM_RECIPE,
-        description="Faster R-CNN, EfficientNet-Lite0 FPN (timm, ImageNet weights offline), 512 px",
-    ),
-    "retinanet_efficientnet_lite0_fpn": ModelSpec(
-        builder=timm_detectors.retinanet_timm_fpn,
-        timm_backbone="tf_efficientnet_lite0",
-        family="timm",
-        head_pattern=_CLS_LOGITS,
-        head_layout="anchors",
-        default_trainable=3,
-        frozen_bn=True,
-        sigmoid_head=True,
-        recipe=_TIMM_RECIPE,
-        description="RetinaNet, EfficientNet-Lite0 FPN (timm, ImageNet weights offline), 512 px",
-    ),
-    "fcos_efficientnet_lite0_fpn": ModelSpec(
-        builder=timm_detectors.fcos_timm_fpn,
-        timm_backbone="tf_efficientnet_lite0",
-        family="timm",
-        head_pattern=_CLS_LOGITS,
-        head_layout="anchors",
-        default_trainable=3,
-        frozen_bn=True,
-        sigmoid_head=True,
-        anchor_free=True,
-        recipe=_TIMM_RECIPE,
-        description="FCOS, EfficientNet-Lite0 FPN (timm, ImageNet weights offline), 512 px",
-    ),
-}
+def register_family(
+    name: str,
+    *,
+    stages: Callable[[nn.Module], list[list[nn.Module]]],
+    stage_count: Optional[int] = None,
+    freeze_batchnorm: Optional[Callable[[nn.Module], None]] = None,
+) -> BackboneFamily:
+    """Register backbone family ``name`` (once, beside the builders of its models); see
+    :class:`BackboneFamily` for the arguments.
+
+    Raises:
+        ValueError: a family of that name is registered already.
+    """
+    if name in FAMILIES:
+        raise ValueError(f"backbone family {name!r} is registered already; register each family once")
+    FAMILIES[name] = BackboneFamily(
+        name=name, stages=stages, stage_count=stage_count, freeze_batchnorm=freeze_batchnorm
+    )
+    return FAMILIES[name]
+
+
+def register_model(name: str, *, builder: Optional[Builder] = None, **spec: Any) -> Any:
+    """Register detector ``name``: ``spec`` holds the :class:`ModelSpec` fields other than ``builder``.
+
+    With ``builder`` it registers at once; without, it returns a decorator that registers the function it
+    decorates as the builder (as timm's ``@register_model``). Either way the builder comes back unchanged.
+
+    Raises:
+        ValueError: ``name`` is registered already, or its ``family`` is not.
+        TypeError: a ModelSpec field is missing or unknown.
+    """
+
+    def register(function: Builder) -> Builder:
+        if name in MODELS:
+            raise ValueError(
+                f"model {name!r} is registered already; pick a new name (or unregister_model({name!r}) first)"
+            )
+        if spec.get("family") not in FAMILIES:
+            raise ValueError(
+                f"model {name!r}: unknown backbone family {spec.get('family')!r}; registered: "
+                f"{', '.join(FAMILIES)} (register_family adds one)"
+            )
+        MODELS[name] = ModelSpec(builder=function, **spec)
+        return function
+
+    return register if builder is None else register(builder)
+
+
+def unregister_model(name: str) -> ModelSpec:
+    """Remove model ``name`` from the registry and return its spec (KeyError when it is not registered)."""
+    return MODELS.pop(name)
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`detect_ft.models.build_model`, in registry order."""
+    """Names accepted by :func:`detect_ft.models.build_model`, in registration order."""
     return list(MODELS)
-
-
-def coco_category_names() -> list[str]:
-    """torchvision's 91 COCO slots: index 0 is ``__background__``, unused ids are ``N/A``."""
-    return list(tvd.FasterRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"])

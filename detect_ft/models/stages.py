@@ -1,9 +1,10 @@
 """How many backbone stages a registered model has, known without building its weights.
 
 The config check needs the number to bound ``model.trainable_backbone_layers`` before any work starts.
-The known families have a fixed count (the stages :func:`detect_ft.models.finetune.backbone_stages`
-returns); a family not listed here is counted once by building the model on PyTorch's ``meta`` device
-(no memory for weights, no download), and the answer is cached per model name.
+A family with a fixed count registers it (``BackboneFamily.stage_count``, the number of stages its
+``stages`` callable returns); a timm model's count is that of its timm backbone; any other model is
+counted once by building it on PyTorch's ``meta`` device (no memory for weights, no download). Counts are
+cached per registration (the spec), so a name registered anew is counted anew.
 """
 
 from __future__ import annotations
@@ -11,33 +12,29 @@ from __future__ import annotations
 import functools
 from typing import Optional
 
-# stages per backbone family, as finetune.backbone_stages counts them (tests/test_config.py checks
-# these against a meta-device build of every registered model)
-STAGES_PER_FAMILY: dict[str, int] = {"resnet_fpn": 5, "mobilenet_fpn": 6, "ssdlite": 6, "vgg": 5}
+import torch
+
+from detect_ft.models.finetune import backbone_stages
+from detect_ft.models.registry import MODELS, ModelSpec
+from detect_ft.models.timm_backbone import body_stages, create_body
 
 
-@functools.lru_cache(maxsize=None)
 def backbone_stage_count(name: str, backbone: Optional[str] = None) -> Optional[int]:
     """The number of backbone stages of registered model ``name`` (on timm ``backbone``, for the timm
     models); None when it cannot be told."""
-    from detect_ft.models.registry import MODELS
-
     spec = MODELS.get(name)
     if spec is None:
         return None
-    if spec.family in STAGES_PER_FAMILY:
-        return STAGES_PER_FAMILY[spec.family]
+    if spec.backbone_family.stage_count is not None:
+        return spec.backbone_family.stage_count
     if spec.timm_backbone:
         return timm_stage_count(backbone or spec.timm_backbone)
-    return count_on_meta_device(name)
+    return _count_on_meta_device(spec)
 
 
+@functools.lru_cache(maxsize=None)
 def timm_stage_count(backbone: str) -> Optional[int]:
     """Feature stages of timm model ``backbone``, built on the meta device (shapes only)."""
-    import torch
-
-    from detect_ft.models.timm_backbone import body_stages, create_body
-
     try:
         with torch.device("meta"):
             return len(body_stages(create_body(backbone)))
@@ -47,12 +44,11 @@ def timm_stage_count(backbone: str) -> Optional[int]:
 
 def count_on_meta_device(name: str) -> Optional[int]:
     """Build model ``name`` on the meta device (shapes only) and count its backbone stages."""
-    import torch
+    return _count_on_meta_device(MODELS[name])
 
-    from detect_ft.models.finetune import backbone_stages
-    from detect_ft.models.registry import MODELS
 
-    spec = MODELS[name]
+@functools.lru_cache(maxsize=None)
+def _count_on_meta_device(spec: ModelSpec) -> Optional[int]:
     try:
         with torch.device("meta"):
             if spec.timm_backbone:

@@ -14,6 +14,11 @@ resize/normalise transform uses the backbone's pretraining mean and std.
 
 ``build_model(..., anchor_sizes=..., anchor_ratios=...)`` replaces these anchors after building, with the
 same count per location, as for the torchvision models (:mod:`detect_ft.models.anchors`).
+
+Each builder is registered beside it, on ``tf_efficientnet_lite0`` by default, in the ``timm`` backbone
+family: its stages are the timm body's feature stages, and its BatchNorm freezes with timm's converter.
+These models have no COCO weights; the parameters in their figures are counted on the model built for 80
+classes, the latency measured with ``tools/model_table.py`` (see the README for the machine and date).
 """
 
 from __future__ import annotations
@@ -32,9 +37,51 @@ from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 from torchvision.ops.misc import Conv2dNormActivation
 
-from detect_ft.models.timm_backbone import create_body, normalisation
+from detect_ft.models.registry import (
+    CLS_LOGITS_HEAD,
+    RCNN_HEAD,
+    SSDLITE_HEAD,
+    ModelFigures,
+    register_family,
+    register_model,
+)
+from detect_ft.models.timm_backbone import body_stages, create_body, freeze_body_batchnorm, normalisation
 
 FPN_CHANNELS = 256
+
+# Chosen with tools/finetune_suite.py on four real sets (docs/benchmarks.md, "Fine-tuning suite"): the
+# backbone frozen for the first third of the run (a share, so it holds at any budget), then its last 3
+# stages train at the heads' LR (all 5 cost twice the CPU time a step); the backbone at a tenth of the LR
+# with nothing frozen (the earlier recipe) collapsed or lagged on the sets other than raccoon. Batch 8 at
+# lr 0.002 beat batch 16 at 0.001 on each set screened (twice the optimizer steps in the same minutes, and a few
+# hundred photos give few steps); lr 0.004 and a larger input did not pay.
+TIMM_RECIPE = (
+    ("model.weights", "imagenet"),
+    ("model.trainable_backbone_layers", 3),
+    ("train.optimizer", "adamw"),
+    ("train.lr", 0.002),
+    ("train.weight_decay", 0.0001),
+    ("train.backbone_lr_mult", 1.0),
+    ("train.freeze_backbone_fraction", 0.33),
+    ("train.batch_size", 8),
+    ("train.channels_last", True),
+)
+IMAGENET_BACKBONE = "ImageNet backbone"
+
+
+def timm_stages(model: nn.Module) -> list[list[nn.Module]]:
+    """The timm body's feature stages (:func:`~detect_ft.models.timm_backbone.body_stages`)."""
+    return body_stages(model.backbone.body)
+
+
+def freeze_timm_batchnorm(model: nn.Module) -> None:
+    """Freeze the timm body's BatchNorm with timm's converter, which keeps the activation that timm's
+    ``BatchNormAct2d`` carries (torchvision's FrozenBatchNorm2d would drop it)."""
+    freeze_body_batchnorm(model.backbone.body)
+
+
+# stage count: that of the timm backbone chosen (model.backbone), counted from it
+register_family("timm", stages=timm_stages, freeze_batchnorm=freeze_timm_batchnorm)
 
 
 class SSDLiteFeatures(nn.Module):
@@ -99,6 +146,24 @@ class TimmFPN(nn.Module):
         return self.fpn(OrderedDict((str(i), v) for i, v in enumerate(levels)))
 
 
+@register_model(
+    "ssdlite320_efficientnet_lite0",
+    timm_backbone="tf_efficientnet_lite0",
+    family="timm",
+    head_pattern=SSDLITE_HEAD,
+    head_layout="anchors",
+    default_trainable=5,
+    frozen_bn=False,
+    fixed_size=True,
+    recipe=TIMM_RECIPE,
+    description="SSDLite 320x320, EfficientNet-Lite0 (timm, ImageNet weights offline): fast, INT8-friendly",
+    figures=ModelFigures(
+        coco_map=None,
+        params_m=4.2,
+        latency_ms=122,
+        note=f"{IMAGENET_BACKBONE}; raccoon mAP50 0.968 after the 5-minute demo",
+    ),
+)
 def ssdlite_timm(*, backbone: str, num_classes: int, size: int = 320) -> SSD:
     """SSDLite at ``size`` x ``size`` on a timm backbone; torchvision's SSDLite320 settings otherwise."""
     norm_layer = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
@@ -121,6 +186,18 @@ def ssdlite_timm(*, backbone: str, num_classes: int, size: int = 320) -> SSD:
     )
 
 
+@register_model(
+    "fasterrcnn_efficientnet_lite0_fpn",
+    timm_backbone="tf_efficientnet_lite0",
+    family="timm",
+    head_pattern=RCNN_HEAD,
+    head_layout="rcnn",
+    default_trainable=3,
+    frozen_bn=True,
+    recipe=TIMM_RECIPE,
+    description="Faster R-CNN, EfficientNet-Lite0 FPN (timm, ImageNet weights offline), 512 px",
+    figures=ModelFigures(coco_map=None, params_m=20.4, latency_ms=1177, note=IMAGENET_BACKBONE),
+)
 def fasterrcnn_timm_fpn(*, backbone: str, num_classes: int, min_size: int = 512, max_size: int = 853) -> FasterRCNN:
     """Faster R-CNN with an FPN over the timm backbone's stride 4..32 maps."""
     features = TimmFPN(backbone, 4, LastLevelMaxPool())
@@ -128,6 +205,19 @@ def fasterrcnn_timm_fpn(*, backbone: str, num_classes: int, min_size: int = 512,
     return FasterRCNN(features, num_classes, min_size=min_size, max_size=max_size, image_mean=mean, image_std=std)
 
 
+@register_model(
+    "retinanet_efficientnet_lite0_fpn",
+    timm_backbone="tf_efficientnet_lite0",
+    family="timm",
+    head_pattern=CLS_LOGITS_HEAD,
+    head_layout="anchors",
+    default_trainable=3,
+    frozen_bn=True,
+    sigmoid_head=True,
+    recipe=TIMM_RECIPE,
+    description="RetinaNet, EfficientNet-Lite0 FPN (timm, ImageNet weights offline), 512 px",
+    figures=ModelFigures(coco_map=None, params_m=12.5, latency_ms=932, note=IMAGENET_BACKBONE),
+)
 def retinanet_timm_fpn(*, backbone: str, num_classes: int, min_size: int = 512, max_size: int = 853) -> RetinaNet:
     """RetinaNet (v2 head: GroupNorm) with an FPN over the stride 8..32 maps plus P6 and P7."""
     features = TimmFPN(backbone, 3, LastLevelP6P7(FPN_CHANNELS, FPN_CHANNELS))
@@ -149,6 +239,20 @@ def retinanet_timm_fpn(*, backbone: str, num_classes: int, min_size: int = 512, 
     )
 
 
+@register_model(
+    "fcos_efficientnet_lite0_fpn",
+    timm_backbone="tf_efficientnet_lite0",
+    family="timm",
+    head_pattern=CLS_LOGITS_HEAD,
+    head_layout="anchors",
+    default_trainable=3,
+    frozen_bn=True,
+    sigmoid_head=True,
+    anchor_free=True,
+    recipe=TIMM_RECIPE,
+    description="FCOS, EfficientNet-Lite0 FPN (timm, ImageNet weights offline), 512 px",
+    figures=ModelFigures(coco_map=None, params_m=11.0, latency_ms=767, note=IMAGENET_BACKBONE),
+)
 def fcos_timm_fpn(*, backbone: str, num_classes: int, min_size: int = 512, max_size: int = 853) -> FCOS:
     """FCOS with an FPN over the stride 8..32 maps plus P6 and P7."""
     features = TimmFPN(backbone, 3, LastLevelP6P7(FPN_CHANNELS, FPN_CHANNELS))

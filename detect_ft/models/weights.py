@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torchvision.models import detection as tvd
 from torchvision.models._api import WeightsEnum
 
 from detect_ft.checkpoint import format as ckpt
@@ -23,6 +24,7 @@ __all__ = [
     "SourceWeights",
     "cache_dir",
     "check_checkpoint",
+    "coco_category_names",
     "download_error",
     "fetch_state_dict",
     "read_weights_file",
@@ -45,7 +47,13 @@ class SourceWeights:
     origin: str
 
 
+def coco_category_names() -> list[str]:
+    """torchvision's 91 COCO slots: index 0 is ``__background__``, unused ids are ``N/A``."""
+    return list(tvd.FasterRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"])
+
+
 def cache_dir() -> Path:
+    """torch hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``), where torchvision's files are cached."""
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
