@@ -174,11 +174,13 @@ def name_clashes(root: Path, package: str) -> list[str]:
     packages = {p.parent.name for p in (root / package).rglob("__init__.py")}
     counts = Counter(p.name for p in files)
     clashes = [
-        f"{name}: {sorted(str(p.relative_to(root)) for p in files if p.name == name)}"
+        f"{name}: {sorted(p.relative_to(root).as_posix() for p in files if p.name == name)}"
         for name in sorted(counts)
         if counts[name] > 1
     ]
-    clashes += [f"{p.relative_to(root)} has the name of a package" for p in sorted(files) if p.stem in packages]
+    clashes += [
+        f"{p.relative_to(root).as_posix()} has the name of a package" for p in sorted(files) if p.stem in packages
+    ]
     return clashes
 
 
