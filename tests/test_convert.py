@@ -131,72 +131,32 @@ def test_crowd_boxes_are_left_out_of_yolo_and_difficult_in_voc(tmp_path):
     assert [a["iscrowd"] for a in data["annotations"]] == [0, 1] and data["annotations"][0]["category_id"] == 7
 
 
+def _convert_voc(root: Path, out: Path, to: str, *extra: str, splits: tuple[str, ...] = ("train",)) -> int:
+    """``detect-ft convert --from voc --to TO`` of ``root``'s ``splits`` into ``out``; the exit status."""
+    argv = ["convert", "--from", "voc", "--to", to, "--root", str(root), "--out", str(out)]
+    for split in splits:
+        argv += ["--split", split]
+    return main(argv + list(extra))
+
+
 def test_convert_command(tmp_path, capsys):
     voc = _voc(tmp_path / "voc")
     out = tmp_path / "out"
-    argv = [
-        "convert",
-        "--from",
-        "voc",
-        "--to",
-        "yolo",
-        "--root",
-        str(voc),
-        "--split",
-        "train",
-        "--split",
-        "val",
-        "--out",
-        str(out),
-    ]
-    assert main(argv) == 0
+    assert _convert_voc(voc, out, "yolo", splits=("train", "val")) == 0
     printed = capsys.readouterr().out
     assert "format: yolo" in printed and "train: train" in printed and "val: val" in printed
     train, _ = load_split(format="yolo", root=out, split="train")
     val, _ = load_split(format="yolo", root=out, split="val", classes=train.class_names)
     assert (len(train), len(val), train.num_boxes + val.num_boxes) == (3, 1, 10)
-    assert (
-        main(
-            [
-                "convert",
-                "--from",
-                "voc",
-                "--to",
-                "yolo",
-                "--root",
-                str(voc),
-                "--split",
-                "train",
-                "--out",
-                str(tmp_path / "o2"),
-                "--image-mode",
-                "none",
-            ]
-        )
-        == 2
-    )
+
+
+def test_convert_command_refuses_yolo_without_images(tmp_path, capsys):
+    assert _convert_voc(_voc(tmp_path / "voc"), tmp_path / "o2", "yolo", "--image-mode", "none") == 2
     assert "--image-mode none" in capsys.readouterr().err
-    # classes selection: boxes of other classes cannot be converted and are listed
-    assert (
-        main(
-            [
-                "convert",
-                "--from",
-                "voc",
-                "--to",
-                "coco",
-                "--root",
-                str(voc),
-                "--split",
-                "train",
-                "--out",
-                str(tmp_path / "o3"),
-                "--classes",
-                "dog",
-            ]
-        )
-        == 0
-    )
+
+
+def test_convert_command_lists_boxes_of_unselected_classes(tmp_path, capsys):
+    assert _convert_voc(_voc(tmp_path / "voc"), tmp_path / "o3", "coco", "--classes", "dog") == 0
     assert "could not be converted" in capsys.readouterr().out
     coco, _ = load_split(format="coco", root=tmp_path / "o3", split="train.json")
     assert coco.class_names == ["dog"] and (tmp_path / "o3" / "images" / "p0.jpg").is_file()

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from detect_ft.data.records import DatasetRecords, ImageRecord
-from detect_ft.evaluation.voc_eval import average_precision, box_iou, voc_metrics
+from detect_ft.evaluation.voc_eval import average_precision, voc_metrics
+from detect_ft.utils.boxes import box_iou
 
 
 def _pred(boxes=(), scores=(), labels=()):

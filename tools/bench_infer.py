@@ -150,7 +150,8 @@ def checkpoint_data(path: str, data_config: str, class_names: list[str]):
     return split(cfg.data.train), split(cfg.data.val), cfg
 
 
-def main() -> None:
+def parse_args() -> tuple[argparse.Namespace, dict[str, str], list[str]]:
+    """The command line, the ``--checkpoint`` paths by model name and the ``--variants`` names."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--checkpoint",
@@ -203,120 +204,159 @@ def main() -> None:
         parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join([*VARIANTS, *LEVELS])}")
     if args.data_config and not checkpoints:
         parser.error("--data-config needs --checkpoint MODEL=PATH")
+    return args, checkpoints, variants
 
+
+def synthetic_splits(work: Path, args: argparse.Namespace) -> tuple:
+    """(train, val) of a synthetic COCO dataset written under ``work/data``."""
+    root = make_synthetic_dataset(
+        work / "data",
+        num_train=args.train_images,
+        num_val=args.val_images,
+        image_size=args.side,
+        classes=CLASSES,
+        format="coco",
+        seed=0,
+    )
+    split = lambda name: load_split(format="coco", root=root, split=name, classes=list(CLASSES))[0]
+    return split("train.json"), split("val.json")
+
+
+def model_under_test(name: str, args: argparse.Namespace, checkpoints: dict[str, str], synthetic) -> tuple:
+    """(model, class_names): the ``--checkpoint`` model, else one trained briefly on the synthetic train split."""
+    if name in checkpoints:
+        model, meta = load_detector(checkpoints[name])
+        return model, list(meta["class_names"])
+    torch.set_num_threads(args.train_threads)
+    iters = args.rcnn_train_iters if "rcnn" in name else args.train_iters
+    return train_briefly(name, synthetic[0], iters, args.side), list(CLASSES)
+
+
+def scoring_data(name: str, args: argparse.Namespace, checkpoints: dict[str, str], class_names, synthetic) -> tuple:
+    """(val, calibration images, score threshold, a line describing them): ``--data-config``'s splits,
+    else the synthetic ones."""
+    if args.data_config:
+        from detect_ft.api.exporting import calibration_images
+
+        train, val, cfg = checkpoint_data(checkpoints[name], args.data_config, class_names)
+        calib, score_thresh = calibration_images(train, args.calib_images), cfg.eval.score_thresh
+        data_desc = f"{len(val)} validation images of {cfg.data.root} ({cfg.data.val}), {len(calib)} calibration images"
+    else:
+        train, val = synthetic
+        calib, score_thresh = [read_image(r.image_path) for r in train.records[:16]], 0.001
+        data_desc = f"{len(val)} synthetic validation images of {args.side} px, {len(calib)} calibration images"
+    return val, calib, score_thresh, data_desc
+
+
+def bench_variant(
+    variant: str, name: str, work: Path, calib, val, score_thresh: float, threads: int, bench: dict
+) -> None:
+    """Quantise (an INT8 variant) or reopen (a graph optimisation level) and score ``variant``, adding its
+    predictors, metrics and labels to ``bench`` (keys ``predictors``, ``metrics``, ``labels``)."""
+    predictors, metrics, labels = bench["predictors"], bench["metrics"], bench["labels"]
+    fp32_path, int8_path = work / f"{name}.onnx", work / f"{name}.int8.onnx"
+    start = time.perf_counter()
+    if variant in VARIANTS:
+        path = work / f"{name}.int8_{variant}.onnx"
+        info = quantize_int8(fp32_path, path, calib, VARIANTS[variant])
+        predictors[variant] = onnx_predictor(path, threads)
+        labels[variant] = f"int8 {variant} ({info['description']})"
+    else:
+        for runtime, path in (("fp32", fp32_path), ("int8", int8_path)):
+            predictors[f"{runtime} {variant}"] = onnx_predictor(path, threads, LEVELS[variant])
+            labels[f"{runtime} {variant}"] = f"{runtime} {LEVELS[variant]}" + (
+                " (default INT8)" if runtime == "int8" else ""
+            )
+    for key in [variant] if variant in VARIANTS else [f"fp32 {variant}", f"int8 {variant}"]:
+        _, metrics[key] = score_runtime(predictors[key], val, score_thresh=score_thresh)
+    print(f"  {name}: variant {variant} quantised and scored in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def latency_rows(name: str, model, val, bench: dict, args: argparse.Namespace) -> list[list[str]]:
+    """Table rows (model, runtime, p50, p90, vs fp32, mAP, mAP50, d mAP, d mAP50) of every runtime in
+    ``bench``, PyTorch eager timed in its own block first."""
+    images = [read_image(r.image_path) for r in val.records[: args.images]]
+    eager = latency_block(torch_predictor(model, "cpu"), images, args.warmup, args.runs)
+    time.sleep(1.0)  # let torch's OpenMP threads go idle before onnxruntime is timed
+    times = {"pytorch eager": eager, **latency_interleaved(bench["predictors"], images, args.warmup, args.runs)}
+    fp32_p50 = float(np.median(times["onnx fp32"]))
+    fp32_metrics = bench["metrics"]["onnx fp32"]
+    rows = []
+    for runtime, values in times.items():
+        p50, p90 = float(np.percentile(values, 50)), float(np.percentile(values, 90))
+        m = bench["metrics"][runtime]
+        delta = [f"{100 * ((m[key] or 0) - (fp32_metrics[key] or 0)):+.2f}" for key in ("map", "map50")]
+        rows.append(
+            [
+                name,
+                bench["labels"].get(runtime, runtime),
+                f"{p50:.1f}",
+                f"{p90:.1f}",
+                f"{fp32_p50 / p50:.2f}x",
+                f"{100 * (m['map'] or 0):.1f}",
+                f"{100 * (m['map50'] or 0):.1f}",
+                *delta,
+            ]
+        )
+    return rows
+
+
+def bench_model(name: str, args, checkpoints: dict[str, str], variants: list[str], work: Path, synthetic) -> tuple:
+    """(table rows, note) of one model: export with parity and INT8, the variants, then latency."""
+    model, class_names = model_under_test(name, args, checkpoints, synthetic)
+    val, calib, score_thresh, data_desc = scoring_data(name, args, checkpoints, class_names, synthetic)
+    torch.set_num_threads(args.threads)
+    fp32_path = work / f"{name}.onnx"
+    report = export_detector(
+        model,
+        fp32_path,
+        model_name=name,
+        class_names=class_names,
+        val_dataset=val,
+        score_thresh=score_thresh,
+        int8=True,
+        calib_images=calib,
+        int8_keep_anyway=True,
+    )
+    bench = {
+        "metrics": {
+            "pytorch eager": report["parity"]["torch"],
+            "onnx fp32": report["parity"]["onnx"],
+            "onnx int8": report["int8"],
+        },
+        "labels": {"onnx int8": f"onnx int8 (default: {report['int8']['description']})"},
+        "predictors": {
+            "onnx fp32": onnx_predictor(fp32_path, args.threads),
+            "onnx int8": onnx_predictor(work / f"{name}.int8.onnx", args.threads),
+        },
+    }
+    for variant in variants:
+        bench_variant(variant, name, work, calib, val, score_thresh, args.threads, bench)
+    det = report["parity"]["detections"]
+    note = (
+        f"{name}: {data_desc}; parity {det['matched']}/{det['reference_detections']} detections matched, "
+        f"max score diff {det['max_score_diff']:.1e}, max box diff {det['max_box_diff']:.1e} px; "
+        f"default INT8 gate (export.int8_max_map_drop={report['int8']['max_map_drop']}): "
+        f"{report['int8']['gate']}"
+    )
+    return latency_rows(name, model, val, bench, args), note
+
+
+def main() -> None:
+    args, checkpoints, variants = parse_args()
     print(
         f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())} ({os.cpu_count()} cores, "
         f"CPU INT8 support: {cpu_int8_support()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
     )
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_infer_"))
     work.mkdir(parents=True, exist_ok=True)
-    if args.data_config:
-        jobs = list(checkpoints)
-    else:
-        root = make_synthetic_dataset(
-            work / "data",
-            num_train=args.train_images,
-            num_val=args.val_images,
-            image_size=args.side,
-            classes=CLASSES,
-            format="coco",
-            seed=0,
-        )
-        split = lambda name: load_split(format="coco", root=root, split=name, classes=list(CLASSES))[0]
-        synthetic = split("train.json"), split("val.json")
-        jobs = list(MODELS_TO_BENCH)
+    synthetic = None if args.data_config else synthetic_splits(work, args)
+    jobs = list(checkpoints) if args.data_config else list(MODELS_TO_BENCH)
     rows, notes = [], []
     for name in jobs:
-        if name in checkpoints:
-            model, meta = load_detector(checkpoints[name])
-            class_names = list(meta["class_names"])
-        else:
-            torch.set_num_threads(args.train_threads)
-            iters = args.rcnn_train_iters if "rcnn" in name else args.train_iters
-            model, class_names = train_briefly(name, synthetic[0], iters, args.side), list(CLASSES)
-        if args.data_config:
-            from detect_ft.api.exporting import calibration_images
-
-            train, val, cfg = checkpoint_data(checkpoints[name], args.data_config, class_names)
-            calib, score_thresh = calibration_images(train, args.calib_images), cfg.eval.score_thresh
-            data_desc = (
-                f"{len(val)} validation images of {cfg.data.root} ({cfg.data.val}), {len(calib)} calibration images"
-            )
-        else:
-            train, val = synthetic
-            calib, score_thresh = [read_image(r.image_path) for r in train.records[:16]], 0.001
-            data_desc = f"{len(val)} synthetic validation images of {args.side} px, {len(calib)} calibration images"
-        torch.set_num_threads(args.threads)
-        fp32_path = work / f"{name}.onnx"
-        report = export_detector(
-            model,
-            fp32_path,
-            model_name=name,
-            class_names=class_names,
-            val_dataset=val,
-            score_thresh=score_thresh,
-            int8=True,
-            calib_images=calib,
-            int8_keep_anyway=True,
-        )
-        int8_path = work / f"{name}.int8.onnx"
-        metrics = {
-            "pytorch eager": report["parity"]["torch"],
-            "onnx fp32": report["parity"]["onnx"],
-            "onnx int8": report["int8"],
-        }
-        labels = {"onnx int8": f"onnx int8 (default: {report['int8']['description']})"}
-        predictors = {
-            "onnx fp32": onnx_predictor(fp32_path, args.threads),
-            "onnx int8": onnx_predictor(int8_path, args.threads),
-        }
-        for variant in variants:
-            start = time.perf_counter()
-            if variant in VARIANTS:
-                path = work / f"{name}.int8_{variant}.onnx"
-                info = quantize_int8(fp32_path, path, calib, VARIANTS[variant])
-                predictors[variant] = onnx_predictor(path, args.threads)
-                labels[variant] = f"int8 {variant} ({info['description']})"
-            else:
-                for runtime, path in (("fp32", fp32_path), ("int8", int8_path)):
-                    predictors[f"{runtime} {variant}"] = onnx_predictor(path, args.threads, LEVELS[variant])
-                    labels[f"{runtime} {variant}"] = f"{runtime} {LEVELS[variant]}" + (
-                        " (default INT8)" if runtime == "int8" else ""
-                    )
-            for key in [variant] if variant in VARIANTS else [f"fp32 {variant}", f"int8 {variant}"]:
-                _, metrics[key] = score_runtime(predictors[key], val, score_thresh=score_thresh)
-            print(
-                f"  {name}: variant {variant} quantised and scored in {time.perf_counter() - start:.0f} s", flush=True
-            )
-        images = [read_image(r.image_path) for r in val.records[: args.images]]
-        eager = latency_block(torch_predictor(model, "cpu"), images, args.warmup, args.runs)
-        time.sleep(1.0)  # let torch's OpenMP threads go idle before onnxruntime is timed
-        times = {"pytorch eager": eager, **latency_interleaved(predictors, images, args.warmup, args.runs)}
-        fp32_p50 = float(np.median(times["onnx fp32"]))
-        fp32_metrics = metrics["onnx fp32"]
-        for runtime, values in times.items():
-            p50, p90 = float(np.percentile(values, 50)), float(np.percentile(values, 90))
-            m = metrics[runtime]
-            delta = [f"{100 * ((m[key] or 0) - (fp32_metrics[key] or 0)):+.2f}" for key in ("map", "map50")]
-            rows.append(
-                [
-                    name,
-                    labels.get(runtime, runtime),
-                    f"{p50:.1f}",
-                    f"{p90:.1f}",
-                    f"{fp32_p50 / p50:.2f}x",
-                    f"{100 * (m['map'] or 0):.1f}",
-                    f"{100 * (m['map50'] or 0):.1f}",
-                    *delta,
-                ]
-            )
-        det = report["parity"]["detections"]
-        notes.append(
-            f"{name}: {data_desc}; parity {det['matched']}/{det['reference_detections']} detections matched, "
-            f"max score diff {det['max_score_diff']:.1e}, max box diff {det['max_box_diff']:.1e} px; "
-            f"default INT8 gate (export.int8_max_map_drop={report['int8']['max_map_drop']}): "
-            f"{report['int8']['gate']}"
-        )
+        model_rows, note = bench_model(name, args, checkpoints, variants, work, synthetic)
+        rows += model_rows
+        notes.append(note)
     print()
     print("\n".join(notes))
     print(

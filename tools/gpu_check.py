@@ -119,7 +119,7 @@ def end_to_end(tmp: Path, device: str = "cuda") -> str:
     return f"ok: 3 epochs (2 + resume 1), metrics rows {len(rows)}, scaler state {scaler_text}"
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
@@ -133,24 +133,75 @@ def main() -> int:
         help="check this script's code paths on the CPU (fp32, 2 iterations); prints no GPU figures",
     )
     args = parser.parse_args()
+    if args.cpu_dry_run:
+        args.iters, args.warmup, args.batch, args.workers, args.modes = 2, 1, 2, 0, "off"
+    return args
+
+
+def synthetic_train_set(tmp: Path):
+    """A DetectionDataset (light training augmentation) of 256 synthetic 480x360 images written under ``tmp/data``."""
+    from detect_ft.data.dataset import DetectionDataset
+    from detect_ft.data.split import SplitSpec, load_checked_split
+    from detect_ft.data.synthetic import make_synthetic_dataset
+    from detect_ft.data.transforms import build_transform
+
+    started = time.perf_counter()
+    make_synthetic_dataset(tmp / "data", num_train=256, num_val=32, image_size=(480, 360), seed=0)
+    records, _ = load_checked_split(SplitSpec(format="coco", root=tmp / "data"), "train.json", None)
+    print(f"data: {len(records)} synthetic 480x360 images, generated in {time.perf_counter() - started:.1f}s\n")
+    return DetectionDataset(records, build_transform("light", train=True))
+
+
+def throughput_table(args: argparse.Namespace, dataset, device: str) -> int:
+    """Print the throughput table, one row per model and precision mode; the number of modes that failed
+    or did not train (loss not finite, or every step skipped)."""
+    import torch
+
+    print("| model | precision | batch | img/s | peak GPU memory (GiB) | mean loss |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    failures = 0
+    for model_name in args.models.split(","):
+        for mode in args.modes.split(","):
+            try:
+                r = throughput(
+                    model_name,
+                    mode,
+                    dataset,
+                    batch=args.batch,
+                    iters=args.iters,
+                    warmup=args.warmup,
+                    workers=args.workers,
+                    device=device,
+                )
+            except Exception as exc:  # report and go on: one failing mode must not hide the others
+                failures += 1
+                print(f"| {model_name} | {mode} | {args.batch} | FAILED: {type(exc).__name__}: {exc} | | |")
+                continue
+            ok = math.isfinite(r["loss"]) and r["skipped"] < args.iters
+            failures += not ok
+            loss_text = f"{r['loss']:.3f}" + ("" if ok else " NOT FINITE")
+            print(
+                f"| {model_name} | {mode} ({r['dtype']}) | {args.batch} | {r['img_s']:.1f} "
+                f"| {r['peak_gib']:.2f} | {loss_text} |"
+            )
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    return failures
+
+
+def main() -> int:
+    args = parse_args()
 
     import torch
 
     device = "cpu" if args.cpu_dry_run else "cuda"
-    if args.cpu_dry_run:
-        args.iters, args.warmup, args.batch, args.workers, args.modes = 2, 1, 2, 0, "off"
-    elif not torch.cuda.is_available():
+    if not args.cpu_dry_run and not torch.cuda.is_available():
         print(
             "error: no CUDA device is visible; tools/gpu_check.py needs a GPU (run the CPU tests instead)",
             file=sys.stderr,
         )
         return 2
     torch.backends.cudnn.benchmark = True
-    from detect_ft.data.dataset import DetectionDataset
-    from detect_ft.data.split import SplitSpec, load_checked_split
-    from detect_ft.data.synthetic import make_synthetic_dataset
-    from detect_ft.data.transforms import build_transform
-
     if args.cpu_dry_run:
         print("CPU dry run: checks the script only; the figures below are not GPU figures")
     else:
@@ -159,41 +210,9 @@ def main() -> int:
             f"bf16 {torch.cuda.is_bf16_supported()}"
         )
     started = time.perf_counter()
-    failures = 0
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        make_synthetic_dataset(tmp / "data", num_train=256, num_val=32, image_size=(480, 360), seed=0)
-        records, _ = load_checked_split(SplitSpec(format="coco", root=tmp / "data"), "train.json", None)
-        dataset = DetectionDataset(records, build_transform("light", train=True))
-        print(f"data: {len(records)} synthetic 480x360 images, generated in {time.perf_counter() - started:.1f}s\n")
-        print("| model | precision | batch | img/s | peak GPU memory (GiB) | mean loss |")
-        print("| --- | --- | ---: | ---: | ---: | ---: |")
-        for model_name in args.models.split(","):
-            for mode in args.modes.split(","):
-                try:
-                    r = throughput(
-                        model_name,
-                        mode,
-                        dataset,
-                        batch=args.batch,
-                        iters=args.iters,
-                        warmup=args.warmup,
-                        workers=args.workers,
-                        device=device,
-                    )
-                except Exception as exc:  # report and go on: one failing mode must not hide the others
-                    failures += 1
-                    print(f"| {model_name} | {mode} | {args.batch} | FAILED: {type(exc).__name__}: {exc} | | |")
-                    continue
-                ok = math.isfinite(r["loss"]) and r["skipped"] < args.iters
-                failures += not ok
-                loss_text = f"{r['loss']:.3f}" + ("" if ok else " NOT FINITE")
-                print(
-                    f"| {model_name} | {mode} ({r['dtype']}) | {args.batch} | {r['img_s']:.1f} "
-                    f"| {r['peak_gib']:.2f} | {loss_text} |"
-                )
-                if device == "cuda":
-                    torch.cuda.empty_cache()
+        failures = throughput_table(args, synthetic_train_set(tmp), device)
         print(f"\nend-to-end train() on {device} with AMP + EMA + channels_last (CUDA only), then resume:")
         try:
             print("  " + end_to_end(tmp, device))

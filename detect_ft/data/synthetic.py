@@ -21,6 +21,7 @@ import numpy as np
 from detect_ft.data.convert import write_split
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.utils.atomic_io import atomic_path
+from detect_ft.utils.boxes import box_ios
 from detect_ft.utils.errors import DataError
 
 
@@ -117,13 +118,6 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
     return image.clip(0, 255).astype(np.uint8)
 
 
-def _overlap(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over the smaller box's area: unlike IoU it also rejects a small box inside a big one."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    return w * h / min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-
-
 def synthetic_image(
     rng: np.random.Generator,
     width: int,
@@ -154,7 +148,8 @@ def synthetic_image(
             if placed is None:
                 continue
             box, window, mask = placed
-            if all(_overlap(box, other) <= 0.05 for other in boxes):
+            # IoS, not IoU: it also rejects a small shape hidden inside a big one
+            if not boxes or box_ios(box, np.stack(boxes)).max() <= 0.05:
                 image[window][mask > 0] = _hsv_color(rng, (0.75, 1.0), (0.8, 1.0))
                 boxes.append(box)
                 labels.append(label)

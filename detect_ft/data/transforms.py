@@ -35,6 +35,7 @@ import numpy as np
 from albumentations.augmentations.crops import functional as fcrops
 from albumentations.core.transforms_interface import BaseTransformInitSchema
 
+from detect_ft.utils.boxes import box_iou
 from detect_ft.utils.errors import ConfigError
 
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray]  # image (H,W,3) uint8, boxes (N,4) xyxy, labels (N,)
@@ -166,7 +167,7 @@ class MinIoURandomCrop(A.DualTransform):
                 if not len(boxes):
                     return {"crop_coords": crop}
                 inside = _centres_inside(boxes, crop)
-                if inside.any() and _iou_with(boxes[inside], crop).max() >= min_iou:
+                if inside.any() and box_iou(boxes[inside], np.array([crop])).max() >= min_iou:
                     return {"crop_coords": crop}
         return {"crop_coords": full}
 
@@ -198,15 +199,6 @@ def _centres_inside(boxes: np.ndarray, crop: tuple[int, int, int, int]) -> np.nd
     cx = (boxes[:, 0] + boxes[:, 2]) / 2
     cy = (boxes[:, 1] + boxes[:, 3]) / 2
     return (crop[0] < cx) & (cx < crop[2]) & (crop[1] < cy) & (cy < crop[3])
-
-
-def _iou_with(boxes: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
-    ix = np.clip(np.minimum(boxes[:, 2], crop[2]) - np.maximum(boxes[:, 0], crop[0]), 0, None)
-    iy = np.clip(np.minimum(boxes[:, 3], crop[3]) - np.maximum(boxes[:, 1], crop[1]), 0, None)
-    inter = ix * iy
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    crop_area = (crop[2] - crop[0]) * (crop[3] - crop[1])
-    return inter / np.maximum(area + crop_area - inter, 1e-9)
 
 
 class SizeKeepingMosaic(A.Mosaic):

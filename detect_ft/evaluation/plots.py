@@ -15,9 +15,10 @@ import numpy as np
 from detect_ft.data.records import DatasetRecords
 from detect_ft.evaluation.prediction_checks import check_predictions, ground_truth_ignore
 from detect_ft.evaluation.thresholds import THRESHOLD_PLOT_NAMES
-from detect_ft.evaluation.voc_eval import average_precision, box_iou, match_detections, precision_recall
+from detect_ft.evaluation.voc_eval import average_precision, match_detections, precision_recall
 from detect_ft.inference.predictions import filter_detections
 from detect_ft.utils.atomic_io import atomic_path
+from detect_ft.utils.boxes import box_iou
 from detect_ft.utils.errors import DetectFTError
 
 _LEGEND_MAX = 20  # beyond this many classes a legend hides the curves

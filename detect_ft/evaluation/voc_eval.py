@@ -15,19 +15,7 @@ import numpy as np
 
 from detect_ft.data.records import DatasetRecords
 from detect_ft.evaluation.prediction_checks import check_predictions, ground_truth_ignore
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (N, M) between xyxy boxes ``a`` (N, 4) and ``b`` (M, 4); 0 where the union is empty."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
+from detect_ft.utils.boxes import box_iou
 
 
 def match_detections(

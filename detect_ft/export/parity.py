@@ -19,8 +19,8 @@ from typing import Sequence
 import numpy as np
 
 from detect_ft.data.records import DatasetRecords
-from detect_ft.evaluation.voc_eval import box_iou
 from detect_ft.inference.predictions import PredictBatch, filter_predictions
+from detect_ft.utils.boxes import box_iou
 from detect_ft.utils.errors import DetectFTError
 
 

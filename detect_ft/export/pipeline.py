@@ -92,16 +92,25 @@ def export_detector(
         extra=extra_metadata,
     )
     report = {"output": str(output), "model_name": model_name, "opset": opset, "verified": val_dataset is not None}
-    if meta.get("thresholds"):  # in the report from the start: a refused INT8 model's report says it too
-        report.update(
-            thresholds=dict(zip(class_names, meta["thresholds"])), pooled_thresholds=meta.get("pooled_thresholds", [])
-        )
+    report.update(_threshold_report(meta, class_names))
     checks = {"max_map_drop": max_map_drop, "score_thresh": score_thresh, "backend": backend, "progress": progress}
     report.update(_write_fp32(model, output, meta, calib_images, val_dataset, checks))
     if int8:
         gate = Int8Gate(val_dataset, int8_max_map_drop, int8_keep_anyway, score_thresh, backend, progress)
         _export_int8(output, report, list(calib_images), int8_options, gate)
     return report
+
+
+def _threshold_report(meta: dict[str, Any], class_names: Sequence[str]) -> dict[str, Any]:
+    """``thresholds`` (class name -> score threshold) and ``pooled_thresholds`` when the metadata carries
+    per-class thresholds, else nothing. They go in the report before anything is written, so that a
+    refused INT8 model's report says them too."""
+    if not meta.get("thresholds"):
+        return {}
+    return {
+        "thresholds": dict(zip(class_names, meta["thresholds"])),
+        "pooled_thresholds": meta.get("pooled_thresholds", []),
+    }
 
 
 def _write_fp32(

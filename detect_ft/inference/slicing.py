@@ -29,6 +29,7 @@ import numpy as np
 
 from detect_ft.inference.image_header import check_pixels
 from detect_ft.inference.predictions import PredictBatch, as_detections
+from detect_ft.utils.boxes import box_ios, box_iou
 from detect_ft.utils.errors import ConfigError, DetectFTError
 
 MERGES = ("nms", "greedy")
@@ -177,16 +178,6 @@ def _class_offset(boxes: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return boxes + (labels.astype(np.float64) * span)[:, None]
 
 
-def _overlaps(box: np.ndarray, others: np.ndarray, metric: str) -> np.ndarray:
-    """IoU (or IoS: intersection over the smaller area) of one xyxy box with each of ``others`` (M, 4)."""
-    wh = np.clip(np.minimum(box[2:], others[:, 2:]) - np.maximum(box[:2], others[:, :2]), 0, None)
-    inter = wh[:, 0] * wh[:, 1]
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    base = area + areas - inter if metric == "iou" else np.minimum(area, areas)
-    return np.where(base > 0, inter / np.where(base > 0, base, 1), 0.0)
-
-
 def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float = 0.5) -> np.ndarray:
     """Class-wise non-maximum suppression: the indices kept, by descending score (ties: input order).
 
@@ -199,7 +190,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float = 
     while order.size:
         top, order = order[0], order[1:]
         keep.append(top)
-        order = order[_overlaps(shifted[top], shifted[order], "iou") <= iou]
+        order = order[box_iou(shifted[top], shifted[order])[0] <= iou]
     return np.asarray(keep, np.int64)
 
 
@@ -218,7 +209,7 @@ def greedy_merge(
     merged, kept = [], []
     while order.size:
         top = order[0]
-        group = _overlaps(shifted[top], shifted[order], "ios") >= ios
+        group = box_ios(shifted[top], shifted[order])[0] >= ios
         group[0] = True  # a degenerate (zero-area) box still absorbs itself
         members = boxes[order[group]]
         merged.append(np.concatenate([members[:, :2].min(0), members[:, 2:].max(0)]))

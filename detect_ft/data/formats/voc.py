@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-import xml.parsers.expat
 from pathlib import Path
 from typing import Optional
 
+import defusedxml.ElementTree as SafeET
 import numpy as np
+from defusedxml import DefusedXmlException
 
 from detect_ft.data.checks.findings import UNKNOWN_CLASS, Finding
 from detect_ft.data.formats.layout import ImageMode, Protected, guard, output_name, place_image, progress
@@ -61,25 +62,6 @@ def voc_split_ids(root: str | os.PathLike, split: str) -> tuple[list[str], Path]
     return ids, list_file
 
 
-def _refuse_dtd(data: bytes, path: Path) -> None:
-    """DataError for XML that declares a DOCTYPE or entities: VOC files never need them, and entity
-    expansion (billion laughs) or external entities are how XML files attack their readers."""
-
-    def refuse(*_args) -> None:
-        raise DataError(
-            f"annotation file {path} declares a DOCTYPE or entities, which VOC annotations never need "
-            "and detect-ft does not expand; remove the <!DOCTYPE ...> block"
-        )
-
-    parser = xml.parsers.expat.ParserCreate()
-    parser.StartDoctypeDeclHandler = refuse
-    parser.EntityDeclHandler = refuse
-    try:
-        parser.Parse(data, True)
-    except xml.parsers.expat.ExpatError:
-        pass  # a syntax error: ElementTree reports it with its position below
-
-
 def parse_voc_xml(path: Path) -> dict:
     """One annotation file -> {filename, width, height, objects: [(name, [xmin, ymin, xmax, ymax], difficult)]}.
 
@@ -88,10 +70,15 @@ def parse_voc_xml(path: Path) -> dict:
     if not path.is_file():
         raise DataError(f"annotation file {path} does not exist; fix the split list or add the file")
     check_size(path, MAX_XML_BYTES, "annotation file", DataError)
-    data = path.read_bytes()
-    _refuse_dtd(data, path)
     try:
-        root = ET.fromstring(data)
+        # forbid_dtd: VOC files never need a DOCTYPE, and refusing any one (not only those with entities)
+        # keeps entity expansion (billion laughs) and external entities out before they are looked at
+        root = SafeET.fromstring(path.read_bytes(), forbid_dtd=True)
+    except DefusedXmlException:
+        raise DataError(
+            f"annotation file {path} declares a DOCTYPE or entities, which VOC annotations never need "
+            "and detect-ft does not expand; remove the <!DOCTYPE ...> block"
+        ) from None
     except ET.ParseError as exc:
         line, column = exc.position
         raise DataError(f"annotation file {path}: XML parse error at line {line} column {column}") from None

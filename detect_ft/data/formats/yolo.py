@@ -24,7 +24,14 @@ import yaml
 
 from detect_ft.data.checks.findings import UNKNOWN_CLASS, Finding
 from detect_ft.data.formats.layout import ImageMode, Protected, guard, output_name, place_image, progress
-from detect_ft.data.paths import is_background_name, outside_root_finding, resolve, select_classes, size_or_finding
+from detect_ft.data.paths import (
+    ImagePlacer,
+    is_background_name,
+    outside_root_finding,
+    resolve,
+    select_classes,
+    size_or_finding,
+)
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.inference.image import IMAGE_SUFFIXES
 from detect_ft.utils.atomic_io import write_text_atomic
@@ -160,22 +167,16 @@ def load_yolo(
     images, where = yolo_image_list(root, split)
     id_names, names, id_of_name, label_of_id = _yolo_classes(root, where, classes)
 
-    records, findings = [], []
     # a split folder named by the config is trusted like data.root; the files in it are not: a link
     # there may point anywhere
     roots, entry = ([root], "entry") if where.is_file() else ([root, where], "image")
+    placer = ImagePlacer(roots, allow_outside_root, apply_orientation)
+    records, findings = [], placer.findings
     for index, (image_path, file_name, label_path) in enumerate(images):
-        outside = outside_root_finding(image_path, roots, f"{where}: {entry} {file_name!r}")
-        if outside is not None:
-            findings.append(outside)
-            if not allow_outside_root:
-                continue
-        if label_path is None:
-            label_path = label_path_for(image_path)  # raises: not under an images folder
-        size, finding = size_or_finding(image_path, apply_orientation)
-        if finding is not None:
-            findings.append(finding)
+        placed = _place_yolo_image(image_path, label_path, f"{where}: {entry} {file_name!r}", placer)
+        if placed is None:
             continue
+        size, label_path = placed
         boxes, labels = _yolo_boxes(label_path, size, label_of_id, id_names, findings)
         if not boxes and not keep_background:
             continue
@@ -193,6 +194,29 @@ def load_yolo(
         )
     category_ids = [id_of_name[n] + 1 for n in names]
     return DatasetRecords(records, names, category_ids, source=str(where)), findings
+
+
+def _place_yolo_image(
+    image_path: Path, label_path: Optional[Path], where: str, placer: ImagePlacer
+) -> Optional[tuple[tuple[int, int], Path]]:
+    """``(size, label_path)`` of one listed image, or None when it is left out (outside ``placer.roots``
+    and not allowed, or unreadable), with the reason in ``placer.findings``.
+
+    Unlike :meth:`ImagePlacer.size`, the label file is located between the root check and the image
+    read: an image not under an ``images`` folder is a DataError, also when the image itself is missing.
+    """
+    outside = outside_root_finding(image_path, placer.roots, where)
+    if outside is not None:
+        placer.findings.append(outside)
+        if not placer.allow_outside_root:
+            return None
+    if label_path is None:
+        label_path = label_path_for(image_path)  # raises: not under an images folder
+    size, finding = size_or_finding(image_path, placer.apply_orientation)
+    if finding is not None:
+        placer.findings.append(finding)
+        return None
+    return size, label_path
 
 
 def _yolo_classes(
