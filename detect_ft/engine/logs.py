@@ -36,9 +36,9 @@ def console_messages(is_main: bool = True) -> Iterator[None]:
 
     When neither the ``detect_ft`` logger nor the root logger has a handler (a script or a notebook that
     just calls ``train`` or ``Detector.train``), a handler writing the bare message to ``sys.stdout`` (as
-    ``print`` did) is attached to the ``detect_ft`` logger, at INFO, and removed at the end: the epoch
-    lines show without the caller setting up logging, and nothing stays configured after the call. When
-    logging is configured (``detect-ft``'s command line, ``logging.basicConfig``, pytest), the records go
+    ``print`` did) is attached to the ``detect_ft`` logger, at INFO unless the caller set its level, and
+    removed at the end: the epoch lines show without the caller setting up logging, and nothing stays
+    configured after the call. When logging is configured (``detect-ft``'s command line, ``logging.basicConfig``, pytest), the records go
     to the configured handlers at the configured levels, and nothing is attached.
 
     ``is_main=False`` (a DDP rank other than 0) lets only warnings and errors through, so that every line
@@ -52,7 +52,8 @@ def console_messages(is_main: bool = True) -> Iterator[None]:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+        if level == logging.NOTSET:  # a level the caller set on the logger stays
+            logger.setLevel(logging.INFO)
     try:
         yield
     finally:
