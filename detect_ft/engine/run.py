@@ -5,8 +5,8 @@
     stats = train_one_epoch(run, loader)          # detect_ft.engine.fit: one epoch, without a Config
 
 :func:`detect_ft.engine.trainer.train` builds the Run of a config (loader factory, schedule, EMA,
-validation, resume); a benchmark or a notebook can build one by hand for :func:`~detect_ft.engine.fit.
-train_one_epoch`. Hooks read a Run's attributes and may change them.
+validation, resume); a benchmark or a notebook can build one by hand and pass it to
+:func:`~detect_ft.engine.fit.train_one_epoch`. Hooks read a Run's attributes and may change them.
 """
 
 from __future__ import annotations

@@ -53,8 +53,8 @@ from detect_ft.utils.errors import DetectFTError
 __all__ = ["eval_interval", "seed_everything", "train"]
 
 LOG = logging.getLogger(__name__)
-# The EMA's decay warms up as 1 - (1 + step)^-EMA_WARMUP_POWER, up to train.ema_decay (timm's ModelEmaV3:
-# its averaging window grows as step^0.75, a shrinking share of the run; docs/training.md, EMA).
+# The EMA's decay at the run's n-th optimizer step is min(train.ema_decay, 1 - n^-EMA_WARMUP_POWER) (timm's
+# ModelEmaV3 warm-up): its averaging window grows as n^0.75, a shrinking share of the run (docs/training.md).
 EMA_WARMUP_POWER = 0.75
 
 
