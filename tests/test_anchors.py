@@ -189,7 +189,7 @@ def test_anchor_config_checks() -> None:
         build_model("retinanet_efficientnet_lite0_fpn", 2, weights="none", anchor_sizes=[[32, 64]] * 5)
 
 
-def test_training_with_auto_anchors_records_them_for_every_rebuild(tmp_path, capsys) -> None:
+def test_training_with_auto_anchors_records_them_for_every_rebuild(tmp_path, caplog) -> None:
     from conftest import make_tiny_data, tiny_config
 
     from detect_ft.data.split import SplitSpec, load_checked_split
@@ -198,8 +198,9 @@ def test_training_with_auto_anchors_records_them_for_every_rebuild(tmp_path, cap
     data_dir = make_tiny_data(tmp_path / "data")
     overrides = ("model.anchors=auto", "train.max_iters_per_epoch=1", "train.eval_interval=0")
     cfg = tiny_config(data_dir, tmp_path / "run", *overrides)
+    caplog.set_level("INFO", logger="detect_ft")  # the trainer logs its lines
     run_dir = trainer.train(cfg, progress=False)
-    assert "anchors fitted to" in capsys.readouterr().out
+    assert "anchors fitted to" in caplog.text
     assert cfg.model.anchor_sizes == []  # the caller's config is left as it was
 
     saved = load_config(run_dir / "config.yaml").model

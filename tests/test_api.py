@@ -188,16 +188,26 @@ def test_readme_python_snippet_runs_as_written(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_create_then_train_keeps_the_created_model(tiny_data, tmp_path):
-    """Detector.create's classes, weights and model options reach training; the detector then holds the
-    run's best checkpoint."""
+    """Detector.create's classes, weights and model options reach training, and so do the caller's hooks;
+    the detector then holds the run's best checkpoint."""
     from conftest import TINY_MODEL, tiny_config
 
     from detect_ft.config.schema import load_config
+    from detect_ft.engine.hooks import Hook
+
+    class Losses(Hook):
+        def __init__(self) -> None:
+            self.losses: list[float] = []
+
+        def after_epoch(self, run) -> None:
+            self.losses.append(run.row["loss"])
 
     detector = Detector.create(
         TINY_MODEL, classes=["circle", "square"], weights="none", detections_per_img=50, device="cpu"
     )
-    run = detector.train(tiny_config(tiny_data, tmp_path / "run"), progress=False, epochs=1)
+    hook = Losses()
+    run = detector.train(tiny_config(tiny_data, tmp_path / "run"), progress=False, hooks=[hook], epochs=1)
+    assert len(hook.losses) == 1 and hook.losses[0] > 0
     saved = load_config(run.run_dir / "config.yaml")
     assert (saved.model.detections_per_img, saved.model.weights, saved.data.classes) == (
         50,

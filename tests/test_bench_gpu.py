@@ -103,15 +103,17 @@ def test_overhead_check_times_four_loops_that_train(bench, one_thread) -> None:
 
 
 def test_tiny_detector_losses_fall_under_train_one_epoch(bench, one_thread) -> None:
-    from detect_ft.engine.loop import train_one_epoch
+    from detect_ft.engine.fit import train_one_epoch
+    from detect_ft.engine.run import Run, TrainOptions
 
     trainer = bench.bench_train
     torch.manual_seed(0)
     model = trainer.TinyDetector()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     batches = trainer.tiny_batches(2, batch=2, size=32, device=torch.device("cpu"))
-    first = train_one_epoch(model, optimizer, batches * 5, torch.device("cpu"), progress=False)
-    later = train_one_epoch(model, optimizer, batches * 5, torch.device("cpu"), progress=False)
+    run = Run(model=model, optimizer=optimizer, options=TrainOptions(progress=False))
+    first = train_one_epoch(run, batches * 5)
+    later = train_one_epoch(run, batches * 5)
     assert set(first["losses"]) == {"classification", "box_regression"}
     assert math.isfinite(first["loss"]) and later["loss"] < first["loss"]
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from timm.utils.model_ema import ModelEmaV3
 
 from detect_ft._version import __version__
 from detect_ft.checkpoint import format as ckpt
 from detect_ft.checkpoint.format import CheckpointError, read_checkpoint, write_checkpoint
 from detect_ft.checkpoint.training import load_checkpoint, save_checkpoint
 from detect_ft.config.schema import Config, config_to_dict
-from detect_ft.engine.ema import ModelEMA
 from detect_ft.engine.state import RunState
 from detect_ft.models import build_model, input_normalisation, load_detector
 from detect_ft.models.weights import read_weights_file
@@ -42,7 +42,7 @@ def written(tmp_path_factory) -> Path:
         category_ids=[1, 5],
         config=config_to_dict(cfg),
         optimizer=optimizer,
-        ema=ModelEMA(model),
+        ema=ModelEmaV3(model),
         rng=[],
         **state.checkpoint_entries(),
     )
@@ -60,7 +60,7 @@ def test_the_written_keys_are_the_documented_ones_and_carry_the_format_version(w
     saved = torch.load(written, weights_only=True)
     assert set(saved) == set(ckpt.KEYS) == _documented_keys()
     assert saved[ckpt.FORMAT] == ckpt.FORMAT_VERSION == 1 and saved[ckpt.VERSION] == __version__
-    assert set(saved[ckpt.EMA]) == {ckpt.EMA_TRAINING_MODEL, "updates", "decay", "tau"}
+    assert set(saved[ckpt.EMA]) == {ckpt.EMA_TRAINING_MODEL, "decay", "warmup_power"}
     assert saved[ckpt.NORMALISATION] == input_normalisation(load_detector(written)[0])
     with pytest.raises(ValueError, match="not checkpoint keys: \\['bogus'\\]"):
         write_checkpoint(written.with_name("x.pt"), {ckpt.MODEL: {}, "bogus": 1})

@@ -299,15 +299,15 @@ def tiny_input_options(name: str) -> dict:
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_trains_on_a_batch_of_one(name):
     """The last batch of an epoch can hold one image; BatchNorm on a 1x1 map of it must not stop the run."""
-    from detect_ft.engine.loop import train_one_epoch
+    from detect_ft.engine.fit import train_one_epoch
+    from detect_ft.engine.run import Run, TrainOptions
 
     torch.manual_seed(0)
     model = build_model(name, 2, weights="none", **tiny_input_options(name))
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     target = {"boxes": torch.tensor([[4.0, 6.0, 40.0, 44.0]]), "labels": torch.tensor([1])}
-    stats = train_one_epoch(
-        model, optimizer, [([torch.rand(3, 48, 48)], [target])], torch.device("cpu"), progress=False
-    )
+    run = Run(model=model, optimizer=optimizer, options=TrainOptions(progress=False))
+    stats = train_one_epoch(run, [([torch.rand(3, 48, 48)], [target])])
     assert stats["steps"] == 1 and stats["images"] == 1 and stats["skipped_steps"] == 0
     assert torch.isfinite(torch.tensor(stats["loss"]))
 

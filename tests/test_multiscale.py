@@ -9,7 +9,7 @@ from conftest import tiny_config
 from test_resume import RESUME_OVERRIDES, _assert_same_training
 
 from detect_ft.config.schema import load_config
-from detect_ft.engine.ema import unwrap
+from detect_ft.engine.distributed import unwrap
 from detect_ft.engine.hooks import Hook
 from detect_ft.engine.multiscale import MultiScale, check_multi_scale, input_size, set_input_size
 from detect_ft.engine.trainer import train

@@ -1,9 +1,8 @@
-"""Optimizer groups and LR schedules, EMA arithmetic, checkpoint helpers and the metrics log."""
+"""Optimizer groups and LR schedules, checkpoint helpers and the metrics log (the EMA: test_fit.py)."""
 
 from __future__ import annotations
 
 import json
-import math
 import random
 
 import numpy as np
@@ -18,7 +17,6 @@ from detect_ft.checkpoint.training import (
     save_checkpoint,
     set_rng_state,
 )
-from detect_ft.engine.ema import ModelEMA
 from detect_ft.engine.logs import MetricsLog, write_training_plots
 from detect_ft.engine.optim import (
     WARMUP_START_FACTOR,
@@ -84,25 +82,6 @@ def test_adamw_uses_momentum_as_beta1(detector) -> None:
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.8, 0.999)
     with pytest.raises(ValueError, match="unknown optimizer"):
         build_optimizer(detector, MODEL, optimizer="lion", lr=1e-3)
-
-
-def test_ema_follows_the_closed_form() -> None:
-    model = nn.BatchNorm1d(2)
-    ema = ModelEMA(model, decay=0.5, tau=1.0)
-    expected = model.weight.detach().clone()
-    for step in range(1, 4):
-        with torch.no_grad():
-            model.weight.add_(1.0)
-        model(torch.randn(4, 2))  # moves running_mean and the integer num_batches_tracked
-        ema.update(model)
-        d = 0.5 * (1 - math.exp(-step))
-        expected = d * expected + (1 - d) * model.weight.detach()
-        torch.testing.assert_close(ema.module.weight, expected)
-    assert ema.module.num_batches_tracked == model.num_batches_tracked == 3
-    assert not any(p.requires_grad for p in ema.module.parameters())
-    clone = ModelEMA(nn.BatchNorm1d(2), decay=0.5, tau=1.0)
-    clone.load_state_dict(ema.state_dict())
-    assert clone.updates == 3 and torch.equal(clone.module.weight, ema.module.weight)
 
 
 def test_checkpoint_round_trip_and_rng(tmp_path) -> None:

@@ -1,5 +1,5 @@
 """Resuming on CPU with deterministic settings repeats the uninterrupted run bit for bit, also after a
-SIGKILL in the middle of an epoch."""
+SIGKILL in the middle of an epoch and from a checkpoint of an earlier version."""
 
 from __future__ import annotations
 
@@ -157,18 +157,22 @@ def test_resume_rejects_a_missing_or_foreign_checkpoint(data_dir, tmp_path) -> N
         train(tiny_config(data_dir, tmp_path / "b", f"train.resume={junk}"), progress=False)
 
 
-def test_a_checkpoint_of_an_earlier_version_still_resumes(data_dir, tmp_path) -> None:
-    """Earlier versions kept NumPy's RNG state as a pickled array: the one non-plain type the loader
-    allows (a pickled array builds an array, nothing else)."""
+def test_a_checkpoint_of_an_earlier_version_still_resumes(data_dir, straight_run, tmp_path) -> None:
+    """Earlier versions kept NumPy's RNG state as a pickled array (the one non-plain type the loader allows:
+    a pickled array builds an array, nothing else) and, with EMA on, their own ModelEMA's state (``updates``,
+    ``decay``, ``tau``); such a checkpoint resumes, and to the same weights as a run never interrupted."""
     import numpy as np
 
     out = tmp_path / "run"
-    train(tiny_config(data_dir, out, "train.epochs=1"), progress=False)
+    train(tiny_config(data_dir, out, "train.epochs=1", *RESUME_OVERRIDES), progress=False)
     last = out / "checkpoints" / "last.pt"
     checkpoint = torch.load(last, weights_only=True)
-    for state in checkpoint["rng"]:
-        state["numpy"] = np.random.get_state()  # the old layout: ('MT19937', uint32 array, pos, ...)
+    for state in checkpoint["rng"]:  # the old layout of the same state: ('MT19937', uint32 array, pos, ...)
+        n = state["numpy"]
+        state["numpy"] = (n["kind"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    raw = checkpoint["ema"]["training_model"]
+    checkpoint["ema"] = {"training_model": raw, "updates": checkpoint["iteration"], "decay": 0.9, "tau": 2000.0}
     torch.save(checkpoint, last)
     assert load_checkpoint(last)["epoch"] == 1
-    train(tiny_config(data_dir, out, "train.epochs=2", "train.resume=auto"), progress=False)
-    assert load_checkpoint(last)["epoch"] == 2
+    train(tiny_config(data_dir, out, "train.epochs=2", "train.resume=auto", *RESUME_OVERRIDES), progress=False)
+    _assert_same_training(straight_run, out)

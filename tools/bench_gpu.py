@@ -53,8 +53,9 @@ import torch  # noqa: E402
 
 from detect_ft.config.schema import TrainConfig, load_config  # noqa: E402
 from detect_ft.data.synthetic import make_synthetic_dataset  # noqa: E402
+from detect_ft.engine.fit import train_one_epoch  # noqa: E402
 from detect_ft.engine.hooks import Hook  # noqa: E402
-from detect_ft.engine.loop import train_one_epoch  # noqa: E402
+from detect_ft.engine.run import Run, TrainOptions  # noqa: E402
 from detect_ft.engine.trainer import train  # noqa: E402
 from detect_ft.models.registry import MODELS as MODELS_REGISTRY  # noqa: E402
 
@@ -182,21 +183,20 @@ def profile_steps(run, path: Path, steps: int) -> str:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities, schedule=schedule(wait=0, warmup=1, active=steps), on_trace_ready=export) as p:
 
-        @contextlib.contextmanager
-        def then_step(_index: int):
-            yield
-            p.step()
+        class ThenStep(Hook):
+            def after_step(self, _run: Run) -> None:
+                p.step()
 
-        loop = dict(scheduler=run.scheduler, scaler=run.scaler, amp_dtype=run.options.amp_dtype, progress=False)
-        train_one_epoch(
-            run.model,
-            run.optimizer,
-            run.make_loader(0),
-            run.device,
-            max_iters=steps + 1,
-            around_batch=then_step,
-            **loop,
+        options = TrainOptions(amp_dtype=run.options.amp_dtype, max_iters=steps + 1, progress=False)
+        profiled = Run(
+            model=run.model,
+            optimizer=run.optimizer,
+            device=run.device,
+            scheduler=run.scheduler,
+            scaler=run.scaler,
+            options=options,
         )
+        train_one_epoch(profiled, run.make_loader(0), [ThenStep()])
     return tables[0] if tables else f"no trace: the loader had fewer than {steps + 1} batches"
 
 

@@ -38,8 +38,9 @@ from detect_ft.data.dataset import DetectionDataset, build_loader  # noqa: E402
 from detect_ft.data.split import SplitSpec, load_checked_split  # noqa: E402
 from detect_ft.data.synthetic import make_synthetic_dataset  # noqa: E402
 from detect_ft.data.transforms import build_transform  # noqa: E402
-from detect_ft.engine.loop import train_one_epoch  # noqa: E402
+from detect_ft.engine.fit import train_one_epoch  # noqa: E402
 from detect_ft.engine.optim import build_optimizer, build_scheduler  # noqa: E402
+from detect_ft.engine.run import Run, TrainOptions  # noqa: E402
 from detect_ft.models import build_model  # noqa: E402
 
 
@@ -121,7 +122,9 @@ def step_overhead(device: torch.device, *, iters: int, repeats: int, batch: int 
         return itertools.islice(itertools.cycle(batches), iters)
 
     def ours(progress: bool) -> None:
-        train_one_epoch(model, optimizer, feed(), device, scheduler=scheduler, max_iters=iters, progress=progress)
+        options = TrainOptions(max_iters=iters, progress=progress)
+        run = Run(model=model, optimizer=optimizer, device=device, scheduler=scheduler, options=options)
+        train_one_epoch(run, feed())
 
     loops = {
         "forward + backward only": lambda: forward_backward_only(model, feed(), device),
@@ -214,9 +217,9 @@ def main() -> int:
             return build_loader(dataset, batch_size=args.batch, shuffle=True, workers=args.workers, seed=seed)
 
         def ours(seed: int) -> int:
-            stats = train_one_epoch(
-                model, optimizer, loader(seed), device, scheduler=scheduler, max_iters=args.iters, progress=True
-            )
+            options = TrainOptions(max_iters=args.iters, progress=True)
+            run = Run(model=model, optimizer=optimizer, device=device, scheduler=scheduler, options=options)
+            stats = train_one_epoch(run, loader(seed))
             if device.type == "cuda":
                 torch.cuda.synchronize()
             return stats["images"]

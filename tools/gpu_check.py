@@ -33,8 +33,9 @@ def throughput(
     from torch.utils.data import DataLoader, RandomSampler
 
     from detect_ft.data.dataset import collate_detection
-    from detect_ft.engine.loop import train_one_epoch
+    from detect_ft.engine.fit import train_one_epoch
     from detect_ft.engine.optim import build_optimizer, build_scheduler
+    from detect_ft.engine.run import Run, TrainOptions
     from detect_ft.models import build_model
 
     device = torch.device(device)
@@ -66,12 +67,13 @@ def throughput(
             persistent_workers=False,
         )
 
-    common = dict(scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype, max_nonfinite=10**9, progress=False)
-    train_one_epoch(model, optimizer, loader(warmup), device, **common)  # cudnn.benchmark tuning, allocator
+    options = TrainOptions(amp_dtype=amp_dtype, max_nonfinite=10**9, progress=False)
+    run = Run(model=model, optimizer=optimizer, device=device, scheduler=scheduler, scaler=scaler, options=options)
+    train_one_epoch(run, loader(warmup))  # cudnn.benchmark tuning, allocator
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
-    stats = train_one_epoch(model, optimizer, loader(iters), device, **common)
+    stats = train_one_epoch(run, loader(iters))
     if cuda:
         torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")

@@ -254,9 +254,15 @@ class Detector:
 
     # -- training, evaluation, export ---------------------------------------------------------------------
 
-    def train(self, config: ConfigSource = None, *, progress: bool = True, **overrides: Any) -> TrainRun:
+    def train(
+        self, config: ConfigSource = None, *, progress: bool = True, hooks: Sequence[Any] = (), **overrides: Any
+    ) -> TrainRun:
         """Fine-tune this detector as ``config`` (YAML path, dict or Config) and ``overrides`` say, then load
         the run's best checkpoint into this object.
+
+        ``hooks``: :class:`detect_ft.engine.hooks.Hook` objects called around the epochs and batches, after
+        the built-in ones (see that module). The epoch lines are ``logging`` records of the ``detect_ft``
+        loggers; with no logging configured they show on stdout.
 
         Overrides are config keys, dotted (``**{"train.lr": 0.01}``) or by a name unique across the
         config's sections (``epochs=5``, ``lr=0.01``). The model name, its classes and its current weights
@@ -274,7 +280,7 @@ class Detector:
                 f"{self.class_names}; remove data.classes or create a detector for those classes"
             )
         cfg.data.classes = list(self.class_names)
-        run = train_config(cfg, progress=progress)
+        run = train_config(cfg, progress=progress, hooks=hooks)
         trained = Detector.load(run.best_checkpoint, device=self.device)
         self.__dict__.update(trained.__dict__)
         return run

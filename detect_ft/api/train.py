@@ -4,9 +4,12 @@ does and returns a :class:`TrainRun` (what :meth:`detect_ft.Detector.train` retu
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -22,14 +25,16 @@ class TrainRun:
 def train_config(cfg, *, progress: bool = True, hooks: Sequence[Any] = ()) -> TrainRun:
     """Run the training ``cfg`` (a :class:`~detect_ft.config.schema.Config`) describes, as ``detect-ft train`` does.
 
-    ``hooks``: extra :class:`detect_ft.engine.hooks.Hook` s (e.g. to log elsewhere).
+    ``hooks``: extra :class:`detect_ft.engine.hooks.Hook` s (e.g. to log elsewhere), called after the
+    built-in ones. The run's lines are ``logging`` records; with no logging configured they show on
+    stdout (:func:`detect_ft.engine.logs.console_messages`).
     """
     from detect_ft.engine.openmp import late_import_note
     from detect_ft.engine.trainer import train
 
     note = late_import_note(cfg.train.device)
-    if note:
-        print(note)
+    if note:  # a warning: it shows (stderr) also when logging is not configured
+        LOG.warning(note)
     run_dir = train(cfg, progress=progress, hooks=hooks)
     best = run_dir / "checkpoints" / "best.pt"
     if not best.is_file():  # no validation split, or none scored: the last epoch is the result

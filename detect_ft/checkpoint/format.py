@@ -70,7 +70,7 @@ KEYS: dict[str, str] = {
     OPTIMIZER: "optimizer state_dict",
     SCHEDULER: "LR scheduler state_dict",
     SCALER: "fp16 GradScaler state_dict, or None",
-    EMA: "training_model (raw weights), updates, decay, tau; None without EMA",
+    EMA: "training_model (raw weights), decay, warmup_power; None without EMA",
     RNG: "per rank: Python, NumPy, torch (and CUDA) generator states",
     METRICS: "the last validation metrics",
     TRAINER: "the trainer's bookkeeping: best_value, best_epoch, stale, nonfinite_run",

@@ -4,7 +4,8 @@ exactly (RNG states, optimizer, scheduler, scaler and EMA restored).
 The file format itself (keys, version, safe reading) belongs to :mod:`detect_ft.checkpoint.format`, the one
 reader and writer; this module turns the training objects into its entries and back. ``model`` holds the
 weights to evaluate and deploy (the EMA weights when EMA is on) and ``ema`` then holds the raw training
-weights, so ``load_detector`` always gets the deployable model.
+weights and the EMA's settings, so ``load_detector`` always gets the deployable model. The EMA is timm's
+``ModelEmaV3``; its warm-up step is the checkpoint's ``iteration``, so it needs no counter of its own.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
@@ -20,9 +21,12 @@ import torch.nn as nn
 
 from detect_ft.checkpoint import format as ckpt
 from detect_ft.checkpoint.format import plain, read_checkpoint, write_checkpoint
-from detect_ft.engine.ema import ModelEMA, unwrap
+from detect_ft.engine.distributed import unwrap
 from detect_ft.models.build import input_normalisation
 from detect_ft.utils.errors import DetectFTError
+
+if TYPE_CHECKING:
+    from timm.utils.model_ema import ModelEmaV3
 
 __all__ = [
     "input_normalisation",
@@ -90,7 +94,7 @@ def save_checkpoint(
     optimizer: Optional[torch.optim.Optimizer] = None,
     scheduler: Optional[Any] = None,
     scaler: Optional[Any] = None,
-    ema: Optional[ModelEMA] = None,
+    ema: Optional[ModelEmaV3] = None,
     rng: Optional[list[dict[str, Any]]] = None,
     metrics: Optional[dict[str, Any]] = None,
     trainer: Optional[dict[str, Any]] = None,
@@ -124,14 +128,17 @@ def save_checkpoint(
     write_checkpoint(path, entries)
 
 
-def _model_and_ema_entries(model: nn.Module, ema: Optional[ModelEMA]) -> tuple[dict, Optional[dict]]:
-    """The ``model`` and ``ema`` entries. With EMA on, the average (``ModelEMA.state_dict()["module"]``)
-    is the model to deploy and the rest of the EMA state goes to ``ema`` with the raw training weights."""
+def _model_and_ema_entries(model: nn.Module, ema: Optional[ModelEmaV3]) -> tuple[dict, Optional[dict]]:
+    """The ``model`` and ``ema`` entries. With EMA on, the average (``ema.module``) is the model to deploy,
+    and ``ema`` holds the raw training weights and the EMA's ``decay`` and ``warmup_power``."""
     raw = unwrap(model).state_dict()
     if ema is None:
         return raw, None
-    state = ema.state_dict()
-    return state.pop("module"), {ckpt.EMA_TRAINING_MODEL: raw, **state}
+    return ema.module.state_dict(), {
+        ckpt.EMA_TRAINING_MODEL: raw,
+        "decay": float(ema.decay),
+        "warmup_power": float(ema.warmup_power),
+    }
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -199,12 +206,15 @@ def restore_training_state(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     scaler: Optional[Any] = None,
-    ema: Optional[ModelEMA] = None,
+    ema: Optional[ModelEmaV3] = None,
 ) -> None:
     """Load weights, optimizer, scheduler, scaler and EMA state saved by :func:`save_checkpoint`.
 
     A checkpoint written with EMA on keeps the raw weights in ``ema``; resuming it with EMA off trains
-    on from those raw weights, and with EMA newly on the average starts from the loaded weights.
+    on from those raw weights, and with EMA newly on the average starts from the loaded weights. The
+    EMA's decay and warm-up are the run's config, whatever the checkpoint's ``ema`` entry says: one of
+    an earlier detect-ft (its own ``ModelEMA``: ``updates``, ``decay``, ``tau``) resumes too, its average
+    then warming up as timm's ``ModelEmaV3`` does.
     """
     saved_ema = checkpoint.get(ckpt.EMA)
     training_weights = saved_ema[ckpt.EMA_TRAINING_MODEL] if saved_ema else checkpoint[ckpt.MODEL]
@@ -215,8 +225,4 @@ def restore_training_state(
     if scaler is not None and scaler.is_enabled() and checkpoint.get(ckpt.SCALER) is not None:
         scaler.load_state_dict(checkpoint[ckpt.SCALER])
     if ema is not None:
-        if saved_ema:
-            # Decay and tau stay as configured now; only the average and its step count come back.
-            ema.load_state_dict({"module": checkpoint[ckpt.MODEL], "updates": saved_ema["updates"]})
-        else:
-            ema.module.load_state_dict(training_weights)
+        ema.module.load_state_dict(checkpoint[ckpt.MODEL] if saved_ema else training_weights)

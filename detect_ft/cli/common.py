@@ -1,10 +1,14 @@
-"""Arguments shared by the sub-commands that take a config."""
+"""Arguments shared by the sub-commands that take a config, running a parsed sub-command, and where the
+command line shows the ``detect_ft`` loggers' messages (:func:`command_logging`)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 from types import ModuleType
+from typing import Iterator
 
 from detect_ft.config.schema import Config, load_config
 from detect_ft.utils.errors import DetectFTError
@@ -37,10 +41,40 @@ def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None
     return args
 
 
-def run_parsed(args: argparse.Namespace) -> int:
-    """Run a parsed sub-command: a :class:`DetectFTError` becomes one ``error:`` line and exit code 2."""
+CONSOLE_HANDLER = "detect_ft.cli"
+
+
+@contextlib.contextmanager
+def command_logging() -> Iterator[None]:
+    """For the duration of a command: the ``detect_ft`` loggers' messages at INFO and up on stdout, the
+    bare message as ``print`` would write it (the training banner, epoch lines, summary).
+
+    The handler writes to the ``sys.stdout`` of the moment the command starts and is removed when it
+    ends; a command run inside another (the demo's steps) keeps the outer one, so no line shows twice.
+    """
+    logger = logging.getLogger("detect_ft")
+    if any(h.get_name() == CONSOLE_HANDLER for h in logger.handlers):
+        yield
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.set_name(CONSOLE_HANDLER)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
-        return int(args.run(args) or 0)
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def run_parsed(args: argparse.Namespace) -> int:
+    """Run a parsed sub-command, its messages logged to stdout (:func:`command_logging`): a
+    :class:`DetectFTError` becomes one ``error:`` line and exit code 2."""
+    try:
+        with command_logging():
+            return int(args.run(args) or 0)
     except DetectFTError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

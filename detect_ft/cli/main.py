@@ -3,6 +3,8 @@
 Each sub-command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``,
 and imports heavy libraries inside ``run`` so that ``detect-ft --help`` stays fast. A
 :class:`~detect_ft.utils.errors.DetectFTError` becomes one ``error:`` line and exit code 2, never a traceback.
+While a command runs, the ``detect_ft`` loggers' messages show on stdout, message only
+(:func:`~detect_ft.cli.common.command_logging`).
 """
 
 from __future__ import annotations

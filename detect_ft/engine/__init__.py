@@ -1,3 +1,4 @@
-"""Training: ``trainer.train(cfg)`` builds a ``fit.Run`` from the config and calls ``fit.fit``, the epoch loop
-with ``hooks`` around it; ``loop.train_one_epoch`` is the inner loop; ``state`` (RunState), ``optim``,
-``checkpoint``, ``ema``, ``distributed``, ``determinism``, ``logs`` and ``rundir`` hold one concern each."""
+"""Training: ``trainer.train(cfg)`` builds a ``run.Run`` (with its one ``run.TrainOptions``) from the config
+and calls ``fit.fit``: fit -> train_one_epoch -> run_step, with ``hooks`` around epochs and batches;
+``steps`` (a batch's forward/backward, the epoch's tally), ``state`` (RunState), ``optim``, ``budget``,
+``distributed``, ``determinism``, ``logs`` and ``rundir`` hold one concern each."""

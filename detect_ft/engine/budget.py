@@ -29,7 +29,7 @@ from detect_ft.engine import distributed as dist_utils
 from detect_ft.engine.optim import resolve_warmup_iters, schedule_of
 
 if TYPE_CHECKING:
-    from detect_ft.engine.fit import Run
+    from detect_ft.engine.run import Run
 
 # Seconds a validation costs besides its forward passes (loader start-up, scoring, plots): a first guess,
 # replaced by the first measured validation.
@@ -199,7 +199,7 @@ class TimeBudget:
                 length=self.length,
             )
             if epochs == run.state.epoch and self._time_for_part_of_an_epoch(run, now):
-                # Train it until the deadline, which also ends the LR schedule there (engine.loop), rather
+                # Train it until the deadline, which also ends the LR schedule there (engine.steps), rather
                 # than stop with the LR above its end value.
                 epochs += 1
         self.apply(run, dist_utils.broadcast_object(epochs))
@@ -308,7 +308,7 @@ def measure_costs(run: Run, *, val_images: int, freezes: bool) -> Costs:
     """Time a few forward/backward passes of the run's model on its first batches (and with the backbone
     frozen when the run ``freezes``) and an inference pass, then undo their effects: weights, BatchNorm
     statistics, gradients, ``requires_grad`` and every random generator are as before."""
-    from detect_ft.engine.loop import forward_backward
+    from detect_ft.engine.steps import forward_backward
 
     model = run.model
     saved_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

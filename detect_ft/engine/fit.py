@@ -1,130 +1,48 @@
-"""``fit(run, hooks)``: the epoch loop, as a few phases with hooks around them.
+"""``fit(run, hooks)``: the training path, three calls deep: fit -> train_one_epoch -> run_step.
 
-    for each epoch from run.state.epoch to run.epochs:
-        prepare_epoch   freeze or unfreeze the backbone (and rebuild the DDP wrapper on a change)
+    for each epoch from run.state.epoch to run.epochs:                       fit
+        prepare_epoch       freeze or unfreeze the backbone (and rebuild the DDP wrapper on a change)
         hooks.before_epoch
-        train_epoch     one pass of train_one_epoch, hooks.before_step/after_step around each batch;
-                        stop if the weights became nan/inf
-        validate        rank 0, on the epochs eval_interval picks; best/stale bookkeeping in run.state
+        train_one_epoch     one pass over the epoch's loader, hooks.before_step/after_step around each
+                            batch's run_step: forward, backward and, ending an accumulation window, the
+                            optimizer step, the LR step and the EMA update
+        end_training        the metrics row; stop if the weights became nan/inf; a time budget re-plans
+        validate            rank 0, on the epochs eval_interval picks; best/stale bookkeeping in run.state
         hooks.after_epoch, then stop when a hook set run.stop_reason (agreed over ranks)
 
-:class:`Run` holds what trains and what the phases leave for the hooks. It takes plain values and
-callables, never the Config: :func:`detect_ft.engine.trainer.train` builds it from the config.
+The :class:`~detect_ft.engine.run.Run` holds what trains and its :class:`~detect_ft.engine.run.TrainOptions`;
+it takes plain values and callables, never the Config: :func:`detect_ft.engine.trainer.train` builds it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import itertools
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
 from detect_ft.checkpoint.training import rng_state
 from detect_ft.engine import distributed as dist_utils
-from detect_ft.engine.ema import ModelEMA, unwrap
-from detect_ft.engine.loop import train_one_epoch
+from detect_ft.engine.distributed import is_distributed, unwrap
+from detect_ft.engine.run import Run
 from detect_ft.engine.state import RunState
+from detect_ft.engine.steps import EpochTally, fit_schedule_to_deadline, forward_backward
 from detect_ft.utils.errors import DetectFTError
 
 if TYPE_CHECKING:
-    from detect_ft.engine.budget import TimeBudget
+    from timm.utils.model_ema import ModelEmaV3
+
     from detect_ft.engine.hooks import Hook
 
 NO_BOXES = "no boxes to score: the validation split has no countable ground-truth boxes"
+ROW_KEYS = ("iterations", "loss", "losses", "lr", "img_s", "time", "skipped_steps")
 
 
 class WeightsDiverged(DetectFTError):
     """The model or EMA weights became non-finite (nan/inf): the run stops before validating or saving them."""
-
-
-@dataclass
-class LoopOptions:
-    """How :func:`~detect_ft.engine.loop.train_one_epoch` trains (see its arguments)."""
-
-    amp_dtype: Optional[torch.dtype] = None
-    accumulate: int = 1
-    clip_grad_norm: Optional[float] = None
-    max_iters: Optional[int] = None
-    max_nonfinite: int = 10
-    progress: bool = True
-    deadline: Optional[float] = None  # time.perf_counter() after which an epoch takes no more batches
-    ends_at: Optional[float] = None  # when the run's time budget ends (the progress bar shows what is left)
-    step_seconds: Optional[float] = None  # the budget's estimate of one optimizer step (see train_one_epoch)
-
-
-@dataclass
-class Run:
-    """One training run as :func:`fit` drives it. Hooks read its attributes and may change them (a
-    test's hook can replace ``evaluate``; any hook can set ``stop_reason``).
-
-    Attributes:
-        model: the detector being trained, not wrapped, on ``device``.
-        make_loader: ``epoch -> loader`` of that epoch's ``(images, targets)`` batches.
-        trainable: ``requires_grad`` of each parameter as built, restored after the frozen epochs.
-        freeze_backbone_epochs: epochs at the start that train with the whole backbone frozen.
-        evaluate: ``model -> metrics`` (``map``, ``map50``, ``map75``, ``seconds``, ...) on the
-            validation split; None without one. ``eval_interval``: validate every that many epochs
-            and after the last (0: never).
-        best_metric: the metric (higher is better) that picks best.pt and that patience watches.
-        state: what carries over epochs and into checkpoints (restored on resume).
-        step: the current batch's 0-based index in the epoch (for ``before_step``/``after_step``).
-        epoch, train_model, stats, row, improved, rng: the current epoch's 0-based index, the module
-            that trains (``model`` or its DDP wrapper), train_one_epoch's stats, the metrics.jsonl row,
-            whether ``best_metric`` improved, and every rank's RNG state for the checkpoint.
-        stop_reason: set to end the run after this epoch; error: what ended it, if anything raised.
-        budget: ``train.time_budget``'s :class:`~detect_ft.engine.budget.TimeBudget`, which changes
-            ``epochs``, ``eval_interval``, ``freeze_backbone_epochs`` and the LR schedule's length after
-            each epoch's training; None for a run of a fixed number of epochs.
-    """
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    make_loader: Callable[[int], Iterable]
-    device: torch.device
-    info: dist_utils.DistInfo
-    epochs: int
-    model_name: str
-    trainable: dict[str, bool]
-    freeze_backbone_epochs: int = 0
-    scaler: Optional[torch.amp.GradScaler] = None
-    ema: Optional[ModelEMA] = None
-    options: LoopOptions = field(default_factory=LoopOptions)
-    evaluate: Optional[Callable[[nn.Module], dict[str, Any]]] = None
-    eval_interval: int = 1
-    best_metric: str = "map"
-    state: RunState = field(default_factory=RunState)
-    epoch: int = 0
-    step: int = 0
-    train_model: Optional[nn.Module] = None
-    frozen: Optional[bool] = None
-    stats: dict[str, Any] = field(default_factory=dict)
-    row: dict[str, Any] = field(default_factory=dict)
-    improved: bool = False
-    rng: list[dict[str, Any]] = field(default_factory=list)
-    stop_reason: Optional[str] = None
-    error: Optional[BaseException] = None
-    budget: Optional[TimeBudget] = None
-
-    def training_objects(self) -> dict[str, Any]:
-        """What a checkpoint saves and a resume restores besides ``state`` and the RNG, by the keyword
-        names of :func:`~detect_ft.checkpoint.training.save_checkpoint` and ``restore_training_state``."""
-        return {
-            "model": self.model,
-            "optimizer": self.optimizer,
-            "scheduler": self.scheduler,
-            "scaler": self.scaler,
-            "ema": self.ema,
-        }
-
-    def validates(self, epoch: int) -> bool:
-        """Whether epoch ``epoch`` (0-based) ends with a validation."""
-        last = epoch + 1 == self.epochs
-        return self.evaluate is not None and self.eval_interval > 0 and ((epoch + 1) % self.eval_interval == 0 or last)
 
 
 def fit(run: Run, hooks: Sequence[Hook] = ()) -> RunState:
@@ -142,7 +60,10 @@ def fit(run: Run, hooks: Sequence[Hook] = ()) -> RunState:
             run.epoch = run.state.epoch
             prepare_epoch(run)
             _call(hooks, "before_epoch", run)
-            train_epoch(run, hooks)
+            started = time.perf_counter()
+            # Only the call holds the loader: its workers end before validation starts its own threads.
+            run.stats = train_one_epoch(run, run.make_loader(run.epoch), hooks)
+            end_training(run, started)
             validate(run)
             if run.budget is not None:
                 run.state.budget = run.budget.state(run)
@@ -165,13 +86,106 @@ def _call(hooks: Sequence[Hook], point: str, run: Run) -> None:
         getattr(hook, point)(run)
 
 
-@contextlib.contextmanager
-def _around_step(hooks: Sequence[Hook], run: Run, step: int) -> Iterator[None]:
-    """The hooks' ``before_step`` and ``after_step`` around batch ``step`` (not ``after_step`` when it raised)."""
-    run.step = step
-    _call(hooks, "before_step", run)
-    yield
-    _call(hooks, "after_step", run)
+def train_one_epoch(run: Run, loader: Iterable, hooks: Sequence[Hook] = ()) -> dict[str, Any]:
+    """Train ``run`` for one pass over ``loader`` (at most ``run.options.max_iters`` batches, none after a
+    time budget's deadline): :func:`run_step` on each batch, the hooks' ``before_step`` and ``after_step``
+    around it (not ``after_step`` when it raised). ``run.state`` counts the epoch and its steps.
+
+    Args:
+        loader: yields ``(images, targets)``: a list of (3, H, W) float tensors in [0, 1] and a list of
+            dicts with ``boxes`` (N, 4) float xyxy absolute pixels and ``labels`` (N,) int64 in 1..K.
+
+    Returns:
+        ``iterations``, ``steps`` (optimizer steps), ``images``, ``time`` (s), ``img_s`` (summed over
+        ranks), ``loss`` and ``losses`` (means over the finite batches of all ranks), ``lr`` (first
+        group's LR at the end), ``skipped_steps`` (non-finite batches) and ``nonfinite_run``.
+    """
+    from tqdm import tqdm
+
+    o, budget = run.options, run.budget
+    deadline = None
+    if budget is not None:
+        budget.before_epoch()
+        deadline = budget.training_deadline(run)
+    tally = EpochTally(nonfinite_run=run.state.nonfinite_run)
+    total = len(loader) if hasattr(loader, "__len__") else None
+    num_iters = min(total, o.max_iters) if (total is not None and o.max_iters) else (o.max_iters or total)
+    shown = o.progress and run.info.is_main
+    bar = tqdm(total=num_iters, desc=f"epoch {run.epoch + 1}", unit="it", disable=not shown, dynamic_ncols=True)
+    (run.train_model or run.model).train()
+    run.optimizer.zero_grad(set_to_none=True)
+    start = time.perf_counter()
+    # islice stops before fetching a batch past the cap (a plain break would load one more).
+    batches = itertools.islice(loader, num_iters) if num_iters is not None else loader
+    with contextlib.closing(bar):
+        for i, (images, targets) in enumerate(batches):
+            run.step = i
+            _call(hooks, "before_step", run)
+            run_step(run, images, targets, tally, (i + 1) % max(o.accumulate, 1) == 0 or i + 1 == num_iters)
+            _call(hooks, "after_step", run)
+            now = time.perf_counter()
+            if shown:
+                ends_at = budget.ends_at if budget is not None else None
+                bar.set_postfix(tally.postfix(run.optimizer, now - start, ends_at), refresh=False)
+            tally.iterations += 1
+            bar.update(1)
+            if deadline is not None and now > deadline:
+                break  # the time budget ran out mid-epoch: the run validates and ends after it
+        seconds = time.perf_counter() - start
+    stats = tally.stats(run.optimizer, seconds, run.device)
+    dist_utils.broadcast_buffers(run.model)
+    run.state.finish_epoch(stats["steps"], stats["nonfinite_run"])
+    return stats
+
+
+def run_step(run: Run, images: list[torch.Tensor], targets: list[dict], tally: EpochTally, ends_window: bool) -> None:
+    """Forward and backward one batch (see :func:`~detect_ft.engine.steps.forward_backward`); when it ends
+    an accumulation window, the optimizer step (gradients clipped to ``clip_grad_norm``, fp16 ones
+    unscaled first), then the LR schedule's step and the EMA's update.
+
+    Raises:
+        DetectFTError: the loss was non-finite for ``max_nonfinite`` batches in a row.
+    """
+    o, model, optimizer = run.options, run.train_model or run.model, run.optimizer
+    scaler = run.scaler if run.scaler is not None and run.scaler.is_enabled() else None
+    # Without a step coming, DDP must not all-reduce gradients that are still accumulating.
+    sync = contextlib.nullcontext() if (ends_window or not is_distributed()) else model.no_sync()
+    with sync:
+        losses = forward_backward(model, images, targets, run.device, o.amp_dtype, max(o.accumulate, 1), scaler)
+    tally.add(losses, len(images))
+    if losses is None and tally.nonfinite_run >= o.max_nonfinite:
+        raise DetectFTError(
+            f"training stopped: the loss was not finite (nan/inf) for {tally.nonfinite_run} batches in a row "
+            f"(epoch {run.epoch + 1}, batch {run.step + 1}; train.max_nonfinite={o.max_nonfinite}); lower "
+            "train.lr, add warmup (train.warmup_iters), set train.clip_grad_norm, or check the boxes with "
+            "detect-ft check-data"
+        )
+    if not ends_window:
+        return
+    if o.clip_grad_norm:
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, o.clip_grad_norm)
+    stepped = True
+    if scaler is not None:
+        scale = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        stepped = scaler.get_scale() >= scale  # update() lowers the scale exactly when step() was skipped
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    # A GradScaler skips the step when the fp16 gradients overflowed (the first steps of most fp16
+    # runs); the schedule and the EMA then wait too, or warm-up would be spent on skipped steps.
+    if not stepped:
+        return
+    tally.steps += 1
+    if run.scheduler is not None:
+        fit_schedule_to_deadline(run, tally)
+        run.scheduler.step()
+    if run.ema is not None:  # its decay warms up over the run's optimizer steps (docs/training.md, EMA)
+        run.ema.update(unwrap(model), step=run.state.iteration + tally.steps)
 
 
 def prepare_epoch(run: Run) -> None:
@@ -197,53 +211,21 @@ def _wrap(model: nn.Module, info: dist_utils.DistInfo, device: torch.device) -> 
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def train_epoch(run: Run, hooks: Sequence[Hook] = ()) -> None:
-    """One pass over the epoch's loader, ``hooks``' step points around each batch; ``run.stats``,
-    ``run.row`` and ``run.state`` updated.
+def end_training(run: Run, started: float) -> None:
+    """After an epoch's training (begun at ``started``, ``time.perf_counter()``): its ``run.row``; a time
+    budget's new plan.
 
     Raises:
         WeightsDiverged: the weights became non-finite (the row is still logged, nothing is saved).
     """
-    o = run.options
-    started = time.perf_counter()
-    if run.budget is not None:
-        run.budget.before_epoch()
-        o.deadline, o.ends_at = run.budget.training_deadline(run), run.budget.ends_at
-        o.step_seconds = run.budget.step_seconds(run)
-    loader = run.make_loader(run.epoch)
-    run.stats = train_one_epoch(
-        run.train_model,
-        run.optimizer,
-        loader,
-        run.device,
-        epoch=run.epoch,
-        scheduler=run.scheduler,
-        scaler=run.scaler,
-        amp_dtype=o.amp_dtype,
-        accumulate=o.accumulate,
-        clip_grad_norm=o.clip_grad_norm,
-        ema=run.ema,
-        max_iters=o.max_iters,
-        max_nonfinite=o.max_nonfinite,
-        nonfinite_run=run.state.nonfinite_run,
-        progress=o.progress and run.info.is_main,
-        around_batch=functools.partial(_around_step, hooks, run) if hooks else None,
-        deadline=o.deadline,
-        ends_at=o.ends_at,
-        step_seconds=o.step_seconds,
-    )
-    del loader  # shuts its workers down before validation starts its own threads
-    dist_utils.broadcast_buffers(run.model)
-    keys = ("iterations", "loss", "losses", "lr", "img_s", "time", "skipped_steps")
-    run.row = {"epoch": run.epoch + 1, **{k: run.stats[k] for k in keys}}
+    run.row = {"epoch": run.epoch + 1, **{k: run.stats[k] for k in ROW_KEYS}}
     # every rank checks (DDP keeps their weights equal), so every rank stops alike
     check_finite_weights(run.model, run.ema, run.epoch, run.epochs)
-    run.state.finish_epoch(run.stats["steps"], run.stats["nonfinite_run"])
     if run.budget is not None:
         run.budget.after_training(run, time.perf_counter() - started)
 
 
-def check_finite_weights(model: nn.Module, ema: Optional[ModelEMA], epoch: int, epochs: int) -> None:
+def check_finite_weights(model: nn.Module, ema: Optional[ModelEmaV3], epoch: int, epochs: int) -> None:
     """Raise :class:`WeightsDiverged` when a floating-point tensor of the model or its EMA is nan/inf.
 
     Nothing of epoch ``epoch`` (0-based) is saved: last.pt keeps the epoch before it, if there was one.

@@ -4,27 +4,31 @@
         def after_epoch(self, run):
             print(run.state.epoch, run.stats["loss"], run.row.get("map"))
 
-    train(cfg, hooks=[Spy()])
+    train(cfg, hooks=[Spy()])          # or Detector.train(..., hooks=[Spy()])
 
 A hook overrides any of ``before_train``, ``before_epoch``, ``before_step``, ``after_step``,
-``after_epoch`` and ``after_train``; each gets the :class:`~detect_ft.engine.fit.Run`. ``train`` runs
+``after_epoch`` and ``after_train``; each gets the :class:`~detect_ft.engine.run.Run`. ``train`` runs
 :class:`~detect_ft.engine.multiscale.MultiScale` when ``train.multi_scale`` is set (on every rank), the
 built-in hooks below (on rank 0 only, in this order) and then the caller's (on every rank).
 ``after_train`` runs also when training raised, with ``run.error`` set, so that hooks can close what
-they opened.
+they opened. The epoch lines and the summary are logged (``logging``, logger ``detect_ft.engine.hooks``).
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 from detect_ft.checkpoint.training import save_checkpoint
-from detect_ft.engine.fit import Run, WeightsDiverged
+from detect_ft.engine.fit import WeightsDiverged
 from detect_ft.engine.logs import MetricsLog, format_summary, log_tensorboard, open_tensorboard, write_training_plots
+from detect_ft.engine.run import Run
 from detect_ft.utils.atomic_io import atomic_path
+
+LOG = logging.getLogger(__name__)
 
 
 class Hook:
@@ -138,7 +142,7 @@ class Plots(Hook):
 
 
 class EpochPrinter(Hook):
-    """One line an epoch: loss, img/s, time and, when validated, mAP and the best so far."""
+    """Logs one line an epoch: loss, img/s, time and, when validated, mAP and the best so far."""
 
     def __init__(self, best_metric: str) -> None:
         self.best_metric = best_metric
@@ -156,7 +160,7 @@ class EpochPrinter(Hook):
             line += f" | val: {row['note']}"
         if row["skipped_steps"]:
             line += f" | {row['skipped_steps']} non-finite batches skipped"
-        print(line)
+        LOG.info(line)
 
 
 class EarlyStopping(Hook):
@@ -205,7 +209,7 @@ class Summary(Hook):
             run_dir / "plots" / "map.png",
             run_dir / "tensorboard",
         ]
-        print(
+        LOG.info(
             format_summary(
                 run_dir=run_dir,
                 model_name=self.model_name,
@@ -233,7 +237,7 @@ def default_hooks(
     time_budget: Optional[float] = None,
     started: Optional[float] = None,
 ) -> list[Hook]:
-    """What every run writes into ``run_dir`` and prints, in the order the files must be written
+    """What every run writes into ``run_dir`` and logs, in the order the files must be written
     (``time_budget``: the run's budget in seconds, for the summary's advice; None without one; ``started``:
     when the run began, ``time.perf_counter()``, for the rows' ``elapsed``)."""
     metrics = MetricsLogger(run_dir / "metrics.jsonl", started)

@@ -11,15 +11,55 @@ wall time since the run (this process's ``train``) began. Every line is strict
 JSON: a value that is not finite (the loss of an epoch whose every batch was non-finite) is written as
 ``null``, never as a bare ``NaN``. The whole file is rewritten atomically after each epoch (it is small),
 so a kill never leaves a half line, and a resumed run drops the rows of epochs it is about to redo.
+
+The run's messages (the banner, one line an epoch, the summary) are ``logging`` records at INFO of the
+``detect_ft`` loggers; :func:`console_messages` decides where they show.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from detect_ft.utils.atomic_io import atomic_path, dumps_json, json_safe, write_text_atomic
+
+PACKAGE_LOGGER = "detect_ft"
+
+
+@contextlib.contextmanager
+def console_messages(is_main: bool = True) -> Iterator[None]:
+    """Within this block, show the ``detect_ft`` loggers' INFO messages to a caller who configured no logging.
+
+    When neither the ``detect_ft`` logger nor the root logger has a handler (a script or a notebook that
+    just calls ``train`` or ``Detector.train``), a handler writing the bare message to ``sys.stdout`` (as
+    ``print`` did) is attached to the ``detect_ft`` logger, at INFO unless the caller set its level, and
+    removed at the end: the epoch lines show without the caller setting up logging, and nothing stays
+    configured after the call. When logging is configured (``detect-ft``'s command line, ``logging.basicConfig``, pytest), the records go
+    to the configured handlers at the configured levels, and nothing is attached.
+
+    ``is_main=False`` (a DDP rank other than 0) lets only warnings and errors through, so that every line
+    shows once, not once per process.
+    """
+    logger = logging.getLogger(PACKAGE_LOGGER)
+    level, handler = logger.level, None
+    if not is_main:
+        logger.setLevel(logging.WARNING)
+    elif not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        if level == logging.NOTSET:  # a level the caller set on the logger stays
+            logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 class MetricsLog:

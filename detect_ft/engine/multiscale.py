@@ -19,9 +19,9 @@ from typing import Any, Sequence
 import torch.nn as nn
 
 from detect_ft.config.values import fail
-from detect_ft.engine.ema import unwrap
-from detect_ft.engine.fit import Run
+from detect_ft.engine.distributed import unwrap
 from detect_ft.engine.hooks import Hook
+from detect_ft.engine.run import Run
 
 InputSize = tuple[Any, Any, Any]  # the transform's (min_size, max_size, fixed_size)
 

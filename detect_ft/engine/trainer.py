@@ -4,18 +4,21 @@
     run_dir = train(cfg)      # <output.dir>/: config.yaml, metrics.jsonl, checkpoints/, plots/, tensorboard/
     train(cfg, hooks=[MyHook()])   # detect_ft.engine.hooks.Hook subclasses, called after the built-in ones
 
-This module turns the config into a :class:`~detect_ft.engine.fit.Run` (data, model, optimizer,
-schedule, resume) and the built-in hooks (:func:`~detect_ft.engine.hooks.default_hooks`), then calls
-:func:`~detect_ft.engine.fit.fit`. Under ``torchrun`` every process runs it: DDP with a
-DistributedSampler, losses and img/s reduced over ranks, and rank 0 alone validating (on the whole
-validation split, with the unwrapped or EMA model) and writing files while the others wait. This is
-the only engine module that reads Config.
+This module turns the config into a :class:`~detect_ft.engine.run.Run` (data, model, optimizer,
+schedule, EMA, resume, and the one :class:`~detect_ft.engine.run.TrainOptions` the loop reads) and the
+built-in hooks (:func:`~detect_ft.engine.hooks.default_hooks`), then calls :func:`~detect_ft.engine.fit.fit`.
+Under ``torchrun`` every process runs it: DDP with a DistributedSampler, losses and img/s reduced over
+ranks, and rank 0 alone validating (on the whole validation split, with the unwrapped or EMA model),
+writing files and logging while the others wait. Its messages are ``logging`` records
+(:func:`~detect_ft.engine.logs.console_messages` says where they show). This is the only engine module
+that reads Config.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import logging
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,17 +39,23 @@ from detect_ft.data.sampling import repeat_factors, repeat_factors_line
 from detect_ft.engine import distributed as dist_utils
 from detect_ft.engine.budget import RunLength, TimeBudget, eval_interval, frozen_epochs
 from detect_ft.engine.determinism import DeterminismSettings, seed_everything, set_determinism
-from detect_ft.engine.ema import ModelEMA
-from detect_ft.engine.fit import LoopOptions, Run, fit
+from detect_ft.engine.fit import fit
 from detect_ft.engine.hooks import Hook, default_hooks
-from detect_ft.engine.loop import choose_amp_dtype, train_one_epoch
+from detect_ft.engine.logs import console_messages
 from detect_ft.engine.multiscale import MultiScale, check_multi_scale
 from detect_ft.engine.optim import build_optimizer, build_scheduler, optimizer_steps_per_epoch, resolve_warmup_iters
+from detect_ft.engine.run import Run, TrainOptions
 from detect_ft.engine.rundir import choose_run_dir, remove_unused
 from detect_ft.engine.state import RunState
+from detect_ft.engine.steps import choose_amp_dtype
 from detect_ft.utils.errors import DetectFTError
 
-__all__ = ["eval_interval", "seed_everything", "train", "train_one_epoch"]
+__all__ = ["eval_interval", "seed_everything", "train"]
+
+LOG = logging.getLogger(__name__)
+# The EMA's decay at the run's n-th optimizer step is min(train.ema_decay, 1 - n^-EMA_WARMUP_POWER) (timm's
+# ModelEmaV3 warm-up): its averaging window grows as n^0.75, a shrinking share of the run (docs/training.md).
+EMA_WARMUP_POWER = 0.75
 
 
 def train(cfg: Config, progress: bool = True, hooks: Sequence[Hook] = ()) -> Path:
@@ -55,6 +64,9 @@ def train(cfg: Config, progress: bool = True, hooks: Sequence[Hook] = ()) -> Pat
     Args:
         progress: show a progress bar per epoch (rank 0).
         hooks: more :class:`~detect_ft.engine.hooks.Hook` objects, called on every rank after the built-in ones.
+
+    The banner, the epoch lines and the summary are logged at INFO, by rank 0 only; a caller who configured
+    no logging sees them on stdout (:func:`~detect_ft.engine.logs.console_messages`).
 
     Raises:
         DataError: the data checks found problems at policy ``error`` (nothing is trained).
@@ -65,9 +77,10 @@ def train(cfg: Config, progress: bool = True, hooks: Sequence[Hook] = ()) -> Pat
     group_before = torch.distributed.is_available() and torch.distributed.is_initialized()
     info, device = dist_utils.init_distributed(cfg.train.device)
     try:
-        set_determinism(cfg.train.deterministic, device)
-        run, run_dir, built_in = _prepare(cfg, info, device, progress, started)
-        fit(run, [*built_in, *hooks])
+        with console_messages(info.is_main):
+            set_determinism(cfg.train.deterministic, device)
+            run, run_dir, built_in = _prepare(cfg, info, device, progress, started)
+            fit(run, [*built_in, *hooks])
         dist_utils.barrier()
         return run_dir
     finally:
@@ -82,23 +95,22 @@ def _prepare(
     """The run (resumed where ``train.resume`` says, fitted to ``train.time_budget`` counted from
     ``started``), its directory, and the built-in hooks (multi-scale on every rank, the others on rank 0)."""
     t = cfg.train
-    say = print if info.is_main else (lambda *args, **kwargs: None)
     if info.distributed and t.sync_bn and device.type != "cuda":
         raise DetectFTError(
             "train.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm runs on GPUs only); "
             "set train.sync_bn=false to train with DDP on CPUs"
         )
     check_multi_scale(cfg.model.name, t.multi_scale)
-    train_records, val_records = _load_data(cfg, say)
+    train_records, val_records = _load_data(cfg)
     class_names, category_ids = list(train_records.class_names), list(train_records.category_ids)
-    run_dir, cfg, created = _choose_run_dir(cfg, info, say)
+    run_dir, cfg, created = _choose_run_dir(cfg, info)
     try:  # refused before writing anything (weights, resume): no empty run folder stays behind
         model, trainable, anchor_line = _build_model(cfg, info, device, train_records)
         dataset = _build_dataset(cfg, train_records)
         iters = len(_epoch_loader(cfg, dataset, info, 0))
         iters = min(iters, t.max_iters_per_epoch) if t.max_iters_per_epoch else iters
-        run = _build_run(cfg, info, device, model, trainable, dataset, iters, val_records, progress, say)
-        _resume(run, cfg, run_dir, class_names, say)
+        run = _build_run(cfg, info, device, model, trainable, dataset, iters, val_records, progress)
+        _resume(run, cfg, run_dir, class_names)
         budget_line = _fit_budget(run, cfg, started, val_records, iters)
     except BaseException:
         remove_unused(created)
@@ -117,15 +129,15 @@ def _prepare(
             time_budget=run.budget.seconds if run.budget else None,
             started=started,
         )
-    say(_banner(cfg, info, device, run.options.amp_dtype, len(dataset), val_records, iters))
+    LOG.info(_banner(cfg, info, device, run.options.amp_dtype, len(dataset), val_records, iters))
     sampling_line = repeat_factors_line(repeat_factors(train_records.records, t.repeat_threshold), t.repeat_threshold)
     for line in (budget_line, anchor_line, sampling_line):
         if line:
-            say(line)
+            LOG.info(line)
     return run, run_dir, hooks
 
 
-def _choose_run_dir(cfg: Config, info: dist_utils.DistInfo, say) -> tuple[Path, Config, tuple[Path, ...]]:
+def _choose_run_dir(cfg: Config, info: dist_utils.DistInfo) -> tuple[Path, Config, tuple[Path, ...]]:
     """The run directory (rank 0 picks and creates it, so an earlier run is never written over), the
     config that config.yaml and the checkpoints record (the directory actually used, and no overwrite
     for a rerun of that config), and the folders this rank created for it."""
@@ -133,7 +145,7 @@ def _choose_run_dir(cfg: Config, info: dist_utils.DistInfo, say) -> tuple[Path, 
     chosen = choose_run_dir(cfg.output.dir, resume=t.resume, overwrite=cfg.output.overwrite) if info.is_main else None
     run_dir, note, created = dist_utils.broadcast_object(chosen)
     if note:
-        say(note)
+        LOG.info(note)
     cfg = copy.deepcopy(cfg)
     cfg.output.dir, cfg.output.overwrite = str(run_dir), False
     return run_dir, cfg, created if info.is_main else ()
@@ -191,15 +203,13 @@ def _build_dataset(cfg: Config, train_records):
     return DetectionDataset(train_records, transform, on_unreadable=cfg.data.on_unreadable_image)
 
 
-def _build_run(
-    cfg: Config, info, device, model, trainable, dataset, iters: int, val_records, progress: bool, say
-) -> Run:
+def _build_run(cfg: Config, info, device, model, trainable, dataset, iters: int, val_records, progress: bool) -> Run:
     """A new run of ``model`` on ``dataset``: optimizer, LR schedule, AMP, EMA, validation and the loop's
     options as ``cfg`` says."""
     t = cfg.train
-    optimizer, scheduler = _build_optimization(cfg, model, iters, say)
+    optimizer, scheduler = _build_optimization(cfg, model, iters)
     amp_dtype = choose_amp_dtype(t.amp, device)
-    options = LoopOptions(
+    options = TrainOptions(
         amp_dtype=amp_dtype,
         accumulate=t.accumulate,
         clip_grad_norm=t.clip_grad_norm,
@@ -222,7 +232,7 @@ def _build_run(
         trainable=trainable,
         freeze_backbone_epochs=frozen_epochs(t.freeze_backbone_epochs, t.freeze_backbone_fraction, t.epochs),
         scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
-        ema=ModelEMA(model, t.ema_decay) if t.ema else None,
+        ema=_build_ema(model, t.ema_decay) if t.ema else None,
         options=options,
         evaluate=evaluate,
         eval_interval=eval_interval(t.eval_interval, t.epochs),
@@ -230,7 +240,17 @@ def _build_run(
     )
 
 
-def _build_optimization(cfg: Config, model: torch.nn.Module, iters: int, say) -> tuple[torch.optim.Optimizer, Any]:
+def _build_ema(model: torch.nn.Module, decay: float):
+    """timm's ``ModelEmaV3`` of ``model``: a copy in eval mode, without gradients, whose floating-point
+    parameters and buffers average the model's after each optimizer step, the decay warming up."""
+    from timm.utils.model_ema import ModelEmaV3
+
+    ema = ModelEmaV3(model, decay=decay, use_warmup=True, warmup_power=EMA_WARMUP_POWER)
+    ema.requires_grad_(False)
+    return ema
+
+
+def _build_optimization(cfg: Config, model: torch.nn.Module, iters: int) -> tuple[torch.optim.Optimizer, Any]:
     """The optimizer and the per-step LR schedule (warmup included) for ``iters`` batches an epoch."""
     t = cfg.train
     steps_per_epoch = optimizer_steps_per_epoch(iters, t.accumulate)
@@ -246,7 +266,7 @@ def _build_optimization(cfg: Config, model: torch.nn.Module, iters: int, say) ->
     )
     warmup_iters, warmup_note = resolve_warmup_iters(t.warmup_iters, t.epochs * steps_per_epoch)
     if warmup_note:
-        say(warmup_note)
+        LOG.info(warmup_note)
     scheduler = build_scheduler(
         optimizer,
         scheduler=t.scheduler,
@@ -259,7 +279,7 @@ def _build_optimization(cfg: Config, model: torch.nn.Module, iters: int, say) ->
     return optimizer, scheduler
 
 
-def _resume(run: Run, cfg: Config, run_dir: Path, class_names: list[str], say) -> None:
+def _resume(run: Run, cfg: Config, run_dir: Path, class_names: list[str]) -> None:
     """Restore weights, optimizer, schedule, EMA, RNG and ``run.state`` from the checkpoint that
     ``train.resume`` names (rank 0 reads it, every rank restores it); nothing for a new run."""
     info = run.info
@@ -287,7 +307,7 @@ def _resume(run: Run, cfg: Config, run_dir: Path, class_names: list[str], say) -
             f"train.resume: {resume_path} does not fit this run ({reason}); resume with the "
             "config it was trained with, or start a new run"
         ) from None
-    say(f"resumed from {resume_path} after epoch {run.state.epoch} (step {run.state.iteration})")
+    LOG.info(f"resumed from {resume_path} after epoch {run.state.epoch} (step {run.state.iteration})")
 
 
 def _fit_budget(run: Run, cfg: Config, started: float, val_records, iters: int) -> str:
@@ -311,7 +331,7 @@ def _fit_budget(run: Run, cfg: Config, started: float, val_records, iters: int) 
     return run.budget.describe(run)
 
 
-def _load_data(cfg: Config, say) -> tuple[Any, Any]:
+def _load_data(cfg: Config) -> tuple[Any, Any]:
     """The checked training split (every file's header and end checked now, not when the loader reaches
     it: datasets/README.md) and (if ``data.val`` is set) the validation split in its class order."""
     from detect_ft.data.checks.findings import summarize
@@ -322,7 +342,7 @@ def _load_data(cfg: Config, say) -> tuple[Any, Any]:
         raise DetectFTError("config key 'data.train' is empty; set it to the training split (file, folder or name)")
     spec = SplitSpec.from_config(d)
     train_records, report = load_checked_split(spec, d.train, d.classes)
-    say(
+    LOG.info(
         f"train: {len(train_records)} images, {train_records.num_boxes} boxes, classes {train_records.class_names} "
         f"({summarize(report.findings)})"
     )
@@ -331,7 +351,7 @@ def _load_data(cfg: Config, say) -> tuple[Any, Any]:
         # Decoded once now (strictly), so an unreadable validation image is found before training and
         # handled by data.on_unreadable_image instead of failing every validation.
         val_records, val_report = load_checked_split(spec, d.val, train_records.class_names, decode=True)
-        say(f"val: {len(val_records)} images, {val_records.num_boxes} boxes ({summarize(val_report.findings)})")
+        LOG.info(f"val: {len(val_records)} images, {val_records.num_boxes} boxes ({summarize(val_report.findings)})")
     return train_records, val_records
 
 
