@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 
 from detect_ft.data.convert import voc_xml
+from detect_ft.data.image import read_image
 from detect_ft.data.load import load_split
 from detect_ft.data.records import ImageRecord
-from detect_ft.inference.image import read_image
 from detect_ft.utils.atomic_io import write_text_atomic
 from detect_ft.utils.errors import DetectFTError
 

@@ -197,6 +197,48 @@ def test_package_import_graph_has_no_cycle():
     assert not cycles, "import cycles (lazy imports count): " + "; ".join(" -> ".join(c) for c in cycles)
 
 
+def package_graph(graph: dict[str, set[str]], package: str) -> dict[str, set[str]]:
+    """The module graph folded to the package's direct sub-packages (``detect_ft.data.formats.coco`` ->
+    ``detect_ft.data``); the top-level public face (``detect_ft`` itself) is left out, since it only
+    re-exports."""
+
+    def folded(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    packages: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        if module == package or module == f"{package}.__main__":
+            continue
+        source = folded(module)
+        packages.setdefault(source, set()).update(folded(t) for t in targets if t != package and folded(t) != source)
+    return packages
+
+
+def test_packages_depend_on_each_other_in_one_direction():
+    """docs/architecture.md's layering: no two packages import each other, however indirectly."""
+    cycles = import_cycles(package_graph(import_graph(ROOT, PACKAGE), PACKAGE))
+    assert not cycles, "package cycles (move the shared piece down a layer): " + "; ".join(
+        " -> ".join(c) for c in cycles
+    )
+
+
+def test_package_graph_folds_modules_into_their_packages(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "toy/__init__.py": "from toy.api import run\n",
+            "toy/api/__init__.py": "",
+            "toy/api/run.py": "from toy.data.formats import coco\n",
+            "toy/data/__init__.py": "",
+            "toy/data/formats/__init__.py": "",
+            "toy/data/formats/coco.py": "def read():\n    from toy.api import run\n",
+        },
+    )
+    packages = package_graph(import_graph(tmp_path, "toy"), "toy")
+    assert packages["toy.api"] == {"toy.data"} and packages["toy.data"] == {"toy.api"}
+    assert import_cycles(packages) == [["toy.api", "toy.data", "toy.api"]]
+
+
 def test_import_graph_finds_lazy_and_package_level_cycles(tmp_path):
     _write(
         tmp_path,

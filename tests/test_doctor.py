@@ -213,7 +213,7 @@ def _tagged(path: Path, width: int, height: int, orientation: int) -> Path:
 
 def test_exif_orientation_is_reported_and_its_frame_is_a_config_choice(tmp_path, capsys):
     from detect_ft.data.dataset import DetectionDataset
-    from detect_ft.inference.image import read_image
+    from detect_ft.data.image import read_image
 
     root = tmp_path / "voc"
     for folder in ("Annotations", "ImageSets/Main"):

@@ -12,11 +12,11 @@ from test_export_support import CATEGORY_IDS, CLASSES, FAST_MODELS, separated_mo
 
 from detect_ft._version import __version__
 from detect_ft.cli.main import main
+from detect_ft.data.image import read_image
 from detect_ft.evaluation.evaluator import torch_predictor
 from detect_ft.export import compare_detections, export_detector, pair_detections
 from detect_ft.export.onnx_export import build_metadata, export_onnx
 from detect_ft.inference import EdgeDetector, runtime
-from detect_ft.inference.image import read_image
 from detect_ft.utils.errors import DetectFTError
 
 # The session's exported model is in the fast tier; the other fast-to-export models run with the slow tests.

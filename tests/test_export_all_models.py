@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from test_export_support import CLASSES, FAST_MODELS, pseudo_labelled_split, separated_model, synthetic_root
 
+from detect_ft.data.image import read_image
 from detect_ft.evaluation.evaluator import torch_predictor
 from detect_ft.export import compare_detections, export_detector
 from detect_ft.inference import EdgeDetector
-from detect_ft.inference.image import read_image
 from detect_ft.models import list_models
 
 

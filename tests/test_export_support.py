@@ -17,10 +17,10 @@ import torch
 
 from detect_ft.config.schema import Config, config_to_dict
 from detect_ft.data.convert import write_split
+from detect_ft.data.image import read_image
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.data.synthetic import make_synthetic_dataset
 from detect_ft.evaluation.evaluator import evaluate_model, torch_predictor
-from detect_ft.inference.image import read_image
 from detect_ft.models import MODELS, build_model
 
 CLASSES = ["circle", "square"]

@@ -302,7 +302,7 @@ def test_deeply_nested_json_and_yaml_are_one_line(tmp_path, run_cli):
 def test_images_beyond_the_pixel_limit_name_file_and_limit(tmp_path, run_cli):
     from conftest import noise_image, write_coco, write_png_header
 
-    from detect_ft.inference.image import read_image
+    from detect_ft.data.image import read_image
     from detect_ft.utils.limits import MAX_IMAGE_PIXELS
 
     write_png_header(tmp_path / "huge.png", 20_000, 20_000)

@@ -149,7 +149,7 @@ def _cut(path: Path, keep: float = 0.8) -> Path:
 def test_the_cheap_check_finds_jpeg_and_png_files_cut_short_from_their_last_bytes(tmp_path):
     from conftest import write_png_header
 
-    from detect_ft.inference.image import TAIL_BYTES, UnreadableImageError, read_image, read_image_info
+    from detect_ft.data.image import TAIL_BYTES, UnreadableImageError, read_image, read_image_info
 
     whole = _photo(tmp_path / "whole.jpg")
     assert whole.stat().st_size > 2 * TAIL_BYTES

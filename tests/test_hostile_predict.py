@@ -156,7 +156,7 @@ def test_a_truncated_jpeg_is_named_without_pillow_too(tmp_path):
     ],
 )
 def test_the_header_reader_gives_the_decoded_size(tmp_path, suffix, params):
-    from detect_ft.inference.image_header import header_size
+    from detect_ft.data.image_header import header_size
 
     path = tmp_path / f"image{suffix}"
     cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8), params)

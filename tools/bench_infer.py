@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from detect_ft.data.image import read_image
 from detect_ft.data.load import load_split
 from detect_ft.data.synthetic import make_synthetic_dataset
 from detect_ft.evaluation.evaluator import torch_predictor
@@ -41,7 +42,6 @@ from detect_ft.export.parity import score_runtime
 from detect_ft.export.pipeline import cpu_int8_support, export_detector
 from detect_ft.export.quantize import Int8Options, quantize_int8
 from detect_ft.inference import EdgeDetector
-from detect_ft.inference.image import read_image
 from detect_ft.inference.predictions import open_onnx_session
 from detect_ft.models import MODELS, build_model, load_detector
 

@@ -129,7 +129,7 @@ def _calibration(calib_config, cfg: Config, class_names: list[str], source: str)
 
 def calibration_images(dataset, count: int) -> list[np.ndarray]:
     """``count`` RGB uint8 images spread evenly over the split (the whole split when it is smaller)."""
-    from detect_ft.inference.image import read_image
+    from detect_ft.data.image import read_image
 
     records = dataset.records
     index = np.unique(np.linspace(0, len(records) - 1, num=min(count, len(records))).round().astype(int))

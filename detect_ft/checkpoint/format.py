@@ -323,3 +323,21 @@ def _check_model_options(config: Any, bad) -> None:
         isinstance(thresh, bool) or not isinstance(thresh, (int, float)) or not 0 <= thresh <= 1
     ):
         raise bad(f"config.model.score_thresh is {str(thresh)[:40]!r}, not a number in [0, 1]")
+
+
+def input_normalisation(model: torch.nn.Module) -> dict[str, list[float]] | None:
+    """The ``mean`` and ``std`` a torchvision detector's transform normalises [0, 1] RGB inputs with (the
+    backbone's pretraining values; checkpoints and exported models carry them); None for a model without
+    such a transform."""
+    transform = getattr(model, "transform", None)
+    if transform is None:
+        return None
+    return {"mean": [float(v) for v in transform.image_mean], "std": [float(v) for v in transform.image_std]}
+
+
+def set_input_normalisation(model: torch.nn.Module, normalisation: Any) -> None:
+    """Make ``model`` normalise as :func:`input_normalisation` said; a checkpoint without it keeps the
+    model's defaults."""
+    if isinstance(normalisation, dict) and {"mean", "std"} <= set(normalisation):
+        model.transform.image_mean = [float(v) for v in normalisation["mean"]]
+        model.transform.image_std = [float(v) for v in normalisation["std"]]

@@ -20,16 +20,13 @@ import torch
 import torch.nn as nn
 
 from detect_ft.checkpoint import format as ckpt
-from detect_ft.checkpoint.format import plain, read_checkpoint, write_checkpoint
-from detect_ft.engine.distributed import unwrap
-from detect_ft.models.build import input_normalisation
+from detect_ft.checkpoint.format import input_normalisation, plain, read_checkpoint, write_checkpoint
 from detect_ft.utils.errors import DetectFTError
 
 if TYPE_CHECKING:
     from timm.utils.model_ema import ModelEmaV3
 
 __all__ = [
-    "input_normalisation",
     "load_checkpoint",
     "plain",
     "resolve_resume",
@@ -102,7 +99,7 @@ def save_checkpoint(
     """Write a checkpoint atomically (temporary file, then rename): a kill mid-write leaves the old one.
 
     Args:
-        model: the training model (wrapped in DDP or not).
+        model: the training model, unwrapped from DDP (``engine.distributed.unwrap``).
         epoch: completed epochs; iteration: optimizer steps done so far.
         rng: one :func:`rng_state` per rank, in rank order.
     """
@@ -123,7 +120,7 @@ def save_checkpoint(
         ckpt.RNG: rng,
         ckpt.METRICS: plain(metrics or {}),
         ckpt.TRAINER: plain(trainer or {}),
-        ckpt.NORMALISATION: input_normalisation(unwrap(model)),
+        ckpt.NORMALISATION: input_normalisation(model),
     }
     write_checkpoint(path, entries)
 
@@ -131,7 +128,7 @@ def save_checkpoint(
 def _model_and_ema_entries(model: nn.Module, ema: Optional[ModelEmaV3]) -> tuple[dict, Optional[dict]]:
     """The ``model`` and ``ema`` entries. With EMA on, the average (``ema.module``) is the model to deploy,
     and ``ema`` holds the raw training weights and the EMA's ``decay`` and ``warmup_power``."""
-    raw = unwrap(model).state_dict()
+    raw = model.state_dict()
     if ema is None:
         return raw, None
     return ema.module.state_dict(), {
@@ -218,7 +215,7 @@ def restore_training_state(
     """
     saved_ema = checkpoint.get(ckpt.EMA)
     training_weights = saved_ema[ckpt.EMA_TRAINING_MODEL] if saved_ema else checkpoint[ckpt.MODEL]
-    unwrap(model).load_state_dict(training_weights)
+    model.load_state_dict(training_weights)
     optimizer.load_state_dict(checkpoint[ckpt.OPTIMIZER])
     if checkpoint.get(ckpt.SCHEDULER) is not None:
         scheduler.load_state_dict(checkpoint[ckpt.SCHEDULER])

@@ -20,10 +20,10 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, Sequen
 from torch.utils.data.distributed import DistributedSampler
 
 from detect_ft.data.checks.findings import UNREADABLE_IMAGE, Finding
+from detect_ft.data.image import read_image
 from detect_ft.data.paths import without_path
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.data.sampling import RepeatFactorSampler
-from detect_ft.inference.image import read_image
 from detect_ft.utils.errors import DataError
 
 Target = dict[str, torch.Tensor]

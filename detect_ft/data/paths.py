@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Optional
 
 from detect_ft.data.checks.findings import MISSING_IMAGE, OUTSIDE_ROOT, UNREADABLE_IMAGE, Finding
+from detect_ft.data.image import MissingImageError, read_image_size
 from detect_ft.data.records import BACKGROUND_NAMES, is_background_name  # noqa: F401 (re-exported)
-from detect_ft.inference.image import MissingImageError, read_image_size
 from detect_ft.utils.errors import DataError
 
 

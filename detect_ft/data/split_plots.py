@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from detect_ft.data.image import read_image
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.data.stats import split_stats
-from detect_ft.inference.image import read_image
 from detect_ft.utils.atomic_io import atomic_path
 from detect_ft.utils.errors import DataError
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 import torch
 import torch.nn as nn
 
-from detect_ft.engine.distributed import DistInfo
+from detect_ft.engine.distributed import DistInfo, unwrap
 from detect_ft.engine.state import RunState
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ class Run:
         """What a checkpoint saves and a resume restores besides ``state`` and the RNG, by the keyword
         names of :func:`~detect_ft.checkpoint.training.save_checkpoint` and ``restore_training_state``."""
         return {
-            "model": self.model,
+            "model": unwrap(self.model),
             "optimizer": self.optimizer,
             "scheduler": self.scheduler,
             "scaler": self.scaler,

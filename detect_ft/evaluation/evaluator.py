@@ -15,9 +15,9 @@ from typing import Iterator
 
 import numpy as np
 
+from detect_ft.data.image import read_image
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.evaluation.prediction_checks import boxes_ignore_image, predictions_ignore_image
-from detect_ft.inference.image import read_image
 from detect_ft.inference.predictions import PredictBatch, as_detections, filter_predictions
 from detect_ft.utils.errors import DataError, DetectFTError
 

@@ -20,8 +20,8 @@ import torch.nn as nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from detect_ft._version import __version__
+from detect_ft.checkpoint.format import input_normalisation
 from detect_ft.inference.predictions import METADATA_FORMAT, METADATA_KEY
-from detect_ft.models.build import input_normalisation
 from detect_ft.models.registry import MODELS
 from detect_ft.utils.errors import DetectFTError
 

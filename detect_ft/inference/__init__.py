@@ -4,8 +4,8 @@
     detector = EdgeDetector("model.onnx", conf=0.3)
     result = detector.predict(read_image("photo.jpg"))  # boxes xyxy pixels, scores, labels 1..K, names
 
-The package holds everything between a detector and the user's files that needs no torch: image reading
-(:mod:`.image`, :mod:`.image_header`), what ``predict`` reads (:mod:`.sources`), the detections format
+The package holds everything between a detector and the user's files that needs no torch: what
+``predict`` reads (:mod:`.sources`, decoded by :mod:`detect_ft.data.image`, the one image reader), the detections format
 (:mod:`.predictions`), ``Result`` (:mod:`.results`), sliced inference (:mod:`.slicing`), the onnxruntime
 detector (:mod:`.runtime`) and the writers of annotated images, videos and datasets (:mod:`.writer`,
 :mod:`.outputs`). Importing it never imports torch (tests/test_edge.py checks it with torch made

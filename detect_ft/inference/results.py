@@ -68,7 +68,7 @@ class Result:
             return self.image
         if self.path is None or self.frame is not None:
             raise DetectFTError("this result keeps no image (a video frame); draw on the frame with plot(image)")
-        from detect_ft.inference.image import read_image
+        from detect_ft.data.image import read_image
 
         return read_image(self.path)
 

@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from detect_ft.inference.image import read_image  # noqa: F401  (the edge API's reader: training's own)
+from detect_ft.data.image import read_image  # noqa: F401  (the edge API's reader: training's own)
 from detect_ft.inference.predictions import (
     METADATA_FORMAT,
     METADATA_KEY,

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from detect_ft.inference.image_header import check_pixels
+from detect_ft.data.image_header import check_pixels
 from detect_ft.inference.predictions import PredictBatch, as_detections
 from detect_ft.utils.boxes import box_ios, box_iou
 from detect_ft.utils.errors import ConfigError, DetectFTError

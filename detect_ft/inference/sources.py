@@ -14,8 +14,8 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from detect_ft.inference.image import read_image
-from detect_ft.inference.image_header import IMAGE_SUFFIXES, check_pixels
+from detect_ft.data.image import read_image
+from detect_ft.data.image_header import IMAGE_SUFFIXES, check_pixels
 from detect_ft.utils.errors import ArgumentTypeError, DetectFTError
 from detect_ft.utils.limits import short_repr
 
@@ -86,7 +86,7 @@ def expand_source(source: Source) -> list[Union[Path, np.ndarray]]:
 def iter_frames(source: Source) -> Iterator[Frame]:
     """Every image and video frame of ``source``, in order, decoded to RGB uint8 (EXIF orientation applied).
 
-    Images are read strictly (:func:`detect_ft.inference.image.read_image`): a truncated or undecodable file,
+    Images are read strictly (:func:`detect_ft.data.image.read_image`): a truncated or undecodable file,
     or an image or video frame over :data:`detect_ft.utils.limits.MAX_IMAGE_PIXELS` (checked from the file
     header or the video container before decoding), raises :class:`DetectFTError` naming it.
     """

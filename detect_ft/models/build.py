@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from detect_ft.checkpoint import format as ckpt
-from detect_ft.checkpoint.format import read_checkpoint
+from detect_ft.checkpoint.format import input_normalisation, read_checkpoint, set_input_normalisation  # noqa: F401  (re-exported)
 from detect_ft.models.anchors import set_anchors, set_saved_anchors
 from detect_ft.models.finetune import backbone_stages, freeze_backbone_batchnorm, set_trainable_backbone_layers
 from detect_ft.models.registry import MODELS, ModelSpec
@@ -345,21 +345,3 @@ def load_detector(
         ckpt.METRICS,
     )
     return model, {k: checkpoint.get(k) for k in keys}
-
-
-def input_normalisation(model: nn.Module) -> dict[str, list[float]] | None:
-    """The ``mean`` and ``std`` a torchvision detector's transform normalises [0, 1] RGB inputs with (the
-    backbone's pretraining values; checkpoints and exported models carry them); None for a model without
-    such a transform."""
-    transform = getattr(model, "transform", None)
-    if transform is None:
-        return None
-    return {"mean": [float(v) for v in transform.image_mean], "std": [float(v) for v in transform.image_std]}
-
-
-def set_input_normalisation(model: nn.Module, normalisation: Any) -> None:
-    """Make ``model`` normalise as :func:`input_normalisation` said; a checkpoint without it keeps the
-    model's defaults."""
-    if isinstance(normalisation, dict) and {"mean", "std"} <= set(normalisation):
-        model.transform.image_mean = [float(v) for v in normalisation["mean"]]
-        model.transform.image_std = [float(v) for v in normalisation["std"]]

@@ -37,10 +37,10 @@ from detect_ft.data.checks.findings import (
     policy_for,
     resolve_policies,
 )
+from detect_ft.data.image import ImageInfo, MissingImageError, read_image, read_image_info
 from detect_ft.data.load import load_split
 from detect_ft.data.paths import without_path
 from detect_ft.data.records import DatasetRecords, ImageRecord
-from detect_ft.inference.image import ImageInfo, MissingImageError, read_image, read_image_info
 from detect_ft.utils.errors import DataError
 
 # Boxes may reach this far (pixels) past the border before they count as outside: float32 rounding of
@@ -86,7 +86,7 @@ def image_file_status(path: str, decode: bool = False) -> FileStatus:
     Without ``decode`` the check is cheap (no pixels decoded): the file exists, its header parses, and a
     JPEG ends with its end marker, a PNG with its IEND chunk (only the last bytes are read), which finds
     files cut short. With ``decode`` the pixels are decoded too, strictly
-    (:func:`detect_ft.inference.image.read_image`, as training and evaluation decode), which also finds
+    (:func:`detect_ft.data.image.read_image`, as training and evaluation decode), which also finds
     corrupt data inside a complete file.
     """
     try:

@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
+from detect_ft.data.image import IMAGE_SUFFIXES, read_image_info
 from detect_ft.data.records import DatasetRecords, ImageRecord
-from detect_ft.inference.image import IMAGE_SUFFIXES, read_image_info
 from detect_ft.utils.atomic_io import atomic_path
 from detect_ft.utils.errors import DataError
 

@@ -24,6 +24,7 @@ import yaml
 
 from detect_ft.data.checks.findings import UNKNOWN_CLASS, Finding
 from detect_ft.data.formats.layout import ImageMode, Protected, guard, output_name, place_image, progress
+from detect_ft.data.image import IMAGE_SUFFIXES
 from detect_ft.data.paths import (
     ImagePlacer,
     is_background_name,
@@ -33,7 +34,6 @@ from detect_ft.data.paths import (
     size_or_finding,
 )
 from detect_ft.data.records import DatasetRecords, ImageRecord
-from detect_ft.inference.image import IMAGE_SUFFIXES
 from detect_ft.utils.atomic_io import write_text_atomic
 from detect_ft.utils.errors import DataError
 from detect_ft.utils.limits import MAX_LABEL_BYTES, MAX_LIST_BYTES, MAX_NAMES_BYTES, read_text, short_repr

@@ -29,7 +29,7 @@ try:  # Pillow reads headers and EXIF; a minimal edge install without it still d
 except ImportError:  # pragma: no cover - exercised by tests/test_edge.py in a subprocess without PIL
     Image = None
 
-from detect_ft.inference.image_header import (  # noqa: F401  (IMAGE_SUFFIXES re-exported: one list, PIL-free)
+from detect_ft.data.image_header import (  # noqa: F401  (IMAGE_SUFFIXES re-exported: one list, PIL-free)
     IMAGE_SUFFIXES,
     check_pixels,
     jpeg_is_complete,
