@@ -22,7 +22,7 @@ import torch.nn as nn
 from timm.utils.model_ema import ModelEmaV3
 
 from detect_ft.cli.common import command_logging
-from detect_ft.engine.budget import Costs, RunLength, TimeBudget
+from detect_ft.engine.budget import VALIDATION_OVERHEAD_S, Costs, RunLength, TimeBudget, measure_costs
 from detect_ft.engine.determinism import DeterminismSettings, set_determinism
 from detect_ft.engine.fit import WeightsDiverged, fit, train_one_epoch
 from detect_ft.engine.hooks import Hook, default_hooks
@@ -474,3 +474,25 @@ def test_determinism_settings_are_put_back(monkeypatch) -> None:
         assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     finally:
         before.restore()
+
+
+class SlowFirstInference(StubDetector):
+    """A stub whose first eval-mode call takes ``first_call_s`` (a GPU loading its kernels), later ones none."""
+
+    def __init__(self, first_call_s: float) -> None:
+        super().__init__()
+        self.first_call_s = first_call_s
+
+    def forward(self, images: list[torch.Tensor], targets: Optional[list[dict]] = None) -> Any:
+        if not self.training and self.first_call_s:
+            time.sleep(self.first_call_s)
+            self.first_call_s = 0.0
+        return super().forward(images, targets)
+
+
+def test_the_validation_estimate_leaves_out_the_first_inference_calls_start_up():
+    run = stub_run([[0.5, 0.5]])
+    run.model = SlowFirstInference(first_call_s=0.5)
+    costs = measure_costs(run, val_images=200, freezes=False)
+    # Timing the slow first call would estimate 200 images x 0.25 s = 50 s.
+    assert costs.validation < VALIDATION_OVERHEAD_S + 5, costs
