@@ -359,12 +359,12 @@ def _timed(step, batches: Iterator, device: torch.device) -> float:
 
 
 def _time_inference(model: torch.nn.Module, images: list[torch.Tensor], device: torch.device) -> float:
-    """Seconds of one inference pass over ``images``, after an untimed pass over the first: a GPU's first
-    eval-mode call loads kernels (NMS, the eval shapes' cuDNN choices), once, and timing it made an H200's
-    40-image validation look like 55 s, so a 1-minute budget planned one training step."""
+    """Seconds of one inference pass over ``images``, after an untimed pass over the same batch: a GPU's
+    first eval-mode call of a batch shape loads kernels and autotunes cuDNN for it, once; timed, it made an
+    H200's 40-image validation look like 38-55 s, so a 1-minute budget planned one training step."""
     model.eval()
     with torch.no_grad():
-        model([images[0].to(device)])
+        model([image.to(device) for image in images])
         _synchronize(device)
         start = time.perf_counter()
         model([image.to(device) for image in images])
