@@ -270,7 +270,7 @@ def test_yolo_boxes_are_scaled_in_the_chosen_frame(tmp_path):
 def test_boxes_far_smaller_than_their_class_are_reported(tmp_path, capsys):
     import json
 
-    from conftest import noise_image
+    from helpers import noise_image
 
     for i in range(5):
         noise_image(tmp_path / f"im{i}.jpg", 320, 240, seed=i)

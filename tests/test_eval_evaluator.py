@@ -122,7 +122,7 @@ def test_torchvision_detector_runs_through_the_loop(dataset):
 
 
 def test_a_truncated_image_found_while_evaluating_is_named_or_left_out(tmp_path):
-    from conftest import noise_image, write_coco
+    from helpers import noise_image, write_coco
 
     from detect_ft.data.checks.doctor import prepare_split
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from test_export_support import CATEGORY_IDS, CLASSES, FAST_MODELS, separated_model, synthetic_root
+from helpers import CATEGORY_IDS, CLASSES, FAST_MODELS, separated_model, synthetic_root
 
 from detect_ft._version import __version__
 from detect_ft.cli.main import main
@@ -27,7 +27,7 @@ FAST_TIER_FIRST = [name if i == 0 else pytest.param(name, marks=pytest.mark.slow
 def exported(request, tmp_path_factory):
     """conftest's ``exported_onnx`` for each fast model: the session's own for ssdlite320_mobilenet_v3_large,
     exported here the same way for the others."""
-    from test_export_support import exported_model
+    from helpers import exported_model
 
     if request.param == "ssdlite320_mobilenet_v3_large":
         return request.getfixturevalue("exported_onnx")
@@ -76,7 +76,7 @@ def test_int8_model_is_quantized_and_runs(exported):
 def test_parity_gate_fails_and_leaves_no_file(tmp_path, monkeypatch):
     name = FAST_MODELS[0]
     model = separated_model(name)
-    from test_export_support import pseudo_labelled_split
+    from helpers import pseudo_labelled_split
 
     val = pseudo_labelled_split(model, synthetic_root(tmp_path, num_train=0, num_val=4))
     original = runtime.preprocess
@@ -151,7 +151,7 @@ def test_pair_detections_pairs_by_label_and_iou():
 
 @pytest.mark.slow
 def test_export_without_val_split_names_the_fix(tmp_path, capsys):
-    from test_export_support import write_checkpoint
+    from helpers import write_checkpoint
 
     model = separated_model(FAST_MODELS[0])
     checkpoint = write_checkpoint(model, FAST_MODELS[0], tmp_path / "m.pt", tmp_path)
@@ -166,7 +166,7 @@ def test_export_without_val_split_names_the_fix(tmp_path, capsys):
 
 
 def _int8_setup(tmp_path, name: str = "ssdlite320_mobilenet_v3_large"):
-    from test_export_support import pseudo_labelled_split
+    from helpers import pseudo_labelled_split
 
     model = separated_model(name)
     root = synthetic_root(tmp_path, num_train=2, num_val=4)
@@ -245,7 +245,7 @@ def test_int8_keep_anyway_keeps_it_with_a_warning(tmp_path):
 
 @pytest.mark.slow
 def test_int8_gate_through_the_cli(tmp_path, capsys, monkeypatch):
-    from test_export_support import pseudo_labelled_split, write_checkpoint
+    from helpers import pseudo_labelled_split, write_checkpoint
 
     from detect_ft.api import exporting as export_api
 

@@ -4,7 +4,7 @@ and VGG backbones on CPU)."""
 from __future__ import annotations
 
 import pytest
-from test_export_support import CLASSES, FAST_MODELS, pseudo_labelled_split, separated_model, synthetic_root
+from helpers import CLASSES, FAST_MODELS, pseudo_labelled_split, separated_model, synthetic_root
 
 from detect_ft.evaluation.evaluator import torch_predictor
 from detect_ft.export import compare_detections, export_detector

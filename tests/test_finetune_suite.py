@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TINY_MODEL, load_tool
+from helpers import TINY_MODEL, load_tool
 
 from detect_ft.data.synthetic import make_synthetic_dataset
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import load_tool
+from helpers import load_tool
 
 from detect_ft.config.schema import load_config
 from detect_ft.data.synthetic import make_synthetic_dataset
