@@ -244,13 +244,17 @@ def model_options(name: str, side: int = 128) -> dict:
     return {"min_size": side, "max_size": side * 5 // 4}
 
 
-def separated_model(name: str, *, side: int = 128, gain: float = 2.0, seed: int = 0, **options) -> torch.nn.Module:
-    """A fixed-seed random detector whose class scores are spread apart (see the module docstring)."""
+def separated_model(
+    name: str, *, side: int = 128, gain: float = 2.0, seed: int = 0, calibration_images: int = 8, **options
+) -> torch.nn.Module:
+    """A fixed-seed random detector whose class scores are spread apart (see the module docstring), its
+    BatchNorm statistics set from ``calibration_images`` random images (each a full eval forward pass: a
+    two-stage model on a ResNet-50 pays seconds per image)."""
     torch.manual_seed(seed)
     model = build_model(
         name, len(CLASSES), weights="none", class_names=CLASSES, **{**model_options(name, side), **options}
     )
-    calibrate_batchnorm(model)
+    calibrate_batchnorm(model, calibration_images)
     spec = MODELS[name]
     with torch.no_grad():
         for key, tensor in model.state_dict().items():
