@@ -3,10 +3,21 @@ and never downloaded (the plain helpers they use are in helpers.py)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-from helpers import exported_model, make_tiny_data
+from helpers import exported_model, make_tiny_data, tiny_config
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (``make test`` runs one worker per core) each worker keeps one intra-op torch thread:
+    a second one per worker would compete for the cores the other workers use, and spin-waiting OpenMP
+    threads make that far slower than running alone (see ``one_thread``)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture
@@ -57,6 +68,20 @@ def tiny_data(tmp_path_factory) -> Path:
     """12 train and 4 val synthetic 96x96 images with two shape classes, COCO layout (read-only: copy it
     before changing anything)."""
     return make_tiny_data(tmp_path_factory.mktemp("tiny_data"))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_data, tmp_path_factory) -> Path:
+    """The session's one trained run, for tests that only need *a* trained checkpoint and its run folder:
+    ``TINY_MODEL`` from random weights on ``tiny_data`` as :func:`helpers.tiny_config` says (128 px, one
+    epoch of 2 steps, then a validation), through the trainer as ``detect-ft train`` runs it.
+
+    The run folder holds ``config.yaml``, ``metrics.jsonl`` and ``checkpoints/best.pt`` and ``last.pt``
+    (classes circle, square). Read-only: copy what you change into your own ``tmp_path`` first.
+    """
+    from detect_ft.engine.trainer import train
+
+    return train(tiny_config(tiny_data, tmp_path_factory.mktemp("trained_run") / "run"), progress=False)
 
 
 @pytest.fixture(scope="session")

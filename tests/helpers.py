@@ -18,12 +18,10 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import onnx
-import torch
-from onnx import TensorProto, helper, numpy_helper
 
 from detect_ft.cli.main import main
 from detect_ft.config.schema import Config, config_to_dict, load_config
@@ -33,7 +31,12 @@ from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.data.synthetic import make_synthetic_dataset
 from detect_ft.evaluation.evaluator import evaluate_model, torch_predictor
 from detect_ft.inference.image import read_image
-from detect_ft.models import MODELS, build_model
+
+# torch, onnx and detect_ft.models (seconds to import) load inside the helpers that need them, so a test
+# module that only writes files starts at once.
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 # Prepended to a ``python -c`` script: a later ``import torch`` fails, as on a device without torch.
@@ -169,6 +172,8 @@ def constant_onnx(
     """A detect-ft ``.onnx`` model that returns the same detections for every image (boxes xyxy pixels,
     scores, labels 1..K): the edge runtime and ``predict`` run it in milliseconds, with no export.
     ``metadata`` adds to or replaces the ``detect_ft`` document (e.g. ``thresholds=[0.5, 0.2]``)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
     def constant(name: str, value: np.ndarray):
         return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value, name))
@@ -237,6 +242,8 @@ FAST_MODELS = [
 
 def model_options(name: str, side: int = 128) -> dict:
     """``build_model`` size options that put ``name`` at about ``side`` pixels (ssd300_vgg16 is fixed at 300)."""
+    from detect_ft.models import MODELS
+
     if name == "ssd300_vgg16":
         return {}
     if MODELS[name].fixed_size:
@@ -250,6 +257,10 @@ def separated_model(
     """A fixed-seed random detector whose class scores are spread apart (see the module docstring), its
     BatchNorm statistics set from ``calibration_images`` random images (each a full eval forward pass: a
     two-stage model on a ResNet-50 pays seconds per image)."""
+    import torch
+
+    from detect_ft.models import MODELS, build_model
+
     torch.manual_seed(seed)
     model = build_model(
         name, len(CLASSES), weights="none", class_names=CLASSES, **{**model_options(name, side), **options}
@@ -269,6 +280,8 @@ def calibrate_batchnorm(model: torch.nn.Module, images: int = 8) -> None:
     A random-init network in eval mode uses running variance 1 where the true variance is tiny, so the
     features shrink layer by layer to ~1e-20 and every box gets the same score.
     """
+    import torch
+
     generator = torch.Generator().manual_seed(0)
     batch = [torch.rand(3, 96, 128, generator=generator) for _ in range(images)]
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -287,6 +300,8 @@ def write_checkpoint(
 ) -> Path:
     """A detect-ft checkpoint (docs/architecture.md) of ``model`` whose config points at ``data_root``, with
     ``metrics`` (a validation's, holding the deployment thresholds) when given."""
+    import torch
+
     cfg = Config()
     cfg.model.name = name
     cfg.model.weights = "none"
