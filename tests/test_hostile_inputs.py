@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 
 import pytest
@@ -171,7 +172,7 @@ def test_json_writers_never_write_bare_nan(tmp_path):
 # ---------------------------------------------------------------- train never writes over another run
 
 
-def test_train_into_a_used_output_dir_starts_a_numbered_run(tiny_data, tmp_path, run_cli):
+def test_train_into_a_used_output_dir_starts_a_numbered_run(tiny_data, trained_run, tmp_path, run_cli):
     from detect_ft.config.schema import load_config
     from detect_ft.engine.trainer import train
 
@@ -179,7 +180,7 @@ def test_train_into_a_used_output_dir_starts_a_numbered_run(tiny_data, tmp_path,
     config = _config(
         tmp_path / "c.yaml", tiny_overrides(tiny_data, out) + ["train.eval_interval=0", "train.max_iters_per_epoch=1"]
     )
-    assert run_cli("train", config, "--no-progress")[0] == 0
+    shutil.copytree(trained_run, out)  # a finished run of this config's model and data is in the way
     first = snapshot(out)
     assert "checkpoints/last.pt" in first
 
