@@ -126,6 +126,20 @@ def write_coco(
     return path
 
 
+def voc_xml(filename: str, objects=(), size=(64, 48)) -> str:
+    """A Pascal VOC annotation of ``filename``: ``objects`` are ``(name, (xmin, ymin, xmax, ymax))`` or
+    ``(name, box, difficult)``; ``size`` is ``(width, height)``, or None to leave ``<size>`` out."""
+    parts = []
+    for name, box, *difficult in objects:
+        flag = f"<difficult>{difficult[0]}</difficult>" if difficult else ""
+        parts.append(
+            f"<object><name>{name}</name>{flag}<bndbox><xmin>{box[0]}</xmin><ymin>{box[1]}</ymin>"
+            f"<xmax>{box[2]}</xmax><ymax>{box[3]}</ymax></bndbox></object>"
+        )
+    size_xml = f"<size><width>{size[0]}</width><height>{size[1]}</height></size>" if size else ""
+    return f"<annotation><filename>{filename}</filename>{size_xml}{''.join(parts)}</annotation>"
+
+
 TINY_MODEL = "ssdlite320_mobilenet_v3_large"
 
 

@@ -7,6 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from helpers import voc_xml
 
 from detect_ft.data.checks.findings import MISSING_IMAGE, UNKNOWN_CLASS
 from detect_ft.data.load import load_split
@@ -109,25 +110,15 @@ def test_coco_missing_size_is_read_from_header(tmp_path):
 # ---------------------------------------------------------------- VOC
 
 
-def _voc_xml(filename, objects, size=(64, 48)):
-    objs = "".join(
-        f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
-        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
-        for n, b, d in objects
-    )
-    size_xml = f"<size><width>{size[0]}</width><height>{size[1]}</height></size>" if size else ""
-    return f"<annotation><filename>{filename}</filename>{size_xml}{objs}</annotation>"
-
-
 def _voc(tmp_path):
     (tmp_path / "Annotations").mkdir()
     (tmp_path / "ImageSets" / "Main").mkdir(parents=True)
     _image(tmp_path / "JPEGImages" / "x1.jpg")
     _image(tmp_path / "JPEGImages" / "x2.jpg")
     (tmp_path / "Annotations" / "x1.xml").write_text(
-        _voc_xml("x1.jpg", [("dog", (1, 1, 64, 48), 0), ("cat", (11, 6, 30, 20), 1)])
+        voc_xml("x1.jpg", [("dog", (1, 1, 64, 48), 0), ("cat", (11, 6, 30, 20), 1)])
     )
-    (tmp_path / "Annotations" / "x2.xml").write_text(_voc_xml("x2.jpg", [], size=None))
+    (tmp_path / "Annotations" / "x2.xml").write_text(voc_xml("x2.jpg", [], size=None))
     (tmp_path / "ImageSets" / "Main" / "train.txt").write_text("x1\nx2\n")
     (tmp_path / "mylist.txt").write_text("x2  1\n")
 
@@ -234,7 +225,7 @@ def _background_everywhere(tmp_path):
     _image(voc / "JPEGImages" / "a.jpg")
     (voc / "Annotations").mkdir()
     (voc / "Annotations" / "a.xml").write_text(
-        _voc_xml("a.jpg", [("cat", (2, 2, 10, 10), 0), ("Background", (21, 21, 29, 29), 0)])
+        voc_xml("a.jpg", [("cat", (2, 2, 10, 10), 0), ("Background", (21, 21, 29, 29), 0)])
     )
     (voc / "ImageSets" / "Main").mkdir(parents=True)
     (voc / "ImageSets" / "Main" / "train.txt").write_text("a\n")

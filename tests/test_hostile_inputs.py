@@ -12,7 +12,7 @@ import stat
 import pytest
 import torch
 import yaml
-from helpers import one_error_line, snapshot, tiny_overrides
+from helpers import noise_image, one_error_line, snapshot, tiny_overrides, write_coco, write_png_header
 
 from detect_ft.utils.errors import DetectFTError
 
@@ -278,8 +278,6 @@ def test_deeply_nested_json_and_yaml_are_one_line(tmp_path, run_cli):
 
     yolo = tmp_path / "yolo"
     (yolo / "train" / "images").mkdir(parents=True)
-    from helpers import noise_image
-
     noise_image(yolo / "train" / "images" / "a.jpg")
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
@@ -290,8 +288,6 @@ def test_deeply_nested_json_and_yaml_are_one_line(tmp_path, run_cli):
 
 
 def test_images_beyond_the_pixel_limit_name_file_and_limit(tmp_path, run_cli):
-    from helpers import noise_image, write_coco, write_png_header
-
     from detect_ft.inference.image import read_image
     from detect_ft.utils.limits import MAX_IMAGE_PIXELS
 
@@ -352,8 +348,6 @@ def _onnx_with_metadata(path, metadata: str):
 def test_onnx_metadata_that_cannot_drive_the_runtime_is_one_line(tmp_path, run_cli, metadata, expected):
     import re
 
-    from helpers import noise_image
-
     model = _onnx_with_metadata(tmp_path / "m.onnx", metadata)
     code, _, err = run_cli("predict", model, noise_image(tmp_path / "a.jpg"), "--output", tmp_path / "out")
     assert code == 2 and re.search(expected, one_error_line(err))
@@ -363,8 +357,6 @@ def test_onnx_metadata_that_cannot_drive_the_runtime_is_one_line(tmp_path, run_c
 
 
 def test_predict_never_writes_over_its_inputs(tmp_path):
-    from helpers import noise_image
-
     from detect_ft.api import Detector
     from detect_ft.inference.writer import write_predictions
 
@@ -390,8 +382,6 @@ def test_predict_never_writes_over_its_inputs(tmp_path):
 
 
 def _tiny_voc(root):
-    from helpers import noise_image
-
     for folder in ("Annotations", "ImageSets/Main"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     for i in range(2):
@@ -436,8 +426,6 @@ def test_convert_never_writes_into_its_source_annotations(tmp_path, run_cli):
 
 
 def test_convert_copies_only_image_files(tmp_path, run_cli):
-    from helpers import noise_image, write_coco
-
     root = tmp_path / "data"
     noise_image(root / "a.jpg")
     (root / "secret.jpg").write_text("not an image, but named like one\n")
@@ -495,8 +483,6 @@ ODD_VALUES = ["1e400", "-1e400", "nan", "inf", "", "abc", "0", "-5", "1" * 400]
 
 
 def test_odd_values_in_annotations_never_end_in_a_traceback(tmp_path):
-    from helpers import noise_image
-
     from detect_ft.data.checks.doctor import check_split
 
     root = _voc_with(tmp_path / "voc", "<annotation/>").parent

@@ -10,7 +10,7 @@ import subprocess
 import cv2
 import numpy as np
 import pytest
-from helpers import BLOCK_TORCH, run_python
+from helpers import BLOCK_TORCH, run_python, tiny_config
 
 from detect_ft import Detector
 from detect_ft.api.evaluate import evaluate_config
@@ -437,8 +437,6 @@ def test_predict_cli_refuses_a_bad_slice_before_loading_the_model(tmp_path, caps
 @pytest.mark.usefixtures("one_thread")
 def test_training_validates_as_the_eval_slice_keys_say(tiny_data, tmp_path):
     """With eval.slice set, the trainer's validation (which picks best.pt) runs sliced too, as eval does."""
-    from helpers import tiny_config
-
     from detect_ft.checkpoint.format import read_checkpoint
     from detect_ft.engine.trainer import train
 
