@@ -94,6 +94,13 @@ def write_black_png(path: Path, width: int, height: int) -> Path:
     return path
 
 
+def flat_image(path: Path, width: int = 64, height: int = 48, value: int = 127) -> Path:
+    """A one-colour image (grey ``value`` in every channel) written at ``path``, folders made as needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((height, width, 3), value, np.uint8))
+    return path
+
+
 def noise_image(path: Path, width: int = 64, height: int = 48, seed: int = 0) -> Path:
     """A noise image (long enough as JPEG to be cut in half and stay decodable by a lenient decoder)."""
     rng = np.random.default_rng(seed)
