@@ -86,7 +86,7 @@ def extract(archive: Path, folder: Path) -> None:
 
 def prepare_coco(out: Path) -> None:
     """Rewrite the instance JSONs so file_name includes the image folder (``train2017/...``)."""
-    from detect_ft.data.convert import write_coco
+    from detect_ft.data.formats.coco import write_coco
     from detect_ft.data.load import load_split
 
     root = out / "coco"
@@ -102,7 +102,7 @@ def prepare_pennfudan(out: Path, num_val: int = 50) -> None:
     import numpy as np
     from PIL import Image
 
-    from detect_ft.data.convert import write_coco
+    from detect_ft.data.formats.coco import write_coco
     from detect_ft.data.records import DatasetRecords, ImageRecord
 
     root = out / "PennFudanPed"

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detect_ft.data.convert import voc_xml
+from detect_ft.data.formats.voc import voc_xml
 from detect_ft.data.image import read_image
 from detect_ft.data.load import load_split
 from detect_ft.data.records import ImageRecord

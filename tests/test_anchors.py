@@ -190,7 +190,7 @@ def test_anchor_config_checks() -> None:
 
 
 def test_training_with_auto_anchors_records_them_for_every_rebuild(tmp_path, caplog) -> None:
-    from conftest import make_tiny_data, tiny_config
+    from helpers import make_tiny_data, tiny_config
 
     from detect_ft.data.split import SplitSpec, load_checked_split
     from detect_ft.engine import trainer
@@ -227,7 +227,7 @@ def test_training_with_auto_anchors_records_them_for_every_rebuild(tmp_path, cap
 
 
 def test_check_data_prints_default_and_fitted_anchors(tmp_path, capsys) -> None:
-    from conftest import make_tiny_data
+    from helpers import make_tiny_data
 
     from detect_ft.cli.main import main
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_export_support import CATEGORY_IDS, CLASSES
+from helpers import CATEGORY_IDS, CLASSES
 
 from detect_ft import Detector
 from detect_ft.api.options import dotted_overrides
@@ -190,7 +190,7 @@ def test_readme_python_snippet_runs_as_written(tmp_path, monkeypatch):
 def test_create_then_train_keeps_the_created_model(tiny_data, tmp_path):
     """Detector.create's classes, weights and model options reach training, and so do the caller's hooks;
     the detector then holds the run's best checkpoint."""
-    from conftest import TINY_MODEL, tiny_config
+    from helpers import TINY_MODEL, tiny_config
 
     from detect_ft.config.schema import load_config
     from detect_ft.engine.hooks import Hook
@@ -222,7 +222,7 @@ def test_create_then_train_keeps_the_created_model(tiny_data, tmp_path):
 
 @pytest.fixture(scope="module")
 def small_detector():
-    from conftest import TINY_MODEL
+    from helpers import TINY_MODEL
 
     return Detector.create(TINY_MODEL, classes=["cat"], weights="none", device="cpu", min_size=64)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from conftest import TINY_MODEL
+from helpers import TINY_MODEL
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detect_ft.data.split import SplitSpec, load_checked_split

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-TOOLS = Path(__file__).parents[1] / "tools"
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_tool
 
 
 @pytest.fixture(scope="module")

@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
+from helpers import flat_image, voc_xml
 
 from detect_ft.data.checks.findings import MISSING_IMAGE, UNKNOWN_CLASS
 from detect_ft.data.load import load_split
 from detect_ft.utils.errors import DataError
 
-
-def _image(path, width=64, height=48):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), np.full((height, width, 3), 127, np.uint8))
-    return path
-
-
 # ---------------------------------------------------------------- COCO
 
 
 def _coco(tmp_path, **changes):
-    _image(tmp_path / "imgs" / "sub" / "a.png")
-    _image(tmp_path / "imgs" / "b.png")
+    flat_image(tmp_path / "imgs" / "sub" / "a.png")
+    flat_image(tmp_path / "imgs" / "b.png")
     data = {
         "images": [
             {"id": 7, "file_name": "sub/a.png", "width": 64, "height": 48},
@@ -109,25 +102,15 @@ def test_coco_missing_size_is_read_from_header(tmp_path):
 # ---------------------------------------------------------------- VOC
 
 
-def _voc_xml(filename, objects, size=(64, 48)):
-    objs = "".join(
-        f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
-        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
-        for n, b, d in objects
-    )
-    size_xml = f"<size><width>{size[0]}</width><height>{size[1]}</height></size>" if size else ""
-    return f"<annotation><filename>{filename}</filename>{size_xml}{objs}</annotation>"
-
-
 def _voc(tmp_path):
     (tmp_path / "Annotations").mkdir()
     (tmp_path / "ImageSets" / "Main").mkdir(parents=True)
-    _image(tmp_path / "JPEGImages" / "x1.jpg")
-    _image(tmp_path / "JPEGImages" / "x2.jpg")
+    flat_image(tmp_path / "JPEGImages" / "x1.jpg")
+    flat_image(tmp_path / "JPEGImages" / "x2.jpg")
     (tmp_path / "Annotations" / "x1.xml").write_text(
-        _voc_xml("x1.jpg", [("dog", (1, 1, 64, 48), 0), ("cat", (11, 6, 30, 20), 1)])
+        voc_xml("x1.jpg", [("dog", (1, 1, 64, 48), 0), ("cat", (11, 6, 30, 20), 1)])
     )
-    (tmp_path / "Annotations" / "x2.xml").write_text(_voc_xml("x2.jpg", [], size=None))
+    (tmp_path / "Annotations" / "x2.xml").write_text(voc_xml("x2.jpg", [], size=None))
     (tmp_path / "ImageSets" / "Main" / "train.txt").write_text("x1\nx2\n")
     (tmp_path / "mylist.txt").write_text("x2  1\n")
 
@@ -160,8 +143,8 @@ def test_voc_user_classes_and_errors(tmp_path):
 
 
 def test_yolo_split_folder_with_data_yaml(tmp_path):
-    _image(tmp_path / "train" / "images" / "a.png", 100, 50)
-    _image(tmp_path / "train" / "images" / "b.png", 100, 50)
+    flat_image(tmp_path / "train" / "images" / "a.png", 100, 50)
+    flat_image(tmp_path / "train" / "images" / "b.png", 100, 50)
     (tmp_path / "train" / "labels").mkdir()
     (tmp_path / "train" / "labels" / "a.txt").write_text("1 0.5 0.5 0.2 0.4\n0 0.1 0.1 0.1 0.1\n\n")
     (tmp_path / "data.yaml").write_text("names: {0: cat, 1: dog}\n")
@@ -173,7 +156,7 @@ def test_yolo_split_folder_with_data_yaml(tmp_path):
 
 
 def test_yolo_ultralytics_layout_list_file_and_bad_ids(tmp_path):
-    _image(tmp_path / "images" / "val" / "a.jpg", 40, 40)
+    flat_image(tmp_path / "images" / "val" / "a.jpg", 40, 40)
     (tmp_path / "labels" / "val").mkdir(parents=True)
     (tmp_path / "labels" / "val" / "a.txt").write_text("0 0.5 0.5 0.5 0.5\n-1 0.5 0.5 0.1 0.1\n7 0.5 0.5 0.1 0.1\n")
     (tmp_path / "classes.txt").write_text("cat\ndog\n")
@@ -189,7 +172,7 @@ def test_yolo_ultralytics_layout_list_file_and_bad_ids(tmp_path):
 
 
 def test_yolo_needs_names(tmp_path):
-    _image(tmp_path / "train" / "images" / "a.png")
+    flat_image(tmp_path / "train" / "images" / "a.png")
     with pytest.raises(DataError, match="classes.txt or data.yaml"):
         load_split(format="yolo", root=tmp_path, split="train")
     records, _ = load_split(format="yolo", root=tmp_path, split="train", classes=["x", "y"])
@@ -217,7 +200,7 @@ def test_voc_class_list_names_must_be_used_by_some_annotation(tmp_path):
 
 def _background_everywhere(tmp_path):
     """The same dataset (classes cat and background, one box each) in the three formats."""
-    _image(tmp_path / "coco" / "a.png")
+    flat_image(tmp_path / "coco" / "a.png")
     (tmp_path / "coco" / "ann.json").write_text(
         json.dumps(
             {
@@ -231,15 +214,15 @@ def _background_everywhere(tmp_path):
         )
     )
     voc = tmp_path / "voc"
-    _image(voc / "JPEGImages" / "a.jpg")
+    flat_image(voc / "JPEGImages" / "a.jpg")
     (voc / "Annotations").mkdir()
     (voc / "Annotations" / "a.xml").write_text(
-        _voc_xml("a.jpg", [("cat", (2, 2, 10, 10), 0), ("Background", (21, 21, 29, 29), 0)])
+        voc_xml("a.jpg", [("cat", (2, 2, 10, 10), 0), ("Background", (21, 21, 29, 29), 0)])
     )
     (voc / "ImageSets" / "Main").mkdir(parents=True)
     (voc / "ImageSets" / "Main" / "train.txt").write_text("a\n")
     yolo = tmp_path / "yolo"
-    _image(yolo / "train" / "images" / "a.png")
+    flat_image(yolo / "train" / "images" / "a.png")
     (yolo / "train" / "labels").mkdir()
     (yolo / "train" / "labels" / "a.txt").write_text("0 0.1 0.1 0.1 0.1\n1 0.5 0.5 0.1 0.1\n")
     (yolo / "classes.txt").write_text("cat\nBackground\n")
@@ -257,7 +240,7 @@ def test_a_class_named_like_the_background_is_refused_consistently_in_every_form
 
 
 def test_yolo_labels_in_pixel_units_are_refused_with_that_diagnosis(tmp_path):
-    _image(tmp_path / "train" / "images" / "a.png", 640, 480)
+    flat_image(tmp_path / "train" / "images" / "a.png", 640, 480)
     (tmp_path / "train" / "labels").mkdir()
     (tmp_path / "train" / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n0 320 240 64 48\n")
     (tmp_path / "classes.txt").write_text("cat\n")
@@ -273,7 +256,7 @@ def test_image_paths_outside_the_dataset_are_refused_by_default(tmp_path):
     from detect_ft.data.checks.doctor import prepare_split
     from detect_ft.data.checks.findings import OUTSIDE_ROOT
 
-    outside = _image(tmp_path / "elsewhere" / "x.png")
+    outside = flat_image(tmp_path / "elsewhere" / "x.png")
     root = tmp_path / "data"
     _coco(root)
     data = json.loads((root / "ann.json").read_text())
@@ -294,7 +277,7 @@ def test_image_paths_outside_the_dataset_are_refused_by_default(tmp_path):
     assert len(records) == 4 and {f.action for f in report.findings} == {"allowed"}
     # YOLO list files: an absolute entry is refused the same way
     (root / "yolo" / "images").mkdir(parents=True)
-    _image(root / "yolo" / "images" / "in.png")
+    flat_image(root / "yolo" / "images" / "in.png")
     (root / "yolo" / "classes.txt").write_text("cat\n")
     (root / "yolo" / "list.txt").write_text(f"yolo/images/in.png\n{outside}\n")
     records, findings = load_split(format="yolo", root=root, split="yolo/list.txt")
@@ -304,7 +287,7 @@ def test_image_paths_outside_the_dataset_are_refused_by_default(tmp_path):
 def test_outside_root_holds_for_a_relative_data_root(tmp_path, monkeypatch):
     from detect_ft.data.checks.findings import OUTSIDE_ROOT
 
-    _image(tmp_path / "elsewhere" / "x.png")
+    flat_image(tmp_path / "elsewhere" / "x.png")
     _coco(tmp_path / "data")
     data = json.loads((tmp_path / "data" / "ann.json").read_text())
     data["images"].append({"id": 11, "file_name": "../../elsewhere/x.png", "width": 64, "height": 48})

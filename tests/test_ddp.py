@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import yaml
-from conftest import make_tiny_data, tiny_config, tiny_overrides
+from helpers import make_tiny_data, tiny_config, tiny_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 DDP_OVERRIDES = ["train.epochs=2", "train.device=cpu", "train.ema=true"]

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import noise_image, voc_xml
 from PIL import Image
 
 from detect_ft.cli.main import main
@@ -16,18 +17,6 @@ from detect_ft.utils.errors import DataError
 
 RACCOON = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "raccoon-voc"
 ALL_DROP = {f"on_{kind}": "drop" for kind in KINDS}
-
-
-def _xml(filename, objects, size=(64, 48)):
-    objs = "".join(
-        f"<object><name>{n}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
-        f"<ymax>{b[3]}</ymax></bndbox></object>"
-        for n, b in objects
-    )
-    return (
-        f"<annotation><filename>{filename}</filename><size><width>{size[0]}</width>"
-        f"<height>{size[1]}</height></size>{objs}</annotation>"
-    )
 
 
 def _sick_voc(root: Path) -> Path:
@@ -50,14 +39,14 @@ def _sick_voc(root: Path) -> Path:
     )
     ok = ("cat", (5, 5, 20, 20))
     xmls = [
-        _xml("im0.jpg", [ok]),
-        _xml("im1.jpg", [ok]),
-        _xml("im2.jpg", [ok]),
-        _xml("im3.jpg", [ok], size=(80, 48)),
-        _xml("im4.jpg", [ok, ("cat", (31, 10, 30, 20)), ("cat", (51, 41, 70, 60)), ok, ("cat", (70, 50, 90, 60))]),
-        _xml("im5.jpg", [ok, ("ghost", (1, 1, 10, 10)), ("cat", (40, 30, 40, 30))]),
-        _xml("im6.jpg", [ok], size=(48, 48)),
-        _xml("../../outside.jpg", [ok]),
+        voc_xml("im0.jpg", [ok]),
+        voc_xml("im1.jpg", [ok]),
+        voc_xml("im2.jpg", [ok]),
+        voc_xml("im3.jpg", [ok], size=(80, 48)),
+        voc_xml("im4.jpg", [ok, ("cat", (31, 10, 30, 20)), ("cat", (51, 41, 70, 60)), ok, ("cat", (70, 50, 90, 60))]),
+        voc_xml("im5.jpg", [ok, ("ghost", (1, 1, 10, 10)), ("cat", (40, 30, 40, 30))]),
+        voc_xml("im6.jpg", [ok], size=(48, 48)),
+        voc_xml("../../outside.jpg", [ok]),
     ]
     for i, xml in enumerate(xmls):
         (root / "Annotations" / f"im{i}.xml").write_text(xml)
@@ -132,7 +121,7 @@ def test_prepare_split_raises_on_error_findings_and_cleans_on_drop(tmp_path):
 
 def test_keep_background_false_drops_images_emptied_by_policies(tmp_path):
     root = _sick_voc(tmp_path)
-    (root / "Annotations" / "im0.xml").write_text(_xml("im0.jpg", [("cat", (31, 10, 30, 20))]))
+    (root / "Annotations" / "im0.xml").write_text(voc_xml("im0.jpg", [("cat", (31, 10, 30, 20))]))
     kwargs = dict(format="voc", root=root, split="train", images="", classes=["cat"], policies=ALL_DROP)
     records, _ = prepare_split(**kwargs, keep_background=True)
     assert "im0.jpg" in [r.file_name for r in records.records]
@@ -220,8 +209,8 @@ def test_exif_orientation_is_reported_and_its_frame_is_a_config_choice(tmp_path,
         (root / folder).mkdir(parents=True)
     _tagged(root / "JPEGImages" / "wide.jpg", 64, 48, 6)  # shown as 48x64
     _tagged(root / "JPEGImages" / "square.jpg", 48, 48, 6)  # shown as 48x48: the size tells nothing
-    (root / "Annotations" / "wide.xml").write_text(_xml("wide.jpg", [("cat", (5, 5, 20, 40))], size=(48, 64)))
-    (root / "Annotations" / "square.xml").write_text(_xml("square.jpg", [("cat", (5, 5, 20, 40))], size=(48, 48)))
+    (root / "Annotations" / "wide.xml").write_text(voc_xml("wide.jpg", [("cat", (5, 5, 20, 40))], size=(48, 64)))
+    (root / "Annotations" / "square.xml").write_text(voc_xml("square.jpg", [("cat", (5, 5, 20, 40))], size=(48, 48)))
     (root / "ImageSets" / "Main" / "train.txt").write_text("wide\nsquare\n")
     kwargs = dict(format="voc", root=root, split="train", images="", classes=["cat"], keep_background=True)
 
@@ -269,8 +258,6 @@ def test_yolo_boxes_are_scaled_in_the_chosen_frame(tmp_path):
 
 def test_boxes_far_smaller_than_their_class_are_reported(tmp_path, capsys):
     import json
-
-    from conftest import noise_image
 
     for i in range(5):
         noise_image(tmp_path / f"im{i}.jpg", 320, 240, seed=i)

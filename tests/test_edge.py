@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from test_export_support import CATEGORY_IDS, CLASSES
+from helpers import BLOCK_TORCH, CATEGORY_IDS, CLASSES, run_python
 
 from detect_ft.evaluation.evaluator import torch_predictor
 from detect_ft.export import compare_detections
@@ -21,11 +19,6 @@ from detect_ft.inference import EdgeDetector, preprocess, read_image
 from detect_ft.utils.errors import DetectFTError
 
 REPO = Path(__file__).resolve().parents[1]
-BLOCK_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-
-
-def _run(code: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO, timeout=120)
 
 
 def test_edge_runs_with_torch_unimportable(exported_onnx):
@@ -39,7 +32,7 @@ def test_edge_runs_with_torch_unimportable(exported_onnx):
         "print(json.dumps({'boxes': r['boxes'].tolist(), 'scores': r['scores'].tolist(), "
         "'labels': r['labels'].tolist(), 'names': r['names'], 'ids': d.category_ids}))\n"
     )
-    proc = _run(code, str(exported_onnx["onnx"]), str(image))
+    proc = run_python(code, str(exported_onnx["onnx"]), str(image))
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     assert got["ids"] == CATEGORY_IDS and set(got["names"]) <= set(CLASSES) and len(got["scores"]) > 0
@@ -65,7 +58,7 @@ def test_predictions_module_works_with_torch_unimportable(exported_onnx):
         "assert sys.modules['torch'] is None\n"
         "print(json.dumps({'rows': rows, 'all': len(raw['scores']), 'ids': meta['category_ids']}))\n"
     )
-    proc = _run(code, str(exported_onnx["onnx"]), str(image))
+    proc = run_python(code, str(exported_onnx["onnx"]), str(image))
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     expected = EdgeDetector(exported_onnx["onnx"], conf=0.3).predict(read_image(image))
@@ -79,7 +72,7 @@ def test_predictions_module_works_with_torch_unimportable(exported_onnx):
 
 def test_predict_cli_with_onnx_never_imports_torch(exported_onnx, tmp_path):
     code = BLOCK_TORCH + "from detect_ft.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
-    proc = _run(
+    proc = run_python(
         code, "predict", str(exported_onnx["onnx"]), str(exported_onnx["images"]), "--output", str(tmp_path / "out")
     )
     assert proc.returncode == 0, proc.stderr
@@ -98,7 +91,7 @@ def test_deploy_doc_example_runs_with_onnxruntime_numpy_opencv_only(exported_onn
         expected = found["scores"][found["scores"] >= thresholds[found["labels"] - 1]]
         if len(expected):
             break
-    proc = _run(blocked + example, str(exported_onnx["onnx"]), str(image))
+    proc = run_python(blocked + example, str(exported_onnx["onnx"]), str(image))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == len(expected) > 0

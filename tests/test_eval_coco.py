@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import detections
 
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.evaluation.coco_eval import (
@@ -19,14 +20,6 @@ from detect_ft.evaluation.coco_eval import (
 from detect_ft.utils.errors import ConfigError, DetectFTError
 
 ALL_BACKENDS = list(BACKENDS)
-
-
-def _pred(boxes=(), scores=(), labels=()):
-    return {
-        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
-        "scores": np.asarray(scores, np.float32),
-        "labels": np.asarray(labels, np.int64),
-    }
 
 
 def _dataset(records, names=("cat", "dog"), category_ids=None):
@@ -67,7 +60,7 @@ def _random_case(seed=0):
         hits = boxes + rng.normal(0, 3, boxes.shape)
         hits[:, 2:] = np.maximum(hits[:, 2:], hits[:, :2] + 1)
         preds.append(
-            _pred(np.concatenate([hits, det]), rng.random(n + m), np.concatenate([labels, rng.integers(1, 4, m)]))
+            detections(np.concatenate([hits, det]), rng.random(n + m), np.concatenate([labels, rng.integers(1, 4, m)]))
         )
     return _dataset(records, ("a", "b", "c"), [5, 2, 9]), preds
 
@@ -98,7 +91,7 @@ def test_perfect_predictions_and_empty_size_buckets_are_none():
         _image([[20, 20, 60, 70], [100, 100, 140, 140]], [2, 1], image_id=2),
     ]
     dataset = _dataset(records)
-    preds = [_pred(r.boxes, np.ones(r.num_boxes), r.labels) for r in records]
+    preds = [detections(r.boxes, np.ones(r.num_boxes), r.labels) for r in records]
     for backend in ALL_BACKENDS:
         m = coco_metrics(dataset, preds, backend=backend)
         assert m["map"] == pytest.approx(1.0) and m["map50"] == pytest.approx(1.0)
@@ -111,7 +104,7 @@ def test_perfect_predictions_and_empty_size_buckets_are_none():
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_no_detections_at_all_scores_zero(backend):
     dataset = _dataset([_image([[10, 10, 50, 50]], [1]), _image()])
-    m = coco_metrics(dataset, [_pred(), _pred()], backend=backend)
+    m = coco_metrics(dataset, [detections(), detections()], backend=backend)
     assert m["map"] == 0.0 and m["mar_100"] == 0.0 and m["num_detections"] == 0
     assert m["per_class"] == {"cat": 0.0, "dog": None}
 
@@ -119,7 +112,7 @@ def test_no_detections_at_all_scores_zero(backend):
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_class_without_ground_truth_is_none_and_left_out_of_the_mean(backend):
     dataset = _dataset([_image([[10, 10, 50, 50]], [1])])
-    preds = [_pred([[10, 10, 50, 50], [100, 100, 150, 150]], [0.9, 0.95], [1, 2])]
+    preds = [detections([[10, 10, 50, 50], [100, 100, 150, 150]], [0.9, 0.95], [1, 2])]
     m = coco_metrics(dataset, preds, backend=backend)
     assert m["per_class"]["dog"] is None and m["per_class_map50"]["dog"] is None
     assert m["map"] == pytest.approx(1.0)
@@ -128,7 +121,7 @@ def test_class_without_ground_truth_is_none_and_left_out_of_the_mean(backend):
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_detection_on_a_crowd_only_image_is_ignored(backend):
     gt_box, crowd_box = [[10, 10, 60, 60]], [[0, 0, 150, 150]]
-    det = [_pred(gt_box, [0.5], [1]), _pred([[20, 20, 80, 80]], [0.9], [1])]
+    det = [detections(gt_box, [0.5], [1]), detections([[20, 20, 80, 80]], [0.9], [1])]
     crowd = _dataset([_image(gt_box, [1]), _image(crowd_box, [1], iscrowd=[True])])
     assert coco_metrics(crowd, det, backend=backend)["map"] == pytest.approx(1.0)
     # Control: the same box as an ordinary ground truth makes the high-scoring detection a false positive.
@@ -142,8 +135,8 @@ def test_only_the_top_100_detections_per_image_and_class_count(backend):
     junk_scores = np.linspace(0.9, 0.5, 100)
     hit = [[10, 10, 60, 60]]
     dataset = _dataset([_image(hit, [1], width=300, height=300)])
-    beyond = [_pred(junk + hit, np.append(junk_scores, 0.4), [1] * 101)]  # the hit ranks 101st
-    within = [_pred(junk[:99] + hit, np.append(junk_scores[:99], 0.4), [1] * 100)]  # ranks 100th
+    beyond = [detections(junk + hit, np.append(junk_scores, 0.4), [1] * 101)]  # the hit ranks 101st
+    within = [detections(junk[:99] + hit, np.append(junk_scores[:99], 0.4), [1] * 100)]  # ranks 100th
     assert coco_metrics(dataset, beyond, backend=backend)["mar_100"] == 0.0
     assert coco_metrics(dataset, within, backend=backend)["mar_100"] == pytest.approx(1.0)
 
@@ -151,21 +144,21 @@ def test_only_the_top_100_detections_per_image_and_class_count(backend):
 def test_unknown_category_raises_a_clear_error():
     dataset = _dataset([_image([[10, 10, 50, 50]], [1])])
     with pytest.raises(DetectFTError, match=r"label 3 is not a class.*labels 1\.\.2"):
-        coco_metrics(dataset, [_pred([[10, 10, 50, 50]], [0.9], [3])])
+        coco_metrics(dataset, [detections([[10, 10, 50, 50]], [0.9], [3])])
     with pytest.raises(DetectFTError, match="label 0"):
-        coco_metrics(dataset, [_pred([[10, 10, 50, 50]], [0.9], [0])])
+        coco_metrics(dataset, [detections([[10, 10, 50, 50]], [0.9], [0])])
 
 
 def test_xywh_boxes_are_caught():
     records = [_image([[100, 100, 140, 150]], [1])]
-    xywh = [_pred([[100, 100, 40, 50]], [0.9], [1])]
+    xywh = [detections([[100, 100, 40, 50]], [0.9], [1])]
     with pytest.raises(DetectFTError, match=r"x2 < x1.*xyxy.*x2 = x \+ w"):
         coco_metrics(_dataset(records), xywh)
 
 
 def test_normalised_boxes_are_caught():
     records = [_image([[100, 100, 140, 150]], [1], width=640, height=480) for _ in range(3)]
-    preds = [_pred([[0.1, 0.2, 0.3, 0.4]] * 4, [0.9] * 4, [1] * 4) for _ in range(3)]
+    preds = [detections([[0.1, 0.2, 0.3, 0.4]] * 4, [0.9] * 4, [1] * 4) for _ in range(3)]
     with pytest.raises(DetectFTError, match="normalised"):
         coco_metrics(_dataset(records), preds)
 
@@ -177,9 +170,9 @@ def test_prediction_count_and_shape_mistakes():
     with pytest.raises(DetectFTError, match="lacks scores"):
         coco_metrics(dataset, [{"boxes": np.zeros((0, 4)), "labels": np.zeros(0)}])
     with pytest.raises(DetectFTError, match="NaN"):
-        coco_metrics(dataset, [_pred([[np.nan, 1, 2, 3]], [0.5], [1])])
+        coco_metrics(dataset, [detections([[np.nan, 1, 2, 3]], [0.5], [1])])
     with pytest.raises(ConfigError, match="eval.backend"):
-        coco_metrics(dataset, [_pred()], backend="detectron")
+        coco_metrics(dataset, [detections()], backend="detectron")
 
 
 def test_results_use_original_category_ids_and_round_trip_through_pycocotools(tmp_path):
@@ -204,7 +197,7 @@ def test_results_use_original_category_ids_and_round_trip_through_pycocotools(tm
 def test_per_class_follows_unsorted_category_ids():
     records = [_image([[10, 10, 50, 50], [80, 80, 120, 120]], [1, 2])]
     dataset = _dataset(records, ("a", "b"), [7, 3])  # precision's class axis is sorted by id: b, a
-    m = coco_metrics(dataset, [_pred([[10, 10, 50, 50]], [0.9], [1])])
+    m = coco_metrics(dataset, [detections([[10, 10, 50, 50]], [0.9], [1])])
     assert m["per_class"] == {"a": pytest.approx(1.0), "b": 0.0}
     assert list(m["per_class"]) == ["a", "b"]
 

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import noise_image, write_coco
 
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.evaluation.evaluator import evaluate_model, predict_records, torch_predictor
@@ -122,8 +123,6 @@ def test_torchvision_detector_runs_through_the_loop(dataset):
 
 
 def test_a_truncated_image_found_while_evaluating_is_named_or_left_out(tmp_path):
-    from conftest import noise_image, write_coco
-
     from detect_ft.data.checks.doctor import prepare_split
 
     for i in range(3):

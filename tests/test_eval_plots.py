@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
+from helpers import detections
 
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.evaluation.plots import confusion_matrix, write_plots
-
-
-def _pred(boxes, scores, labels):
-    return {
-        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
-        "scores": np.asarray(scores, np.float32),
-        "labels": np.asarray(labels, np.int64),
-    }
 
 
 def _case():
@@ -27,13 +19,13 @@ def _case():
     ]
     preds = [
         # right class on box 1, "a" on the "b" box 2, box 3 missed, a false alarm "b", a low-score "a"
-        _pred(
+        detections(
             [[1, 1, 20, 20], [40, 40, 61, 61], [100, 0, 120, 20], [80, 80, 100, 100]],
             [0.9, 0.8, 0.7, 0.1],
             [1, 1, 2, 1],
         ),
         # right class, plus a detection on the crowd region (not counted)
-        _pred([[0, 0, 50, 49], [62, 62, 118, 118]], [0.9, 0.9], [1, 2]),
+        detections([[0, 0, 50, 49], [62, 62, 118, 118]], [0.9, 0.9], [1, 2]),
     ]
     return DatasetRecords(records, ["a", "b"]), preds
 

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import detections
 
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.evaluation.voc_eval import average_precision, voc_metrics
 from detect_ft.utils.boxes import box_iou
-
-
-def _pred(boxes=(), scores=(), labels=()):
-    return {
-        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
-        "scores": np.asarray(scores, np.float32),
-        "labels": np.asarray(labels, np.int64),
-    }
 
 
 def _hand_case(difficult: bool):
@@ -28,8 +21,8 @@ def _hand_case(difficult: bool):
         ),
     ]
     preds = [
-        _pred([[0, 0, 10, 10], [0, 0, 10, 10]], [0.9, 0.7], [1, 1]),
-        _pred([[50, 50, 60, 60], [0, 0, 10, 10], [100, 100, 110, 110]], [0.8, 0.6, 0.5], [1, 1, 1]),
+        detections([[0, 0, 10, 10], [0, 0, 10, 10]], [0.9, 0.7], [1, 1]),
+        detections([[50, 50, 60, 60], [0, 0, 10, 10], [100, 100, 110, 110]], [0.8, 0.6, 0.5], [1, 1, 1]),
     ]
     return DatasetRecords(records, ["a", "b"]), preds
 
@@ -54,14 +47,14 @@ def test_without_the_difficult_flag_the_box_counts():
 def test_class_without_detections_scores_zero_and_mean_covers_classes_with_ground_truth():
     records = [ImageRecord("/x/1.jpg", 100, 100, [[0, 0, 10, 10], [20, 20, 40, 40]], [1, 2], image_id=1)]
     dataset = DatasetRecords(records, ["a", "b", "c"])
-    m = voc_metrics(dataset, [_pred([[0, 0, 10, 10], [60, 60, 70, 70]], [0.9, 0.8], [1, 3])])
+    m = voc_metrics(dataset, [detections([[0, 0, 10, 10], [60, 60, 70, 70]], [0.9, 0.8], [1, 3])])
     assert m["per_class"] == {"a": 1.0, "b": 0.0, "c": None}
     assert m["map50"] == pytest.approx(0.5)
 
 
 def test_no_detections_and_no_ground_truth():
     dataset = DatasetRecords([ImageRecord("/x/1.jpg", 100, 100, image_id=1)], ["a"])
-    assert voc_metrics(dataset, [_pred()]) == {
+    assert voc_metrics(dataset, [detections()]) == {
         "map50": None,
         "per_class": {"a": None},
         "num_ground_truth": {"a": 0},
@@ -74,8 +67,8 @@ def test_iou_must_exceed_the_threshold():
     # [0,0,10,10] vs [0,0,10,20]: IoU exactly 0.5 is not a match in the devkit (ovmax > 0.5).
     dataset = DatasetRecords([ImageRecord("/x/1.jpg", 100, 100, [[0, 0, 10, 20]], [1], image_id=1)], ["a"])
     assert box_iou(np.array([[0, 0, 10, 10.0]]), np.array([[0, 0, 10, 20.0]]))[0, 0] == pytest.approx(0.5)
-    assert voc_metrics(dataset, [_pred([[0, 0, 10, 10]], [0.9], [1])])["per_class"]["a"] == 0.0
-    assert voc_metrics(dataset, [_pred([[0, 0, 10, 11]], [0.9], [1])])["per_class"]["a"] == 1.0
+    assert voc_metrics(dataset, [detections([[0, 0, 10, 10]], [0.9], [1])])["per_class"]["a"] == 0.0
+    assert voc_metrics(dataset, [detections([[0, 0, 10, 11]], [0.9], [1])])["per_class"]["a"] == 1.0
 
 
 def test_average_precision_interpolates_the_envelope():
@@ -139,7 +132,7 @@ def test_per_image_matching_equals_the_devkit_loop_with_ties():
         det[:, 2:] = np.maximum(det[:, 2:], det[:, :2] + 1)
         scores = rng.choice([0.2, 0.5, 0.9], m)  # many exact ties
         det_labels = np.where(rng.random(m) < 0.8, labels[pick], rng.integers(1, 4, m)) if n else np.ones(m)
-        preds.append(_pred(det, scores, det_labels))
+        preds.append(detections(det, scores, det_labels))
     dataset = DatasetRecords(records, ["a", "b", "c"])
     m = voc_metrics(dataset, preds)
     for label, name in enumerate(dataset.class_names, start=1):

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from test_export_support import CATEGORY_IDS, CLASSES, FAST_MODELS, separated_model, synthetic_root
+from helpers import CATEGORY_IDS, CLASSES, FAST_MODELS, exported_model, separated_model, synthetic_root
 
 from detect_ft._version import __version__
 from detect_ft.cli.main import main
@@ -27,8 +27,6 @@ FAST_TIER_FIRST = [name if i == 0 else pytest.param(name, marks=pytest.mark.slow
 def exported(request, tmp_path_factory):
     """conftest's ``exported_onnx`` for each fast model: the session's own for ssdlite320_mobilenet_v3_large,
     exported here the same way for the others."""
-    from test_export_support import exported_model
-
     if request.param == "ssdlite320_mobilenet_v3_large":
         return request.getfixturevalue("exported_onnx")
     tmp_path = tmp_path_factory.mktemp(request.param)
@@ -73,18 +71,14 @@ def test_int8_model_is_quantized_and_runs(exported):
 
 
 @pytest.mark.slow
-def test_parity_gate_fails_and_leaves_no_file(tmp_path, monkeypatch):
-    name = FAST_MODELS[0]
-    model = separated_model(name)
-    from test_export_support import pseudo_labelled_split
-
-    val = pseudo_labelled_split(model, synthetic_root(tmp_path, num_train=0, num_val=4))
+def test_parity_gate_fails_and_leaves_no_file(exported_onnx, tmp_path, monkeypatch):
+    model, val = exported_onnx["model"], exported_onnx["val"]
     original = runtime.preprocess
     # A runtime that mirrors the image: boxes land on the wrong side, as with a wrong preprocessing step.
     monkeypatch.setattr(runtime, "preprocess", lambda image, spec: original(np.ascontiguousarray(image[:, ::-1]), spec))
     output = tmp_path / "out" / "model.onnx"
     with pytest.raises(DetectFTError, match=r"export\.max_map_drop=0\.5"):
-        export_detector(model, output, model_name=name, class_names=CLASSES, val_dataset=val)
+        export_detector(model, output, model_name=exported_onnx["name"], class_names=CLASSES, val_dataset=val)
     assert not output.exists() and not list(output.parent.iterdir())
 
 
@@ -150,11 +144,8 @@ def test_pair_detections_pairs_by_label_and_iou():
 
 
 @pytest.mark.slow
-def test_export_without_val_split_names_the_fix(tmp_path, capsys):
-    from test_export_support import write_checkpoint
-
-    model = separated_model(FAST_MODELS[0])
-    checkpoint = write_checkpoint(model, FAST_MODELS[0], tmp_path / "m.pt", tmp_path)
+def test_export_without_val_split_names_the_fix(exported_onnx, tmp_path, capsys):
+    checkpoint = exported_onnx["checkpoint"]
     assert main(["export", str(checkpoint), "--output", str(tmp_path / "m.onnx"), "data.val="]) == 2
     err = capsys.readouterr().err
     assert "data.val" in err and "export.verify=false" in err
@@ -165,27 +156,17 @@ def test_export_without_val_split_names_the_fix(tmp_path, capsys):
 # --- INT8: the accuracy gate, the keep-anyway flag, the quantisation options ------------------------
 
 
-def _int8_setup(tmp_path, name: str = "ssdlite320_mobilenet_v3_large"):
-    from test_export_support import pseudo_labelled_split
-
-    model = separated_model(name)
-    root = synthetic_root(tmp_path, num_train=2, num_val=4)
-    val = pseudo_labelled_split(model, root)
-    return model, val, [read_image(r.image_path) for r in val.records]
-
-
 # Calibrating on flat black images gives every activation a range of ~0, so INT8 clips everything: a
 # deliberately bad calibration that loses (nearly) the whole mAP.
 BAD_CALIBRATION = [np.zeros((96, 128, 3), np.uint8)] * 2
 
 
 @pytest.mark.slow
-def test_int8_gate_refuses_a_lossy_model_and_leaves_no_file(tmp_path):
+def test_int8_gate_refuses_a_lossy_model_and_leaves_no_file(exported_onnx, tmp_path):
     from detect_ft.cli.export_cmd import format_report
     from detect_ft.export.pipeline import Int8RefusedError
 
-    name = FAST_MODELS[0]
-    model, val, _ = _int8_setup(tmp_path, name)
+    name, model, val = exported_onnx["name"], exported_onnx["model"], exported_onnx["val"]
     output = tmp_path / "out" / "model.onnx"
     with pytest.raises(
         Int8RefusedError,
@@ -214,11 +195,10 @@ def test_int8_gate_refuses_a_lossy_model_and_leaves_no_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_int8_keep_anyway_keeps_it_with_a_warning(tmp_path):
+def test_int8_keep_anyway_keeps_it_with_a_warning(exported_onnx, tmp_path):
     from detect_ft.cli.export_cmd import format_report
 
-    name = FAST_MODELS[0]
-    model, val, _ = _int8_setup(tmp_path, name)
+    name, model, val = exported_onnx["name"], exported_onnx["model"], exported_onnx["val"]
     output = tmp_path / "model.onnx"
     report = export_detector(
         model,
@@ -244,16 +224,10 @@ def test_int8_keep_anyway_keeps_it_with_a_warning(tmp_path):
 
 
 @pytest.mark.slow
-def test_int8_gate_through_the_cli(tmp_path, capsys, monkeypatch):
-    from test_export_support import pseudo_labelled_split, write_checkpoint
-
+def test_int8_gate_through_the_cli(exported_onnx, tmp_path, capsys, monkeypatch):
     from detect_ft.api import exporting as export_api
 
-    name = FAST_MODELS[0]
-    model = separated_model(name)
-    root = synthetic_root(tmp_path)
-    pseudo_labelled_split(model, root)
-    checkpoint = write_checkpoint(model, name, tmp_path / "m.pt", root)
+    checkpoint = exported_onnx["checkpoint"]
     monkeypatch.setattr(export_api, "calibration_images", lambda dataset, count: list(BAD_CALIBRATION))
     out = tmp_path / "out" / "m.onnx"
     report_json = tmp_path / "report.json"
@@ -303,14 +277,22 @@ def _weight_is_float(graph, node) -> bool:
     return weight in initializers and initializers[weight].data_type == onnx.TensorProto.FLOAT
 
 
-@pytest.mark.slow
-def test_int8_excluded_nodes_stay_float(tmp_path):
-    from detect_ft.export.quantize import Int8Options, quantize_int8
-
+@pytest.fixture(scope="module")
+def lite0_onnx(tmp_path_factory):
+    """An fp32 ``ssdlite320_efficientnet_lite0`` graph (spread-out random weights) for the INT8 option tests
+    to quantise (read-only: they write their variants elsewhere)."""
     name = "ssdlite320_efficientnet_lite0"
     model = separated_model(name)
-    path = tmp_path / "model.onnx"
+    path = tmp_path_factory.mktemp("lite0") / "model.onnx"
     export_onnx(model, path, metadata=build_metadata(model, model_name=name, class_names=CLASSES, opset=17))
+    return path
+
+
+@pytest.mark.slow
+def test_int8_excluded_nodes_stay_float(lite0_onnx, tmp_path):
+    from detect_ft.export.quantize import Int8Options, quantize_int8
+
+    path = lite0_onnx
     calib = [read_image(p) for p in sorted((synthetic_root(tmp_path, num_train=0, num_val=2) / "images").glob("*.jpg"))]
     info = quantize_int8(path, tmp_path / "head.int8.onnx", calib, Int8Options(exclude=("head", "first")))
     graph = onnx.load(str(tmp_path / "head.int8.onnx")).graph
@@ -336,16 +318,13 @@ def test_int8_excluded_nodes_stay_float(tmp_path):
 
 
 @pytest.mark.slow
-def test_int8_fused_ops_remove_the_float_round_trips(tmp_path):
+def test_int8_fused_ops_remove_the_float_round_trips(lite0_onnx, tmp_path):
     """ops="fused" folds ReLU6 (Clip) into the convolutions and quantises residual Adds; "conv" leaves a
     Dequantize -> Clip -> Quantize after every convolution. qoperator writes QLinearConv nodes itself.
     Post-processing (box decoding Adds/Clips) stays float with either."""
     from detect_ft.export.quantize import Int8Options, quantize_int8
 
-    name = "ssdlite320_efficientnet_lite0"
-    model = separated_model(name)
-    path = tmp_path / "model.onnx"
-    export_onnx(model, path, metadata=build_metadata(model, model_name=name, class_names=CLASSES, opset=17))
+    path = lite0_onnx
     calib = [np.full((96, 128, 3), v, np.uint8) for v in (60, 180)]
     counts = {}
     for ops in ("conv", "fused"):

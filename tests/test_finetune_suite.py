@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TINY_MODEL, load_tool
+from helpers import TINY_MODEL, load_tool
 
 from detect_ft.data.synthetic import make_synthetic_dataset
 
@@ -37,7 +37,7 @@ def test_the_suite_tables_two_arms_on_two_datasets_and_reuses_them(tmp_path, cap
         make_synthetic_dataset(tmp_path / "shapes_voc", format="voc", seed=1, **shapes),
     ]
     out = tmp_path / "suite"
-    argv = ["--datasets", *map(str, datasets), "--out", str(out), "--model", TINY_MODEL, "--minutes", "0.1"]
+    argv = ["--datasets", *map(str, datasets), "--out", str(out), "--model", TINY_MODEL, "--minutes", "0.03"]
     argv += ["--arm", "scratch:train.lr=0.01", "--arm", "faster:train.lr=0.02"]
     argv += ["model.weights=none", "model.min_size=96", "train.batch_size=4", "train.workers=0", "eval.batch_size=4"]
     assert suite.main(argv) == 0

@@ -6,23 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 
 import pytest
 import torch
 import yaml
-from conftest import tiny_overrides
+from helpers import noise_image, one_error_line, snapshot, tiny_overrides, write_coco, write_png_header
 
 from detect_ft.utils.errors import DetectFTError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _one_line(err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def _config(path, overrides: list[str]):
@@ -51,7 +45,7 @@ def test_a_pickled_payload_is_refused_by_every_command_and_never_runs(payload_ch
     ]
     for argv in commands:
         code, _, err = run_cli(*argv)
-        line = _one_line(err)
+        line = one_error_line(err)
         assert code == 2 and "refused to load" in line and str(evil) in line, (argv, err)
         assert "builtins.open" in line or "io.open" in line
         assert not marker.exists(), f"{argv[0]} ran code from the checkpoint"
@@ -111,10 +105,10 @@ def test_a_tampered_checkpoint_structure_is_one_line(tmp_path, run_cli):
         path,
     )
     code, _, err = run_cli("export", path, "--output", tmp_path / "m.onnx", "--no-verify")
-    assert code == 2 and "config.model.min_size" in _one_line(err)
+    assert code == 2 and "config.model.min_size" in one_error_line(err)
     torch.save([1, 2, 3], path)
     code, _, err = run_cli("export", path, "--output", tmp_path / "m.onnx", "--no-verify")
-    assert code == 2 and "not a detect-ft checkpoint" in _one_line(err)
+    assert code == 2 and "not a detect-ft checkpoint" in one_error_line(err)
 
 
 # ---------------------------------------------------------------- files keep the user's permissions
@@ -178,11 +172,7 @@ def test_json_writers_never_write_bare_nan(tmp_path):
 # ---------------------------------------------------------------- train never writes over another run
 
 
-def _snapshot(folder) -> dict:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def test_train_into_a_used_output_dir_starts_a_numbered_run(tiny_data, tmp_path, run_cli):
+def test_train_into_a_used_output_dir_starts_a_numbered_run(tiny_data, trained_run, tmp_path, run_cli):
     from detect_ft.config.schema import load_config
     from detect_ft.engine.trainer import train
 
@@ -190,13 +180,13 @@ def test_train_into_a_used_output_dir_starts_a_numbered_run(tiny_data, tmp_path,
     config = _config(
         tmp_path / "c.yaml", tiny_overrides(tiny_data, out) + ["train.eval_interval=0", "train.max_iters_per_epoch=1"]
     )
-    assert run_cli("train", config, "--no-progress")[0] == 0
-    first = _snapshot(out)
+    shutil.copytree(trained_run, out)  # a finished run of this config's model and data is in the way
+    first = snapshot(out)
     assert "checkpoints/last.pt" in first
 
     code, printed, _ = run_cli("train", config, "--no-progress")
     assert code == 0 and f"this run writes to {tmp_path / 'run-2'}" in printed
-    assert _snapshot(out) == first  # the first run is untouched
+    assert snapshot(out) == first  # the first run is untouched
     assert (tmp_path / "run-2" / "checkpoints" / "last.pt").is_file()
     saved = load_config(tmp_path / "run-2" / "config.yaml")
     assert saved.output.dir == str(tmp_path / "run-2") and saved.output.overwrite is False
@@ -253,7 +243,7 @@ XML_EXTERNAL = """<?xml version="1.0"?>
 def test_xml_with_entities_is_refused(tmp_path, run_cli, text):
     config = _voc_with(tmp_path, text)
     code, _, err = run_cli("check-data", config)
-    assert code == 2 and "declares a DOCTYPE or entities" in _one_line(err) and "a.xml" in err
+    assert code == 2 and "declares a DOCTYPE or entities" in one_error_line(err) and "a.xml" in err
 
 
 def test_huge_files_are_refused_by_size_before_parsing(tmp_path, run_cli):
@@ -261,7 +251,7 @@ def test_huge_files_are_refused_by_size_before_parsing(tmp_path, run_cli):
     with open(tmp_path / "voc" / "Annotations" / "a.xml", "wb") as f:
         f.truncate(64 << 20)  # sparse: no disk space, no memory
     code, _, err = run_cli("check-data", config)
-    assert code == 2 and "over detect-ft's limit" in _one_line(err)
+    assert code == 2 and "over detect-ft's limit" in one_error_line(err)
 
     coco = tmp_path / "coco"
     coco.mkdir()
@@ -269,13 +259,13 @@ def test_huge_files_are_refused_by_size_before_parsing(tmp_path, run_cli):
         f.truncate(3 << 30)
     (coco / "c.yaml").write_text(f"data:\n  format: coco\n  root: {coco}\n  train: train.json\n")
     code, _, err = run_cli("check-data", coco / "c.yaml")
-    assert code == 2 and "train.json is 3.0 GiB, over detect-ft's limit" in _one_line(err)
+    assert code == 2 and "train.json is 3.0 GiB, over detect-ft's limit" in one_error_line(err)
 
     big = tmp_path / "big.pt"
     with open(big, "wb") as f:
         f.truncate(17 << 30)
     code, _, err = run_cli("export", big, "--output", tmp_path / "m.onnx", "--no-verify")
-    assert code == 2 and "over detect-ft's limit" in _one_line(err)
+    assert code == 2 and "over detect-ft's limit" in one_error_line(err)
 
 
 def test_deeply_nested_json_and_yaml_are_one_line(tmp_path, run_cli):
@@ -284,24 +274,20 @@ def test_deeply_nested_json_and_yaml_are_one_line(tmp_path, run_cli):
     (coco / "train.json").write_text("[" * 200_000 + "]" * 200_000)
     (coco / "c.yaml").write_text(f"data:\n  format: coco\n  root: {coco}\n  train: train.json\n")
     code, _, err = run_cli("check-data", coco / "c.yaml")
-    assert code == 2 and "nested too deeply" in _one_line(err)
+    assert code == 2 and "nested too deeply" in one_error_line(err)
 
     yolo = tmp_path / "yolo"
     (yolo / "train" / "images").mkdir(parents=True)
-    from conftest import noise_image
-
     noise_image(yolo / "train" / "images" / "a.jpg")
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
     (yolo / "data.yaml").write_text("\n".join(lines) + "\nnames: [*a8]\n")
     (yolo / "c.yaml").write_text(f"data:\n  format: yolo\n  root: {yolo}\n  train: train\n")
     code, _, err = run_cli("check-data", yolo / "c.yaml")
-    assert code == 2 and "'names' must be a list of names" in _one_line(err) and len(err) < 600
+    assert code == 2 and "'names' must be a list of names" in one_error_line(err) and len(err) < 600
 
 
 def test_images_beyond_the_pixel_limit_name_file_and_limit(tmp_path, run_cli):
-    from conftest import noise_image, write_coco, write_png_header
-
     from detect_ft.data.image import read_image
     from detect_ft.utils.limits import MAX_IMAGE_PIXELS
 
@@ -322,7 +308,7 @@ def test_corrupt_checkpoint_is_one_line(tmp_path, run_cli):
     torch.save({"model": {"w": torch.zeros(1000)}}, path)
     path.write_bytes(path.read_bytes()[:300])
     code, _, err = run_cli("export", path, "--output", tmp_path / "m.onnx", "--no-verify")
-    assert code == 2 and "not a readable checkpoint" in _one_line(err)
+    assert code == 2 and "not a readable checkpoint" in one_error_line(err)
 
 
 def _onnx_with_metadata(path, metadata: str):
@@ -362,26 +348,22 @@ def _onnx_with_metadata(path, metadata: str):
 def test_onnx_metadata_that_cannot_drive_the_runtime_is_one_line(tmp_path, run_cli, metadata, expected):
     import re
 
-    from conftest import noise_image
-
     model = _onnx_with_metadata(tmp_path / "m.onnx", metadata)
     code, _, err = run_cli("predict", model, noise_image(tmp_path / "a.jpg"), "--output", tmp_path / "out")
-    assert code == 2 and re.search(expected, _one_line(err))
+    assert code == 2 and re.search(expected, one_error_line(err))
 
 
 # ---------------------------------------------------------------- no command destroys the user's files
 
 
 def test_predict_never_writes_over_its_inputs(tmp_path):
-    from conftest import noise_image
-
     from detect_ft.api import Detector
     from detect_ft.inference.writer import write_predictions
 
     folder = tmp_path / "photos"
     for i in range(3):
         noise_image(folder / f"p{i}.jpg", seed=i)
-    before = _snapshot(folder)
+    before = snapshot(folder)
     nothing = lambda images: [{"boxes": [], "scores": [], "labels": []} for _ in images]  # noqa: E731
     detector = Detector(predict_batch=nothing, model_name="test", class_names=["x"])
     sources = (
@@ -394,14 +376,12 @@ def test_predict_never_writes_over_its_inputs(tmp_path):
         with pytest.raises(DetectFTError, match="overwrite") as info:
             write_predictions(detector.stream(source), source, output, save_format="coco")
         assert "p1.jpg" in str(info.value) and "choose another output folder" in str(info.value)
-    assert _snapshot(folder) == before
+    assert snapshot(folder) == before
     summary = write_predictions(detector.stream(folder), folder, tmp_path / "out", save_format="voc")
-    assert summary["images"] == 3 and _snapshot(folder) == before
+    assert summary["images"] == 3 and snapshot(folder) == before
 
 
 def _tiny_voc(root):
-    from conftest import noise_image
-
     for folder in ("Annotations", "ImageSets/Main"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     for i in range(2):
@@ -417,10 +397,10 @@ def _tiny_voc(root):
 
 def test_convert_never_writes_into_its_source_annotations(tmp_path, run_cli):
     voc = _tiny_voc(tmp_path / "voc")
-    before = _snapshot(voc)
+    before = snapshot(voc)
     code, _, err = run_cli("convert", "--from", "voc", "--to", "voc", "--root", voc, "--split", "train", "--out", voc)
-    assert code == 2 and "is part of the source annotations" in _one_line(err)
-    assert _snapshot(voc) == before
+    assert code == 2 and "is part of the source annotations" in one_error_line(err)
+    assert snapshot(voc) == before
 
     assert (
         run_cli(
@@ -428,7 +408,7 @@ def test_convert_never_writes_into_its_source_annotations(tmp_path, run_cli):
         )[0]
         == 0
     )
-    coco_before = _snapshot(tmp_path / "coco")
+    coco_before = snapshot(tmp_path / "coco")
     code, _, err = run_cli(
         "convert",
         "--from",
@@ -442,12 +422,10 @@ def test_convert_never_writes_into_its_source_annotations(tmp_path, run_cli):
         "--out",
         tmp_path / "coco",
     )
-    assert code == 2 and "train.json" in _one_line(err) and _snapshot(tmp_path / "coco") == coco_before
+    assert code == 2 and "train.json" in one_error_line(err) and snapshot(tmp_path / "coco") == coco_before
 
 
 def test_convert_copies_only_image_files(tmp_path, run_cli):
-    from conftest import noise_image, write_coco
-
     root = tmp_path / "data"
     noise_image(root / "a.jpg")
     (root / "secret.jpg").write_text("not an image, but named like one\n")
@@ -467,7 +445,7 @@ def test_convert_copies_only_image_files(tmp_path, run_cli):
             "--out",
             tmp_path / "out",
         )
-        assert code == 2 and bad in _one_line(err) and "refused to copy" in err
+        assert code == 2 and bad in one_error_line(err) and "refused to copy" in err
         assert not (tmp_path / "out").exists()  # checked before anything is written
     # and images outside the dataset are not even read unless allowed
     outside = noise_image(tmp_path / "elsewhere.jpg")
@@ -497,7 +475,7 @@ def test_eval_plots_never_replace_unrelated_files(tmp_path, run_cli):
 
     config = _config(tmp_path / "c.yaml", ["data.format=coco", f"data.root={tmp_path}", "data.val=val.json"])
     code, _, err = run_cli("eval", config, "--weights", tmp_path / "any.pt", "--json", tmp_path / "m.json")
-    assert code == 2 and "pr_curves.png" in _one_line(err) and "--json" in err
+    assert code == 2 and "pr_curves.png" in one_error_line(err) and "--json" in err
     assert (tmp_path / "pr_curves.png").read_bytes() == b"my own picture"
 
 
@@ -505,8 +483,6 @@ ODD_VALUES = ["1e400", "-1e400", "nan", "inf", "", "abc", "0", "-5", "1" * 400]
 
 
 def test_odd_values_in_annotations_never_end_in_a_traceback(tmp_path):
-    from conftest import noise_image
-
     from detect_ft.data.checks.doctor import check_split
 
     root = _voc_with(tmp_path / "voc", "<annotation/>").parent

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import one_error_line, tiny_overrides
+from helpers import one_error_line, tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

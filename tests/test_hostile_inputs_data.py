@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import noise_image
+from helpers import noise_image, write_png_header
 
 from detect_ft.data.checks.doctor import prepare_split
 from detect_ft.data.checks.findings import OUTSIDE_ROOT
@@ -147,8 +147,6 @@ def _cut(path: Path, keep: float = 0.8) -> Path:
 
 
 def test_the_cheap_check_finds_jpeg_and_png_files_cut_short_from_their_last_bytes(tmp_path):
-    from conftest import write_png_header
-
     from detect_ft.data.image import TAIL_BYTES, UnreadableImageError, read_image, read_image_info
 
     whole = _photo(tmp_path / "whole.jpg")

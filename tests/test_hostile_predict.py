@@ -5,22 +5,18 @@ file and the fix, in bounded memory, and loses no file. The model is a constant 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import constant_onnx, noise_image, write_black_png, write_png_header
+from helpers import BLOCK_TORCH, constant_onnx, noise_image, run_python, snapshot, write_black_png, write_png_header
 
 from detect_ft import Detector
 from detect_ft.inference import read_image
 from detect_ft.utils import limits
 from detect_ft.utils.errors import DetectFTError
 
-REPO = Path(__file__).resolve().parents[1]
-BLOCK_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
 BLOCK_PIL = "sys.modules['PIL'] = None\n"  # a minimal edge install: numpy, OpenCV, onnxruntime
 
 
@@ -70,7 +66,7 @@ def test_an_image_over_the_pixel_limit_is_refused_from_its_header_in_bounded_mem
             "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) // 1024)\n"
         )
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(huge)], capture_output=True, text=True, cwd=REPO)
+    proc = run_python(code, str(huge))
     assert proc.returncode == 0, proc.stderr
     message, peak_mib = proc.stdout.strip().splitlines()
     assert "huge.png" in message and "400.0 megapixels" in message and "decoder's limit" in message
@@ -136,7 +132,7 @@ def test_a_truncated_jpeg_is_named_without_pillow_too(tmp_path):
     code += "from detect_ft.inference import read_image\nfrom detect_ft.utils.errors import DetectFTError\n"
     code += "image = read_image(sys.argv[2])\nprint(image.shape, int(image.astype('int64').sum()))\n"
     code += "try:\n    read_image(sys.argv[1])\nexcept DetectFTError as exc:\n    print(exc)\n"
-    proc = subprocess.run([sys.executable, "-c", code, str(cut), str(fine)], capture_output=True, text=True, cwd=REPO)
+    proc = run_python(code, str(cut), str(fine))
     assert proc.returncode == 0, proc.stderr
     decoded, message = proc.stdout.strip().splitlines()
     with_pillow = read_image(fine)
@@ -167,27 +163,23 @@ def test_the_header_reader_gives_the_decoded_size(tmp_path, suffix, params):
 # ---------------------------------------------------------------- predict replaces only what it wrote
 
 
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def test_predict_never_replaces_a_file_of_the_users_in_the_output_folder(model, tmp_path, run_cli):
     photos = tmp_path / "photos"
     a, b = noise_image(photos / "a.jpg", seed=1), noise_image(photos / "b.jpg", seed=2)
     out = tmp_path / "out"
     mine = noise_image(out / "a.jpg", seed=3)  # the user's own a.jpg, not an annotated copy
-    before = _snapshot(out)
+    before = snapshot(out)
     code, stdout, err = run_cli("predict", model, a, b, "--output", out)
     line = _one_line(err)
     assert code == 2 and str(mine) in line and "did not write" in line and "choose another output folder" in line
-    assert _snapshot(out) == before and "detections in" not in stdout  # refused before writing anything
+    assert snapshot(out) == before and "detections in" not in stdout  # refused before writing anything
     # Into a new folder it runs, and a second run there replaces its own files (recorded) and nothing else.
     fresh = tmp_path / "fresh"
     assert run_cli("predict", model, a, b, "--output", fresh)[0] == 0
-    assert sorted(_snapshot(fresh)) == ["a.jpg", "b.jpg", "predict-files.json", "predictions.json"]
+    assert sorted(snapshot(fresh)) == ["a.jpg", "b.jpg", "predict-files.json", "predictions.json"]
     noise_image(fresh / "notes.png", seed=4)
     assert run_cli("predict", model, a, b, "--output", fresh)[0] == 0
-    assert "notes.png" in _snapshot(fresh)
+    assert "notes.png" in snapshot(fresh)
 
 
 def test_an_in_memory_image_never_replaces_a_users_file(tmp_path):
@@ -229,14 +221,14 @@ def test_predictions_as_a_dataset_never_replace_hand_labelled_annotations(model,
     a = noise_image(tmp_path / "photos" / "a.jpg", seed=1)
     out = tmp_path / "out"
     dataset = _hand_labelled(out / "dataset", fmt)
-    before = _snapshot(out)
+    before = snapshot(out)
     code, _, err = run_cli("predict", model, a, "--output", out, "--save-format", fmt)
     assert code == 2 and "did not write" in _one_line(err) and str(dataset) in err
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
     results = Detector.load(model).predict(a)
     with pytest.raises(DetectFTError, match=f"would replace {dataset}.* never replaces existing annotations"):
         write_results_dataset(results, dataset, fmt)
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
     # a second run into a folder of its own replaces its own dataset
     assert run_cli("predict", model, a, "--output", tmp_path / "own", "--save-format", fmt)[0] == 0
     assert run_cli("predict", model, a, "--output", tmp_path / "own", "--save-format", fmt)[0] == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import tiny_config
 from test_resume import RESUME_OVERRIDES, _assert_same_training
 
 from detect_ft.config.schema import load_config

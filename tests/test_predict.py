@@ -6,7 +6,7 @@ import json
 
 import cv2
 import numpy as np
-from test_export_support import CATEGORY_IDS
+from helpers import CATEGORY_IDS, constant_onnx, noise_image
 
 from detect_ft.cli.main import main
 from detect_ft.export import compare_detections
@@ -103,8 +103,6 @@ def test_bad_sources_are_reported(exported_onnx, tmp_path, capsys):
 def test_a_pooled_class_threshold_is_said_to_be_pooled(tmp_path, run_cli):
     """A class without a true positive in validation (eval: n/a) takes the all-class threshold; predict
     says so instead of printing it as the class's own."""
-    from conftest import constant_onnx, noise_image
-
     from detect_ft import Detector
 
     model = constant_onnx(tmp_path / "m.onnx", thresholds=[0.5, 0.31], pooled_thresholds=["cat"])

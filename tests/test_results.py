@@ -8,18 +8,13 @@ import json
 import cv2
 import numpy as np
 import pytest
+from helpers import flat_image
 
 from detect_ft.data.load import load_split
 from detect_ft.inference.results import Result, write_results_dataset
 from detect_ft.utils.errors import DetectFTError
 
 CLASSES = ["cat", "dog"]
-
-
-def _image_file(path, h=48, w=64):
-    image = np.full((h, w, 3), 90, np.uint8)
-    cv2.imwrite(str(path), image)
-    return str(path)
 
 
 def _results(tmp_path):
@@ -33,7 +28,7 @@ def _results(tmp_path):
         category_ids=[3, 7],
         height=48,
         width=64,
-        path=_image_file(src / "a.jpg"),
+        path=str(flat_image(src / "a.jpg", value=90)),
         conf=0.5,
     )
     b = Result(
@@ -44,7 +39,7 @@ def _results(tmp_path):
         category_ids=[3, 7],
         height=40,
         width=50,
-        path=_image_file(src / "b.png", 40, 50),
+        path=str(flat_image(src / "b.png", 50, 40, value=90)),
         conf=0.5,
     )
     return [a, b]

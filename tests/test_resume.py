@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import make_tiny_data, tiny_config, tiny_overrides
+from helpers import make_tiny_data, tiny_config, tiny_overrides
 
 from detect_ft.checkpoint.training import load_checkpoint
 from detect_ft.engine.trainer import train

@@ -6,7 +6,7 @@ import math
 from collections import Counter
 
 import pytest
-from conftest import noise_image
+from helpers import noise_image
 
 from detect_ft.config.schema import load_config
 from detect_ft.data.dataset import DetectionDataset, build_loader, loader_sampler, set_epoch

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from helpers import BLOCK_TORCH, run_python, tiny_config
 
 from detect_ft import Detector
 from detect_ft.api.evaluate import evaluate_config
@@ -28,9 +27,6 @@ from detect_ft.inference.slicing import (
     tile_windows,
 )
 from detect_ft.utils.errors import ConfigError, DetectFTError
-
-REPO = Path(__file__).resolve().parents[1]
-BLOCK_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
 
 # -- tile geometry ------------------------------------------------------------------------------------------
 
@@ -361,9 +357,7 @@ def test_eval_slice_keys_are_checked(override, match):
 def _predict_cli(*args: str) -> subprocess.CompletedProcess:
     code = BLOCK_TORCH + "from detect_ft.cli.main import main\nrc = main(sys.argv[1:])\n"
     code += "assert sys.modules['torch'] is None\nsys.exit(rc)\n"
-    return subprocess.run(
-        [sys.executable, "-c", code, "predict", *args], capture_output=True, text=True, cwd=REPO, timeout=300
-    )
+    return run_python(code, "predict", *args, timeout=300)
 
 
 def test_predict_cli_slices_an_onnx_model_without_torch(exported_onnx, tmp_path):
@@ -443,8 +437,6 @@ def test_predict_cli_refuses_a_bad_slice_before_loading_the_model(tmp_path, caps
 @pytest.mark.usefixtures("one_thread")
 def test_training_validates_as_the_eval_slice_keys_say(tiny_data, tmp_path):
     """With eval.slice set, the trainer's validation (which picks best.pt) runs sliced too, as eval does."""
-    from conftest import tiny_config
-
     from detect_ft.checkpoint.format import read_checkpoint
     from detect_ft.engine.trainer import train
 

@@ -5,14 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from helpers import flat_image
 
 from detect_ft.inference.sources import count_frames, expand_source, iter_frames
 from detect_ft.utils.errors import DetectFTError
-
-
-def _write(path, value=10, h=24, w=32):
-    cv2.imwrite(str(path), np.full((h, w, 3), value, np.uint8))
-    return path
 
 
 def _video(path, frames=3):
@@ -24,7 +20,7 @@ def _video(path, frames=3):
 
 
 def test_folder_glob_file_and_list(tmp_path):
-    a, b = _write(tmp_path / "b.png"), _write(tmp_path / "a.jpg")
+    a, b = flat_image(tmp_path / "b.png", 32, 24, value=10), flat_image(tmp_path / "a.jpg", 32, 24, value=10)
     (tmp_path / "notes.txt").write_text("not an image")
     assert expand_source(tmp_path) == [b, a]  # sorted by name, non-images skipped
     assert expand_source(str(tmp_path / "*.png")) == [a]
@@ -40,7 +36,7 @@ def test_video_frames_are_numbered(tmp_path):
     frames = list(iter_frames(video))
     assert [f.frame for f in frames] == [0, 1, 2] and all(f.path == str(video) for f in frames)
     assert frames[0].fps == pytest.approx(5.0)
-    assert count_frames([video, _write(tmp_path / "x.png")]) == 4
+    assert count_frames([video, flat_image(tmp_path / "x.png", 32, 24, value=10)]) == 4
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import detections
 
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.evaluation.plots import write_threshold_plots
@@ -47,19 +48,11 @@ def _split():
     return DatasetRecords(records, ["cat", "dog"])
 
 
-def _pred(boxes, scores, labels):
-    return {
-        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
-        "scores": np.asarray(scores, np.float32),
-        "labels": np.asarray(labels, np.int64),
-    }
-
-
 def test_per_class_thresholds_on_a_split():
     preds = [
-        _pred([[0, 0, 10, 10], [50, 50, 60, 60]], [0.9, 0.4], [1, 2]),  # cat TP at 0.9, dog TP at 0.4
-        _pred([[20, 20, 40, 40], [70, 70, 80, 80]], [0.6, 0.7], [1, 1]),  # cat TP at 0.6, cat FP at 0.7
-        _pred([[1, 1, 5, 5]], [0.2], [2]),  # dog FP on a background image
+        detections([[0, 0, 10, 10], [50, 50, 60, 60]], [0.9, 0.4], [1, 2]),  # cat TP at 0.9, dog TP at 0.4
+        detections([[20, 20, 40, 40], [70, 70, 80, 80]], [0.6, 0.7], [1, 1]),  # cat TP at 0.6, cat FP at 0.7
+        detections([[1, 1, 5, 5]], [0.2], [2]),  # dog FP on a background image
     ]
     curves = threshold_curves(_split(), preds)
     # cat: TP 0.9, FP 0.7, TP 0.6 over 2 boxes
@@ -81,7 +74,7 @@ def test_class_without_ground_truth_falls_back_to_the_overall_threshold():
 
 
 def test_plots_are_written(tmp_path):
-    preds = [_pred([[0, 0, 10, 10]], [0.9], [1]), _pred([], [], []), _pred([], [], [])]
+    preds = [detections([[0, 0, 10, 10]], [0.9], [1]), detections([], [], []), detections([], [], [])]
     curves = threshold_curves(_split(), preds)
     paths = write_threshold_plots(curves, tmp_path)
     assert [p.name for p in paths] == ["f1_curve.png", "precision_curve.png", "recall_curve.png"]

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY_MODEL as MODEL
-from conftest import noise_image, tiny_config, tiny_overrides, write_coco
+from helpers import TINY_MODEL as MODEL
+from helpers import noise_image, tiny_config, tiny_overrides, write_coco
 
 from detect_ft.config.schema import load_config
 from detect_ft.engine import trainer as trainer_module

@@ -6,40 +6,28 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import load_tool
+from helpers import load_tool
 
 from detect_ft.config.schema import load_config
 from detect_ft.data.synthetic import make_synthetic_dataset
-from detect_ft.engine.trainer import train
 
-REPO = Path(__file__).resolve().parents[1]
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo_shapes.yaml"
 
 
 @pytest.mark.slow
-def test_transfer_study_from_a_checkpoint_on_other_classes(tmp_path):
+def test_transfer_study_from_a_checkpoint_on_other_classes(trained_run, tmp_path):
+    # The source: the session's trained run (the demo config's model, on circles and squares).
     common = ["model.min_size=96", "train.batch_size=4", "train.workers=0", "train.epochs=1", "eval.batch_size=4"]
-    source_data = make_synthetic_dataset(
-        tmp_path / "a", num_train=8, num_val=4, image_size=96, classes=("circle", "square"), seed=0
-    )
-    source_cfg = load_config(
-        REPO / "configs" / "demo_shapes.yaml",
-        [
-            f"data.root={source_data}",
-            "data.classes=[circle,square]",
-            "model.weights=none",
-            f"output.dir={tmp_path / 'source'}",
-            *common,
-        ],
-    )
-    source = train(source_cfg, progress=False) / "checkpoints" / "last.pt"
+    source = trained_run / "checkpoints" / "last.pt"
+    assert load_config(trained_run / "config.yaml").model.name == load_config(DEMO).model.name
 
     target_data = make_synthetic_dataset(
-        tmp_path / "b", num_train=8, num_val=4, image_size=96, classes=("star", "square"), seed=1
+        tmp_path / "b", num_train=4, num_val=2, image_size=96, classes=("star", "square"), seed=1
     )
     out = tmp_path / "study"
     tool = load_tool("transfer_study")
     study_args = [
-        str(REPO / "configs" / "demo_shapes.yaml"),
+        str(DEMO),
         f"data.root={target_data}",
         "data.classes=[star,square]",
         *common,
