@@ -22,6 +22,7 @@ from detect_ft.cli import (
     models_cmd,
     predict_cmd,
     train_cmd,
+    tune_cmd,
 )
 from detect_ft.cli.common import parse_with_overrides, run_parsed
 
@@ -34,6 +35,7 @@ COMMANDS: dict[str, ModuleType] = {
     "demo": demo_cmd,
     "convert": convert_cmd,
     "train": train_cmd,
+    "tune": tune_cmd,
 }
 
 
