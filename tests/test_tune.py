@@ -15,7 +15,7 @@ from detect_ft.api.train import train_config
 from detect_ft.config.schema import load_config
 from detect_ft.tuning.pruning import PruningHook
 from detect_ft.tuning.search_space import default_space
-from detect_ft.tuning.study import TuneOptions, run_study
+from detect_ft.tuning.study import TuneOptions, open_study, run_study
 
 
 class PruneTrials(optuna.pruners.BasePruner):
@@ -150,3 +150,18 @@ def test_tune_without_optuna_names_the_extra(tmp_path):
         "error: detect-ft tune needs Optuna, which is not installed: pip install 'detect-ft[tune]' "
         "(or pip install optuna)"
     )
+
+
+def test_the_default_pruner_waits_for_three_trials_and_spares_epoch_one(tmp_path):
+    study = open_study(f"sqlite:///{tmp_path / 'study.db'}", "s", seed=0)
+    for value in (0.5, 0.6):
+        study.add_trial(optuna.trial.create_trial(value=value, intermediate_values={1: value, 2: value}))
+    trial = study.ask()
+    trial.report(0.1, step=2)
+    assert not trial.should_prune()  # only 2 completed trials
+    study.add_trial(optuna.trial.create_trial(value=0.7, intermediate_values={1: 0.7, 2: 0.7}))
+    trial = study.ask()
+    trial.report(0.1, step=1)
+    assert not trial.should_prune()  # epoch 1's validation is too noisy to prune on
+    trial.report(0.1, step=2)
+    assert trial.should_prune()  # below the median 0.6 at epoch 2

@@ -38,7 +38,7 @@ LOG = logging.getLogger(__name__)
 # its message is kept in this user attribute, which marks it as counted.
 FAILURE_ATTR = "failure"
 MEDIAN_STARTUP_TRIALS = 3  # the median pruner prunes nothing until this many trials completed
-MEDIAN_WARMUP_EPOCHS = 1  # nor at the first epoch's validation, the noisiest one
+MEDIAN_WARMUP_EPOCHS = 1  # nor at the first epoch's validation, the noisiest one (steps are 1-based epochs)
 
 
 @dataclass
@@ -131,7 +131,7 @@ def open_study(storage: str, name: str, seed: int, pruner: Any = None) -> optuna
     sampler = optuna.samplers.TPESampler(seed=seed)
     if pruner is None:
         pruner = optuna.pruners.MedianPruner(
-            n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=MEDIAN_WARMUP_EPOCHS
+            n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=MEDIAN_WARMUP_EPOCHS + 1
         )
     try:
         study = optuna.create_study(
