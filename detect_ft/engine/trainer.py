@@ -48,6 +48,7 @@ from detect_ft.engine.run import Run, TrainOptions
 from detect_ft.engine.rundir import choose_run_dir, remove_unused
 from detect_ft.engine.state import RunState
 from detect_ft.engine.steps import choose_amp_dtype
+from detect_ft.engine.tracking import MlflowTracker, require_mlflow, track_settings
 from detect_ft.utils.errors import DetectFTError
 
 __all__ = ["eval_interval", "seed_everything", "train"]
@@ -101,6 +102,8 @@ def _prepare(
             "set train.sync_bn=false to train with DDP on CPUs"
         )
     check_multi_scale(cfg.model.name, t.multi_scale)
+    if t.track == "mlflow":  # every rank refuses, before any data is read or folder made
+        require_mlflow()
     train_records, val_records = _load_data(cfg)
     class_names, category_ids = list(train_records.class_names), list(train_records.category_ids)
     run_dir, cfg, created = _choose_run_dir(cfg, info)
@@ -129,12 +132,25 @@ def _prepare(
             time_budget=run.budget.seconds if run.budget else None,
             started=started,
         )
+        hooks += _trackers(cfg, run_dir)
     LOG.info(_banner(cfg, info, device, run.options.amp_dtype, len(dataset), val_records, iters))
     sampling_line = repeat_factors_line(repeat_factors(train_records.records, t.repeat_threshold), t.repeat_threshold)
     for line in (budget_line, anchor_line, sampling_line):
         if line:
             LOG.info(line)
     return run, run_dir, hooks
+
+
+def _trackers(cfg: Config, run_dir: Path) -> list[Hook]:
+    """The experiment tracker ``train.track`` asks for (rank 0 only), after the hooks that write the files
+    it uploads; [] for ``none``."""
+    t = cfg.train
+    if t.track != "mlflow":
+        return []
+    settings = track_settings(cfg.output.dir, cfg.data.root, t.track_uri, t.track_experiment)
+    dataset = Path(cfg.data.root or cfg.data.train).resolve().name
+    tags = {"model": cfg.model.name, "dataset": dataset, "weights": cfg.model.weights}
+    return [MlflowTracker(settings, run_dir=run_dir, config=config_to_dict(cfg), tags=tags)]
 
 
 def _choose_run_dir(cfg: Config, info: dist_utils.DistInfo) -> tuple[Path, Config, tuple[Path, ...]]:

@@ -1,0 +1,191 @@
+"""Experiment tracking: ``train.track=mlflow`` records a run in MLflow as it trains.
+
+    tracker = MlflowTracker(settings, run_dir=run_dir, config=config_to_dict(cfg), tags=run_tags(cfg))
+    train(cfg)   # the trainer adds the tracker to its built-in hooks (rank 0 only) when train.track=mlflow
+
+One MLflow run per training run: the whole config as params (dotted keys, ``train.lr``), each epoch's
+metrics row (the losses, ``lr``, ``img_s``, and after a validation ``map``, ``map50``, ``map75``) as
+metrics at step = epoch, tags for the model, the dataset and the starting weights, and at the end
+``config.yaml``, ``metrics.jsonl``, the plots and the best checkpoint as artifacts. The run's id is
+written to ``<run_dir>/mlflow.json`` (``tracking_uri``, ``experiment_id``, ``run_id``), so that later
+steps can add to the same run.
+
+The store: ``train.track_uri``, else ``MLFLOW_TRACKING_URI``, else a SQLite file ``mlflow.db`` beside the
+run folders (``<output.dir's parent>/mlflow.db``, artifacts in ``mlartifacts/`` there): nothing to start.
+MLflow is optional (``pip install 'detect-ft[track]'``); it is imported only when a run is tracked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from detect_ft.engine.hooks import Hook
+from detect_ft.engine.run import Run
+from detect_ft.utils.atomic_io import write_text_atomic
+from detect_ft.utils.errors import DetectFTError
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_EXPERIMENT = "detect-ft"
+RUN_ID_FILE = "mlflow.json"
+# MLflow's limits: 100 params a log_batch request and 6000 characters a param value.
+PARAMS_PER_BATCH = 100
+MAX_PARAM_CHARS = 6000
+
+
+@dataclass
+class TrackSettings:
+    """Where a tracked run goes: the MLflow tracking URI, the experiment's name, and (for the default
+    SQLite store only) the folder that new experiments keep their artifacts in (None: the store decides)."""
+
+    uri: str
+    experiment: str
+    artifact_root: Optional[Path] = None
+
+
+def require_mlflow() -> None:
+    """Raise a one-line DetectFTError when MLflow is not installed (before anything is trained or written)."""
+    if importlib.util.find_spec("mlflow") is None:
+        raise DetectFTError(
+            "train.track=mlflow needs MLflow, which is not installed; "
+            "run `pip install 'detect-ft[track]'` or set train.track=none"
+        )
+
+
+def track_settings(output_dir: str, data_root: str, uri: str = "", experiment: str = "") -> TrackSettings:
+    """The store and experiment of a run writing to ``output_dir``: ``uri`` (train.track_uri), else
+    ``MLFLOW_TRACKING_URI``, else ``sqlite:///<output_dir's parent>/mlflow.db``; ``experiment``
+    (train.track_experiment), else the dataset folder's name (``data_root``), else ``detect-ft``."""
+    name = experiment or (Path(data_root).resolve().name if data_root else "") or DEFAULT_EXPERIMENT
+    chosen = uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if chosen:
+        return TrackSettings(uri=chosen, experiment=name)
+    store = Path(output_dir).resolve().parent
+    return TrackSettings(uri=f"sqlite:///{store / 'mlflow.db'}", experiment=name, artifact_root=store / "mlartifacts")
+
+
+def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"train": {"lr": 0.01}}`` -> ``{"train.lr": "0.01"}``: every leaf as a string MLflow accepts
+    (lists as their Python repr, cut to MLflow's 6000 characters)."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_params(value, f"{name}."))
+        else:
+            text = str(value)
+            out[name] = text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
+    return out
+
+
+def row_metrics(row: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers of a metrics.jsonl row, less ``epoch`` (it is the step); booleans and text
+    (``note``) are left out, and so is a metric not measured (None)."""
+    out = {}
+    for key, value in row.items():
+        if key == "epoch" or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class MlflowTracker(Hook):
+    """Records the run in MLflow (see the module): created in ``before_train``, metrics after each
+    epoch, artifacts and the final status (FINISHED, FAILED, KILLED) in ``after_train``.
+
+    A store that cannot be reached when training begins stops the run before its first epoch; a failure
+    to log later is a warning (the run folder keeps everything) and training goes on.
+    """
+
+    def __init__(self, settings: TrackSettings, *, run_dir: Path, config: dict[str, Any], tags: dict[str, str]) -> None:
+        self.settings, self.run_dir, self.config, self.tags = settings, Path(run_dir), config, tags
+        self.client = None
+        self.run_id: Optional[str] = None
+
+    def before_train(self, run: Run) -> None:
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        with warnings.catch_warnings():
+            # MLflow's SQL store still asks SQLAlchemy 2.1 for the deprecated ``noload``; nothing for a user to do
+            warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
+            self.client = MlflowClient(tracking_uri=self.settings.uri)
+            experiment_id = self._experiment_id()
+        tags = dict(self.tags)
+        if run.state.epoch:  # a resumed run is a new MLflow run that starts at a later epoch
+            tags["resumed_after_epoch"] = str(run.state.epoch)
+        self.run_id = self.client.create_run(experiment_id, tags=tags, run_name=self.run_dir.name).info.run_id
+        params = [Param(key, value) for key, value in flat_params(self.config).items()]
+        for chunk in _chunks(params, PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=chunk)
+        record = {"tracking_uri": self.settings.uri, "experiment_id": experiment_id, "run_id": self.run_id}
+        write_text_atomic(self.run_dir / RUN_ID_FILE, json.dumps(record, indent=2) + "\n")
+        LOG.info(
+            f"tracking in MLflow: experiment {self.settings.experiment!r}, run {self.run_id} at {self.settings.uri}"
+        )
+
+    def after_epoch(self, run: Run) -> None:
+        from mlflow.entities import Metric
+
+        now, step = int(time.time() * 1000), int(run.row["epoch"])
+        metrics = [Metric(key, value, now, step) for key, value in row_metrics(run.row).items()]
+        self._safely("log the epoch's metrics", lambda: self.client.log_batch(self.run_id, metrics=metrics))
+
+    def after_train(self, run: Run) -> None:
+        if self.run_id is None:  # before_train did not get as far as a run
+            return
+        self._safely("upload the run's files", self._log_artifacts)
+        status = "FINISHED"
+        if run.error is not None:
+            status = "KILLED" if isinstance(run.error, KeyboardInterrupt) else "FAILED"
+        self._safely("close the run", lambda: self.client.set_terminated(self.run_id, status))
+
+    def _experiment_id(self) -> str:
+        """The experiment's id, created (with the default store's artifact folder) when new."""
+        from mlflow.exceptions import MlflowException
+
+        name = self.settings.experiment
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        root = self.settings.artifact_root
+        try:
+            return self.client.create_experiment(name, artifact_location=root.as_uri() if root else None)
+        except MlflowException:  # another run (a parallel trial) created it first
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def _log_artifacts(self) -> None:
+        """config.yaml and metrics.jsonl at the top, ``plots/``, and best.pt (last.pt without one) in ``checkpoints/``."""
+        for name in ("config.yaml", "metrics.jsonl"):
+            if (self.run_dir / name).is_file():
+                self.client.log_artifact(self.run_id, str(self.run_dir / name))
+        if (self.run_dir / "plots").is_dir():
+            self.client.log_artifacts(self.run_id, str(self.run_dir / "plots"), "plots")
+        checkpoints = self.run_dir / "checkpoints"
+        best = checkpoints / "best.pt" if (checkpoints / "best.pt").is_file() else checkpoints / "last.pt"
+        if best.is_file():
+            self.client.log_artifact(self.run_id, str(best), "checkpoints")
+
+    def _safely(self, what: str, action) -> None:
+        try:
+            action()
+        except Exception as exc:  # a tracking outage must not cost the training; the files are on disk
+            LOG.warning(f"MLflow: could not {what} ({type(exc).__name__}: {str(exc)[:200]}); training goes on")
