@@ -53,6 +53,10 @@ def test_tracked_run_has_every_epoch_and_validation(tracked_run):
     for key in ("loss", "map", "map50", "lr", "img_s"):
         history = client.get_metric_history(run.info.run_id, key)
         assert [(m.step, m.value) for m in history] == [(r["epoch"], pytest.approx(r[key])) for r in rows], key
+    components = rows[0]["losses"]
+    assert components and {f"losses/{name}" for name in components} <= set(run.data.metrics)
+    for name, value in components.items():
+        assert client.get_metric_history(run.info.run_id, f"losses/{name}")[0].value == pytest.approx(value)
     assert "epoch" not in run.data.metrics and "note" not in run.data.metrics
 
 
@@ -86,7 +90,8 @@ def test_params_and_metrics_are_flat_and_finite():
     }
     assert len(flat_params({"data": {"classes": ["c"] * 3000}})["data.classes"]) == 6000
     row = {"epoch": 3, "loss": 1.5, "map": None, "note": "no boxes", "skipped_steps": 0, "lr": float("nan"), "ok": True}
-    assert row_metrics(row) == {"loss": 1.5, "skipped_steps": 0.0}
+    row["losses"] = {"bbox": 0.5, "cls": None}
+    assert row_metrics(row) == {"loss": 1.5, "skipped_steps": 0.0, "losses/bbox": 0.5}
 
 
 def test_detector_train_track_is_the_config_key():

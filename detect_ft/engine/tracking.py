@@ -4,8 +4,8 @@
     train(cfg)   # the trainer adds the tracker to its built-in hooks (rank 0 only) when train.track=mlflow
 
 One MLflow run per training run: the whole config as params (dotted keys, ``train.lr``), each epoch's
-metrics row (the losses, ``lr``, ``img_s``, and after a validation ``map``, ``map50``, ``map75``) as
-metrics at step = epoch, tags for the model, the dataset and the starting weights, and at the end
+metrics row (``loss``, ``losses/<component>``, ``lr``, ``img_s``, ``time``, and after a validation ``map``,
+``map50``, ``map75``, ``val_time``) as metrics at step = epoch, tags for the model, the dataset and the starting weights, and at the end
 ``config.yaml``, ``metrics.jsonl``, the plots and the best checkpoint as artifacts. The run's id is
 written to ``<run_dir>/mlflow.json`` (``tracking_uri``, ``experiment_id``, ``run_id``), so that later
 steps can add to the same run.
@@ -87,15 +87,17 @@ def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def row_metrics(row: dict[str, Any]) -> dict[str, float]:
-    """The finite numbers of a metrics.jsonl row, less ``epoch`` (it is the step); booleans and text
-    (``note``) are left out, and so is a metric not measured (None)."""
-    out = {}
+def row_metrics(row: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The finite numbers of a metrics.jsonl row by its names, a nested one joined with ``/``
+    (``losses/classification``), less ``epoch`` (it is the step); booleans, text (``note``) and metrics not
+    measured (None) are left out."""
+    out: dict[str, float] = {}
     for key, value in row.items():
-        if key == "epoch" or isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if math.isfinite(value):
-            out[key] = float(value)
+        if isinstance(value, dict):
+            out.update(row_metrics(value, f"{prefix}{key}/"))
+        elif not (key == "epoch" or isinstance(value, bool) or not isinstance(value, (int, float))):
+            if math.isfinite(value):
+                out[f"{prefix}{key}"] = float(value)
     return out
 
 
