@@ -4,10 +4,13 @@ store and experiment chosen; the one error when MLflow is not installed."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import textwrap
+from pathlib import Path
 
 import pytest
-from helpers import run_python, tiny_config
+from helpers import make_tiny_data, run_python, tiny_config
 
 from detect_ft.api.options import dotted_overrides
 from detect_ft.engine.tracking import flat_params, row_metrics, track_settings
@@ -121,3 +124,45 @@ def test_missing_mlflow_is_one_error_before_training(tiny_data, tmp_path):
     lines = [line for line in result.stdout.splitlines() if line.startswith("ERROR:")]
     assert len(lines) == 1 and "pip install 'detect-ft[track]'" in lines[0] and "train.track=mlflow" in lines[0]
     assert not (tmp_path / "runs").exists(), "nothing is written before the error"
+
+
+def test_unusable_store_is_one_error_before_the_run_folder(tiny_data, tmp_path):
+    pytest.importorskip("mlflow", reason="the tracking extra: pip install 'detect-ft[track]'")
+    from detect_ft.utils.errors import DetectFTError
+
+    cfg = tiny_config(tiny_data, tmp_path / "runs" / "exp", "train.track=mlflow", "train.track_uri=nosuchscheme://x")
+    with pytest.raises(DetectFTError, match=r"^train.track=mlflow: cannot record into nosuchscheme://x \(") as caught:
+        train(cfg, progress=False)
+    assert "\n" not in str(caught.value) and "MLFLOW_TRACKING_URI" in str(caught.value)
+    assert not (tmp_path / "runs").exists()
+
+
+def _ddp_worker(rank: int, port: int, data_dir: Path, tmp: Path) -> None:
+    """One of two gloo ranks, each with its own output.dir, both told to track into one store."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
+    )
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    import torch
+
+    torch.set_num_threads(1)
+    store = f"sqlite:///{tmp / 'mlflow.db'}"
+    overrides = ("train.device=cpu", "train.track=mlflow", f"train.track_uri={store}", "train.track_experiment=ddp")
+    train(tiny_config(data_dir, tmp / f"out{rank}", *overrides), progress=False)
+
+
+@pytest.mark.slow
+def test_only_rank0_tracks_under_ddp(tmp_path):
+    pytest.importorskip("mlflow", reason="the tracking extra: pip install 'detect-ft[track]'")
+    import torch.multiprocessing as mp
+    from mlflow.tracking import MlflowClient
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    data_dir = make_tiny_data(tmp_path / "data")
+    mp.spawn(_ddp_worker, args=(port, data_dir, tmp_path), nprocs=2, join=True)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
+    assert len(runs) == 1 and runs[0].data.params["output.dir"] == str(tmp_path / "out0")
+    assert runs[0].info.status == "FINISHED" and not (tmp_path / "out1").exists()

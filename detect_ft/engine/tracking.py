@@ -1,7 +1,8 @@
 """Experiment tracking: ``train.track=mlflow`` records a run in MLflow as it trains.
 
-    tracker = MlflowTracker(settings, run_dir=run_dir, config=config_to_dict(cfg), tags=run_tags(cfg))
-    train(cfg)   # the trainer adds the tracker to its built-in hooks (rank 0 only) when train.track=mlflow
+    store = open_store(track_settings(cfg.output.dir, cfg.data.root))   # before the run folder is made
+    tracker = MlflowTracker(store, run_dir=run_dir, config=config_to_dict(cfg), tags={"model": ...})
+    train(cfg)   # the trainer does this (rank 0 only) and adds the tracker to its hooks when train.track=mlflow
 
 One MLflow run per training run: the whole config as params (dotted keys, ``train.lr``), each epoch's
 metrics row (``loss``, ``losses/<component>``, ``lr``, ``img_s``, ``time``, and after a validation ``map``,
@@ -106,40 +107,74 @@ def _chunks(items: list, size: int) -> Iterable[list]:
         yield items[start : start + size]
 
 
-class MlflowTracker(Hook):
-    """Records the run in MLflow (see the module): created in ``before_train``, metrics after each
-    epoch, artifacts and the final status (FINISHED, FAILED, KILLED) in ``after_train``.
+@dataclass
+class TrackStore:
+    """An opened MLflow store: its settings, the ``MlflowClient`` and the experiment's id."""
 
-    A store that cannot be reached when training begins stops the run before its first epoch; a failure
-    to log later is a warning (the run folder keeps everything) and training goes on.
+    settings: TrackSettings
+    client: Any
+    experiment_id: str
+
+
+def open_store(settings: TrackSettings) -> TrackStore:
+    """Connect to ``settings.uri`` and find or create the experiment (a new one in the default store keeps
+    its artifacts in ``settings.artifact_root``).
+
+    Raises:
+        DetectFTError: the store cannot be opened or written (one line naming the URI and the keys).
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    name, root = settings.experiment, settings.artifact_root
+    try:
+        with warnings.catch_warnings():
+            # MLflow's SQL store still asks SQLAlchemy 2.1 for the deprecated ``noload``; nothing for a user to do
+            warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
+            client = MlflowClient(tracking_uri=settings.uri)
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                try:
+                    client.create_experiment(name, artifact_location=root.as_uri() if root else None)
+                except MlflowException:
+                    if client.get_experiment_by_name(name) is None:  # else a parallel run created it first
+                        raise
+                found = client.get_experiment_by_name(name)
+    except Exception as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise DetectFTError(
+            f"train.track=mlflow: cannot record into {settings.uri} ({reason}); set train.track_uri or "
+            "MLFLOW_TRACKING_URI to a reachable store (a server, or sqlite:///path/mlflow.db), or unset both"
+        ) from None
+    return TrackStore(settings, client, found.experiment_id)
+
+
+class MlflowTracker(Hook):
+    """Records the run in ``store`` (see the module): the run and its params in ``before_train``, metrics
+    after each epoch, artifacts and the final status (FINISHED, FAILED, KILLED) in ``after_train``.
+
+    A failure to log after the run began is a warning (the run folder keeps everything) and training goes on.
     """
 
-    def __init__(self, settings: TrackSettings, *, run_dir: Path, config: dict[str, Any], tags: dict[str, str]) -> None:
-        self.settings, self.run_dir, self.config, self.tags = settings, Path(run_dir), config, tags
-        self.client = None
+    def __init__(self, store: TrackStore, *, run_dir: Path, config: dict[str, Any], tags: dict[str, str]) -> None:
+        self.store, self.run_dir, self.config, self.tags = store, Path(run_dir), config, tags
+        self.client = store.client
         self.run_id: Optional[str] = None
 
     def before_train(self, run: Run) -> None:
         from mlflow.entities import Param
-        from mlflow.tracking import MlflowClient
 
-        with warnings.catch_warnings():
-            # MLflow's SQL store still asks SQLAlchemy 2.1 for the deprecated ``noload``; nothing for a user to do
-            warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
-            self.client = MlflowClient(tracking_uri=self.settings.uri)
-            experiment_id = self._experiment_id()
         tags = dict(self.tags)
         if run.state.epoch:  # a resumed run is a new MLflow run that starts at a later epoch
             tags["resumed_after_epoch"] = str(run.state.epoch)
+        experiment_id, settings = self.store.experiment_id, self.store.settings
         self.run_id = self.client.create_run(experiment_id, tags=tags, run_name=self.run_dir.name).info.run_id
         params = [Param(key, value) for key, value in flat_params(self.config).items()]
         for chunk in _chunks(params, PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=chunk)
-        record = {"tracking_uri": self.settings.uri, "experiment_id": experiment_id, "run_id": self.run_id}
+        record = {"tracking_uri": settings.uri, "experiment_id": experiment_id, "run_id": self.run_id}
         write_text_atomic(self.run_dir / RUN_ID_FILE, json.dumps(record, indent=2) + "\n")
-        LOG.info(
-            f"tracking in MLflow: experiment {self.settings.experiment!r}, run {self.run_id} at {self.settings.uri}"
-        )
+        LOG.info(f"tracking in MLflow: experiment {settings.experiment!r}, run {self.run_id} at {settings.uri}")
 
     def after_epoch(self, run: Run) -> None:
         from mlflow.entities import Metric
@@ -156,23 +191,6 @@ class MlflowTracker(Hook):
         if run.error is not None:
             status = "KILLED" if isinstance(run.error, KeyboardInterrupt) else "FAILED"
         self._safely("close the run", lambda: self.client.set_terminated(self.run_id, status))
-
-    def _experiment_id(self) -> str:
-        """The experiment's id, created (with the default store's artifact folder) when new."""
-        from mlflow.exceptions import MlflowException
-
-        name = self.settings.experiment
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        root = self.settings.artifact_root
-        try:
-            return self.client.create_experiment(name, artifact_location=root.as_uri() if root else None)
-        except MlflowException:  # another run (a parallel trial) created it first
-            found = self.client.get_experiment_by_name(name)
-            if found is None:
-                raise
-            return found.experiment_id
 
     def _log_artifacts(self) -> None:
         """config.yaml and metrics.jsonl at the top, ``plots/``, and best.pt (last.pt without one) in ``checkpoints/``."""
