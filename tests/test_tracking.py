@@ -82,7 +82,9 @@ def test_store_and_experiment_choice(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     from_env = track_settings("runs/exp", "", experiment="mine")
     assert (from_env.uri, from_env.artifact_root, from_env.experiment) == ("http://127.0.0.1:5000", None, "mine")
-    assert track_settings("runs/exp", "", uri="sqlite:///x.db").uri == "sqlite:///x.db", "train.track_uri wins"
+    given = track_settings("runs/exp", "", uri=f"sqlite:///{tmp_path / 'db' / 'x.db'}")
+    assert given.uri == f"sqlite:///{tmp_path / 'db' / 'x.db'}", "train.track_uri wins"
+    assert given.artifact_root == tmp_path / "db" / "mlartifacts", "a SQLite store's artifacts stay beside it"
 
 
 def test_params_and_metrics_are_flat_and_finite():
@@ -166,3 +168,4 @@ def test_only_rank0_tracks_under_ddp(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
     assert len(runs) == 1 and runs[0].data.params["output.dir"] == str(tmp_path / "out0")
     assert runs[0].info.status == "FINISHED" and not (tmp_path / "out1").exists()
+    assert runs[0].info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())

@@ -12,7 +12,8 @@ written to ``<run_dir>/mlflow.json`` (``tracking_uri``, ``experiment_id``, ``run
 steps can add to the same run.
 
 The store: ``train.track_uri``, else ``MLFLOW_TRACKING_URI``, else a SQLite file ``mlflow.db`` beside the
-run folders (``<output.dir's parent>/mlflow.db``, artifacts in ``mlartifacts/`` there): nothing to start.
+run folders (``<output.dir's parent>/mlflow.db``): nothing to start. A SQLite store's new experiments keep
+their artifacts in ``mlartifacts/`` beside its file (MLflow's own default is the working directory).
 MLflow is optional (``pip install 'detect-ft[track]'``); it is imported only when a run is tracked.
 """
 
@@ -41,6 +42,7 @@ RUN_ID_FILE = "mlflow.json"
 # MLflow's limits: 100 params a log_batch request and 6000 characters a param value.
 PARAMS_PER_BATCH = 100
 MAX_PARAM_CHARS = 6000
+SQLITE_PREFIX = "sqlite:///"
 
 
 @dataclass
@@ -65,13 +67,18 @@ def require_mlflow() -> None:
 def track_settings(output_dir: str, data_root: str, uri: str = "", experiment: str = "") -> TrackSettings:
     """The store and experiment of a run writing to ``output_dir``: ``uri`` (train.track_uri), else
     ``MLFLOW_TRACKING_URI``, else ``sqlite:///<output_dir's parent>/mlflow.db``; ``experiment``
-    (train.track_experiment), else the dataset folder's name (``data_root``), else ``detect-ft``."""
+    (train.track_experiment), else the dataset folder's name (``data_root``), else ``detect-ft``. A SQLite
+    store keeps new experiments' artifacts in ``mlartifacts/`` beside its file."""
     name = experiment or (Path(data_root).resolve().name if data_root else "") or DEFAULT_EXPERIMENT
     chosen = uri or os.environ.get("MLFLOW_TRACKING_URI", "")
-    if chosen:
-        return TrackSettings(uri=chosen, experiment=name)
-    store = Path(output_dir).resolve().parent
-    return TrackSettings(uri=f"sqlite:///{store / 'mlflow.db'}", experiment=name, artifact_root=store / "mlartifacts")
+    if not chosen:
+        store = Path(output_dir).resolve().parent
+        return TrackSettings(f"sqlite:///{store / 'mlflow.db'}", name, artifact_root=store / "mlartifacts")
+    if chosen.startswith(SQLITE_PREFIX):
+        # MLflow would put a new experiment's artifacts in ./mlruns of whatever folder training starts in
+        database = Path(chosen[len(SQLITE_PREFIX) :]).resolve()
+        return TrackSettings(chosen, name, artifact_root=database.parent / "mlartifacts")
+    return TrackSettings(chosen, name)  # a server decides where artifacts go
 
 
 def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
