@@ -189,6 +189,10 @@ class TrainConfig:
     max_iters_per_epoch: Optional[int] = None  # cap iterations per epoch (quick runs, tests)
     multi_scale: list[int] = field(default_factory=list)  # input sizes, one drawn per batch (empty: off)
     repeat_threshold: float = 0.0  # class-balanced repeat-factor sampling (data.sampling); 0: off
+    # experiment tracking (engine.tracking; pip install 'detect-ft[track]'): none | mlflow
+    track: Literal["none", "mlflow"] = "none"
+    track_uri: str = ""  # "": MLFLOW_TRACKING_URI, else sqlite:///<output.dir's parent>/mlflow.db
+    track_experiment: str = ""  # "": the dataset folder's name (data.root), else detect-ft
 
     def check(self) -> None:
         for key in ("epochs", "batch_size", "accumulate", "max_nonfinite"):

@@ -21,7 +21,7 @@ import functools
 import logging
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -48,6 +48,7 @@ from detect_ft.engine.run import Run, TrainOptions
 from detect_ft.engine.rundir import choose_run_dir, remove_unused
 from detect_ft.engine.state import RunState
 from detect_ft.engine.steps import choose_amp_dtype
+from detect_ft.engine.tracking import MlflowTracker, TrackStore, open_store, require_mlflow, track_settings
 from detect_ft.utils.errors import DetectFTError
 
 __all__ = ["eval_interval", "seed_everything", "train"]
@@ -101,7 +102,10 @@ def _prepare(
             "set train.sync_bn=false to train with DDP on CPUs"
         )
     check_multi_scale(cfg.model.name, t.multi_scale)
+    if t.track == "mlflow":  # every rank refuses, before any data is read or folder made
+        require_mlflow()
     train_records, val_records = _load_data(cfg)
+    store = _open_tracking(cfg) if info.is_main else None
     class_names, category_ids = list(train_records.class_names), list(train_records.category_ids)
     run_dir, cfg, created = _choose_run_dir(cfg, info)
     try:  # refused before writing anything (weights, resume): no empty run folder stays behind
@@ -129,12 +133,32 @@ def _prepare(
             time_budget=run.budget.seconds if run.budget else None,
             started=started,
         )
+        hooks += _trackers(cfg, run_dir, store)
     LOG.info(_banner(cfg, info, device, run.options.amp_dtype, len(dataset), val_records, iters))
     sampling_line = repeat_factors_line(repeat_factors(train_records.records, t.repeat_threshold), t.repeat_threshold)
     for line in (budget_line, anchor_line, sampling_line):
         if line:
             LOG.info(line)
     return run, run_dir, hooks
+
+
+def _open_tracking(cfg: Config) -> Optional[TrackStore]:
+    """The MLflow store ``train.track=mlflow`` records into, opened before the run folder is made (a store
+    that cannot be opened refuses the run without leaving a folder); None without tracking."""
+    t = cfg.train
+    if t.track != "mlflow":
+        return None
+    return open_store(track_settings(cfg.output.dir, cfg.data.root, t.track_uri, t.track_experiment))
+
+
+def _trackers(cfg: Config, run_dir: Path, store: Optional[TrackStore]) -> list[Hook]:
+    """The tracker recording the run into ``store`` (rank 0 only), after the hooks that write the files it
+    uploads; [] without one."""
+    if store is None:
+        return []
+    dataset = Path(cfg.data.root or cfg.data.train).resolve().name
+    tags = {"model": cfg.model.name, "dataset": dataset, "weights": cfg.model.weights}
+    return [MlflowTracker(store, run_dir=run_dir, config=config_to_dict(cfg), tags=tags)]
 
 
 def _choose_run_dir(cfg: Config, info: dist_utils.DistInfo) -> tuple[Path, Config, tuple[Path, ...]]:
