@@ -120,6 +120,50 @@ def test_batch_arguments_are_checked(exported_onnx, run_cli, tmp_path):
     args = ("export", exported_onnx["checkpoint"], "--output", tmp_path / "m.onnx", "--int8", "--batch", "2")
     code, _, err = run_cli(*args)
     assert code != 0 and "batch 1 only" in one_error_line(err) and not (tmp_path / "m.onnx").exists()
+    code, _, err = run_cli("export", exported_onnx["checkpoint"], "--output", tmp_path / "m.onnx", "--batch", "65")
+    assert code != 0 and "--batch 65" in one_error_line(err) and not (tmp_path / "m.onnx").exists()
+
+
+def constant_batch_onnx(path, counts) -> str:
+    """A 3-image batch graph returning 3 fixed detections (scores 0.9, 0.8, 0.7) split as ``counts`` says."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    arrays = {
+        "boxes": np.asarray([[1, 1, 5, 5], [2, 2, 6, 6], [3, 3, 7, 7]], np.float32),
+        "scores": np.asarray([0.9, 0.8, 0.7], np.float32),
+        "labels": np.asarray([1, 2, 1], np.int64),
+        "counts": np.asarray(counts, np.int64),
+    }
+    nodes = [helper.make_node("Constant", [], [k], value=numpy_helper.from_array(v, k)) for k, v in arrays.items()]
+    nodes.append(helper.make_node("Shape", ["image"], ["image_shape"]))  # keeps the input used
+    outputs = [
+        helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), None) for k, v in arrays.items()
+    ]
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [BATCH, 3, "height", "width"])
+    shape = helper.make_tensor_value_info("image_shape", TensorProto.INT64, [4])
+    model = helper.make_model(
+        helper.make_graph(nodes, "constant_batch", [image], [*outputs, shape]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    spec = {"name": "image", "scale": 1 / 255, "layout": "CHW", "color": "RGB", "batch_dim": True, "batch": BATCH}
+    meta = {"format": 1, "class_names": ["a", "b"], "category_ids": [1, 2], "input": spec}
+    meta.update(outputs=["boxes", "scores", "labels"], counts_output="counts")
+    helper.set_model_props(model, {"detect_ft": json.dumps(meta)})
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_runtime_splits_the_outputs_by_the_graphs_counts(tmp_path):
+    edge = EdgeDetector(constant_batch_onnx(tmp_path / "c.onnx", [2, 0, 1]))
+    images = [np.zeros((8, 8, 3), np.uint8)] * 3
+    assert [[round(float(s), 3) for s in r["scores"]] for r in edge.predict_batch(images)] == [[0.9, 0.8], [], [0.7]]
+    # A short batch (2 of 3 images) and one image alone take the first counts' rows.
+    assert [r["names"] for r in edge.predict_batch(images[:2])] == [["a", "b"], []]
+    assert edge.predict(images[0])["labels"].tolist() == [1, 2]
+    broken = EdgeDetector(constant_batch_onnx(tmp_path / "bad.onnx", [2, 0, 5]))
+    with pytest.raises(DetectFTError, match="do not add up"):
+        broken.predict_batch(images)
 
 
 def test_runtime_refuses_inconsistent_batch_metadata(batch_onnx):

@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from detect_ft.api.exporting import export_checkpoint
-    from detect_ft.export.onnx_export import check_batch
+    from detect_ft.export.onnx_export import MAX_BATCH
     from detect_ft.export.pipeline import Int8RefusedError
     from detect_ft.utils.errors import ConfigError, DetectFTError
 
@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--opset {args.opset}: torchvision detectors export at opsets 11..21; use --opset 17")
     if args.int8_keep_anyway and not args.int8:
         raise DetectFTError("--int8-keep-anyway only applies with --int8")
-    check_batch(args.batch)
+    if not 1 <= args.batch <= MAX_BATCH:
+        raise DetectFTError(f"--batch {args.batch}: pass 1 to {MAX_BATCH} images per graph run, e.g. --batch 8")
     if args.int8 and args.batch > 1:
         raise DetectFTError(f"--int8 exports at batch 1 only; leave out --batch {args.batch} or --int8")
     try:

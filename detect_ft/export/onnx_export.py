@@ -81,9 +81,7 @@ class BatchDetector(nn.Module):
 def check_batch(batch: int) -> int:
     """``batch`` when it is an export batch size 1..:data:`MAX_BATCH`, else a one-line DetectFTError."""
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
-        raise DetectFTError(
-            f"export batch {batch!r}: pass a whole number of images from 1 to {MAX_BATCH}, e.g. --batch 8"
-        )
+        raise DetectFTError(f"export batch {batch!r}: pass a whole number of images from 1 to {MAX_BATCH}, e.g. 8")
     return batch
 
 

@@ -144,7 +144,7 @@ def _checked_output(
     the batch is not 1..64 or not 1 with INT8."""
     if int8 and check_batch(batch) > 1:
         raise DetectFTError(
-            f"INT8 export is at batch 1 only (asked for batch {batch}); export the INT8 model without --batch"
+            f"INT8 export is at batch 1 only (asked for batch {batch}); export INT8 at batch 1, or leave out INT8"
         )
     output = Path(output)
     if output.suffix.lower() != ".onnx":
