@@ -17,6 +17,14 @@ PyTorch eager is timed in its own block before them (its OpenMP threads keep spi
 would slow whatever runs next). ``--threads`` threads for torch and onnxruntime alike (intra-op;
 inter-op 1), preprocessing included; "vs fp32" is the ONNX fp32 p50 over the runtime's p50.
 
+``--batch-throughput N`` measures something else: images/s through onnxruntime of one model
+(``ssdlite320_efficientnet_lite0``, or the ``--checkpoint`` models) exported at batch 1 and at batch N
+(``detect-ft export --batch N``), both running all ``--images`` validation images through
+``EdgeDetector.predict_batch`` per round (rounds alternate which goes first), after checking that every
+image's detections agree:
+
+    OMP_NUM_THREADS=2 .venv/bin/python tools/bench_infer.py --batch-throughput 8 --images 32 --train-iters 30
+
 With ``--data-config CONFIG`` the models are scored on that config's ``data.val`` and calibrated on its
 ``data.train`` (``--data-config checkpoint``: each checkpoint's own config) instead of synthetic data;
 only the ``--checkpoint`` models are benched then.
@@ -38,7 +46,8 @@ from detect_ft.data.load import load_split
 from detect_ft.data.synthetic import make_synthetic_dataset
 from detect_ft.evaluation.evaluator import torch_predictor
 from detect_ft.evaluation.report import format_table
-from detect_ft.export.parity import score_runtime
+from detect_ft.export.onnx_export import build_metadata, export_onnx
+from detect_ft.export.parity import compare_detections, score_runtime
 from detect_ft.export.pipeline import cpu_int8_support, export_detector
 from detect_ft.export.quantize import Int8Options, quantize_int8
 from detect_ft.inference import EdgeDetector
@@ -47,6 +56,7 @@ from detect_ft.models import MODELS, build_model, load_detector
 
 MODELS_TO_BENCH = ("ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn")
 CLASSES = ("circle", "square", "triangle")
+BATCH_MODEL = "ssdlite320_efficientnet_lite0"  # --batch-throughput's model without --checkpoint
 # INT8 variants for --variants (name: options); the default (Int8Options()) is always benched as "onnx int8".
 VARIANTS = {
     "conv": Int8Options(ops="conv"),  # the previous default: Conv/MatMul/Gemm only
@@ -196,6 +206,8 @@ def parse_args() -> tuple[argparse.Namespace, dict[str, str], list[str]]:
     parser.add_argument("--runs", type=int, default=30, help="timed rounds (one call per runtime each)")
     parser.add_argument("--images", type=int, default=8, help="validation images the timed calls cycle through")
     parser.add_argument("--workdir", default="", help="keep data and models here (default: a temp folder)")
+    batch_help = f"instead: images/s of batch-1 vs batch-N ONNX graphs ({BATCH_MODEL} or the --checkpoint models)"
+    parser.add_argument("--batch-throughput", type=int, default=0, metavar="N", help=batch_help)
     args = parser.parse_args()
     checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
     variants = [*VARIANTS, *LEVELS] if args.variants == "all" else [v for v in args.variants.split(",") if v]
@@ -342,6 +354,49 @@ def bench_model(name: str, args, checkpoints: dict[str, str], variants: list[str
     return latency_rows(name, model, val, bench, args), note
 
 
+def batch_throughput(name: str, args: argparse.Namespace, checkpoints: dict[str, str], work: Path, synthetic) -> list:
+    """A table row: images/s of ``name``'s batch-1 and batch-``args.batch_throughput`` ONNX graphs over the
+    same ``--images`` validation images per round (``EdgeDetector.predict_batch``), and their ratio."""
+    batch = args.batch_throughput
+    model, class_names = model_under_test(name, args, checkpoints, synthetic)
+    val = scoring_data(name, args, checkpoints, class_names, synthetic)[0]
+    images = [read_image(r.image_path) for r in val.records[: args.images]]
+    detectors = {}
+    for b in (1, batch):
+        path = work / f"{name}.batch{b}.onnx"
+        meta = build_metadata(model, model_name=name, class_names=class_names, opset=17, batch=b)
+        export_onnx(model, path, metadata=meta, opset=17, batch=b)
+        detectors[b] = EdgeDetector(path, threads=args.threads)
+    parity = compare_detections(detectors[1].predict_batch(images), detectors[batch].predict_batch(images))
+    seconds = {1: 0.0, batch: 0.0}
+    for r in range(args.warmup + args.runs):
+        for b in (1, batch) if r % 2 == 0 else (batch, 1):
+            start = time.perf_counter()
+            detectors[b].predict_batch(images)
+            if r >= args.warmup:
+                seconds[b] += time.perf_counter() - start
+    rate = {b: args.runs * len(images) / seconds[b] for b in seconds}
+    sizes = sorted({img.shape[:2] for img in images})
+    print(
+        f"{name}: {len(images)} images of sizes {sizes}, per image batch {batch} vs batch 1: "
+        f"{parity['matched']}/{parity['reference_detections']} detections matched, "
+        f"max score diff {parity['max_score_diff']:.1e}"
+    )
+    return [name, f"{rate[1]:.1f}", f"{rate[batch]:.1f}", f"{rate[batch] / rate[1]:.2f}x"]
+
+
+def main_batch_throughput(args: argparse.Namespace, checkpoints: dict[str, str], work: Path, synthetic) -> None:
+    """``--batch-throughput N``: :func:`batch_throughput` of each model, as one table."""
+    batch = args.batch_throughput
+    rows = [batch_throughput(name, args, checkpoints, work, synthetic) for name in checkpoints or [BATCH_MODEL]]
+    print(
+        f"onnxruntime fp32, {args.threads} threads, {args.warmup} warm-up + {args.runs} timed rounds, each "
+        "round all images through predict_batch (preprocessing included)"
+    )
+    print(format_table(["model", "batch 1 img/s", f"batch {batch} img/s", "speed-up"], rows))
+    print(f"load average at end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+
+
 def main() -> None:
     args, checkpoints, variants = parse_args()
     print(
@@ -351,6 +406,10 @@ def main() -> None:
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_infer_"))
     work.mkdir(parents=True, exist_ok=True)
     synthetic = None if args.data_config else synthetic_splits(work, args)
+    if args.batch_throughput:
+        torch.set_num_threads(args.threads)
+        main_batch_throughput(args, checkpoints, work, synthetic)
+        return
     jobs = list(checkpoints) if args.data_config else list(MODELS_TO_BENCH)
     rows, notes = [], []
     for name in jobs:

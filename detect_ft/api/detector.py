@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 import numpy as np
 
 from detect_ft.api.train import TrainRun, train_config
-from detect_ft.inference.predictions import PredictBatch, as_detections, is_class_thresholds
+from detect_ft.inference.predictions import PredictBatch, as_detections, is_class_thresholds, predict_in_groups
 from detect_ft.inference.results import Result
 from detect_ft.inference.slicing import SliceOptions
 from detect_ft.inference.sources import Source, iter_frames
@@ -179,16 +179,18 @@ class Detector:
         merge: str = "nms",
         full_image: bool = True,
         merge_iou: float = 0.5,
+        batch: int = 1,
     ) -> Iterator[Result]:
-        """:meth:`predict` one image or frame at a time; each Result keeps its ``image``."""
+        """:meth:`predict` as a generator, in order; each Result keeps its ``image``. Up to ``batch``
+        images or frames are read ahead and run together (see :meth:`predict`)."""
         threshold, _ = self.confidence(conf)
         keep_labels = self._labels_of(classes)
         minimum = np.asarray(threshold if isinstance(threshold, list) else [threshold] * len(self.class_names))
         predict_batch = self.predict_batch
         if slice:
             predict_batch = SliceOptions(slice, overlap, merge, full_image, merge_iou).wrap(predict_batch)
-        for frame in iter_frames(source):
-            det = as_detections(predict_batch([frame.image])[0])
+        for frame, found in _batched(iter_frames(source), predict_batch, _batch_argument(batch)):
+            det = as_detections(found)
             boxes, scores, labels = det["boxes"], det["scores"], det["labels"]
             keep = scores >= minimum[labels - 1]
             if keep_labels is not None:
@@ -220,6 +222,7 @@ class Detector:
         merge: str = "nms",
         full_image: bool = True,
         merge_iou: float = 0.5,
+        batch: int = 1,
     ) -> list[Result]:
         """Detect objects in ``source``: an image path, a folder, a glob, a video, an RGB uint8 array
         (H, W, 3), or a list of them. One :class:`Result` per image or frame, boxes xyxy in its pixels.
@@ -233,9 +236,13 @@ class Detector:
                 image when ``full_image``, and merge the duplicates by ``merge`` (``nms``: class-wise NMS
                 at IoU ``merge_iou``; ``greedy``: greedy merging at IoS ``merge_iou``). None or 0: whole
                 images only.
+            batch: run up to this many images or frames of one size together (PyTorch takes them as one
+                list; an ONNX model exported with ``--batch N`` runs N per graph call, a batch-1 graph one
+                by one). Detections are those of one image at a time, to float rounding.
         """
         results = []
         options = dict(slice=slice, overlap=overlap, merge=merge, full_image=full_image, merge_iou=merge_iou)
+        options["batch"] = batch
         for result in self.stream(source, conf, classes, **options):
             if result.path is not None:
                 result.image = None  # files are re-read by plot(); a folder is not held in memory
@@ -363,6 +370,27 @@ class Detector:
     def __repr__(self) -> str:
         kind = "onnx" if self.model is None else "torch"
         return f"Detector({self.model_name!r}, classes={self.class_names}, {kind}, source={self.source!r})"
+
+
+def _batch_argument(batch: Any) -> int:
+    if isinstance(batch, bool) or not isinstance(batch, int):
+        raise ArgumentTypeError(f"predict: batch must be a whole number of images, e.g. batch=8; got {batch!r}")
+    if batch < 1:
+        raise ConfigError(f"predict: batch={batch}; pass at least 1 image per batch, e.g. batch=8")
+    return batch
+
+
+def _batched(frames: Iterator[Any], predict_batch: PredictBatch, batch: int) -> Iterator[tuple[Any, dict]]:
+    """``(frame, detections)`` for each of ``frames`` in order, ``predict_batch`` run on up to ``batch``
+    same-size frames at once (:func:`~detect_ft.inference.predictions.predict_in_groups`)."""
+    pending: list[Any] = []
+    for frame in frames:
+        pending.append(frame)
+        if len(pending) == batch:
+            yield from zip(pending, predict_in_groups(predict_batch, [f.image for f in pending], batch))
+            pending = []
+    if pending:
+        yield from zip(pending, predict_in_groups(predict_batch, [f.image for f in pending], batch))
 
 
 def _torch_device(device: str) -> str:

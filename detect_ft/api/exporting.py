@@ -27,6 +27,7 @@ def export_checkpoint(
     int8_keep_anyway: bool = False,
     calib_config: Optional[str | os.PathLike] = None,
     progress: bool = True,
+    batch: int = 1,
 ) -> dict[str, Any]:
     """Export the detect-ft ``checkpoint`` to ONNX at ``output`` and return the export report.
 
@@ -35,7 +36,7 @@ def export_checkpoint(
     static INT8 model is written beside it, calibrated on ``data.train`` of ``calib_config`` (default:
     the same config) and gated by ``export.int8_max_map_drop`` unless ``int8_keep_anyway``.
     The ONNX metadata carries the class names, the backbone and the checkpoint's validated per-class
-    confidence thresholds.
+    confidence thresholds. ``batch``: images per graph run (:func:`~detect_ft.export.pipeline.export_detector`).
 
     Raises:
         Int8RefusedError: the INT8 model lost too much mAP (the fp32 model was written; see its report).
@@ -71,6 +72,7 @@ def export_checkpoint(
         int8_keep_anyway=int8_keep_anyway,
         extra_metadata=extra,
         progress=progress,
+        batch=batch,
     )
     return report
 

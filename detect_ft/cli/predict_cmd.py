@@ -5,7 +5,8 @@ read as a detect-ft checkpoint and runs in PyTorch; both through :class:`detect_
 annotated images (or ``<video>.pred.mp4``) and ``predictions.json`` (COCO results with the dataset's
 original category ids) to DIR, and with ``--save-format`` the predictions as a dataset in ``DIR/dataset``.
 Detections are kept above each class's validated F1-optimal confidence (stored in the checkpoint or the
-ONNX file), or 0.3 for models without; ``--conf`` sets one threshold for all classes. ``--slice 512``
+ONNX file), or 0.3 for models without; ``--conf`` sets one threshold for all classes. ``--batch N`` runs up
+to N same-size images or frames together (default 8). ``--slice 512``
 also runs each image as overlapping 512-pixel tiles and merges the detections (:mod:`detect_ft.inference.slicing`).
 
 DIR/predict-files.json records what predict wrote; a later run replaces those files and refuses, before
@@ -17,6 +18,10 @@ from __future__ import annotations
 
 import argparse
 
+BATCH_HELP = (
+    "run up to N same-size images or frames at once (default 8; a .pt model takes them as one batch, an "
+    ".onnx model exported with --batch M runs M per call, one exported without one by one)"
+)
 HELP = "run a checkpoint or an exported .onnx model on images, folders, globs or videos; write annotated copies"
 
 
@@ -50,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="ONNX only: onnxruntime intra-op threads")
+    parser.add_argument("--batch", type=int, default=8, metavar="N", help=BATCH_HELP)
     tiles = parser.add_argument_group("sliced inference (small objects in large images; docs/deploy.md)")
     tiles.add_argument(
         "--slice",
@@ -84,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.conf is not None and not 0 <= args.conf <= 1:
         raise DetectFTError(f"--conf {args.conf}: pass a score threshold in [0, 1], e.g. --conf 0.3")
+    if args.batch < 1:
+        raise DetectFTError(f"--batch {args.batch}: pass at least 1 image per batch, e.g. --batch 8")
     source = args.source[0] if len(args.source) == 1 else args.source
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] or None
     slicing = dict(overlap=args.overlap, merge=args.merge, full_image=args.full_image, merge_iou=args.merge_iou)
@@ -93,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{detector.model_name}: keeping detections above the {note}")
     if tiles is not None:
         print(tiles.describe())
-    stream = detector.stream(source, args.conf, classes, slice=args.slice, **slicing)
+    stream = detector.stream(source, args.conf, classes, slice=args.slice, batch=args.batch, **slicing)
     summary = write_predictions(
         stream, source, args.output, save_format=args.save_format, total=count_frames(source), progress=True
     )

@@ -5,6 +5,13 @@ The graph takes one float image ``image`` (3, H, W) in [0, 1], RGB, any H and W,
 in 1..K, N >= 0. What stays outside the graph (decode, BGR->RGB, /255, HWC->CHW) is written into the
 model's metadata (key ``detect_ft``, JSON) so that any runtime can reproduce it; see
 :mod:`detect_ft.inference.runtime`, which reads it.
+
+Exported with ``batch=N > 1``, the graph instead takes ``image`` (N, 3, H, W), N images of one size, and
+returns every image's detections concatenated, image 0's first: ``boxes`` (M, 4), ``scores`` (M,),
+``labels`` (M,), plus ``counts`` (N,) int64, how many of the M rows belong to each image. N is fixed
+at export: torchvision's detectors loop over the images of a batch in Python (resize, anchors,
+post-processing), so tracing unrolls the loop for the traced batch size and no graph takes any N.
+The metadata's ``input.batch`` says N.
 """
 
 from __future__ import annotations
@@ -27,6 +34,14 @@ from detect_ft.utils.errors import DetectFTError
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("boxes", "scores", "labels")
+COUNTS_NAME = "counts"  # batch graphs only: detections per image
+MAX_BATCH = 64
+BATCH_OUTPUT_SPEC = {  # the metadata's output_spec of a batch graph
+    "boxes": "float32 (M, 4) xyxy: every image's detections, image 0's first, each in its image's pixels",
+    "scores": "float32 (M,)",
+    "labels": "int64 (M,), 1..K; label k is class_names[k-1]",
+    COUNTS_NAME: "int64 (batch,): how many of the M rows, in order, belong to each image",
+}
 
 
 class SingleImageDetector(nn.Module):
@@ -40,6 +55,34 @@ class SingleImageDetector(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         out = self.model([image])[0]
         return out["boxes"], out["scores"], out["labels"]
+
+
+class BatchDetector(nn.Module):
+    """``forward(images (N, 3, H, W)) -> (boxes (M, 4), scores (M,), labels (M,), counts (N,))``: a
+    torchvision detector run on N images at once, the images' detections concatenated in order and
+    ``counts[i]`` of them belonging to image i (variable-length outputs cannot be stacked)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        outs = self.model(list(images.unbind(0)))
+        # ones_like(...).sum() keeps each count a traced value (len() would freeze the traced one).
+        counts = torch.stack([torch.ones_like(out["labels"]).sum() for out in outs])
+        return (
+            torch.cat([out["boxes"] for out in outs]),
+            torch.cat([out["scores"] for out in outs]),
+            torch.cat([out["labels"] for out in outs]),
+            counts,
+        )
+
+
+def check_batch(batch: int) -> int:
+    """``batch`` when it is an export batch size 1..:data:`MAX_BATCH`, else a one-line DetectFTError."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
+        raise DetectFTError(f"export batch {batch!r}: pass a whole number of images from 1 to {MAX_BATCH}, e.g. 8")
+    return batch
 
 
 class ExactResizeTransform(GeneralizedRCNNTransform):
@@ -113,13 +156,16 @@ def build_metadata(
     class_names: Sequence[str],
     category_ids: Optional[Sequence[int]] = None,
     opset: int,
+    batch: int = 1,
     extra: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """The JSON document stored under the ``detect_ft`` metadata key.
 
     ``input`` says exactly how to build the graph input from a decoded image (the steps
-    :func:`detect_ft.inference.runtime.preprocess` applies); ``in_graph`` what the graph does itself.
+    :func:`detect_ft.inference.runtime.preprocess` applies) and how many same-size images the graph
+    takes at once (``batch``; with ``batch_dim`` when > 1); ``in_graph`` what the graph does itself.
     """
+    batched = check_batch(batch) > 1
     sizes = input_sizes(model)
     post = MODELS[model_name].postprocessor(model)
     meta = {
@@ -137,7 +183,8 @@ def build_metadata(
             "dtype": "float32",
             "scale": 1.0 / 255.0,  # value = uint8 pixel * scale, so inputs lie in [0, 1]
             "layout": "CHW",
-            "batch_dim": False,
+            "batch_dim": batched,
+            "batch": batch,  # images per run, all of one size; a runtime pads a short batch
             "min_size": sizes["min_size"],
             "max_size": sizes["max_size"],
             "fixed_size": sizes["fixed_size"],
@@ -156,6 +203,8 @@ def build_metadata(
             "labels": "int64 (N,), 1..K; label k is class_names[k-1]",
         },
     }
+    if batched:
+        meta["counts_output"], meta["output_spec"] = COUNTS_NAME, dict(BATCH_OUTPUT_SPEC)
     meta.update(extra or {})
     return meta
 
@@ -167,6 +216,7 @@ def export_onnx(
     metadata: dict[str, Any],
     opset: int = 17,
     sample_size: tuple[int, int] = (240, 320),
+    batch: int = 1,
 ) -> None:
     """Trace a copy of ``model`` (:func:`exportable`: eval mode, CPU) to ``path``, check it with ``onnx.checker`` and store ``metadata``.
 
@@ -175,14 +225,22 @@ def export_onnx(
         metadata: :func:`build_metadata`'s document.
         opset: ONNX opset (torchvision's detectors need >= 11).
         sample_size: (height, width) of the tracing image; H and W stay dynamic in the graph.
+        batch: 1: the graph takes one (3, H, W) image; N > 1: (N, 3, H, W) images of one size and also
+            returns ``counts`` (:class:`BatchDetector`; N is fixed in the graph).
 
     ``path`` is written in place; callers wanting an atomic write pass a temporary path.
     """
     import onnx
 
     model = exportable(model)
-    image = torch.rand(3, *sample_size, generator=torch.Generator().manual_seed(0))
-    dynamic = {INPUT_NAME: {1: "height", 2: "width"}, **{name: {0: "detections"} for name in OUTPUT_NAMES}}
+    generator = torch.Generator().manual_seed(0)
+    if check_batch(batch) > 1:
+        wrapper, outputs, axes = BatchDetector(model), [*OUTPUT_NAMES, COUNTS_NAME], {2: "height", 3: "width"}
+        image = torch.rand(batch, 3, *sample_size, generator=generator)
+    else:
+        wrapper, outputs, axes = SingleImageDetector(model), list(OUTPUT_NAMES), {1: "height", 2: "width"}
+        image = torch.rand(3, *sample_size, generator=generator)
+    dynamic = {INPUT_NAME: axes, **{name: {0: "detections"} for name in OUTPUT_NAMES}}
     with warnings.catch_warnings(), torch.no_grad():
         # The tracer warns about every Python-side shape computation in torchvision's transform; the
         # detectors are written so those stay valid for other sizes (torchvision/test/test_onnx.py).
@@ -191,13 +249,13 @@ def export_onnx(
             # dynamo=False pins the TorchScript exporter: the dynamo exporter cannot capture the
             # data-dependent shapes of torchvision's score filtering and NMS (torch 2.4-2.14).
             torch.onnx.export(
-                SingleImageDetector(model),
+                wrapper,
                 (image,),
                 os.fspath(path),
                 dynamo=False,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
+                output_names=outputs,
                 dynamic_axes=dynamic,
                 do_constant_folding=True,
             )

@@ -23,7 +23,7 @@ import numpy as np
 import torch.nn as nn
 
 from detect_ft.data.records import DatasetRecords
-from detect_ft.export.onnx_export import build_metadata, export_onnx, input_sizes
+from detect_ft.export.onnx_export import build_metadata, check_batch, export_onnx, input_sizes
 from detect_ft.export.parity import check_map_drop, compare_detections, score_runtime
 from detect_ft.export.quantize import Int8Options, int8_path_for, quantize_int8
 from detect_ft.inference.runtime import EdgeDetector
@@ -59,6 +59,7 @@ def export_detector(
     int8_keep_anyway: bool = False,
     extra_metadata: Optional[dict[str, Any]] = None,
     progress: bool = False,
+    batch: int = 1,
 ) -> dict[str, Any]:
     """Export ``model`` to ``output`` (and ``MODEL.int8.onnx`` with ``int8``); verify when ``val_dataset``.
 
@@ -71,9 +72,11 @@ def export_detector(
         int8_options: how to quantise (default :class:`Int8Options` ``()``).
         int8_max_map_drop: AP points the INT8 mAP may be below the fp32 ONNX mAP before INT8 is refused.
         int8_keep_anyway: keep a refused INT8 model (the report's ``int8.gate`` says ``kept anyway``).
+        batch: images per graph run, fixed in the graph (see :mod:`detect_ft.export.onnx_export`); INT8
+            is exported at batch 1 only.
 
     Returns:
-        A report: ``output``, ``model_name``, ``opset``, ``export_seconds``, ``verified``; with a
+        A report: ``output``, ``model_name``, ``opset``, ``batch``, ``export_seconds``, ``verified``; with a
         validation split ``parity`` (:func:`verify_export`'s report); with ``int8`` ``int8`` (see
         :func:`_export_int8`).
 
@@ -81,17 +84,12 @@ def export_detector(
         DetectFTError: the export fails, the graph does not run, or the mAPs differ too much.
         Int8RefusedError: the INT8 model lost more than ``int8_max_map_drop`` (and not ``int8_keep_anyway``).
     """
-    output = _checked_output(output, int8, calib_images)
+    output = _checked_output(output, int8, calib_images, batch)
     model = model.eval().cpu()
-    meta = build_metadata(
-        model,
-        model_name=model_name,
-        class_names=class_names,
-        category_ids=category_ids,
-        opset=opset,
-        extra=extra_metadata,
-    )
-    report = {"output": str(output), "model_name": model_name, "opset": opset, "verified": val_dataset is not None}
+    names = {"model_name": model_name, "class_names": class_names, "category_ids": category_ids}
+    meta = build_metadata(model, **names, opset=opset, batch=batch, extra=extra_metadata)
+    report = {"output": str(output), "model_name": model_name, "opset": opset, "batch": batch}
+    report["verified"] = val_dataset is not None
     report.update(_threshold_report(meta, class_names))
     checks = {"max_map_drop": max_map_drop, "score_thresh": score_thresh, "backend": backend, "progress": progress}
     report.update(_write_fp32(model, output, meta, calib_images, val_dataset, checks))
@@ -130,7 +128,8 @@ def _write_fp32(
     side = input_sizes(model)["min_size"]
     with atomic_path(output) as tmp:
         start = time.perf_counter()
-        export_onnx(model, tmp, metadata=meta, opset=meta["opset"], sample_size=(side, side * 4 // 3))
+        sample = (side, side * 4 // 3)
+        export_onnx(model, tmp, metadata=meta, opset=meta["opset"], sample_size=sample, batch=meta["input"]["batch"])
         written: dict[str, Any] = {"export_seconds": time.perf_counter() - start}
         _smoke_run(tmp, calib_images)
         if val_dataset is not None:
@@ -138,8 +137,15 @@ def _write_fp32(
     return written
 
 
-def _checked_output(output: str | os.PathLike, int8: bool, calib_images: Optional[Sequence[np.ndarray]]) -> Path:
-    """``output`` as a Path; DetectFTError when it is not a .onnx name or INT8 lacks calibration images."""
+def _checked_output(
+    output: str | os.PathLike, int8: bool, calib_images: Optional[Sequence[np.ndarray]], batch: int = 1
+) -> Path:
+    """``output`` as a Path; DetectFTError when it is not a .onnx name, INT8 lacks calibration images, or
+    the batch is not 1..64 or not 1 with INT8."""
+    if int8 and check_batch(batch) > 1:
+        raise DetectFTError(
+            f"INT8 export is at batch 1 only (asked for batch {batch}); export INT8 at batch 1, or leave out INT8"
+        )
     output = Path(output)
     if output.suffix.lower() != ".onnx":
         raise DetectFTError(

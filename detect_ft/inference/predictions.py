@@ -85,6 +85,28 @@ def coco_results(
     ]
 
 
+def size_groups(images: Sequence[np.ndarray], batch: int) -> list[list[int]]:
+    """Indices of ``images`` in groups of at most ``batch`` images of one (H, W) shape: a batched run
+    resizes and pads every image alike only when they share a size, so only those are run together.
+
+    Groups come in the order of their first image; within a group, images keep their order.
+    """
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for index, image in enumerate(images):
+        by_shape.setdefault(tuple(np.shape(image)[:2]), []).append(index)
+    return [group[i : i + batch] for group in by_shape.values() for i in range(0, len(group), batch)]
+
+
+def predict_in_groups(predict_batch: PredictBatch, images: Sequence[np.ndarray], batch: int) -> list[dict]:
+    """``predict_batch`` run on the :func:`size_groups` of ``images`` (at most ``batch`` same-size images
+    per call); one detections dict per image, in the order of ``images``."""
+    results: list[Any] = [None] * len(images)
+    for group in size_groups(images, batch):
+        for index, detections in zip(group, predict_batch([images[i] for i in group]), strict=True):
+            results[index] = detections
+    return results
+
+
 def onnx_providers(device: str = "cpu") -> list[str]:
     """onnxruntime execution providers for ``device``: CUDA first when ``device`` is not ``cpu`` and this
     onnxruntime has it, CPU always."""
@@ -224,6 +246,11 @@ def check_metadata(meta: dict[str, Any], path: str | os.PathLike) -> None:
     outputs = meta.get("outputs")
     if not isinstance(outputs, list) or len(outputs) != 3 or not all(isinstance(o, str) for o in outputs):
         raise bad("outputs", "a list of the 3 output names (boxes, scores, labels)")
+    batch = spec.get("batch", 1)  # absent in exports older than batch graphs: one image per run
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise bad("input.batch", "a whole number >= 1 (images per run)")
+    if batch > 1 and (spec.get("batch_dim") is not True or not isinstance(meta.get("counts_output"), str)):
+        raise bad("input.batch_dim/counts_output", "true / the per-image counts output's name in a batch graph")
     thresholds = meta.get("thresholds")
     if thresholds is not None and not is_class_thresholds(thresholds, len(names)):
         raise bad("thresholds", f"a list of {len(names)} confidences in [0, 1] (one per class) or absent")

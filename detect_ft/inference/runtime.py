@@ -8,7 +8,9 @@ what the outputs mean. :class:`EdgeDetector` reads it and reproduces the trainin
     --transpose--> CHW float32 (3, H, W) in [0, 1]
 
 Resizing and mean/std normalisation happen inside the graph (torchvision's own transform is exported
-with the model), so boxes come back in the input image's pixels.
+with the model), so boxes come back in the input image's pixels. A graph exported with ``--batch N``
+(metadata ``input.batch``) takes N images of one size per run: :meth:`EdgeDetector.predict_batch` groups
+the images by size, stacks up to N, and fills a short batch with copies of its last image.
 
 Nothing here may import torch or a detect-ft module that does: this module is what runs on devices that
 have only onnxruntime, numpy and OpenCV installed. Opening the session, checking the metadata and the
@@ -29,6 +31,7 @@ from detect_ft.inference.predictions import (
     as_detections,
     filter_detections,
     open_onnx_session,
+    predict_in_groups,
     read_onnx_metadata,
     session_metadata,
 )
@@ -92,6 +95,9 @@ class EdgeDetector:
         self._input = self.metadata["input"]
         self._input_name = self.session.get_inputs()[0].name
         self._outputs = list(self.metadata["outputs"])
+        self.batch: int = int(self._input.get("batch", 1))  # images per graph run (fixed at export)
+        if self.batch > 1:
+            self._outputs.append(self.metadata["counts_output"])
 
     def predict(self, image: np.ndarray, conf: Optional[float] = None) -> dict[str, Any]:
         """Detect objects in one RGB uint8 image (H, W, 3).
@@ -101,9 +107,32 @@ class EdgeDetector:
             int64 (N,) in 1..K, ``names`` (N class names); detections scoring below ``conf`` (default:
             the detector's ``conf``) are left out, the rest sorted by descending score.
         """
-        feed = {self._input_name: preprocess(image, self._input)}
-        boxes, scores, labels = self.session.run(self._outputs, feed)
-        det = as_detections({"boxes": boxes, "scores": scores, "labels": labels})
+        return self._finish(self._run([image])[0], conf)
+
+    def _run(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """One graph run on up to :attr:`batch` images of one size: each image's raw detections."""
+        keys = ("boxes", "scores", "labels")
+        if self.batch == 1:
+            outputs = self.session.run(self._outputs, {self._input_name: preprocess(images[0], self._input)})
+            return [as_detections(dict(zip(keys, outputs)))]
+        # A short batch is filled with copies of its last image, whose detections are dropped.
+        arrays = [preprocess(image, self._input) for image in images]
+        feed = np.concatenate(arrays + arrays[-1:] * (self.batch - len(arrays)))
+        *outputs, counts = self.session.run(self._outputs, {self._input_name: feed})
+        counts = np.asarray(counts, np.int64).reshape(-1)
+        if len(counts) != self.batch or (counts < 0).any() or int(counts.sum()) != len(outputs[1]):
+            raise DetectFTError(
+                f"{self.path}: the graph's per-image counts {counts.tolist()} do not add up to its "
+                f"{len(outputs[1])} detections; re-export the model"
+            )
+        ends = np.cumsum(counts)
+        return [
+            as_detections({key: out[end - n : end] for key, out in zip(keys, outputs)})
+            for n, end in zip(counts[: len(images)], ends[: len(images)])
+        ]
+
+    def _finish(self, det: dict[str, np.ndarray], conf: Optional[float]) -> dict[str, Any]:
+        """``det`` checked, filtered at ``conf`` (default the detector's), sorted, with class names."""
         n_boxes, n_scores, n_labels = (len(det[key]) for key in ("boxes", "scores", "labels"))
         if n_boxes != n_scores or n_labels != n_scores:
             raise DetectFTError(
@@ -124,9 +153,11 @@ class EdgeDetector:
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
         """:meth:`predict` for each image; the ``predict_batch`` signature the evaluator's loop takes.
 
-        The graph takes one image at a time (images of one batch may differ in size), so this loops.
+        A batch graph (:attr:`batch` > 1) runs up to :attr:`batch` images of one size at once (images are
+        grouped by size, order kept); a batch-1 graph runs them one by one.
         """
-        return [self.predict(image) for image in images]
+        raw = predict_in_groups(self._run, list(images), self.batch)
+        return [self._finish(det, None) for det in raw]
 
     def __repr__(self) -> str:
         return f"EdgeDetector({self.path!r}, model={self.metadata.get('model_name')!r}, classes={self.class_names})"
