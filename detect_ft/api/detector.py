@@ -75,17 +75,17 @@ class Detector:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "auto", threads: Optional[int] = None) -> "Detector":
-        """A trained detector from a detect-ft checkpoint (``best.pt``; PyTorch on ``device``) or an exported
-        ``.onnx`` model (onnxruntime, ``threads`` intra-op threads; torch is not imported)."""
+        """A trained detector from a detect-ft checkpoint (``best.pt``; PyTorch on ``device``), an exported
+        ``.onnx`` model (onnxruntime, ``threads`` intra-op threads) or an OpenVINO IR ``.xml`` exported with
+        ``--format openvino`` (OpenVINO on the CPU; needs ``detect-ft[openvino]``); torch is not imported
+        for exported models."""
         from detect_ft.api.options import device_argument, path_argument
 
-        path = path_argument("Detector.load", "path", path, "a detect-ft checkpoint (.pt) or an exported .onnx model")
+        what = "a detect-ft checkpoint (.pt), an exported .onnx model or an OpenVINO .xml"
+        path = path_argument("Detector.load", "path", path, what)
         device_argument("Detector.load", device)
-        if Path(path).suffix.lower() == ".onnx":
-            from detect_ft.inference.predictions import onnx_providers
-            from detect_ft.inference.runtime import EdgeDetector
-
-            edge = EdgeDetector(path, threads=threads, providers=onnx_providers(device))
+        if Path(path).suffix.lower() in (".onnx", ".xml"):
+            edge = _exported_runtime(path, device, threads)
             meta = edge.metadata
             return cls(
                 predict_batch=edge.predict_batch,
@@ -363,12 +363,14 @@ class Detector:
     def _needs_torch(self, what: str) -> None:
         if self.model is None:
             raise DetectFTError(
-                f"{self.source} is an ONNX model: it can predict and evaluate but not {what}; "
+                f"{self.source} is an exported model: it can predict and evaluate but not {what}; "
                 "load the checkpoint it was exported from"
             )
 
     def __repr__(self) -> str:
-        kind = "onnx" if self.model is None else "torch"
+        kind = (
+            "torch" if self.model is not None else ("openvino" if str(self.source).lower().endswith(".xml") else "onnx")
+        )
         return f"Detector({self.model_name!r}, classes={self.class_names}, {kind}, source={self.source!r})"
 
 
@@ -391,6 +393,18 @@ def _batched(frames: Iterator[Any], predict_batch: PredictBatch, batch: int) -> 
             pending = []
     if pending:
         yield from zip(pending, predict_in_groups(predict_batch, [f.image for f in pending], batch))
+
+
+def _exported_runtime(path: str, device: str, threads: Optional[int]):
+    """The torch-free runtime of an exported file: OpenVINO (CPU) for ``.xml``, onnxruntime for ``.onnx``."""
+    from detect_ft.inference.openvino_runtime import OpenVINODetector, is_openvino_model
+
+    if is_openvino_model(path):
+        return OpenVINODetector(path, threads=threads)
+    from detect_ft.inference.predictions import onnx_providers
+    from detect_ft.inference.runtime import EdgeDetector
+
+    return EdgeDetector(path, threads=threads, providers=onnx_providers(device))
 
 
 def _torch_device(device: str) -> str:

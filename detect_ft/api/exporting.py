@@ -28,6 +28,7 @@ def export_checkpoint(
     calib_config: Optional[str | os.PathLike] = None,
     progress: bool = True,
     batch: int = 1,
+    format: str = "onnx",
 ) -> dict[str, Any]:
     """Export the detect-ft ``checkpoint`` to ONNX at ``output`` and return the export report.
 
@@ -37,13 +38,15 @@ def export_checkpoint(
     the same config) and gated by ``export.int8_max_map_drop`` unless ``int8_keep_anyway``.
     The ONNX metadata carries the class names, the backbone and the checkpoint's validated per-class
     confidence thresholds. ``batch``: images per graph run (:func:`~detect_ft.export.pipeline.export_detector`).
+    ``format="openvino"``: an fp32 OpenVINO IR at ``output`` (``.xml``) converted from the verified ONNX
+    export (:mod:`detect_ft.export.openvino_export`; needs ``detect-ft[openvino]``, no INT8).
 
     Raises:
         Int8RefusedError: the INT8 model lost too much mAP (the fp32 model was written; see its report).
     """
-    from detect_ft.export.pipeline import export_detector
     from detect_ft.models import load_detector
 
+    exporter = _exporter(format, int8)
     model, meta = load_detector(checkpoint)
     cfg = load_config_for(checkpoint, meta, config, list(overrides))
     opset = cfg.export.opset if opset is None else opset
@@ -54,7 +57,7 @@ def export_checkpoint(
     val = _split(cfg, "val", class_names, source) if verify and cfg.export.verify else None
     calib = _calibration(calib_config, cfg, class_names, source) if int8 else None
     extra = _metadata(checkpoint, meta, cfg)
-    report = export_detector(
+    report = exporter(
         model,
         output,
         model_name=meta["model_name"],
@@ -75,6 +78,24 @@ def export_checkpoint(
         batch=batch,
     )
     return report
+
+
+def _exporter(format: str, int8: bool):
+    """``export_detector`` for ``onnx``, ``export_openvino`` for ``openvino`` (checked before any work:
+    the openvino package is importable, no INT8)."""
+    from detect_ft.export.pipeline import export_detector
+
+    if format == "onnx":
+        return export_detector
+    if format != "openvino":
+        raise ConfigError(f"export format {format!r}: choose onnx or openvino")
+    from detect_ft.export.openvino_export import INT8_REFUSAL, export_openvino
+    from detect_ft.inference.openvino_runtime import import_openvino
+
+    if int8:
+        raise ConfigError(INT8_REFUSAL)
+    import_openvino()
+    return export_openvino
 
 
 def load_config_for(checkpoint, meta: dict, config, overrides: list[str]) -> Config:

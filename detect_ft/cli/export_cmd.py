@@ -14,7 +14,17 @@ HELP = "export a checkpoint to ONNX, check it against PyTorch on the validation 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a detect-ft checkpoint (runs/<exp>/checkpoints/best.pt)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
-    parser.add_argument("--output", required=True, metavar="MODEL.onnx", help="where to write the ONNX model")
+    parser.add_argument(
+        "--output", required=True, metavar="MODEL.onnx", help="where to write the ONNX model (MODEL.xml for OpenVINO)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("onnx", "openvino"),
+        default=None,
+        help="onnx (default) or openvino: an fp32 OpenVINO IR (MODEL.xml + MODEL.bin) converted from the "
+        "verified ONNX export and checked against PyTorch too (needs detect-ft[openvino]); default: openvino "
+        "when --output ends in .xml",
+    )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: export.opset, 17)")
     parser.add_argument(
         "--config",
@@ -67,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
         raise DetectFTError(f"--batch {args.batch}: pass 1 to {MAX_BATCH} images per graph run, e.g. --batch 8")
     if args.int8 and args.batch > 1:
         raise DetectFTError(f"--int8 exports at batch 1 only; leave out --batch {args.batch} or --int8")
+    fmt = args.format or ("openvino" if args.output.lower().endswith(".xml") else "onnx")
+    if fmt == "openvino" and args.batch > 1:
+        raise DetectFTError(f"--format openvino exports at batch 1 only; leave out --batch {args.batch}")
     try:
         report = export_checkpoint(
             args.checkpoint,
@@ -79,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             int8_keep_anyway=args.int8_keep_anyway,
             calib_config=args.calib,
             batch=args.batch,
+            format=fmt,
         )
     except Int8RefusedError as exc:  # the fp32 model was written: show its report, then the one-line error
         _print_report(exc.report, args.json)
@@ -143,7 +157,21 @@ def format_report(report: dict) -> str:
         lines.append(f"ONNX mAP differs from PyTorch by {parity['map_diff_points']:+.2f} AP points")
     if int8 is not None:
         lines += _int8_lines(int8)
+    if report.get("format") == "openvino":
+        lines.append(_openvino_line(report))
     return "\n".join(lines)
+
+
+def _openvino_line(report: dict) -> str:
+    parity = report["openvino"].get("parity")
+    if parity is None:
+        return f"converted to OpenVINO IR (fp32) {report['output']}; its parity check was skipped"
+    det = parity["detections"]
+    return (
+        f"converted to OpenVINO IR (fp32) {report['output']}: {det['matched']}/{det['reference_detections']} "
+        f"PyTorch detections matched, mAP {parity['onnx']['map']:.4f} differs from PyTorch by "
+        f"{parity['map_diff_points']:+.2f} AP points, p50 {parity['onnx']['latency']['p50_ms']:.1f} ms"
+    )
 
 
 def _batch_note(report: dict) -> str:

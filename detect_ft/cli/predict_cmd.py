@@ -1,7 +1,8 @@
 """``detect-ft predict MODEL.onnx|CHECKPOINT SOURCE --output DIR``: detect objects in images or videos.
 
 An ``.onnx`` model runs through the torch-free edge runtime (torch is never imported); anything else is
-read as a detect-ft checkpoint and runs in PyTorch; both through :class:`detect_ft.api.Detector`. Writes
+read as a detect-ft checkpoint and runs in PyTorch (an OpenVINO ``.xml`` from ``export --format openvino``
+runs in OpenVINO, torch-free too); both through :class:`detect_ft.api.Detector`. Writes
 annotated images (or ``<video>.pred.mp4``) and ``predictions.json`` (COCO results with the dataset's
 original category ids) to DIR, and with ``--save-format`` the predictions as a dataset in ``DIR/dataset``.
 Detections are kept above each class's validated F1-optimal confidence (stored in the checkpoint or the
@@ -26,7 +27,9 @@ HELP = "run a checkpoint or an exported .onnx model on images, folders, globs or
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="an exported .onnx file or a detect-ft checkpoint (.pt)")
+    parser.add_argument(
+        "model", metavar="MODEL", help="an exported .onnx or OpenVINO .xml file, or a detect-ft checkpoint (.pt)"
+    )
     parser.add_argument(
         "source",
         metavar="SOURCE",
@@ -54,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write the predictions as a dataset in DIR/dataset (pseudo-labels; images copied)",
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX only: onnxruntime intra-op threads")
+    parser.add_argument("--threads", type=int, default=None, help="exported models only: onnxruntime/OpenVINO threads")
     parser.add_argument("--batch", type=int, default=8, metavar="N", help=BATCH_HELP)
     tiles = parser.add_argument_group("sliced inference (small objects in large images; docs/deploy.md)")
     tiles.add_argument(

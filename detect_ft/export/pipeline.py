@@ -17,7 +17,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch.nn as nn
@@ -131,7 +131,7 @@ def _write_fp32(
         sample = (side, side * 4 // 3)
         export_onnx(model, tmp, metadata=meta, opset=meta["opset"], sample_size=sample, batch=meta["input"]["batch"])
         written: dict[str, Any] = {"export_seconds": time.perf_counter() - start}
-        _smoke_run(tmp, calib_images)
+        smoke_run(tmp, calib_images)
         if val_dataset is not None:
             written["parity"] = verify_export(model, tmp, val_dataset, **checks)
     return written
@@ -183,7 +183,7 @@ def _export_int8(
     int8_path = int8_path_for(output)
     with atomic_path(int8_path) as tmp:
         calibration = quantize_int8(output, tmp, calib_images, options)
-        _smoke_run(tmp, calib_images)
+        smoke_run(tmp, calib_images)
         info = report["int8"] = {"output": str(int8_path), **calibration, "max_map_drop": gate.max_map_drop}
         dataset = gate.val_dataset
         if dataset is None:
@@ -292,12 +292,16 @@ def verify_export(
     score_thresh: float = 0.001,
     backend: str = "hotcoco",
     progress: bool = False,
+    runtime: Callable[[str | os.PathLike], EdgeDetector] = EdgeDetector,
+    name: str = "ONNX model",
 ) -> dict[str, Any]:
-    """Run ``dataset`` through PyTorch (CPU) and onnxruntime, compare detections, gate on the mAP difference.
+    """Run ``dataset`` through PyTorch (CPU) and the exported file (``runtime``: :class:`EdgeDetector` or
+    a subclass such as the OpenVINO one; ``name`` says which in messages), compare detections, gate on the
+    mAP difference.
 
     Returns:
-        ``torch``, ``onnx`` (map, map50, latency), ``detections`` (:func:`compare_detections`) and
-        ``map_diff_points`` (ONNX minus PyTorch).
+        ``torch``, ``onnx`` (the exported file's map, map50, latency), ``detections``
+        (:func:`compare_detections`) and ``map_diff_points`` (exported minus PyTorch).
     """
     from detect_ft.evaluation.evaluator import torch_predictor
 
@@ -310,15 +314,15 @@ def verify_export(
         progress=progress,
     )
     onnx_preds, onnx_metrics = score_runtime(
-        EdgeDetector(onnx_path).predict_batch,
+        runtime(onnx_path).predict_batch,
         dataset,
         score_thresh=score_thresh,
         backend=backend,
-        source="ONNX model",
+        source=name,
         progress=progress,
     )
     detections = compare_detections(torch_preds, onnx_preds)
-    check_map_drop(torch_metrics["map"], onnx_metrics["map"], max_map_drop, "exported ONNX model")
+    check_map_drop(torch_metrics["map"], onnx_metrics["map"], max_map_drop, f"exported {name}")
     return {
         "torch": _summary(torch_metrics),
         "onnx": _summary(onnx_metrics),
@@ -332,15 +336,21 @@ def _summary(metrics: dict) -> dict[str, Any]:
     return {"map": metrics["map"], "map50": metrics["map50"], "latency": metrics["latency"]}
 
 
-def _smoke_run(path: str | os.PathLike, images: Optional[Sequence[np.ndarray]]) -> None:
-    """Run the graph once in onnxruntime, so a file that loads but cannot execute is never kept."""
+def smoke_run(
+    path: str | os.PathLike,
+    images: Optional[Sequence[np.ndarray]],
+    runtime: Callable[[str | os.PathLike], EdgeDetector] = EdgeDetector,
+    engine: str = "onnxruntime",
+) -> None:
+    """Run the graph once in ``runtime`` (named ``engine`` in errors), so a file that loads but cannot
+    execute is never kept."""
     image = images[0] if images else np.full((96, 128, 3), 127, np.uint8)
     try:
-        EdgeDetector(path).predict(image)
+        runtime(path).predict(image)
     except DetectFTError:
         raise
     except Exception as exc:
         raise DetectFTError(
-            f"the exported graph does not run in onnxruntime ({str(exc).splitlines()[0]}); "
+            f"the exported graph does not run in {engine} ({str(exc).splitlines()[0]}); "
             "try another opset (export.opset)"
         ) from exc

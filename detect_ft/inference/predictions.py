@@ -165,7 +165,12 @@ def session_metadata(session, path: str | os.PathLike) -> dict[str, Any]:
             f"{path} has no '{METADATA_KEY}' metadata; it was not written by `detect-ft export` "
             "(export the checkpoint with `detect-ft export`)"
         )
-    text = props[METADATA_KEY]
+    return parse_metadata(props[METADATA_KEY], path)
+
+
+def parse_metadata(text: str, path: str | os.PathLike) -> dict[str, Any]:
+    """The checked ``detect_ft`` metadata document from its JSON ``text`` (an ONNX file's metadata entry
+    or an OpenVINO IR's ``rt_info``); ``path`` names the file in errors."""
     if len(text) > limits.MAX_ONNX_METADATA_BYTES:  # an export writes a few KiB; more is not a detect-ft model
         raise DetectFTError(
             f"{path}: metadata '{METADATA_KEY}' is {len(text)} characters, far more than an export writes; "

@@ -86,14 +86,18 @@ class EdgeDetector:
         threads: Optional[int] = None,
         conf: float = 0.0,
     ) -> None:
-        self.path = os.fspath(path)
         self.session = open_onnx_session(path, providers=providers, threads=threads)
-        self.metadata = session_metadata(self.session, path)
+        self._input_name = self.session.get_inputs()[0].name
+        self._use_metadata(path, session_metadata(self.session, path), conf)
+
+    def _use_metadata(self, path: str | os.PathLike, metadata: dict[str, Any], conf: float) -> None:
+        """Take the checked ``metadata``'s classes, input spec and output names (shared by the runtimes)."""
+        self.path = os.fspath(path)
+        self.metadata = metadata
         self.class_names: list[str] = list(self.metadata["class_names"])
         self.category_ids: list[int] = list(self.metadata["category_ids"])
         self.conf = float(conf)
         self._input = self.metadata["input"]
-        self._input_name = self.session.get_inputs()[0].name
         self._outputs = list(self.metadata["outputs"])
         self.batch: int = int(self._input.get("batch", 1))  # images per graph run (fixed at export)
         if self.batch > 1:
@@ -113,12 +117,12 @@ class EdgeDetector:
         """One graph run on up to :attr:`batch` images of one size: each image's raw detections."""
         keys = ("boxes", "scores", "labels")
         if self.batch == 1:
-            outputs = self.session.run(self._outputs, {self._input_name: preprocess(images[0], self._input)})
+            outputs = self._infer(preprocess(images[0], self._input))
             return [as_detections(dict(zip(keys, outputs)))]
         # A short batch is filled with copies of its last image, whose detections are dropped.
         arrays = [preprocess(image, self._input) for image in images]
         feed = np.concatenate(arrays + arrays[-1:] * (self.batch - len(arrays)))
-        *outputs, counts = self.session.run(self._outputs, {self._input_name: feed})
+        *outputs, counts = self._infer(feed)
         counts = np.asarray(counts, np.int64).reshape(-1)
         if len(counts) != self.batch or (counts < 0).any() or int(counts.sum()) != len(outputs[1]):
             raise DetectFTError(
@@ -130,6 +134,10 @@ class EdgeDetector:
             as_detections({key: out[end - n : end] for key, out in zip(keys, outputs)})
             for n, end in zip(counts[: len(images)], ends[: len(images)])
         ]
+
+    def _infer(self, feed: np.ndarray) -> list[np.ndarray]:
+        """One graph run on the preprocessed ``feed``: the arrays of the metadata's outputs, in order."""
+        return self.session.run(self._outputs, {self._input_name: feed})
 
     def _finish(self, det: dict[str, np.ndarray], conf: Optional[float]) -> dict[str, Any]:
         """``det`` checked, filtered at ``conf`` (default the detector's), sorted, with class names."""

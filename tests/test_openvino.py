@@ -1,0 +1,121 @@
+"""The OpenVINO target: ``export --format openvino`` writes a verified fp32 IR whose detections are the ONNX
+runtime's, ``Detector.load("model.xml")`` and ``detect-ft predict model.xml`` run it torch-free, and a missing
+``openvino`` package or ``--int8`` are one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import BLOCK_TORCH, run_python
+
+from detect_ft.api import Detector
+from detect_ft.cli.main import main
+from detect_ft.data.image import read_image
+from detect_ft.export import compare_detections
+from detect_ft.inference import EdgeDetector
+from detect_ft.inference.openvino_runtime import OpenVINODetector
+from detect_ft.utils.errors import DetectFTError
+
+pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def openvino_ir(exported_onnx, tmp_path_factory) -> dict:
+    """The session's exported checkpoint through ``detect-ft export --format openvino`` (parity-checked)."""
+    out = tmp_path_factory.mktemp("openvino")
+    report = out / "report.json"
+    code = main(
+        [
+            "export",
+            str(exported_onnx["checkpoint"]),
+            "--output",
+            str(out / "model.onnx"),
+            "--format",
+            "openvino",
+            "--json",
+            str(report),
+        ]
+    )
+    assert code == 0
+    return {**exported_onnx, "xml": out / "model.xml", "report": json.loads(report.read_text())}
+
+
+def test_export_writes_a_verified_fp32_ir_with_the_onnx_metadata(openvino_ir):
+    xml = openvino_ir["xml"]
+    assert xml.is_file() and xml.with_suffix(".bin").is_file()
+    assert sorted(p.name for p in xml.parent.iterdir()) == ["model.bin", "model.xml", "report.json"]
+    report = openvino_ir["report"]
+    assert report["format"] == "openvino" and report["output"] == str(xml)
+    parity = report["openvino"]["parity"]
+    assert parity["detections"]["matched"] == parity["detections"]["reference_detections"] > 0
+    assert abs(parity["map_diff_points"]) <= 0.5
+    ir, onnx = OpenVINODetector(xml), EdgeDetector(openvino_ir["onnx"])
+    assert ir.metadata == onnx.metadata  # classes, thresholds, input spec, outputs
+    assert "f16" not in xml.read_text()  # compress_to_fp16=False: fp32 weights
+
+
+def test_ir_detections_equal_onnx_runtime_per_image(openvino_ir):
+    ir, onnx = OpenVINODetector(openvino_ir["xml"]), EdgeDetector(openvino_ir["onnx"])
+    images = [read_image(record.image_path) for record in openvino_ir["val"].records]
+    for image in images:
+        reference, candidate = onnx.predict(image, conf=0.05), ir.predict(image, conf=0.05)
+        agreement = compare_detections([reference], [candidate])
+        assert agreement["matched"] == agreement["reference_detections"] == agreement["candidate_detections"]
+        assert agreement["max_score_diff"] < 1e-3 and agreement["max_box_diff"] < 0.05
+    batched = ir.predict_batch(images)
+    assert [len(d["scores"]) for d in batched] == [len(ir.predict(im)["scores"]) for im in images]
+
+
+def test_detector_load_xml_predicts_like_onnx(openvino_ir):
+    ir, onnx = Detector.load(openvino_ir["xml"]), Detector.load(openvino_ir["onnx"])
+    assert ir.class_names == onnx.class_names and ir.thresholds == onnx.thresholds
+    assert "openvino" in repr(ir)
+    image = read_image(openvino_ir["val"].records[0].image_path)
+    (a,), (b,) = ir.predict(image, conf=0.05), onnx.predict(image, conf=0.05)
+    assert a.names == b.names and len(a.boxes) > 0
+    assert abs(a.boxes - b.boxes).max() < 0.05
+
+
+def test_predict_cli_runs_the_ir_without_torch(openvino_ir, tmp_path):
+    code = BLOCK_TORCH + "from detect_ft.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
+    out = tmp_path / "pred"
+    done = run_python(code, "predict", str(openvino_ir["xml"]), str(openvino_ir["images"]), "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert isinstance(predictions, list) and len(list(out.glob("*.jpg"))) + len(list(out.glob("*.png"))) > 0
+
+
+def test_missing_openvino_is_one_line_naming_the_extra(openvino_ir, tmp_path):
+    block = "import sys; sys.modules['openvino'] = None\nfrom detect_ft.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
+    hint = "pip install 'detect-ft[openvino]'"
+    for args in (
+        ["predict", str(openvino_ir["xml"]), str(openvino_ir["images"]), "--output", str(tmp_path / "p")],
+        ["export", str(openvino_ir["checkpoint"]), "--output", str(tmp_path / "m.xml")],
+    ):
+        done = run_python(block, *args)
+        assert done.returncode != 0 and "Traceback" not in done.stderr
+        assert hint in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "m.xml").exists()
+
+
+def test_int8_and_batch_are_refused_for_openvino(openvino_ir, tmp_path, capsys):
+    checkpoint = str(openvino_ir["checkpoint"])
+    assert main(["export", checkpoint, "--output", str(tmp_path / "m.xml"), "--int8"]) != 0
+    assert "INT8 for OpenVINO is not available yet" in capsys.readouterr().err
+    assert (
+        main(["export", checkpoint, "--output", str(tmp_path / "m.onnx"), "--format", "openvino", "--batch", "2"]) != 0
+    )
+    assert "batch 1 only" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_missing_or_foreign_ir_is_reported(openvino_ir, tmp_path):
+    with pytest.raises(DetectFTError, match="not found"):
+        OpenVINODetector(tmp_path / "absent.xml")
+    import openvino as ov
+
+    plain = ov.convert_model(str(openvino_ir["onnx"]))
+    ov.save_model(plain, str(tmp_path / "plain.xml"))
+    with pytest.raises(DetectFTError, match="no 'detect_ft' rt_info"):
+        OpenVINODetector(tmp_path / "plain.xml")
