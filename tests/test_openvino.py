@@ -52,7 +52,8 @@ def test_export_writes_a_verified_fp32_ir_with_the_onnx_metadata(openvino_ir):
     assert abs(parity["map_diff_points"]) <= 0.5
     ir, onnx = OpenVINODetector(xml), EdgeDetector(openvino_ir["onnx"])
     assert ir.metadata == onnx.metadata  # classes, thresholds, input spec, outputs
-    assert "f16" not in xml.read_text()  # compress_to_fp16=False: fp32 weights
+    text = xml.read_text()  # compress_to_fp16=False: fp32 weights, none stored as f16
+    assert 'element_type="f32"' in text and 'element_type="f16"' not in text
 
 
 def test_ir_detections_equal_onnx_runtime_per_image(openvino_ir):
@@ -119,3 +120,16 @@ def test_a_missing_or_foreign_ir_is_reported(openvino_ir, tmp_path):
     ov.save_model(plain, str(tmp_path / "plain.xml"))
     with pytest.raises(DetectFTError, match="no 'detect_ft' rt_info"):
         OpenVINODetector(tmp_path / "plain.xml")
+
+
+def test_eval_scores_the_ir_as_the_onnx_model(openvino_ir):
+    data = {"format": "coco", "root": str(openvino_ir["root"]), "train": "train.json", "val": "val.json"}
+    config = {"data": {**data, "classes": list(openvino_ir["val"].class_names)}, "eval": {"plots": False}}
+    ir = Detector.load(openvino_ir["xml"]).evaluate(config)
+    onnx = Detector.load(openvino_ir["onnx"]).evaluate(config)
+    assert ir["map"] == pytest.approx(onnx["map"], abs=0.005) and ir["map"] > 0
+
+
+def test_an_ir_detector_cannot_train(openvino_ir):
+    with pytest.raises(DetectFTError, match="is an OpenVINO model: it can predict and evaluate but not train"):
+        Detector.load(openvino_ir["xml"]).train()

@@ -363,15 +363,19 @@ class Detector:
     def _needs_torch(self, what: str) -> None:
         if self.model is None:
             raise DetectFTError(
-                f"{self.source} is an exported model: it can predict and evaluate but not {what}; "
+                f"{self.source} is an {self._kind()} model: it can predict and evaluate but not {what}; "
                 "load the checkpoint it was exported from"
             )
 
     def __repr__(self) -> str:
-        kind = (
-            "torch" if self.model is not None else ("openvino" if str(self.source).lower().endswith(".xml") else "onnx")
-        )
+        kind = self._kind().lower()
         return f"Detector({self.model_name!r}, classes={self.class_names}, {kind}, source={self.source!r})"
+
+    def _kind(self) -> str:
+        """``torch``, ``ONNX`` or ``OpenVINO``: what runs this detector."""
+        if self.model is not None:
+            return "torch"
+        return "OpenVINO" if str(self.source).lower().endswith(".xml") else "ONNX"
 
 
 def _batch_argument(batch: Any) -> int:

@@ -30,23 +30,22 @@ def export_checkpoint(
     batch: int = 1,
     format: str = "onnx",
 ) -> dict[str, Any]:
-    """Export the detect-ft ``checkpoint`` to ONNX at ``output`` and return the export report.
+    """Export the detect-ft ``checkpoint`` to ONNX (``format="openvino"``: an fp32 OpenVINO IR ``.xml``
+    converted from the verified ONNX file, :mod:`detect_ft.export.openvino_export`) and return the report.
 
     The parity split is ``data.val`` of ``config`` (default: the config saved in the checkpoint), with
     ``overrides`` applied; ``verify=False`` or ``export.verify=false`` skips the check. With ``int8`` a
     static INT8 model is written beside it, calibrated on ``data.train`` of ``calib_config`` (default:
-    the same config) and gated by ``export.int8_max_map_drop`` unless ``int8_keep_anyway``.
-    The ONNX metadata carries the class names, the backbone and the checkpoint's validated per-class
-    confidence thresholds. ``batch``: images per graph run (:func:`~detect_ft.export.pipeline.export_detector`).
-    ``format="openvino"``: an fp32 OpenVINO IR at ``output`` (``.xml``) converted from the verified ONNX
-    export (:mod:`detect_ft.export.openvino_export`; needs ``detect-ft[openvino]``, no INT8).
+    the same config) and gated by ``export.int8_max_map_drop`` unless ``int8_keep_anyway``. The metadata
+    carries the class names, the backbone and the validated per-class thresholds. ``batch``: images per
+    graph run (:func:`~detect_ft.export.pipeline.export_detector`).
 
     Raises:
         Int8RefusedError: the INT8 model lost too much mAP (the fp32 model was written; see its report).
     """
     from detect_ft.models import load_detector
 
-    exporter = _exporter(format, int8)
+    _exporter(format, int8)  # refuses a bad format, INT8 for OpenVINO or a missing openvino before any work
     model, meta = load_detector(checkpoint)
     cfg = load_config_for(checkpoint, meta, config, list(overrides))
     opset = cfg.export.opset if opset is None else opset
@@ -56,8 +55,7 @@ def export_checkpoint(
     source = str(config or checkpoint)
     val = _split(cfg, "val", class_names, source) if verify and cfg.export.verify else None
     calib = _calibration(calib_config, cfg, class_names, source) if int8 else None
-    extra = _metadata(checkpoint, meta, cfg)
-    report = exporter(
+    return _exporter(format, int8)(
         model,
         output,
         model_name=meta["model_name"],
@@ -73,11 +71,10 @@ def export_checkpoint(
         int8_options=int8_options(cfg),
         int8_max_map_drop=cfg.export.int8_max_map_drop,
         int8_keep_anyway=int8_keep_anyway,
-        extra_metadata=extra,
+        extra_metadata=_metadata(checkpoint, meta, cfg),
         progress=progress,
         batch=batch,
     )
-    return report
 
 
 def _exporter(format: str, int8: bool):

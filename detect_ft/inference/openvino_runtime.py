@@ -40,8 +40,8 @@ def read_ir_metadata(model: Any, path: str | os.PathLike) -> dict[str, Any]:
     """The checked ``detect_ft`` metadata of a read ``openvino.Model`` (``path`` names it in errors)."""
     if not model.has_rt_info([METADATA_KEY]):
         raise DetectFTError(
-            f"{path} has no '{METADATA_KEY}' rt_info; it was not written by `detect-ft export --format openvino` "
-            "(export the checkpoint with it)"
+            f"{path} has no '{METADATA_KEY}' rt_info; it was not written by detect-ft's OpenVINO export "
+            "(export the checkpoint to a .xml with `detect-ft export`)"
         )
     return parse_metadata(str(model.get_rt_info([METADATA_KEY]).astype(str)), path)
 
@@ -65,7 +65,7 @@ class OpenVINODetector(EdgeDetector):
         for needed in (os.fspath(path), weights):
             if not os.path.isfile(needed):
                 raise DetectFTError(
-                    f"model file {needed} not found; pass the .xml written by `detect-ft export --format openvino` "
+                    f"model file {needed} not found; pass the .xml that `detect-ft export` wrote, "
                     "with its .bin beside it"
                 )
         core = ov.Core()
