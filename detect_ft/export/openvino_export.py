@@ -19,7 +19,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from detect_ft.export.pipeline import export_detector, smoke_run, verify_export
+from detect_ft.export.pipeline import export_detector, smoke_run, torch_reference, verify_export
 from detect_ft.inference.openvino_runtime import OpenVINODetector, import_openvino
 from detect_ft.inference.predictions import METADATA_KEY, read_onnx_metadata
 from detect_ft.utils.errors import DetectFTError
@@ -48,20 +48,21 @@ def export_openvino(model: nn.Module, output: str | os.PathLike, **options: Any)
     ov = import_openvino()
     xml = openvino_output(output)
     xml.parent.mkdir(parents=True, exist_ok=True)
+    val = options.get("val_dataset")
+    checks = {key: options[key] for key in ("max_map_drop", "score_thresh", "backend", "progress") if key in options}
+    if val is not None:  # PyTorch runs the split once; the ONNX file and the IR are both compared with it
+        scoring = {key: value for key, value in checks.items() if key != "max_map_drop"}
+        checks["reference"] = torch_reference(model.eval().cpu(), val, **scoring)
     work = Path(tempfile.mkdtemp(prefix=f".{xml.stem}.", dir=xml.parent))
     try:
-        report = export_detector(model, work / f"{xml.stem}.onnx", **options)
+        report = export_detector(model, work / f"{xml.stem}.onnx", **options, reference=checks.get("reference"))
         meta = read_onnx_metadata(work / f"{xml.stem}.onnx")
         ir = ov.convert_model(os.fspath(work / f"{xml.stem}.onnx"))
         ir.set_rt_info(json.dumps(meta), [METADATA_KEY])
         ov.save_model(ir, os.fspath(work / xml.name), compress_to_fp16=False)
         smoke_run(work / xml.name, options.get("calib_images"), OpenVINODetector, "OpenVINO")
         report.update(output=str(xml), format="openvino", openvino={})
-        val = options.get("val_dataset")
         if val is not None:
-            checks = {
-                key: options[key] for key in ("max_map_drop", "score_thresh", "backend", "progress") if key in options
-            }
             report["openvino"]["parity"] = verify_export(
                 model, work / xml.name, val, runtime=OpenVINODetector, name="OpenVINO model", **checks
             )

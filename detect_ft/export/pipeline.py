@@ -60,6 +60,7 @@ def export_detector(
     extra_metadata: Optional[dict[str, Any]] = None,
     progress: bool = False,
     batch: int = 1,
+    reference: Optional[TorchReference] = None,
 ) -> dict[str, Any]:
     """Export ``model`` to ``output`` (and ``MODEL.int8.onnx`` with ``int8``); verify when ``val_dataset``.
 
@@ -74,6 +75,7 @@ def export_detector(
         int8_keep_anyway: keep a refused INT8 model (the report's ``int8.gate`` says ``kept anyway``).
         batch: images per graph run, fixed in the graph (see :mod:`detect_ft.export.onnx_export`); INT8
             is exported at batch 1 only.
+        reference: PyTorch's run on ``val_dataset`` when the caller has it (:func:`torch_reference`).
 
     Returns:
         A report: ``output``, ``model_name``, ``opset``, ``batch``, ``export_seconds``, ``verified``; with a
@@ -92,6 +94,7 @@ def export_detector(
     report["verified"] = val_dataset is not None
     report.update(_threshold_report(meta, class_names))
     checks = {"max_map_drop": max_map_drop, "score_thresh": score_thresh, "backend": backend, "progress": progress}
+    checks["reference"] = reference
     report.update(_write_fp32(model, output, meta, calib_images, val_dataset, checks))
     if int8:
         gate = Int8Gate(val_dataset, int8_max_map_drop, int8_keep_anyway, score_thresh, backend, progress)
@@ -283,6 +286,37 @@ def cpu_int8_support() -> str:
     return "AVX2, no VNNI" if "avx2" in flags else ("unknown" if not flags else "no AVX2")
 
 
+@dataclasses.dataclass
+class TorchReference:
+    """PyTorch's detections on a validation split (one dict per image) and their metrics: what every file
+    exported from the model is compared with."""
+
+    predictions: list[dict[str, Any]]
+    metrics: dict[str, Any]
+
+
+def torch_reference(
+    model: nn.Module,
+    dataset: DatasetRecords,
+    *,
+    score_thresh: float = 0.001,
+    backend: str = "hotcoco",
+    progress: bool = False,
+) -> TorchReference:
+    """Run ``dataset`` through ``model`` on the CPU and score it (:func:`score_runtime`)."""
+    from detect_ft.evaluation.evaluator import torch_predictor
+
+    predictions, metrics = score_runtime(
+        torch_predictor(model, "cpu"),
+        dataset,
+        score_thresh=score_thresh,
+        backend=backend,
+        source="PyTorch model",
+        progress=progress,
+    )
+    return TorchReference(predictions, metrics)
+
+
 def verify_export(
     model: nn.Module,
     onnx_path: str | os.PathLike,
@@ -294,25 +328,20 @@ def verify_export(
     progress: bool = False,
     runtime: Callable[[str | os.PathLike], EdgeDetector] = EdgeDetector,
     name: str = "ONNX model",
+    reference: Optional[TorchReference] = None,
 ) -> dict[str, Any]:
     """Run ``dataset`` through PyTorch (CPU) and the exported file (``runtime``: :class:`EdgeDetector` or
     a subclass such as the OpenVINO one; ``name`` says which in messages), compare detections, gate on the
-    mAP difference.
+    mAP difference. ``reference``: PyTorch's run on ``dataset`` already made (:func:`torch_reference`),
+    so that a second exported file is compared without running PyTorch again.
 
     Returns:
         ``torch``, ``onnx`` (the exported file's map, map50, latency), ``detections``
         (:func:`compare_detections`) and ``map_diff_points`` (exported minus PyTorch).
     """
-    from detect_ft.evaluation.evaluator import torch_predictor
-
-    torch_preds, torch_metrics = score_runtime(
-        torch_predictor(model, "cpu"),
-        dataset,
-        score_thresh=score_thresh,
-        backend=backend,
-        source="PyTorch model",
-        progress=progress,
-    )
+    if reference is None:
+        reference = torch_reference(model, dataset, score_thresh=score_thresh, backend=backend, progress=progress)
+    torch_preds, torch_metrics = reference.predictions, reference.metrics
     onnx_preds, onnx_metrics = score_runtime(
         runtime(onnx_path).predict_batch,
         dataset,
