@@ -165,3 +165,14 @@ def test_the_default_pruner_waits_for_three_trials_and_spares_epoch_one(tmp_path
     assert not trial.should_prune()  # epoch 1's validation is too noisy to prune on
     trial.report(0.1, step=2)
     assert trial.should_prune()  # below the median 0.6 at epoch 2
+
+
+@pytest.mark.parametrize("storage", ["nosuchscheme://host/db", "sqlite:////nonexistent-folder/deeper/study.db"])
+def test_a_bad_storage_is_one_error_and_leaves_no_tune_folder(tiny_data, tmp_path, run_cli, storage):
+    tune = tmp_path / "new" / "tune"
+    code, out, err = run_cli(
+        "tune", write_config(tmp_path), "--storage", storage, "--output", tune,
+        *tiny_overrides(tiny_data, tmp_path / "tiny"),
+    )  # fmt: skip
+    assert code == 2 and err.startswith(f"error: Optuna storage {storage}: ") and err.count("\n") == 1
+    assert not (tmp_path / "new").exists(), "the folders the command created are taken back"

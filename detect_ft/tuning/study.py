@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from detect_ft.api.train import train_config
 from detect_ft.config.schema import Config, load_config
 from detect_ft.config.values import duration_seconds
+from detect_ft.engine.rundir import remove_unused
 from detect_ft.tuning.pruning import PruningHook
 from detect_ft.tuning.search_space import Param, as_overrides, check_space, default_space, load_space
 from detect_ft.tuning.trials_report import TuneReport, write_report
@@ -94,12 +95,17 @@ def run_study(options: TuneOptions) -> TuneReport:
     space = load_space(options.space) if options.space else default_space(base)
     check_space(space, options.config, options.fixed)
     out_dir = Path(options.output or f"{base.output.dir}-tune")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    created = tuple(folder for folder in (out_dir, *out_dir.parents) if not folder.exists())
+    out_dir.mkdir(parents=True, exist_ok=True)  # before the storage: a SQLite file may be meant to go in it
     storage = options.storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
     name = options.study_name or out_dir.resolve().name
     seed = base.train.seed if options.seed is None else options.seed
-    with _optuna_errors_only():
-        study = open_study(storage, name, seed, options.pruner)
+    try:
+        with _optuna_errors_only():
+            study = open_study(storage, name, seed, options.pruner)
+    except DetectFTError:  # a storage that does not open leaves no empty tune folder behind
+        remove_unused(created)
+        raise
     missing = options.trials - len(finished_trials(study))
     LOG.info(
         f"study {name} ({storage}): {len(finished_trials(study))} of {options.trials} trials done, "
