@@ -74,6 +74,17 @@ def test_batch_export_writes_a_fixed_batch_graph_and_its_metadata(batch_onnx):
     assert report["parity"]["detections"]["match_rate"] == 1.0  # export's own PyTorch check, through the batch graph
 
 
+def test_detector_export_batch_writes_a_batch_graph(exported_onnx, tmp_path):
+    detector = Detector.load(exported_onnx["checkpoint"])
+    report = detector.export(tmp_path / "m.b2.onnx", batch=2, verify=False)
+    edge = EdgeDetector(tmp_path / "m.b2.onnx")
+    assert report["batch"] == 2 and edge.batch == 2 and edge.metadata["input"]["batch"] == 2
+    assert edge.session.get_inputs()[0].shape == [2, 3, "height", "width"]
+    with pytest.raises(DetectFTError, match="export batch 0"):
+        detector.export(tmp_path / "m.b0.onnx", batch=0, verify=False)
+    assert not (tmp_path / "m.b0.onnx").exists()
+
+
 def test_batch_graph_equals_batch_one_graph_per_image(exported_onnx, batch_onnx):
     images = mixed_images(exported_onnx)
     one = EdgeDetector(exported_onnx["onnx"])

@@ -332,11 +332,16 @@ class Detector:
         config: Optional[str | os.PathLike] = None,
         verify: bool = True,
         progress: bool = False,
+        batch: int = 1,
         **overrides: Any,
     ) -> dict[str, Any]:
         """Export to ONNX at ``path`` (and ``<path stem>.int8.onnx`` with ``int8``), checked against PyTorch
         on ``data.val`` of ``config`` (a YAML file; default the checkpoint's own config), with the validated
         per-class thresholds in its metadata. Returns the export report (parity, mAPs, latencies).
+
+        ``batch``: images per graph run, fixed in the graph's input (``batch x 3 x H x W``; 1 to 64, as
+        ``detect-ft export --batch``). A batch graph speeds up ``predict(..., batch=N)`` on folders and videos
+        of same-size images, while one image alone costs a whole batch; INT8 is exported at batch 1 only.
 
         Raises:
             Int8RefusedError: the INT8 model lost more than ``export.int8_max_map_drop`` AP points
@@ -358,6 +363,7 @@ class Detector:
             int8=int8,
             int8_keep_anyway=keep,
             progress=progress,
+            batch=batch,
         )
 
     def _needs_torch(self, what: str) -> None:
