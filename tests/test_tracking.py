@@ -1,5 +1,6 @@
 """``train.track=mlflow``: a tiny run recorded in MLflow and read back through MLflow's own client; the
-store and experiment chosen; the one error when MLflow is not installed."""
+store and experiment chosen; the one error when MLflow is not installed; an export of the run's checkpoint
+added to the same run."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pathlib import Path
 import pytest
 from helpers import make_tiny_data, run_python, tiny_config
 
+from detect_ft.api import Detector
 from detect_ft.api.options import dotted_overrides
-from detect_ft.engine.tracking import flat_params, row_metrics, track_settings
+from detect_ft.engine.tracking import flat_params, log_export, row_metrics, track_settings, tracked_run_record
 from detect_ft.engine.trainer import train
 
 
@@ -137,6 +139,72 @@ def test_unusable_store_is_one_error_before_the_run_folder(tiny_data, tmp_path):
         train(cfg, progress=False)
     assert "\n" not in str(caught.value) and "MLFLOW_TRACKING_URI" in str(caught.value)
     assert not (tmp_path / "runs").exists()
+
+
+def test_export_is_added_to_the_run_that_trained_the_checkpoint(tracked_run, tmp_path):
+    run_dir, run, client = tracked_run
+    runs_before = client.search_runs([run.info.experiment_id])
+    report = Detector.load(run_dir / "checkpoints" / "best.pt").export(tmp_path / "model.onnx")
+    assert report["parity"] is not None
+    after = client.get_run(run.info.run_id)
+    assert len(client.search_runs([run.info.experiment_id])) == len(runs_before), "no new run"
+    assert (after.info.status, after.info.end_time) == ("FINISHED", run.info.end_time), "the run is not reopened"
+    exported = {a.path for a in client.list_artifacts(run.info.run_id, "export")}
+    assert exported == {"export/model.onnx", "export/model.report.json"}
+    local = Path(client.download_artifacts(run.info.run_id, "export", str(tmp_path / "download")))
+    assert (local / "model.onnx").read_bytes() == (tmp_path / "model.onnx").read_bytes()
+    logged = json.loads((local / "model.report.json").read_text())
+    assert logged["output"] == str(tmp_path / "model.onnx") and logged["parity"]["images"] == report["parity"]["images"]
+
+
+def _tracked_checkpoint(folder: Path, record: dict) -> tuple[Path, dict]:
+    """``<folder>/checkpoints/best.pt`` (a stand-in file) beside ``mlflow.json`` holding ``record``, and the
+    report of an export of it to ``<folder>/m.onnx`` (another stand-in)."""
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "best.pt").write_bytes(b"weights")
+    (folder / "mlflow.json").write_text(json.dumps(record))
+    (folder / "m.onnx").write_bytes(b"onnx")
+    return folder / "checkpoints" / "best.pt", {"output": str(folder / "m.onnx"), "parity": None}
+
+
+def test_an_unreachable_store_is_one_warning_and_the_export_stands(tmp_path, caplog):
+    pytest.importorskip("mlflow", reason="the tracking extra: pip install 'detect-ft[track]'")
+    checkpoint, report = _tracked_checkpoint(tmp_path / "exp", {"tracking_uri": "nosuchscheme://x", "run_id": "r1"})
+    caplog.set_level("INFO", logger="detect_ft")
+    assert log_export(checkpoint, report) is None
+    problems = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(problems) == 1 and "could not add the export to run r1 at nosuchscheme://x" in problems[0].message
+    assert (tmp_path / "exp" / "m.onnx").read_bytes() == b"onnx"
+
+
+def test_the_run_record_of_a_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    checkpoint, _ = _tracked_checkpoint(tmp_path / "runs" / "exp", {"experiment_id": "1", "run_id": "r1"})
+    # a record without its tracking URI: the store training would have chosen by default
+    default = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    assert tracked_run_record(checkpoint) == {"tracking_uri": default, "experiment_id": "1", "run_id": "r1"}
+    (tmp_path / "elsewhere.pt").write_bytes(b"weights")
+    assert tracked_run_record(tmp_path / "elsewhere.pt") is None
+    (tmp_path / "runs" / "exp" / "mlflow.json").unlink()
+    assert tracked_run_record(checkpoint) is None
+
+
+def test_export_without_mlflow_is_one_info_line(tmp_path):
+    checkpoint, report = _tracked_checkpoint(tmp_path / "exp", {"tracking_uri": "sqlite:///x.db", "run_id": "r1"})
+    code = "import sys; sys.modules['mlflow'] = None\n" + textwrap.dedent(
+        f"""
+        import logging
+        logging.basicConfig(level=logging.DEBUG, format="LOG %(name)s %(levelname)s %(message)s")
+        from detect_ft.engine.tracking import log_export
+        print("RESULT", log_export({str(checkpoint)!r}, {report!r}))
+        """
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "RESULT None" in result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.startswith("LOG detect_ft")]
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("LOG detect_ft.engine.tracking INFO MLflow is not installed: the export is not added")
 
 
 def _ddp_worker(rank: int, port: int, data_dir: Path, tmp: Path) -> None:

@@ -38,7 +38,9 @@ def export_checkpoint(
     static INT8 model is written beside it, calibrated on ``data.train`` of ``calib_config`` (default:
     the same config) and gated by ``export.int8_max_map_drop`` unless ``int8_keep_anyway``. The metadata
     carries the class names, the backbone and the validated per-class thresholds. ``batch``: images per
-    graph run (:func:`~detect_ft.export.pipeline.export_detector`).
+    graph run (:func:`~detect_ft.export.pipeline.export_detector`). A checkpoint of a run tracked in MLflow
+    (``<run_dir>/checkpoints/*.pt`` beside ``<run_dir>/mlflow.json``) gets the exported files and the report
+    added to that run (:func:`~detect_ft.engine.tracking.log_export`).
 
     Raises:
         Int8RefusedError: the INT8 model lost too much mAP (the fp32 model was written; see its report).
@@ -55,7 +57,9 @@ def export_checkpoint(
     source = str(config or checkpoint)
     val = _split(cfg, "val", class_names, source) if verify and cfg.export.verify else None
     calib = _calibration(calib_config, cfg, class_names, source) if int8 else None
-    return _exporter(format, int8)(
+    return _tracked(
+        checkpoint,
+        _exporter(format, int8),
         model,
         output,
         model_name=meta["model_name"],
@@ -63,18 +67,40 @@ def export_checkpoint(
         category_ids=meta.get("category_ids"),
         opset=opset,
         val_dataset=val,
-        max_map_drop=cfg.export.max_map_drop,
-        score_thresh=cfg.eval.score_thresh,
-        backend=cfg.eval.backend,
         int8=int8,
         calib_images=calib,
-        int8_options=int8_options(cfg),
-        int8_max_map_drop=cfg.export.int8_max_map_drop,
+        **_check_settings(cfg),
         int8_keep_anyway=int8_keep_anyway,
         extra_metadata=_metadata(checkpoint, meta, cfg),
         progress=progress,
         batch=batch,
     )
+
+
+def _check_settings(cfg: Config) -> dict[str, Any]:
+    """The export checks' settings in ``cfg``: the parity tolerance and scoring, the INT8 options and gate."""
+    return {
+        "max_map_drop": cfg.export.max_map_drop,
+        "score_thresh": cfg.eval.score_thresh,
+        "backend": cfg.eval.backend,
+        "int8_options": int8_options(cfg),
+        "int8_max_map_drop": cfg.export.int8_max_map_drop,
+    }
+
+
+def _tracked(checkpoint, exporter, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """``exporter(*args, **kwargs)``'s report, the export added to the MLflow run that trained ``checkpoint``
+    when it was tracked: a refused INT8 model's fp32 file and report too, before the refusal is raised."""
+    from detect_ft.engine.tracking import log_export
+    from detect_ft.export.pipeline import Int8RefusedError
+
+    try:
+        report = exporter(*args, **kwargs)
+    except Int8RefusedError as exc:
+        log_export(checkpoint, exc.report)
+        raise
+    log_export(checkpoint, report)
+    return report
 
 
 def _exporter(format: str, int8: bool):

@@ -9,7 +9,8 @@ metrics row (``loss``, ``losses/<component>``, ``lr``, ``img_s``, ``time``, and 
 ``map50``, ``map75``, ``val_time``) as metrics at step = epoch, tags for the model, the dataset and the starting weights, and at the end
 ``config.yaml``, ``metrics.jsonl``, the plots and the best checkpoint as artifacts. The run's id is
 written to ``<run_dir>/mlflow.json`` (``tracking_uri``, ``experiment_id``, ``run_id``), so that later
-steps can add to the same run.
+steps can add to the same run: :func:`log_export` adds an export of ``<run_dir>/checkpoints/best.pt`` (the
+model files and the export report, under ``export/``) to it.
 
 The store: ``train.track_uri``, else ``MLFLOW_TRACKING_URI``, else a SQLite file ``mlflow.db`` beside the
 run folders (``<output.dir's parent>/mlflow.db``): nothing to start. A SQLite store's new experiments keep
@@ -32,7 +33,7 @@ from typing import Any, Iterable, Optional
 
 from detect_ft.engine.hooks import Hook
 from detect_ft.engine.run import Run
-from detect_ft.utils.atomic_io import write_text_atomic
+from detect_ft.utils.atomic_io import dumps_json, write_text_atomic
 from detect_ft.utils.errors import DetectFTError
 
 LOG = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ RUN_ID_FILE = "mlflow.json"
 PARAMS_PER_BATCH = 100
 MAX_PARAM_CHARS = 6000
 SQLITE_PREFIX = "sqlite:///"
+EXPORT_ARTIFACTS = "export"  # the folder of a tracked run that log_export adds the exported models to
 
 
 @dataclass
@@ -216,3 +218,67 @@ class MlflowTracker(Hook):
             action()
         except Exception as exc:  # a tracking outage must not cost the training; the files are on disk
             LOG.warning(f"MLflow: could not {what} ({type(exc).__name__}: {str(exc)[:200]}); training goes on")
+
+
+def tracked_run_record(checkpoint: str | os.PathLike) -> Optional[dict[str, str]]:
+    """The MLflow run that trained ``checkpoint``: ``<run_dir>/mlflow.json`` of a checkpoint at
+    ``<run_dir>/checkpoints/<name>.pt`` (``tracking_uri``, ``experiment_id``, ``run_id``), or None for a
+    checkpoint elsewhere or an untracked run. A record without ``tracking_uri`` gets the store that training
+    would have chosen by default (``MLFLOW_TRACKING_URI``, else ``mlflow.db`` beside the run folder)."""
+    path = Path(checkpoint)
+    record_file = path.parent.parent / RUN_ID_FILE
+    if path.parent.name != "checkpoints" or not record_file.is_file():
+        return None
+    try:
+        record = json.loads(record_file.read_text())
+        run_id = str(record["run_id"])
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        LOG.warning(f"{record_file}: not an MLflow run record ({type(exc).__name__}: {exc}); the export is not tracked")
+        return None
+    uri = record.get("tracking_uri") or track_settings(str(record_file.parent), "").uri
+    return {"tracking_uri": uri, "experiment_id": str(record.get("experiment_id", "")), "run_id": run_id}
+
+
+def export_files(report: dict[str, Any]) -> list[Path]:
+    """The model files an export report names that exist: the ``.onnx`` (or OpenVINO ``.xml`` and its
+    ``.bin``) and a kept INT8 ``.onnx``."""
+    output = Path(report["output"])
+    files = [output, output.with_suffix(".bin")] if output.suffix.lower() == ".xml" else [output]
+    int8 = report.get("int8") or {}
+    if int8.get("output") and int8.get("gate") != "refused":
+        files.append(Path(int8["output"]))
+    return [path for path in files if path.is_file()]
+
+
+def log_export(checkpoint: str | os.PathLike, report: dict[str, Any]) -> Optional[str]:
+    """Add an export of ``checkpoint`` to the MLflow run that trained it (:func:`tracked_run_record`): its
+    model files (:func:`export_files`) and ``report`` as ``<model stem>.report.json``, under ``export/``.
+
+    The run is reopened through ``MlflowClient`` by its id: no new run, its status stays as it is. Returns
+    the run's id, or None when the checkpoint's run is not tracked, MLflow is not installed (one INFO line)
+    or the store cannot be written (one warning; the exported files are in place all the same).
+    """
+    record = tracked_run_record(checkpoint)
+    if record is None:
+        return None
+    run_id, uri = record["run_id"], record["tracking_uri"]
+    if importlib.util.find_spec("mlflow") is None:
+        LOG.info(f"MLflow is not installed: the export is not added to the run {run_id} that trained {checkpoint}")
+        return None
+    files = export_files(report)
+    try:
+        from mlflow.tracking import MlflowClient
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
+            client = MlflowClient(tracking_uri=uri)
+            for path in files:
+                client.log_artifact(run_id, str(path), EXPORT_ARTIFACTS)
+            stem = Path(report["output"]).stem
+            client.log_text(run_id, dumps_json(report, indent=2), f"{EXPORT_ARTIFACTS}/{stem}.report.json")
+    except Exception as exc:  # the export itself succeeded; the store being gone must not undo it
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        LOG.warning(f"MLflow: could not add the export to run {run_id} at {uri} ({type(exc).__name__}: {reason})")
+        return None
+    LOG.info(f"added {', '.join(p.name for p in files)} and the export report to MLflow run {run_id} ({uri})")
+    return run_id
