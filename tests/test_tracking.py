@@ -1,6 +1,6 @@
 """``train.track=mlflow``: a tiny run recorded in MLflow and read back through MLflow's own client; the
 store and experiment chosen; the one error when MLflow is not installed; an export of the run's checkpoint
-added to the same run."""
+added to the same run; a stale ``mlflow.json`` removed by an untracked rerun."""
 
 from __future__ import annotations
 
@@ -205,6 +205,17 @@ def test_export_without_mlflow_is_one_info_line(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.startswith("LOG detect_ft")]
     assert len(lines) == 1, result.stderr[-2000:]
     assert lines[0].startswith("LOG detect_ft.engine.tracking INFO MLflow is not installed: the export is not added")
+
+
+def test_an_untracked_overwrite_removes_the_replaced_runs_mlflow_record(tiny_data, tmp_path):
+    out = tmp_path / "runs" / "exp"
+    checkpoint, _ = _tracked_checkpoint(out, {"tracking_uri": "sqlite:///x.db", "run_id": "old"})
+    (out / "metrics.jsonl").write_text("{}\n")
+    (out / "notes.txt").write_text("mine")
+    run_dir = train(tiny_config(tiny_data, out, "output.overwrite=true", "train.epochs=1"), progress=False)
+    assert run_dir == out and not (out / "mlflow.json").exists()
+    assert tracked_run_record(checkpoint) is None, "an export of the new checkpoint is not added to the old run"
+    assert (out / "notes.txt").read_text() == "mine", "only what detect-ft wrote is removed"
 
 
 def _ddp_worker(rank: int, port: int, data_dir: Path, tmp: Path) -> None:

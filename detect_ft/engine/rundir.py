@@ -5,7 +5,8 @@ a new run goes to the first free numbered sibling (``runs/x`` -> ``runs/x-2``, `
 so, so that no checkpoint, metrics file or plot of the earlier run is replaced and ``best.pt`` and
 ``last.pt`` always come from one run. ``train.resume`` (``auto`` or a checkpoint) continues in
 ``output.dir`` itself; ``output.overwrite=true`` reuses it, after removing the files an earlier run wrote
-there (checkpoints, metrics, plots, TensorBoard events, the plots of its evaluations; nothing else).
+there (checkpoints, metrics, plots, TensorBoard events, its MLflow run record ``mlflow.json``, the plots of
+its evaluations; nothing else).
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from typing import NamedTuple, Optional
 from detect_ft.utils.errors import ConfigError
 
 # What a run writes into its directory; output.overwrite removes these and only these.
-RUN_FILES = ("metrics.jsonl", "checkpoints/best.pt", "checkpoints/last.pt", "plots/loss.png", "plots/map.png")
+# mlflow.json too: an untracked rerun must not leave the replaced run's MLflow record for exports to add to.
+RUN_FILES = (
+    "metrics.jsonl",
+    "mlflow.json",
+    "checkpoints/best.pt",
+    "checkpoints/last.pt",
+    "plots/loss.png",
+    "plots/map.png",
+)
 RUN_GLOBS = (
     "checkpoints/.*.tmp",
     "tensorboard/events.out.tfevents.*",
