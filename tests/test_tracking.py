@@ -15,7 +15,14 @@ from helpers import make_tiny_data, run_python, tiny_config
 
 from detect_ft.api import Detector
 from detect_ft.api.options import dotted_overrides
-from detect_ft.engine.tracking import flat_params, log_export, row_metrics, track_settings, tracked_run_record
+from detect_ft.engine.tracking import (
+    export_files,
+    flat_params,
+    log_export,
+    row_metrics,
+    track_settings,
+    tracked_run_record,
+)
 from detect_ft.engine.trainer import train
 
 
@@ -187,6 +194,19 @@ def test_the_run_record_of_a_checkpoint(tmp_path, monkeypatch):
     assert tracked_run_record(tmp_path / "elsewhere.pt") is None
     (tmp_path / "runs" / "exp" / "mlflow.json").unlink()
     assert tracked_run_record(checkpoint) is None
+
+
+def test_the_files_of_an_export(tmp_path):
+    for name in ("m.xml", "m.bin", "m.onnx", "m.int8.onnx"):
+        (tmp_path / name).write_bytes(b"model")
+    assert export_files({"output": str(tmp_path / "m.xml")}) == [tmp_path / "m.xml", tmp_path / "m.bin"]
+    int8 = {"output": str(tmp_path / "m.int8.onnx"), "gate": "passed"}
+    assert export_files({"output": str(tmp_path / "m.onnx"), "int8": int8}) == [
+        tmp_path / "m.onnx",
+        tmp_path / "m.int8.onnx",
+    ]
+    refused = {**int8, "gate": "refused"}  # a file left from an earlier export is not this export's
+    assert export_files({"output": str(tmp_path / "m.onnx"), "int8": refused}) == [tmp_path / "m.onnx"]
 
 
 def test_export_without_mlflow_is_one_info_line(tmp_path):

@@ -225,7 +225,7 @@ def tracked_run_record(checkpoint: str | os.PathLike) -> Optional[dict[str, str]
     ``<run_dir>/checkpoints/<name>.pt`` (``tracking_uri``, ``experiment_id``, ``run_id``), or None for a
     checkpoint elsewhere or an untracked run. A record without ``tracking_uri`` gets the store that training
     would have chosen by default (``MLFLOW_TRACKING_URI``, else ``mlflow.db`` beside the run folder)."""
-    path = Path(checkpoint)
+    path = Path(checkpoint).absolute()  # "best.pt" given inside <run_dir>/checkpoints has a run too
     record_file = path.parent.parent / RUN_ID_FILE
     if path.parent.name != "checkpoints" or not record_file.is_file():
         return None
