@@ -62,7 +62,7 @@ def export_openvino(model: nn.Module, output: str | os.PathLike, **options: Any)
         Int8RefusedError: the INT8 IR lost more than ``int8_max_map_drop`` AP points against PyTorch (the
             fp32 IR was written; the INT8 IR was not).
     """
-    ov = import_openvino()
+    import_openvino()
     int8 = bool(options.pop("int8", False))
     if int8:
         import_nncf()  # before any work, so a missing extra is one line and writes nothing
@@ -78,10 +78,7 @@ def export_openvino(model: nn.Module, output: str | os.PathLike, **options: Any)
     work = Path(tempfile.mkdtemp(prefix=f".{xml.stem}.", dir=xml.parent))
     try:
         report = export_detector(model, work / f"{xml.stem}.onnx", **options, reference=checks.get("reference"))
-        meta = read_onnx_metadata(work / f"{xml.stem}.onnx")
-        ir = ov.convert_model(os.fspath(work / f"{xml.stem}.onnx"))
-        ir.set_rt_info(json.dumps(meta), [METADATA_KEY])
-        ov.save_model(ir, os.fspath(work / xml.name), compress_to_fp16=False)
+        convert_to_ir(work / f"{xml.stem}.onnx", work / xml.name)
         smoke_run(work / xml.name, options.get("calib_images"), OpenVINODetector, "OpenVINO")
         report.update(output=str(xml), format="openvino", openvino={})
         if val is not None:
@@ -95,6 +92,15 @@ def export_openvino(model: nn.Module, output: str | os.PathLike, **options: Any)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def convert_to_ir(onnx_path: str | os.PathLike, xml: str | os.PathLike) -> None:
+    """Convert the detect-ft ONNX file ``onnx_path`` with ``openvino.convert_model`` and save it as ``xml``
+    (+ ``.bin``) with fp32 weights and the ONNX file's ``detect_ft`` metadata in ``rt_info``; unverified."""
+    ov = import_openvino()
+    ir = ov.convert_model(os.fspath(onnx_path))
+    ir.set_rt_info(json.dumps(read_onnx_metadata(onnx_path)), [METADATA_KEY])
+    ov.save_model(ir, os.fspath(xml), compress_to_fp16=False)
 
 
 def int8_ir_path(xml: str | os.PathLike) -> Path:
