@@ -1,7 +1,7 @@
 """The OpenVINO target: ``export --format openvino`` writes a verified fp32 IR whose detections are the ONNX
 runtime's, ``Detector.load("model.xml")`` and ``detect-ft predict model.xml`` run it torch-free, ``--int8``
-adds an NNCF INT8 IR gated against PyTorch, and a missing ``openvino`` or ``nncf`` package or ``--batch`` are
-one-line errors."""
+adds an NNCF INT8 IR gated against PyTorch, ``--batch N`` IRs run N images at once, and a missing
+``openvino`` or ``nncf`` package is a one-line error."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from helpers import BLOCK_TORCH, run_python
 
 from detect_ft.api import Detector
+from detect_ft.api.exporting import export_checkpoint
 from detect_ft.cli.main import main
 from detect_ft.data.image import read_image
 from detect_ft.export import compare_detections
@@ -101,13 +102,19 @@ def test_missing_openvino_is_one_line_naming_the_extra(openvino_ir, tmp_path):
     assert not (tmp_path / "m.xml").exists()
 
 
-def test_batch_is_refused_for_openvino(openvino_ir, tmp_path, capsys):
-    checkpoint = str(openvino_ir["checkpoint"])
-    assert (
-        main(["export", checkpoint, "--output", str(tmp_path / "m.onnx"), "--format", "openvino", "--batch", "2"]) != 0
-    )
-    assert "batch 1 only" in capsys.readouterr().err
-    assert not list(tmp_path.iterdir())
+def test_batch_ir_runs_batches_with_the_per_image_detections(openvino_ir, tmp_path):
+    xml = tmp_path / "m.xml"
+    assert main(["export", str(openvino_ir["checkpoint"]), "--output", str(xml), "--batch", "3"]) == 0
+    batched, single = OpenVINODetector(xml), OpenVINODetector(openvino_ir["xml"])
+    assert batched.batch == 3 and single.batch == 1
+    images = [read_image(record.image_path) for record in openvino_ir["val"].records]
+    images += images[:2]  # more images than one batch, the last batch short
+    agreement = compare_detections(single.predict_batch(images), batched.predict_batch(images))
+    assert agreement["matched"] == agreement["reference_detections"] == agreement["candidate_detections"] > 0
+    assert agreement["max_score_diff"] < 1e-3 and agreement["max_box_diff"] < 0.05
+    with pytest.raises(DetectFTError, match="batch 1 only"):
+        export_checkpoint(openvino_ir["checkpoint"], tmp_path / "i.xml", int8=True, batch=2, format="openvino")
+    assert not (tmp_path / "i.xml").exists()
 
 
 def test_a_missing_or_foreign_ir_is_reported(openvino_ir, tmp_path):

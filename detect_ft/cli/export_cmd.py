@@ -79,8 +79,6 @@ def run(args: argparse.Namespace) -> int:
     if args.int8 and args.batch > 1:
         raise DetectFTError(f"--int8 exports at batch 1 only; leave out --batch {args.batch} or --int8")
     fmt = args.format or ("openvino" if args.output.lower().endswith(".xml") else "onnx")
-    if fmt == "openvino" and args.batch > 1:  # the batch ONNX graph is not converted and checked for OpenVINO
-        raise DetectFTError(f"--format openvino exports at batch 1 only; leave out --batch {args.batch}")
     try:
         report = export_checkpoint(
             args.checkpoint,

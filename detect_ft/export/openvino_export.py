@@ -66,6 +66,11 @@ def export_openvino(model: nn.Module, output: str | os.PathLike, **options: Any)
     int8 = bool(options.pop("int8", False))
     if int8:
         import_nncf()  # before any work, so a missing extra is one line and writes nothing
+        if options.get("batch", 1) > 1:
+            raise DetectFTError(
+                f"INT8 export is at batch 1 only (asked for batch {options['batch']}); export INT8 at batch 1, "
+                "or leave out INT8"
+            )
         if not options.get("calib_images"):
             raise DetectFTError("INT8 export needs calibration images; pass some from the training split (data.train)")
     xml = openvino_output(output)
