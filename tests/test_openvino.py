@@ -1,6 +1,7 @@
 """The OpenVINO target: ``export --format openvino`` writes a verified fp32 IR whose detections are the ONNX
-runtime's, ``Detector.load("model.xml")`` and ``detect-ft predict model.xml`` run it torch-free, and a missing
-``openvino`` package or ``--int8`` are one-line errors."""
+runtime's, ``Detector.load("model.xml")`` and ``detect-ft predict model.xml`` run it torch-free, ``--int8``
+adds an NNCF INT8 IR gated against PyTorch, ``--batch N`` IRs run N images at once, and a missing
+``openvino`` or ``nncf`` package is a one-line error."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from helpers import BLOCK_TORCH, run_python
 
 from detect_ft.api import Detector
+from detect_ft.api.exporting import export_checkpoint
 from detect_ft.cli.main import main
 from detect_ft.data.image import read_image
 from detect_ft.export import compare_detections
@@ -100,15 +102,19 @@ def test_missing_openvino_is_one_line_naming_the_extra(openvino_ir, tmp_path):
     assert not (tmp_path / "m.xml").exists()
 
 
-def test_int8_and_batch_are_refused_for_openvino(openvino_ir, tmp_path, capsys):
-    checkpoint = str(openvino_ir["checkpoint"])
-    assert main(["export", checkpoint, "--output", str(tmp_path / "m.xml"), "--int8"]) != 0
-    assert "INT8 for OpenVINO is not available yet" in capsys.readouterr().err
-    assert (
-        main(["export", checkpoint, "--output", str(tmp_path / "m.onnx"), "--format", "openvino", "--batch", "2"]) != 0
-    )
-    assert "batch 1 only" in capsys.readouterr().err
-    assert not list(tmp_path.iterdir())
+def test_batch_ir_runs_batches_with_the_per_image_detections(openvino_ir, tmp_path):
+    xml = tmp_path / "m.xml"
+    assert main(["export", str(openvino_ir["checkpoint"]), "--output", str(xml), "--batch", "3"]) == 0
+    batched, single = OpenVINODetector(xml), OpenVINODetector(openvino_ir["xml"])
+    assert batched.batch == 3 and single.batch == 1
+    images = [read_image(record.image_path) for record in openvino_ir["val"].records]
+    images += images[:2]  # more images than one batch, the last batch short
+    agreement = compare_detections(single.predict_batch(images), batched.predict_batch(images))
+    assert agreement["matched"] == agreement["reference_detections"] == agreement["candidate_detections"] > 0
+    assert agreement["max_score_diff"] < 1e-3 and agreement["max_box_diff"] < 0.05
+    with pytest.raises(DetectFTError, match="batch 1 only"):
+        export_checkpoint(openvino_ir["checkpoint"], tmp_path / "i.xml", int8=True, batch=2, format="openvino")
+    assert not (tmp_path / "i.xml").exists()
 
 
 def test_a_missing_or_foreign_ir_is_reported(openvino_ir, tmp_path):
@@ -133,3 +139,69 @@ def test_eval_scores_the_ir_as_the_onnx_model(openvino_ir):
 def test_an_ir_detector_cannot_train(openvino_ir):
     with pytest.raises(DetectFTError, match="is an OpenVINO model: it can predict and evaluate but not train"):
         Detector.load(openvino_ir["xml"]).train()
+
+
+@pytest.fixture(scope="module")
+def openvino_int8(openvino_ir, tmp_path_factory) -> dict:
+    """The checkpoint through ``export --format openvino --int8`` with the gate wide open (this random-init
+    model calibrated on 2 images loses far more than the default 1 AP point, as its ONNX INT8 does)."""
+    pytest.importorskip("nncf")
+    out = tmp_path_factory.mktemp("openvino_int8")
+    report = out / "report.json"
+    args = ["export", str(openvino_ir["checkpoint"]), "--output", str(out / "model.xml"), "--int8"]
+    assert main([*args, "export.int8_max_map_drop=100", "--json", str(report)]) == 0
+    return {**openvino_ir, "int8_xml": out / "model.int8.xml", "int8_report": json.loads(report.read_text())}
+
+
+def test_int8_ir_is_written_gated_and_runs_like_an_ir(openvino_int8):
+    xml = openvino_int8["int8_xml"]
+    assert sorted(p.name for p in xml.parent.iterdir()) == [
+        "model.bin",
+        "model.int8.bin",
+        "model.int8.xml",
+        "model.xml",
+        "report.json",
+    ]
+    assert "FakeQuantize" in xml.read_text() and "FakeQuantize" not in xml.with_name("model.xml").read_text()
+    int8 = openvino_int8["int8_report"]["int8"]
+    assert int8["output"] == str(xml) and int8["gate"] == "passed" and int8["calibration_images"] > 0
+    assert int8["map_diff_points"] >= -100 and int8["speed"]["speedup"] > 0
+    detector = OpenVINODetector(xml)
+    assert detector.metadata["quantization"]["calibration_images"] == int8["calibration_images"]
+    fp32 = OpenVINODetector(xml.with_name("model.xml")).metadata
+    assert {k: v for k, v in detector.metadata.items() if k != "quantization"} == fp32
+    image = read_image(openvino_int8["val"].records[0].image_path)
+    (result,) = Detector.load(xml).predict(image, conf=0.0)
+    assert result.boxes.shape[1:] == (4,) and len(result.boxes) > 0
+
+
+def test_eval_scores_the_int8_ir(openvino_int8):
+    data = {"format": "coco", "root": str(openvino_int8["root"]), "train": "train.json", "val": "val.json"}
+    config = {"data": {**data, "classes": list(openvino_int8["val"].class_names)}, "eval": {"plots": False}}
+    metrics = Detector.load(openvino_int8["int8_xml"]).evaluate(config)
+    assert metrics["map"] == pytest.approx(openvino_int8["int8_report"]["int8"]["map"], abs=0.005)
+
+
+def test_int8_ir_beyond_the_allowed_drop_is_refused(openvino_int8, tmp_path, capsys):
+    # a zero allowed drop: the INT8 IR of this random-init model scores below PyTorch (the fixture's
+    # report says by how much), so the gate must refuse it and keep only the verified fp32 IR
+    assert openvino_int8["int8_report"]["int8"]["map_diff_points"] < 0
+    args = ["export", str(openvino_int8["checkpoint"]), "--output", str(tmp_path / "m.xml"), "--int8"]
+    assert main([*args, "export.int8_max_map_drop=0", "--json", str(tmp_path / "r.json")]) != 0
+    captured = capsys.readouterr()
+    error = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "INT8 OpenVINO model refused" in error[0] and "m.int8.xml was not written" in error[0]
+    assert "--int8-keep-anyway" in error[0] and "INT8 model REFUSED" in captured.out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml", "r.json"]
+    assert json.loads((tmp_path / "r.json").read_text())["int8"]["gate"] == "refused"
+
+
+def test_missing_nncf_is_one_line_naming_the_extra(openvino_ir, tmp_path):
+    block = (
+        "import sys; sys.modules['nncf'] = None\nfrom detect_ft.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    done = run_python(block, "export", str(openvino_ir["checkpoint"]), "--output", str(tmp_path / "m.xml"), "--int8")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "nncf" in done.stderr and "pip install 'detect-ft[openvino]'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not list(tmp_path.iterdir())

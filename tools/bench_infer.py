@@ -25,6 +25,20 @@ image's detections agree:
 
     OMP_NUM_THREADS=2 .venv/bin/python tools/bench_infer.py --batch-throughput 8 --images 32 --train-iters 30
 
+``--targets`` measures one model (``ssdlite320_efficientnet_lite0`` trained briefly, or the first
+``--checkpoint``) on one validation set through each deployment target side by side: PyTorch eager,
+onnxruntime fp32 and INT8, OpenVINO fp32 and INT8 (NNCF, :mod:`detect_ft.export.openvino_int8`). Per target:
+batch-1 latency p50/p90 (PyTorch in its own block, the others interleaved per round as above), images/s
+fed ``--target-batch`` images per ``predict_batch`` call (onnxruntime fp32 through a graph exported at that
+batch, the other exported graphs take one image per run), and mAP/mAP50 on the validation split. INT8
+models are built with the gate off (kept whatever they lose; the mAP column says it). A target that cannot
+be built (no openvino/nncf, a failed conversion) gets a row saying why. The table is printed and written
+as markdown to ``--table-out`` (default ``WORKDIR/targets.md``):
+
+    OMP_NUM_THREADS=2 .venv/bin/python tools/bench_infer.py --targets all --images 32 --runs 30 \
+        --checkpoint ssdlite320_efficientnet_lite0=runs/demo/checkpoints/best.pt --data-config checkpoint \
+        --table-out docs/targets.md
+
 With ``--data-config CONFIG`` the models are scored on that config's ``data.val`` and calibrated on its
 ``data.train`` (``--data-config checkpoint``: each checkpoint's own config) instead of synthetic data;
 only the ``--checkpoint`` models are benched then.
@@ -49,14 +63,15 @@ from detect_ft.evaluation.report import format_table
 from detect_ft.export.onnx_export import build_metadata, export_onnx
 from detect_ft.export.parity import compare_detections, score_runtime
 from detect_ft.export.pipeline import cpu_int8_support, export_detector
-from detect_ft.export.quantize import Int8Options, quantize_int8
+from detect_ft.export.quantize import Int8Options, int8_path_for, quantize_int8
 from detect_ft.inference import EdgeDetector
 from detect_ft.inference.predictions import open_onnx_session
 from detect_ft.models import MODELS, build_model, load_detector
 
 MODELS_TO_BENCH = ("ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn")
 CLASSES = ("circle", "square", "triangle")
-BATCH_MODEL = "ssdlite320_efficientnet_lite0"  # --batch-throughput's model without --checkpoint
+BATCH_MODEL = "ssdlite320_efficientnet_lite0"  # --batch-throughput's and --targets' model without --checkpoint
+TARGETS = ("pytorch", "onnx_fp32", "onnx_int8", "openvino_fp32", "openvino_int8")  # --targets, in table order
 # INT8 variants for --variants (name: options); the default (Int8Options()) is always benched as "onnx int8".
 VARIANTS = {
     "conv": Int8Options(ops="conv"),  # the previous default: Conv/MatMul/Gemm only
@@ -160,6 +175,18 @@ def checkpoint_data(path: str, data_config: str, class_names: list[str]):
     return split(cfg.data.train), split(cfg.data.val), cfg
 
 
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``--targets`` mode's options."""
+    parser.add_argument(
+        "--targets",
+        default="",
+        metavar="NAMES",
+        help=f"instead: one model through each deployment target, 'all' or a comma list of {', '.join(TARGETS)}",
+    )
+    parser.add_argument("--target-batch", type=int, default=8, help="images per predict_batch call for --targets")
+    parser.add_argument("--table-out", default="", help="--targets' markdown table (default: WORKDIR/targets.md)")
+
+
 def parse_args() -> tuple[argparse.Namespace, dict[str, str], list[str]]:
     """The command line, the ``--checkpoint`` paths by model name and the ``--variants`` names."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -208,11 +235,14 @@ def parse_args() -> tuple[argparse.Namespace, dict[str, str], list[str]]:
     parser.add_argument("--workdir", default="", help="keep data and models here (default: a temp folder)")
     batch_help = f"instead: images/s of batch-1 vs batch-N ONNX graphs ({BATCH_MODEL} or the --checkpoint models)"
     parser.add_argument("--batch-throughput", type=int, default=0, metavar="N", help=batch_help)
+    add_target_arguments(parser)
     args = parser.parse_args()
+    args.targets = list(TARGETS) if args.targets == "all" else [t for t in args.targets.split(",") if t]
+    if set(args.targets) - set(TARGETS):
+        parser.error(f"--targets: choose 'all' or from {', '.join(TARGETS)}")
     checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
     variants = [*VARIANTS, *LEVELS] if args.variants == "all" else [v for v in args.variants.split(",") if v]
-    unknown = [v for v in variants if v not in VARIANTS and v not in LEVELS]
-    if unknown:
+    if unknown := [v for v in variants if v not in VARIANTS and v not in LEVELS]:
         parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join([*VARIANTS, *LEVELS])}")
     if args.data_config and not checkpoints:
         parser.error("--data-config needs --checkpoint MODEL=PATH")
@@ -397,6 +427,152 @@ def main_batch_throughput(args: argparse.Namespace, checkpoints: dict[str, str],
     print(f"load average at end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
+def build_targets(name: str, model, class_names, val, calib, score_thresh: float, args, work: Path) -> dict:
+    """Each of ``args.targets`` built and scored on ``val``: name -> ``{"predict", "predict_many", "metrics",
+    "note"}``, or ``{"error": why}`` when it cannot be built. The ONNX fp32 file is exported (and checked
+    against PyTorch) once; the others are made from it."""
+    fp32 = work / f"{name}.onnx"
+    report = export_detector(
+        model, fp32, model_name=name, class_names=class_names, val_dataset=val, score_thresh=score_thresh
+    )
+    scored = {"pytorch": report["parity"]["torch"], "onnx_fp32": report["parity"]["onnx"]}
+    builders = {
+        "pytorch": lambda: (torch_predictor(model, "cpu"), "eager, one forward per call"),
+        "onnx_fp32": lambda: (onnx_predictor(fp32, args.threads), "verified against PyTorch"),
+        "onnx_int8": lambda: onnx_int8_target(fp32, calib, args.threads),
+        "openvino_fp32": lambda: openvino_target(fp32, work / f"{name}.xml", None, args.threads),
+        "openvino_int8": lambda: openvino_target(fp32, work / f"{name}.int8.xml", calib, args.threads),
+    }
+    built: dict[str, dict] = {}
+    for target in args.targets:
+        try:
+            predict, note = builders[target]()
+            metrics = scored.get(target) or score_runtime(predict, val, score_thresh=score_thresh)[1]
+        except Exception as exc:  # any failure to build one target becomes its row, not the end of the run
+            built[target] = {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+            print(f"  {target}: not built ({built[target]['error']})", flush=True)
+            continue
+        built[target] = {"predict": predict, "predict_many": predict, "metrics": metrics, "note": note}
+    if "onnx_fp32" in built and "error" not in built["onnx_fp32"] and args.target_batch > 1:
+        path = work / f"{name}.batch{args.target_batch}.onnx"
+        meta = build_metadata(model, model_name=name, class_names=class_names, opset=17, batch=args.target_batch)
+        export_onnx(model, path, metadata=meta, opset=17, batch=args.target_batch)
+        built["onnx_fp32"]["predict_many"] = onnx_predictor(path, args.threads)
+        built["onnx_fp32"]["note"] += f"; images/s through a batch-{args.target_batch} graph"
+    return built
+
+
+def onnx_int8_target(fp32: Path, calib, threads: int) -> tuple:
+    """(predict_batch, note) of the default ONNX INT8 quantisation of ``fp32`` (no gate)."""
+    info = quantize_int8(fp32, int8_path_for(fp32), calib)
+    return onnx_predictor(int8_path_for(fp32), threads), f"{info['description']}, not gated"
+
+
+def openvino_target(fp32: Path, xml: Path, calib, threads: int) -> tuple:
+    """(predict_batch, note) of ``fp32`` converted to an OpenVINO IR at ``xml``; with ``calib`` quantised
+    by NNCF on those images (no gate)."""
+    from detect_ft.export.openvino_export import convert_to_ir
+    from detect_ft.inference.openvino_runtime import OpenVINODetector
+
+    if calib is None:
+        convert_to_ir(fp32, xml)
+        return OpenVINODetector(xml, threads=threads).predict_batch, "fp32 kernels"
+    from detect_ft.export.openvino_int8 import quantize_openvino
+
+    plain = xml.with_name(f"{fp32.stem}.for_int8.xml")
+    convert_to_ir(fp32, plain)
+    info = quantize_openvino(plain, xml, calib)
+    return OpenVINODetector(xml, threads=threads).predict_batch, f"{info['description']}, not gated"
+
+
+def throughput_interleaved(predictors: dict, images: list[np.ndarray], batch: int, warmup: int, runs: int) -> dict:
+    """Images/s of each predictor over ``images`` in calls of ``batch`` images, rounds rotating which
+    predictor goes first (as :func:`latency_interleaved`)."""
+    names = list(predictors)
+    seconds = {name: 0.0 for name in names}
+    chunks = [images[i : i + batch] for i in range(0, len(images), batch)]
+    for r in range(warmup + runs):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            for chunk in chunks:
+                predictors[name](chunk)
+            if r >= warmup:
+                seconds[name] += time.perf_counter() - start
+    return {name: runs * len(images) / max(seconds[name], 1e-9) for name in names}
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    """``headers`` and ``rows`` as a GitHub markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def target_rows(built: dict, images: list[np.ndarray], args: argparse.Namespace) -> list[list[str]]:
+    """One table row per target: latency p50/p90, images/s, mAP, mAP50, note (or why it is missing)."""
+    ready = {t: b for t, b in built.items() if "error" not in b}
+    times, rates = {}, {}
+    if "pytorch" in ready:  # its own block: torch's OpenMP threads keep spinning after a call
+        times["pytorch"] = latency_block(ready["pytorch"]["predict"], images, args.warmup, args.runs)
+        rates.update(
+            throughput_interleaved(
+                {"pytorch": ready["pytorch"]["predict_many"]}, images, args.target_batch, 1, args.runs
+            )
+        )
+        time.sleep(1.0)
+    others = {t: b for t, b in ready.items() if t != "pytorch"}
+    times.update(latency_interleaved({t: b["predict"] for t, b in others.items()}, images, args.warmup, args.runs))
+    many = {t: b["predict_many"] for t, b in others.items()}
+    rates.update(throughput_interleaved(many, images, args.target_batch, 1, args.runs) if many else {})
+    rows = []
+    for target, b in built.items():
+        if "error" in b:
+            rows.append([target, "-", "-", "-", "-", "-", f"not built: {b['error']}"])
+            continue
+        m = b["metrics"]
+        p50, p90 = np.percentile(times[target], 50), np.percentile(times[target], 90)
+        rows.append(
+            [
+                target,
+                f"{p50:.1f}",
+                f"{p90:.1f}",
+                f"{rates[target]:.1f}",
+                f"{100 * (m['map'] or 0):.1f}",
+                f"{100 * (m['map50'] or 0):.1f}",
+                b["note"],
+            ]
+        )
+    return rows
+
+
+def main_targets(args: argparse.Namespace, checkpoints: dict[str, str], work: Path, synthetic) -> None:
+    """``--targets``: :func:`build_targets` of one model, timed by :func:`target_rows`, as one table."""
+    name = next(iter(checkpoints), BATCH_MODEL)
+    model, class_names = model_under_test(name, args, checkpoints, synthetic)
+    val, calib, score_thresh, data_desc = scoring_data(name, args, checkpoints, class_names, synthetic)
+    torch.set_num_threads(args.threads)
+    built = build_targets(name, model, class_names, val, calib, score_thresh, args, work)
+    images = [read_image(r.image_path) for r in val.records[: args.images]]
+    rows = target_rows(built, images, args)
+    headers = ["target", "b1 p50 ms", "b1 p90 ms", f"b{args.target_batch} img/s", "mAP", "mAP50", "notes"]
+    text = "\n".join(
+        [
+            f"{name}: {data_desc}; {args.threads} threads, CPU INT8 support: {cpu_int8_support()}",
+            f"batch 1: {args.warmup} warm-up + {args.runs} timed calls cycling {len(images)} validation images "
+            "(PyTorch in its own block, the rest interleaved per round); "
+            f"b{args.target_batch}: {args.runs} rounds of all {len(images)} images in calls of "
+            f"{args.target_batch}; preprocessing included; mAP on all {len(val)} validation images",
+            "",
+            markdown_table(headers, rows),
+        ]
+    )
+    out = Path(args.table_out) if args.table_out else work / "targets.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    print(text)
+    print(f"wrote {out}; load average at end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+
+
 def main() -> None:
     args, checkpoints, variants = parse_args()
     print(
@@ -409,6 +585,9 @@ def main() -> None:
     if args.batch_throughput:
         torch.set_num_threads(args.threads)
         main_batch_throughput(args, checkpoints, work, synthetic)
+        return
+    if args.targets:
+        main_targets(args, checkpoints, work, synthetic)
         return
     jobs = list(checkpoints) if args.data_config else list(MODELS_TO_BENCH)
     rows, notes = [], []

@@ -30,8 +30,8 @@ def export_checkpoint(
     batch: int = 1,
     format: str = "onnx",
 ) -> dict[str, Any]:
-    """Export the detect-ft ``checkpoint`` to ONNX (``format="openvino"``: an fp32 OpenVINO IR ``.xml``
-    converted from the verified ONNX file, :mod:`detect_ft.export.openvino_export`) and return the report.
+    """Export the detect-ft ``checkpoint`` to ONNX (``format="openvino"``: an OpenVINO IR ``.xml``, INT8 by
+    NNCF, :mod:`detect_ft.export.openvino_export`) and return the report.
 
     The parity split is ``data.val`` of ``config`` (default: the config saved in the checkpoint), with
     ``overrides`` applied; ``verify=False`` or ``export.verify=false`` skips the check. With ``int8`` a
@@ -47,7 +47,7 @@ def export_checkpoint(
     """
     from detect_ft.models import load_detector
 
-    _exporter(format, int8)  # refuses a bad format, INT8 for OpenVINO or a missing openvino before any work
+    _exporter(format, int8)  # refuses a bad format or a missing openvino/nncf before any work
     model, meta = load_detector(checkpoint)
     cfg = load_config_for(checkpoint, meta, config, list(overrides))
     opset = cfg.export.opset if opset is None else opset
@@ -105,19 +105,21 @@ def _tracked(checkpoint, exporter, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
 def _exporter(format: str, int8: bool):
     """``export_detector`` for ``onnx``, ``export_openvino`` for ``openvino`` (checked before any work:
-    the openvino package is importable, no INT8)."""
+    the openvino package, and nncf with ``int8``, are importable)."""
     from detect_ft.export.pipeline import export_detector
 
     if format == "onnx":
         return export_detector
     if format != "openvino":
         raise ConfigError(f"export format {format!r}: choose onnx or openvino")
-    from detect_ft.export.openvino_export import INT8_REFUSAL, export_openvino
     from detect_ft.inference.openvino_runtime import import_openvino
 
-    if int8:
-        raise ConfigError(INT8_REFUSAL)
     import_openvino()
+    from detect_ft.export.openvino_export import export_openvino
+    from detect_ft.export.openvino_int8 import import_nncf
+
+    if int8:
+        import_nncf()
     return export_openvino
 
 
