@@ -508,22 +508,34 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def target_rows(built: dict, images: list[np.ndarray], args: argparse.Namespace) -> list[list[str]]:
-    """One table row per target: latency p50/p90, images/s, mAP, mAP50, note (or why it is missing)."""
+def as_frames(images: list[np.ndarray]) -> list[np.ndarray]:
+    """``images`` resized to the first one's size, as the frames of a video: a batch graph runs only
+    same-size images together (a lone image fills a whole batch), so images/s is measured on frames."""
+    import cv2
+
+    height, width = images[0].shape[:2]
+    return [image if image.shape[:2] == (height, width) else cv2.resize(image, (width, height)) for image in images]
+
+
+def target_rows(
+    built: dict, images: list[np.ndarray], frames: list[np.ndarray], args: argparse.Namespace
+) -> list[list[str]]:
+    """One table row per target: batch-1 latency p50/p90 over ``images``, images/s over the same-size
+    ``frames``, mAP, mAP50, note (or why it is missing)."""
     ready = {t: b for t, b in built.items() if "error" not in b}
     times, rates = {}, {}
     if "pytorch" in ready:  # its own block: torch's OpenMP threads keep spinning after a call
         times["pytorch"] = latency_block(ready["pytorch"]["predict"], images, args.warmup, args.runs)
         rates.update(
             throughput_interleaved(
-                {"pytorch": ready["pytorch"]["predict_many"]}, images, args.target_batch, 1, args.runs
+                {"pytorch": ready["pytorch"]["predict_many"]}, frames, args.target_batch, 1, args.runs
             )
         )
         time.sleep(1.0)
     others = {t: b for t, b in ready.items() if t != "pytorch"}
     times.update(latency_interleaved({t: b["predict"] for t, b in others.items()}, images, args.warmup, args.runs))
     many = {t: b["predict_many"] for t, b in others.items()}
-    rates.update(throughput_interleaved(many, images, args.target_batch, 1, args.runs) if many else {})
+    rates.update(throughput_interleaved(many, frames, args.target_batch, 1, args.runs) if many else {})
     rows = []
     for target, b in built.items():
         if "error" in b:
@@ -553,14 +565,15 @@ def main_targets(args: argparse.Namespace, checkpoints: dict[str, str], work: Pa
     torch.set_num_threads(args.threads)
     built = build_targets(name, model, class_names, val, calib, score_thresh, args, work)
     images = [read_image(r.image_path) for r in val.records[: args.images]]
-    rows = target_rows(built, images, args)
+    rows = target_rows(built, images, as_frames(images), args)
     headers = ["target", "b1 p50 ms", "b1 p90 ms", f"b{args.target_batch} img/s", "mAP", "mAP50", "notes"]
     text = "\n".join(
         [
             f"{name}: {data_desc}; {args.threads} threads, CPU INT8 support: {cpu_int8_support()}",
             f"batch 1: {args.warmup} warm-up + {args.runs} timed calls cycling {len(images)} validation images "
             "(PyTorch in its own block, the rest interleaved per round); "
-            f"b{args.target_batch}: {args.runs} rounds of all {len(images)} images in calls of "
+            f"b{args.target_batch}: {args.runs} rounds of the {len(images)} images resized to the first one's "
+            f"{images[0].shape[1]}x{images[0].shape[0]} (video frames) in calls of "
             f"{args.target_batch}; preprocessing included; mAP on all {len(val)} validation images",
             "",
             markdown_table(headers, rows),
