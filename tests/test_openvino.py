@@ -1,12 +1,14 @@
 """The OpenVINO target: ``export --format openvino`` writes a verified fp32 IR whose detections are the ONNX
 runtime's, ``Detector.load("model.xml")`` and ``detect-ft predict model.xml`` run it torch-free, ``--int8``
-adds an NNCF INT8 IR gated against PyTorch, ``--batch N`` IRs run N images at once, and a missing
+adds an NNCF INT8 IR gated against PyTorch, ``--batch N`` IRs run N images at once, ``streams=N`` runs N
+infer requests on OpenVINO's CPU streams with the one-stream detections, and a missing
 ``openvino`` or ``nncf`` package is a one-line error."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from helpers import BLOCK_TORCH, run_python
 
@@ -205,3 +207,21 @@ def test_missing_nncf_is_one_line_naming_the_extra(openvino_ir, tmp_path):
     assert "nncf" in done.stderr and "pip install 'detect-ft[openvino]'" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_openvino_streams_equal_one_stream_per_image_in_order(openvino_ir):
+    images = [read_image(record.image_path) for record in openvino_ir["val"].records]
+    images += [image[: image.shape[0] // 2, : image.shape[1] // 2].copy() for image in images]  # a second size
+    images = [image for pair in zip(images[: len(images) // 2], images[len(images) // 2 :]) for image in pair]
+    # one thread per stream in both, so each request runs with the same kernels and threads
+    single = OpenVINODetector(openvino_ir["xml"], threads=1)
+    double = OpenVINODetector(openvino_ir["xml"], threads=2, streams=2)
+    assert double.streams == 2 and double.compiled.get_property("NUM_STREAMS") == 2
+    reference = single.predict_batch(images)
+    assert sum(len(r["scores"]) for r in reference) > 0
+    for ref, cand in zip(reference, double.predict_batch(images), strict=True):
+        for key in ("boxes", "scores", "labels"):
+            np.testing.assert_array_equal(ref[key], cand[key])
+    for bad in (0, 2.0):
+        with pytest.raises(DetectFTError, match="streams="):
+            OpenVINODetector(openvino_ir["xml"], streams=bad)
