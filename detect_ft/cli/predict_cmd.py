@@ -7,7 +7,8 @@ annotated images (or ``<video>.pred.mp4``) and ``predictions.json`` (COCO result
 original category ids) to DIR, and with ``--save-format`` the predictions as a dataset in ``DIR/dataset``.
 Detections are kept above each class's validated F1-optimal confidence (stored in the checkpoint or the
 ONNX file), or 0.3 for models without; ``--conf`` sets one threshold for all classes. ``--batch N`` runs up
-to N same-size images or frames together (default 8). ``--slice 512``
+to N same-size images or frames together (default 8); ``--streams N`` runs N copies of an exported model in
+parallel on them (throughput on a few-core CPU, N times the model's memory). ``--slice 512``
 also runs each image as overlapping 512-pixel tiles and merges the detections (:mod:`detect_ft.inference.slicing`).
 
 DIR/predict-files.json records what predict wrote; a later run replaces those files and refuses, before
@@ -22,6 +23,10 @@ import argparse
 BATCH_HELP = (
     "run up to N same-size images or frames at once (default 8; a .pt model takes them as one batch, an "
     ".onnx model exported with --batch M runs M per call, one exported without one by one)"
+)
+STREAMS_HELP = (
+    "exported models only: parallel model copies for throughput on folders/videos, e.g. 2 on a 2-core CPU; "
+    "they share --threads and run the images of each --batch together; costs N x the model's memory (default 1)"
 )
 HELP = "run a checkpoint or an exported .onnx model on images, folders, globs or videos; write annotated copies"
 
@@ -59,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="exported models only: onnxruntime/OpenVINO threads")
     parser.add_argument("--batch", type=int, default=8, metavar="N", help=BATCH_HELP)
+    parser.add_argument("--streams", type=int, default=1, metavar="N", help=STREAMS_HELP)
     tiles = parser.add_argument_group("sliced inference (small objects in large images; docs/deploy.md)")
     tiles.add_argument(
         "--slice",
@@ -95,11 +101,13 @@ def run(args: argparse.Namespace) -> int:
         raise DetectFTError(f"--conf {args.conf}: pass a score threshold in [0, 1], e.g. --conf 0.3")
     if args.batch < 1:
         raise DetectFTError(f"--batch {args.batch}: pass at least 1 image per batch, e.g. --batch 8")
+    if args.streams < 1:
+        raise DetectFTError(f"--streams {args.streams}: pass at least 1 model copy, e.g. --streams 2")
     source = args.source[0] if len(args.source) == 1 else args.source
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] or None
     slicing = dict(overlap=args.overlap, merge=args.merge, full_image=args.full_image, merge_iou=args.merge_iou)
     tiles = SliceOptions(args.slice, **slicing) if args.slice else None  # checked before the model loads
-    detector = Detector.load(args.model, device=args.device, threads=args.threads)
+    detector = Detector.load(args.model, device=args.device, threads=args.threads, streams=args.streams)
     _, note = detector.confidence(args.conf)
     print(f"{detector.model_name}: keeping detections above the {note}")
     if tiles is not None:
