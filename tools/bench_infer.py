@@ -19,15 +19,17 @@ inter-op 1), preprocessing included; "vs fp32" is the ONNX fp32 p50 over the run
 
 ``--batch-throughput N`` measures something else: images/s through onnxruntime of one model
 (``ssdlite320_efficientnet_lite0``, or the ``--checkpoint`` models) exported at batch 1 and at batch N
-(``detect-ft export --batch N``), both running all ``--images`` validation images through
-``EdgeDetector.predict_batch`` per round (rounds alternate which goes first), after checking that every
+(``detect-ft export --batch N``), and the batch-1 graph as :data:`STREAMS` parallel sessions sharing
+``--threads`` (``EdgeDetector(streams=2)``), each running all ``--images`` validation images through
+``EdgeDetector.predict_batch`` per round (rounds rotate which goes first), after checking that every
 image's detections agree:
 
     OMP_NUM_THREADS=2 .venv/bin/python tools/bench_infer.py --batch-throughput 8 --images 32 --train-iters 30
 
 ``--targets`` measures one model (``ssdlite320_efficientnet_lite0`` trained briefly, or the first
 ``--checkpoint``) on one validation set through each deployment target side by side: PyTorch eager,
-onnxruntime fp32 and INT8, OpenVINO fp32 and INT8 (NNCF, :mod:`detect_ft.export.openvino_int8`). Per target:
+onnxruntime fp32 and INT8, OpenVINO fp32 and INT8 (NNCF, :mod:`detect_ft.export.openvino_int8`), and
+the fp32 models as :data:`STREAMS` parallel streams sharing ``--threads`` (``*_streams``). Per target:
 batch-1 latency p50/p90 (PyTorch in its own block, the others interleaved per round as above), images/s
 fed ``--target-batch`` images per ``predict_batch`` call (onnxruntime fp32 through a graph exported at that
 batch, the other exported graphs take one image per run), and mAP/mAP50 on the validation split. INT8
@@ -71,7 +73,10 @@ from detect_ft.models import MODELS, build_model, load_detector
 MODELS_TO_BENCH = ("ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn")
 CLASSES = ("circle", "square", "triangle")
 BATCH_MODEL = "ssdlite320_efficientnet_lite0"  # --batch-throughput's and --targets' model without --checkpoint
-TARGETS = ("pytorch", "onnx_fp32", "onnx_int8", "openvino_fp32", "openvino_int8")  # --targets, in table order
+STREAMS = 2  # the streams variants: parallel model copies sharing --threads (EdgeDetector(streams=))
+# --targets, in table order; *_streams: the fp32 model as STREAMS parallel copies
+TARGETS = ("pytorch", "onnx_fp32", "onnx_fp32_streams", "onnx_int8", "openvino_fp32", "openvino_fp32_streams")
+TARGETS += ("openvino_int8",)
 # INT8 variants for --variants (name: options); the default (Int8Options()) is always benched as "onnx int8".
 VARIANTS = {
     "conv": Int8Options(ops="conv"),  # the previous default: Conv/MatMul/Gemm only
@@ -121,12 +126,12 @@ def train_briefly(name: str, dataset, iters: int, side: int, batch: int = 8, lr:
     return model.eval()
 
 
-def onnx_predictor(path, threads: int, level: str = ""):
-    """``EdgeDetector(path, threads=threads).predict_batch``; with ``level`` (a GraphOptimizationLevel name)
-    its session is reopened at that graph optimisation level."""
-    detector = EdgeDetector(path, threads=threads)
+def onnx_predictor(path, threads: int, level: str = "", streams: int = 1):
+    """``EdgeDetector(path, threads=threads, streams=streams).predict_batch``; with ``level`` (a
+    GraphOptimizationLevel name, one stream) its session is reopened at that graph optimisation level."""
+    detector = EdgeDetector(path, threads=threads, streams=streams)
     if level:
-        detector.session = open_onnx_session(path, threads=threads, graph_optimization=level)
+        detector.session = detector.sessions[0] = open_onnx_session(path, threads=threads, graph_optimization=level)
     return detector.predict_batch
 
 
@@ -385,8 +390,9 @@ def bench_model(name: str, args, checkpoints: dict[str, str], variants: list[str
 
 
 def batch_throughput(name: str, args: argparse.Namespace, checkpoints: dict[str, str], work: Path, synthetic) -> list:
-    """A table row: images/s of ``name``'s batch-1 and batch-``args.batch_throughput`` ONNX graphs over the
-    same ``--images`` validation images per round (``EdgeDetector.predict_batch``), and their ratio."""
+    """A table row: images/s of ``name``'s batch-1 and batch-``args.batch_throughput`` ONNX graphs, and of
+    the batch-1 graph as :data:`STREAMS` parallel sessions, over the same ``--images`` validation images
+    per round (``EdgeDetector.predict_batch`` on all of them), and each one's ratio to batch 1."""
     batch = args.batch_throughput
     model, class_names = model_under_test(name, args, checkpoints, synthetic)
     val = scoring_data(name, args, checkpoints, class_names, synthetic)[0]
@@ -397,22 +403,20 @@ def batch_throughput(name: str, args: argparse.Namespace, checkpoints: dict[str,
         meta = build_metadata(model, model_name=name, class_names=class_names, opset=17, batch=b)
         export_onnx(model, path, metadata=meta, opset=17, batch=b)
         detectors[b] = EdgeDetector(path, threads=args.threads)
-    parity = compare_detections(detectors[1].predict_batch(images), detectors[batch].predict_batch(images))
-    seconds = {1: 0.0, batch: 0.0}
-    for r in range(args.warmup + args.runs):
-        for b in (1, batch) if r % 2 == 0 else (batch, 1):
-            start = time.perf_counter()
-            detectors[b].predict_batch(images)
-            if r >= args.warmup:
-                seconds[b] += time.perf_counter() - start
-    rate = {b: args.runs * len(images) / seconds[b] for b in seconds}
-    sizes = sorted({img.shape[:2] for img in images})
-    print(
-        f"{name}: {len(images)} images of sizes {sizes}, per image batch {batch} vs batch 1: "
-        f"{parity['matched']}/{parity['reference_detections']} detections matched, "
-        f"max score diff {parity['max_score_diff']:.1e}"
-    )
-    return [name, f"{rate[1]:.1f}", f"{rate[batch]:.1f}", f"{rate[batch] / rate[1]:.2f}x"]
+    detectors["streams"] = EdgeDetector(work / f"{name}.batch1.onnx", threads=args.threads, streams=STREAMS)
+    reference = detectors[1].predict_batch(images)
+    for key in (batch, "streams"):
+        parity = compare_detections(reference, detectors[key].predict_batch(images))
+        print(
+            f"{name}: {len(images)} images of sizes {sorted({img.shape[:2] for img in images})}, per image "
+            f"{f'{STREAMS} streams' if key == 'streams' else f'batch {key}'} vs batch 1: {parity['matched']}/"
+            f"{parity['reference_detections']} detections matched, max score diff {parity['max_score_diff']:.1e}"
+        )
+    runners = {key: detector.predict_batch for key, detector in detectors.items()}
+    rate = throughput_interleaved(runners, images, len(images), args.warmup, args.runs)
+    return [name] + [
+        f"{rate[key]:.1f} ({rate[key] / rate[1]:.2f}x)" if key != 1 else f"{rate[1]:.1f}" for key in detectors
+    ]
 
 
 def main_batch_throughput(args: argparse.Namespace, checkpoints: dict[str, str], work: Path, synthetic) -> None:
@@ -420,10 +424,12 @@ def main_batch_throughput(args: argparse.Namespace, checkpoints: dict[str, str],
     batch = args.batch_throughput
     rows = [batch_throughput(name, args, checkpoints, work, synthetic) for name in checkpoints or [BATCH_MODEL]]
     print(
-        f"onnxruntime fp32, {args.threads} threads, {args.warmup} warm-up + {args.runs} timed rounds, each "
-        "round all images through predict_batch (preprocessing included)"
+        f"onnxruntime fp32, {args.threads} threads in all ({STREAMS} streams: {STREAMS} sessions sharing them), "
+        f"{args.warmup} warm-up + {args.runs} timed rounds, each round all images through predict_batch "
+        "(preprocessing included); (x) = images/s over batch 1's"
     )
-    print(format_table(["model", "batch 1 img/s", f"batch {batch} img/s", "speed-up"], rows))
+    headers = ["model", "batch 1 img/s", f"batch {batch} img/s", f"batch 1, {STREAMS} streams img/s"]
+    print(format_table(headers, rows))
     print(f"load average at end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
@@ -439,8 +445,15 @@ def build_targets(name: str, model, class_names, val, calib, score_thresh: float
     builders = {
         "pytorch": lambda: (torch_predictor(model, "cpu"), "eager, one forward per call"),
         "onnx_fp32": lambda: (onnx_predictor(fp32, args.threads), "verified against PyTorch"),
+        "onnx_fp32_streams": lambda: (
+            onnx_predictor(fp32, args.threads, streams=STREAMS),
+            f"{STREAMS} sessions sharing the threads, images spread over them",
+        ),
         "onnx_int8": lambda: onnx_int8_target(fp32, calib, args.threads),
         "openvino_fp32": lambda: openvino_target(fp32, work / f"{name}.xml", None, args.threads),
+        "openvino_fp32_streams": lambda: openvino_target(
+            fp32, work / f"{name}.streams.xml", None, args.threads, STREAMS
+        ),
         "openvino_int8": lambda: openvino_target(fp32, work / f"{name}.int8.xml", calib, args.threads),
     }
     built: dict[str, dict] = {}
@@ -468,15 +481,16 @@ def onnx_int8_target(fp32: Path, calib, threads: int) -> tuple:
     return onnx_predictor(int8_path_for(fp32), threads), f"{info['description']}, not gated"
 
 
-def openvino_target(fp32: Path, xml: Path, calib, threads: int) -> tuple:
-    """(predict_batch, note) of ``fp32`` converted to an OpenVINO IR at ``xml``; with ``calib`` quantised
-    by NNCF on those images (no gate)."""
+def openvino_target(fp32: Path, xml: Path, calib, threads: int, streams: int = 1) -> tuple:
+    """(predict_batch, note) of ``fp32`` converted to an OpenVINO IR at ``xml`` (``streams`` OpenVINO CPU
+    streams); with ``calib`` quantised by NNCF on those images (no gate)."""
     from detect_ft.export.openvino_export import convert_to_ir
     from detect_ft.inference.openvino_runtime import OpenVINODetector
 
     if calib is None:
         convert_to_ir(fp32, xml)
-        return OpenVINODetector(xml, threads=threads).predict_batch, "fp32 kernels"
+        note = "fp32 kernels" + (f"; {streams} OpenVINO streams sharing the threads" if streams > 1 else "")
+        return OpenVINODetector(xml, threads=threads, streams=streams).predict_batch, note
     from detect_ft.export.openvino_int8 import quantize_openvino
 
     plain = xml.with_name(f"{fp32.stem}.for_int8.xml")
