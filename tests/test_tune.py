@@ -14,8 +14,8 @@ from helpers import TINY_MODEL, run_python, tiny_config, tiny_overrides
 from detect_ft.api.train import train_config
 from detect_ft.config.schema import load_config
 from detect_ft.tuning.pruning import PruningHook
-from detect_ft.tuning.search_space import default_space
-from detect_ft.tuning.study import TuneOptions, open_study, run_study
+from detect_ft.tuning.search_space import Param, baseline, default_space
+from detect_ft.tuning.study import TuneOptions, open_study, random_trials, run_study
 
 
 class PruneTrials(optuna.pruners.BasePruner):
@@ -51,8 +51,11 @@ def test_trials_write_the_table_best_config_and_plots_and_a_rerun_runs_only_miss
     code, out, err = run_cli(*argv, "--trials", "2")
     assert code == 0, err
     rows = read_trials(tune)
-    assert [(r["trial"], r["state"]) for r in rows] == [("0", "complete"), ("1", "complete")]
+    assert [(r["trial"], r["state"]) for r in rows] == [("0", "complete (baseline)"), ("1", "complete")]
     assert "| trial | state | map |" in out and "0 of 2 trials done, 2 to run" in out
+    own = load_config(config, tiny_overrides(tiny_data, tmp_path / "tiny"))  # trial 0 is the config's own setting
+    assert float(rows[0]["train.lr"]) == pytest.approx(own.train.lr) and rows[0]["augment.preset"] == own.augment.preset
+    assert float(rows[0]["train.freeze_backbone_fraction"]) == pytest.approx(own.train.freeze_backbone_fraction)
     for row in rows:
         assert float(row["map"]) == max(r["map"] for r in metric_rows(row["run_dir"]))
         assert Path(row["run_dir"]).parent == tune
@@ -176,3 +179,20 @@ def test_a_bad_storage_is_one_error_and_leaves_no_tune_folder(tiny_data, tmp_pat
     )  # fmt: skip
     assert code == 2 and err.startswith(f"error: Optuna storage {storage}: ") and err.count("\n") == 1
     assert not (tmp_path / "new").exists(), "the folders the command created are taken back"
+
+
+def test_the_baseline_takes_the_configs_values_that_the_space_can_take():
+    cfg = load_config(None, ["train.lr=0.002", "train.ema=true", "augment.preset=light"])
+    space = [
+        Param("train.lr", "float", low=0.001, high=0.01, log=True),
+        Param("train.ema", "categorical", choices=(False, True)),
+        Param("augment.preset", "categorical", choices=("none", "strong")),  # light is not a choice here
+        Param("train.batch_size", "int", low=4, high=16, step=4),
+        Param("train.weight_decay", "float", low=0.1, high=0.5),  # the config's value lies outside
+    ]
+    cfg.train.batch_size = 6  # off the step grid
+    assert baseline(space, cfg) == {"train.lr": 0.002, "train.ema": True}
+
+
+def test_tpe_models_the_results_after_a_third_of_the_trials():
+    assert [random_trials(n) for n in (1, 6, 10, 20, 60)] == [2, 2, 3, 7, 10]

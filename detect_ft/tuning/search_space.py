@@ -55,6 +55,14 @@ class Param:
             return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
         return trial.suggest_categorical(self.key, list(self.choices))
 
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one this parameter can take (a choice, or a number within the bounds)."""
+        if self.kind == "categorical":
+            return any(value == c and type(value) is type(c) for c in self.choices)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return self.low <= value <= self.high and (self.kind == "float" or float(value).is_integer())
+
     def extremes(self) -> list[Any]:
         """The values :func:`check_space` tries: both bounds, or every choice."""
         return list(self.choices) if self.kind == "categorical" else [self.low, self.high]
@@ -70,6 +78,20 @@ def as_overrides(params: dict[str, Any]) -> list[str]:
     """``{"train.lr": 0.003}`` -> ``["train.lr=0.003"]``; values written as JSON, which the config's YAML
     reader reads back to the same number, string or boolean."""
     return [f"{key}={json.dumps(value)}" for key, value in params.items()]
+
+
+def baseline(space: Sequence[Param], cfg: Config) -> dict[str, Any]:
+    """The values ``cfg`` itself gives the searched keys (``{"train.lr": 0.002, ...}``), those the space can
+    take: the study's first trial, so that the search always measures the setting it is meant to improve
+    on. A step grid's value off the grid is left to the sampler."""
+    values = {}
+    for param in space:
+        section, _, name = param.key.partition(".")
+        value = getattr(getattr(cfg, section), name)
+        on_grid = param.step is None or param.kind == "categorical" or ((value - param.low) / param.step).is_integer()
+        if param.contains(value) and on_grid:
+            values[param.key] = value
+    return values
 
 
 def default_space(cfg: Config) -> list[Param]:

@@ -30,8 +30,8 @@ from detect_ft.config.schema import Config, load_config
 from detect_ft.config.values import duration_seconds
 from detect_ft.engine.rundir import remove_unused
 from detect_ft.tuning.pruning import PruningHook
-from detect_ft.tuning.search_space import Param, as_overrides, check_space, default_space, load_space
-from detect_ft.tuning.trials_report import TuneReport, write_report
+from detect_ft.tuning.search_space import Param, as_overrides, baseline, check_space, default_space, load_space
+from detect_ft.tuning.trials_report import BASELINE_ATTR, TuneReport, write_report
 from detect_ft.utils.errors import ConfigError, DetectFTError
 
 LOG = logging.getLogger(__name__)
@@ -40,6 +40,9 @@ LOG = logging.getLogger(__name__)
 FAILURE_ATTR = "failure"
 MEDIAN_STARTUP_TRIALS = 3  # the median pruner prunes nothing until this many trials completed
 MEDIAN_WARMUP_EPOCHS = 1  # nor at the first epoch's validation, the noisiest one (steps are 1-based epochs)
+# TPE samples at random until this share of the study's trials (Optuna's default, 10 trials, made a
+# 10-trial study a random search), at least 2 and at most 10 of them.
+RANDOM_SHARE = 1 / 3
 
 
 @dataclass
@@ -102,10 +105,12 @@ def run_study(options: TuneOptions) -> TuneReport:
     seed = base.train.seed if options.seed is None else options.seed
     try:
         with _optuna_errors_only():
-            study = open_study(storage, name, seed, options.pruner)
+            study = open_study(storage, name, seed, options.pruner, random_trials=random_trials(options.trials))
     except DetectFTError:  # a storage that does not open leaves no empty tune folder behind
         remove_unused(created)
         raise
+    if not study.trials:  # the first trial is the config's own setting: what the search must beat
+        study.enqueue_trial(baseline(space, base), user_attrs={BASELINE_ATTR: True}, skip_if_exists=True)
     missing = options.trials - len(finished_trials(study))
     LOG.info(
         f"study {name} ({storage}): {len(finished_trials(study))} of {options.trials} trials done, "
@@ -131,10 +136,15 @@ def _base_config(options: TuneOptions) -> Config:
     return base
 
 
-def open_study(storage: str, name: str, seed: int, pruner: Any = None) -> optuna.Study:
+def random_trials(trials: int) -> int:
+    """How many of a ``trials``-trial study TPE samples at random before it models the results."""
+    return max(2, min(10, round(trials * RANDOM_SHARE)))
+
+
+def open_study(storage: str, name: str, seed: int, pruner: Any = None, random_trials: int = 10) -> optuna.Study:
     """The study ``name`` in ``storage`` (created, or loaded to resume it): maximizing, a TPE sampler seeded
-    with ``seed`` plus the number of trials the study already holds, ``pruner`` or a median pruner."""
-    sampler = optuna.samplers.TPESampler(seed=seed)
+    with ``seed`` that samples ``random_trials`` trials at random first, ``pruner`` or a median pruner."""
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=random_trials)
     if pruner is None:
         pruner = optuna.pruners.MedianPruner(
             n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=MEDIAN_WARMUP_EPOCHS + 1
@@ -185,7 +195,8 @@ def _objective(trial: optuna.Trial, options: TuneOptions, space: list[Param], ou
     cfg = load_config(
         options.config, [*options.fixed, *as_overrides(params), *as_overrides({"output.dir": str(run_dir)})]
     )
-    LOG.info(f"trial {trial.number}: " + " ".join(as_overrides(params)))
+    own = " (the config's own setting)" if trial.user_attrs.get(BASELINE_ATTR) else ""
+    LOG.info(f"trial {trial.number}{own}: " + " ".join(as_overrides(params)))
     trial.set_user_attr("run_dir", str(run_dir))
     hook = PruningHook(trial, metric)
     try:

@@ -24,6 +24,8 @@ from detect_ft.utils.atomic_io import write_text_atomic
 LOG = logging.getLogger(__name__)
 MIN_TRIALS_FOR_IMPORTANCE = 2
 
+BASELINE_ATTR = "baseline"  # the user attribute marking the trial of the config's own setting
+
 
 @dataclass
 class TuneReport:
@@ -69,7 +71,7 @@ def write_report(
 
 
 def trial_rows(study: optuna.Study, metric: str) -> list[dict[str, Any]]:
-    """One dict a trial: ``trial``, ``state``, ``metric`` (a pruned trial's last reported value), ``epochs``
+    """One dict a trial: ``trial``, ``state`` (``(baseline)`` added for the config's own setting), ``metric`` (a pruned trial's last reported value), ``epochs``
     (the last validated epoch), ``seconds``, one column per searched key, and ``run_dir``."""
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     keys = sorted({k for t in trials for k in t.params})
@@ -77,7 +79,8 @@ def trial_rows(study: optuna.Study, metric: str) -> list[dict[str, Any]]:
     for t in trials:
         value = t.value if t.state == TrialState.COMPLETE else _last_reported(t)
         seconds = t.duration.total_seconds() if t.duration is not None else None
-        row = {"trial": t.number, "state": t.state.name.lower(), metric: value, "epochs": t.last_step}
+        state = t.state.name.lower() + (" (baseline)" if t.user_attrs.get(BASELINE_ATTR) else "")
+        row = {"trial": t.number, "state": state, metric: value, "epochs": t.last_step}
         row.update({"seconds": None if seconds is None else round(seconds, 1)})
         row.update({k: t.params.get(k) for k in keys})
         row["run_dir"] = t.user_attrs.get("run_dir", "")
