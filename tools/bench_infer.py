@@ -31,8 +31,10 @@ image's detections agree:
 onnxruntime fp32 and INT8, OpenVINO fp32 and INT8 (NNCF, :mod:`detect_ft.export.openvino_int8`), and
 the fp32 models as :data:`STREAMS` parallel streams sharing ``--threads`` (``*_streams``). Per target:
 batch-1 latency p50/p90 (PyTorch in its own block, the others interleaved per round as above), images/s
-fed ``--target-batch`` images per ``predict_batch`` call (onnxruntime fp32 through a graph exported at that
-batch, the other exported graphs take one image per run), and mAP/mAP50 on the validation split. INT8
+on the timed images resized to 640x480 (camera frames: a batch graph runs only same-size images together)
+fed one image and ``--target-batch`` images per ``predict_batch`` call (onnxruntime fp32 through a graph
+exported at that batch; the ``_streams`` rows spread a call's images over 2 parallel model copies; the
+other exported graphs take one image per run), and mAP/mAP50 on the validation split. INT8
 models are built with the gate off (kept whatever they lose; the mAP column says it). A target that cannot
 be built (no openvino/nncf, a failed conversion) gets a row saying why. The table is printed and written
 as markdown to ``--table-out`` (default ``WORKDIR/targets.md``):
@@ -75,6 +77,7 @@ CLASSES = ("circle", "square", "triangle")
 BATCH_MODEL = "ssdlite320_efficientnet_lite0"  # --batch-throughput's and --targets' model without --checkpoint
 STREAMS = 2  # the streams variants: parallel model copies sharing --threads (EdgeDetector(streams=))
 # --targets, in table order; *_streams: the fp32 model as STREAMS parallel copies
+FRAME_SIZE = (640, 480)  # --targets' images/s: the validation images at a camera's VGA size (width, height)
 TARGETS = ("pytorch", "onnx_fp32", "onnx_fp32_streams", "onnx_int8", "openvino_fp32", "openvino_fp32_streams")
 TARGETS += ("openvino_int8",)
 # INT8 variants for --variants (name: options); the default (Int8Options()) is always benched as "onnx int8".
@@ -523,51 +526,44 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def as_frames(images: list[np.ndarray]) -> list[np.ndarray]:
-    """``images`` resized to the first one's size, as the frames of a video: a batch graph runs only
-    same-size images together (a lone image fills a whole batch), so images/s is measured on frames."""
+    """``images`` resized to :data:`FRAME_SIZE`, as the frames of a camera: a batch graph runs only same-size
+    images together (a lone image fills a whole batch), so images/s is measured on frames."""
     import cv2
 
-    height, width = images[0].shape[:2]
-    return [image if image.shape[:2] == (height, width) else cv2.resize(image, (width, height)) for image in images]
+    return [cv2.resize(image, FRAME_SIZE, interpolation=cv2.INTER_AREA) for image in images]
 
 
 def target_rows(
     built: dict, images: list[np.ndarray], frames: list[np.ndarray], args: argparse.Namespace
 ) -> list[list[str]]:
     """One table row per target: batch-1 latency p50/p90 over ``images``, images/s over the same-size
-    ``frames``, mAP, mAP50, note (or why it is missing)."""
+    ``frames`` one per call and ``args.target_batch`` per call, mAP, mAP50, note (or why it is missing)."""
     ready = {t: b for t, b in built.items() if "error" not in b}
-    times, rates = {}, {}
+    times, single, many = {}, {}, {}
+    rounds = (1, args.runs)  # warm-up rounds, timed rounds
     if "pytorch" in ready:  # its own block: torch's OpenMP threads keep spinning after a call
         times["pytorch"] = latency_block(ready["pytorch"]["predict"], images, args.warmup, args.runs)
-        rates.update(
-            throughput_interleaved(
-                {"pytorch": ready["pytorch"]["predict_many"]}, frames, args.target_batch, 1, args.runs
-            )
+        single.update(throughput_interleaved({"pytorch": ready["pytorch"]["predict"]}, frames, 1, *rounds))
+        many.update(
+            throughput_interleaved({"pytorch": ready["pytorch"]["predict_many"]}, frames, args.target_batch, *rounds)
         )
         time.sleep(1.0)
     others = {t: b for t, b in ready.items() if t != "pytorch"}
-    times.update(latency_interleaved({t: b["predict"] for t, b in others.items()}, images, args.warmup, args.runs))
-    many = {t: b["predict_many"] for t, b in others.items()}
-    rates.update(throughput_interleaved(many, frames, args.target_batch, 1, args.runs) if many else {})
+    if others:
+        times.update(latency_interleaved({t: b["predict"] for t, b in others.items()}, images, args.warmup, args.runs))
+        single.update(throughput_interleaved({t: b["predict"] for t, b in others.items()}, frames, 1, *rounds))
+        batched = {t: b["predict_many"] for t, b in others.items()}
+        many.update(throughput_interleaved(batched, frames, args.target_batch, *rounds))
     rows = []
     for target, b in built.items():
         if "error" in b:
-            rows.append([target, "-", "-", "-", "-", "-", f"not built: {b['error']}"])
+            rows.append([target, "-", "-", "-", "-", "-", "-", f"not built: {b['error']}"])
             continue
         m = b["metrics"]
         p50, p90 = np.percentile(times[target], 50), np.percentile(times[target], 90)
-        rows.append(
-            [
-                target,
-                f"{p50:.1f}",
-                f"{p90:.1f}",
-                f"{rates[target]:.1f}",
-                f"{100 * (m['map'] or 0):.1f}",
-                f"{100 * (m['map50'] or 0):.1f}",
-                b["note"],
-            ]
-        )
+        rates = f"{single[target]:.1f}", f"{many[target]:.1f} ({many[target] / single[target]:.2f}x)"
+        scores = f"{100 * (m['map'] or 0):.1f}", f"{100 * (m['map50'] or 0):.1f}"
+        rows.append([target, f"{p50:.1f}", f"{p90:.1f}", *rates, *scores, b["note"]])
     return rows
 
 
@@ -580,15 +576,16 @@ def main_targets(args: argparse.Namespace, checkpoints: dict[str, str], work: Pa
     built = build_targets(name, model, class_names, val, calib, score_thresh, args, work)
     images = [read_image(r.image_path) for r in val.records[: args.images]]
     rows = target_rows(built, images, as_frames(images), args)
-    headers = ["target", "b1 p50 ms", "b1 p90 ms", f"b{args.target_batch} img/s", "mAP", "mAP50", "notes"]
+    batch = args.target_batch
+    headers = ["target", "b1 p50 ms", "b1 p90 ms", "b1 img/s", f"b{batch} img/s (vs b1)", "mAP", "mAP50", "notes"]
     text = "\n".join(
         [
             f"{name}: {data_desc}; {args.threads} threads, CPU INT8 support: {cpu_int8_support()}",
             f"batch 1: {args.warmup} warm-up + {args.runs} timed calls cycling {len(images)} validation images "
             "(PyTorch in its own block, the rest interleaved per round); "
-            f"b{args.target_batch}: {args.runs} rounds of the {len(images)} images resized to the first one's "
-            f"{images[0].shape[1]}x{images[0].shape[0]} (video frames) in calls of "
-            f"{args.target_batch}; preprocessing included; mAP on all {len(val)} validation images",
+            f"img/s: {args.runs} rounds of the {len(images)} images resized to {FRAME_SIZE[0]}x{FRAME_SIZE[1]} "
+            f"(camera frames) in calls of 1 and of {batch}; preprocessing included; mAP on all {len(val)} "
+            "validation images",
             "",
             markdown_table(headers, rows),
         ]
