@@ -561,7 +561,8 @@ def target_rows(
             continue
         m = b["metrics"]
         p50, p90 = np.percentile(times[target], 50), np.percentile(times[target], 90)
-        rates = f"{single[target]:.1f}", f"{many[target]:.1f} ({many[target] / single[target]:.2f}x)"
+        base = single.get(target.removesuffix("_streams"), single[target])  # streams: vs the one-session row
+        rates = f"{single[target]:.1f}", f"{many[target]:.1f} ({many[target] / base:.2f}x)"
         scores = f"{100 * (m['map'] or 0):.1f}", f"{100 * (m['map50'] or 0):.1f}"
         rows.append([target, f"{p50:.1f}", f"{p90:.1f}", *rates, *scores, b["note"]])
     return rows
@@ -584,8 +585,9 @@ def main_targets(args: argparse.Namespace, checkpoints: dict[str, str], work: Pa
             f"batch 1: {args.warmup} warm-up + {args.runs} timed calls cycling {len(images)} validation images "
             "(PyTorch in its own block, the rest interleaved per round); "
             f"img/s: {args.runs} rounds of the {len(images)} images resized to {FRAME_SIZE[0]}x{FRAME_SIZE[1]} "
-            f"(camera frames) in calls of 1 and of {batch}; preprocessing included; mAP on all {len(val)} "
-            "validation images",
+            f"(camera frames) in calls of 1 and of {batch} (vs b1: the same runtime's b1 img/s; a _streams row's, "
+            f"that of the row without streams, as a lone image runs on one stream's share of the threads); "
+            f"preprocessing included; mAP on all {len(val)} validation images",
             "",
             markdown_table(headers, rows),
         ]
