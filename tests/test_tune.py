@@ -105,7 +105,7 @@ def test_a_pruned_trial_is_recorded_as_pruned(tiny_data, tmp_path):
         pruner=PruneTrials(1),
     )
     report = run_study(options)
-    assert [(r["state"], r["epochs"]) for r in report.rows] == [("complete", 2), ("pruned", 1)]
+    assert [(r["state"], r["epochs"]) for r in report.rows] == [("complete (baseline)", 2), ("pruned", 1)]
     assert [len(metric_rows(r["run_dir"])) for r in report.rows] == [2, 1]
     assert list(report.rows[0]) == ["trial", "state", "map", "epochs", "seconds", "train.lr", "run_dir"]
     assert report.best_config == tmp_path / "tune" / "best.yaml" and report.best_config.is_file()
