@@ -44,9 +44,15 @@ BLOCK_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['torchvision
 
 
 def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """``python -c code args`` in a fresh interpreter at the repository root, output captured as text."""
+    """``python -c code args`` in a fresh interpreter at the repository root, output captured as text; its
+    stdin is empty, not the caller's (a pytest-xdist worker's stdin is its channel to the controller)."""
     return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO, timeout=timeout
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
 
 
