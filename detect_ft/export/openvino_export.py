@@ -31,7 +31,6 @@ from detect_ft.export.pipeline import (
     TorchReference,
     export_detector,
     smoke_run,
-    speed_of_passes,
     torch_reference,
     verify_export,
 )
@@ -154,14 +153,8 @@ def _export_int8_ir(
             progress=gate.progress,
         )
         torch_map = reference.metrics["map"] or 0.0
-        info.update(map=metrics["map"], map50=metrics["map50"], latency=metrics["latency"])
-        info["map_diff_points"] = 100 * ((metrics["map"] or 0.0) - torch_map)
-        fp32_latency = report["openvino"]["parity"]["onnx"]["latency"]
-        info["speed"] = speed_of_passes(fp32_latency, metrics["latency"], len(gate.val_dataset))
-        drop = -info["map_diff_points"]
-        info["gate"] = "passed" if drop <= gate.max_map_drop else "kept anyway"
-        if drop > gate.max_map_drop and not gate.keep_anyway:
-            info["gate"] = "refused"
+        drop = gate.judge(info, metrics, torch_map, report["openvino"]["parity"]["onnx"]["latency"])
+        if drop is not None:
             raise Int8RefusedError(
                 f"INT8 OpenVINO model refused: its mAP {100 * (metrics['map'] or 0):.2f} is {drop:.2f} AP points "
                 f"below PyTorch's {100 * torch_map:.2f} (> export.int8_max_map_drop={gate.max_map_drop}), so "

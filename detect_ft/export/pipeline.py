@@ -171,6 +171,21 @@ class Int8Gate:
     backend: str = "hotcoco"
     progress: bool = False
 
+    def judge(
+        self, info: dict[str, Any], metrics: dict, baseline_map: float, baseline_latency: dict
+    ) -> Optional[float]:
+        """Record the INT8 model's validation ``metrics`` in ``info`` (``map``, ``map50``, ``latency``,
+        ``map_diff_points`` against ``baseline_map``, ``speed`` against ``baseline_latency``) and its ``gate``;
+        the AP points it lost when it is refused (the caller raises with its own message), else None."""
+        info.update(_summary(metrics), map_diff_points=100 * ((metrics["map"] or 0.0) - baseline_map))
+        info["speed"] = speed_of_passes(baseline_latency, metrics["latency"], len(self.val_dataset))
+        drop = -info["map_diff_points"]
+        info["gate"] = "passed" if drop <= self.max_map_drop else "kept anyway"
+        if drop > self.max_map_drop and not self.keep_anyway:
+            info["gate"] = "refused"
+            return drop
+        return None
+
 
 def _export_int8(
     output: Path, report: dict[str, Any], calib_images: list[np.ndarray], options: Optional[Int8Options], gate: Int8Gate
@@ -202,12 +217,8 @@ def _export_int8(
             progress=gate.progress,
         )
         fp32_map = report["parity"]["onnx"]["map"] or 0.0
-        info.update(_summary(metrics), map_diff_points=100 * ((metrics["map"] or 0.0) - fp32_map))
-        info["speed"] = speed_of_passes(report["parity"]["onnx"]["latency"], metrics["latency"], len(dataset))
-        drop = -info["map_diff_points"]
-        info["gate"] = "passed" if drop <= gate.max_map_drop else "kept anyway"
-        if drop > gate.max_map_drop and not gate.keep_anyway:
-            info["gate"] = "refused"
+        drop = gate.judge(info, metrics, fp32_map, report["parity"]["onnx"]["latency"])
+        if drop is not None:
             raise Int8RefusedError(
                 f"INT8 model refused: its mAP {100 * (metrics['map'] or 0):.2f} is {drop:.2f} AP points below "
                 f"the fp32 ONNX model's {100 * fp32_map:.2f} (> export.int8_max_map_drop={gate.max_map_drop}), "
