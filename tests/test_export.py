@@ -403,3 +403,59 @@ def test_simplify_qdq_is_exact():
     assert ops.count("QuantizeLinear") == 0 and ops.count("DequantizeLinear") == 1, ops  # only the output's
     after = run(model)
     assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+
+
+def test_same_padded_convolution_exports_as_one_conv_with_constant_pads(tmp_path):
+    import onnxruntime as ort
+    import torch
+    from timm.layers import Conv2dSame
+
+    from detect_ft.export.static_padding import StaticSameConv2d
+
+    torch.manual_seed(0)
+    for kernel, stride, bias in ((3, 2, False), (5, 2, True), (4, 1, True)):
+        conv = Conv2dSame(4, 6, kernel, stride=stride, bias=bias).eval()
+        static = StaticSameConv2d(conv).eval()
+        for size in ((40, 24), (64, 8)):  # multiples of the stride: the only inputs it is swapped in for
+            image = torch.rand(2, 4, *size)
+            assert torch.equal(static(image), conv(image)), (kernel, stride, size)
+    path = tmp_path / "conv.onnx"
+    with torch.no_grad():
+        torch.onnx.export(
+            static, (image,), str(path), dynamo=False, opset_version=17, input_names=["x"],
+            dynamic_axes={"x": {2: "height", 3: "width"}},
+        )  # fmt: skip
+    assert [node.op_type for node in onnx.load(str(path)).graph.node] == ["Conv"]
+    other = torch.rand(2, 4, 32, 48)
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": other.numpy()})[0]
+    np.testing.assert_allclose(out, conv(other).detach().numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name, swapped",
+    [
+        ("ssdlite320_efficientnet_lite0", 5),
+        pytest.param("fasterrcnn_efficientnet_lite0_fpn", 5, marks=pytest.mark.slow),
+    ],
+)
+def test_export_copy_pads_timm_convolutions_as_constants_where_the_transform_allows(name, swapped):
+    import copy
+
+    import torch
+
+    from detect_ft.export.onnx_export import exportable
+    from detect_ft.export.static_padding import StaticSameConv2d, freeze_same_padding
+
+    model = separated_model(name, calibration_images=2)
+    traced_copy = exportable(model)
+    assert sum(isinstance(m, StaticSameConv2d) for m in traced_copy.modules()) == swapped
+    assert not any(isinstance(m, StaticSameConv2d) for m in model.modules()), "the model itself is left as it is"
+    image = torch.rand(3, 97, 131)  # no multiple of anything: the transform resizes or pads it
+    with torch.no_grad():
+        want, got = model([image])[0], traced_copy([image])[0]
+    assert all(torch.equal(want[key], got[key]) for key in ("boxes", "scores", "labels"))
+    if not model.transform.fixed_size:
+        # Batches padded to multiples of 8 only: the convolutions after stride 8 keep computing their padding.
+        loose = copy.deepcopy(model)
+        loose.transform.size_divisible = 8
+        assert freeze_same_padding(loose) == 3

@@ -28,6 +28,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from detect_ft._version import __version__
 from detect_ft.checkpoint.format import input_normalisation
+from detect_ft.export.static_padding import freeze_same_padding
 from detect_ft.inference.predictions import METADATA_FORMAT, METADATA_KEY
 from detect_ft.models.registry import MODELS
 from detect_ft.utils.errors import DetectFTError
@@ -129,12 +130,15 @@ class ExactResizeTransform(GeneralizedRCNNTransform):
 
 def exportable(model: nn.Module) -> nn.Module:
     """A CPU, eval-mode copy of ``model`` to trace: its ``transform`` (when it is torchvision's detection
-    transform) becomes an :class:`ExactResizeTransform`. ``model`` itself is left as it is."""
+    transform) becomes an :class:`ExactResizeTransform`, and its timm 'same'-padded convolutions get
+    constant padding where the transform allows (:func:`freeze_same_padding`). ``model`` itself is left
+    as it is."""
     model = copy.deepcopy(model).eval().cpu()
     # Exactly torchvision's class: a subclass may resize its own way, and keeps it.
     if type(getattr(model, "transform", None)) is GeneralizedRCNNTransform:
         model.transform = ExactResizeTransform.like(model.transform)
-    return model
+    freeze_same_padding(model)
+    return model.eval()  # the new transform is built in training mode, which skips the boxes' rescaling
 
 
 def input_sizes(model: nn.Module) -> dict[str, Any]:
