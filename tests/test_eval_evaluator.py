@@ -95,6 +95,15 @@ def test_torch_predictor_outputs_numpy(dataset):
     np.testing.assert_allclose(preds[1]["boxes"], dataset.records[1].boxes, rtol=1e-6)
 
 
+def test_torch_predictor_runs_one_image_per_forward_on_the_cpu(dataset):
+    model, sizes = BoxModel(), []
+    model.register_forward_pre_hook(lambda _, args: sizes.append(len(args[0])) and None)
+    images = [np.zeros((48, 64, 3), np.uint8)] * 3
+    assert len(torch_predictor(model, "cpu")(images)) == 3 and sizes == [1, 1, 1]
+    sizes.clear()  # BatchNorm recalibration needs the batch in one forward
+    assert len(torch_predictor(model, "cpu", whole_batches=True)(images)) == 3 and sizes == [3]
+
+
 def test_evaluate_model_scores_and_restores_train_mode(dataset):
     model = BoxModel().train()
     metrics = evaluate_model(model, dataset, device="cpu", batch_size=2, workers=1)

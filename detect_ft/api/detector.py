@@ -248,7 +248,7 @@ class Detector:
                 at IoU ``merge_iou``; ``greedy``: greedy merging at IoS ``merge_iou``). None or 0: whole
                 images only.
             batch: run up to this many images or frames of one size together (PyTorch takes them as one
-                list; an ONNX model exported with ``--batch N`` runs N per graph call, a batch-1 graph one
+                list on a GPU, one by one on a CPU, where that is faster; an ONNX model exported with ``--batch N`` runs N per graph call, a batch-1 graph one
                 by one). Detections are those of one image at a time, to float rounding.
         """
         results = []

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 
 BATCH_HELP = (
-    "run up to N same-size images or frames at once (default 8; a .pt model takes them as one batch, an "
+    "run up to N same-size images or frames at once (default 8; a .pt model takes them as one batch on a GPU, an "
     ".onnx model exported with --batch M runs M per call, one exported without one by one)"
 )
 STREAMS_HELP = (

@@ -58,7 +58,8 @@ def recalibrate_batchnorm(
     ]
     if not norms or not records.records:
         return 0
-    predict_batch = torch_predictor(model, device)  # eval mode everywhere but in the layers below
+    # eval mode everywhere but in the layers below, whose statistics come from each forward's batch
+    predict_batch = torch_predictor(model, device, whole_batches=True)
     momenta = [m.momentum for m in norms]
     for norm in norms:
         norm.reset_running_stats()
