@@ -104,6 +104,12 @@ def test_preprocess_reproduces_the_training_tensor(exported_onnx):
     expected = torch.from_numpy(image).permute(2, 0, 1).float().div(255).numpy()  # torch_predictor's conversion
     np.testing.assert_allclose(preprocess(image, spec), expected, rtol=1e-6, atol=1e-7)
     assert preprocess(image, {**spec, "batch_dim": True}).shape == (1, 3, 37, 53)
+    flipped = image[:, ::-1]  # a view with a negative stride, as a mirrored camera frame is
+    chw = flipped.astype(np.float32).transpose(2, 0, 1) * np.float32(spec["scale"])
+    assert np.array_equal(preprocess(flipped, spec), chw)
+    assert np.array_equal(preprocess(flipped, {**spec, "color": "BGR"}), chw[::-1])
+    hwc = preprocess(flipped, {**spec, "layout": "HWC", "color": "BGR"})
+    assert hwc.flags.c_contiguous and np.array_equal(hwc, chw[::-1].transpose(1, 2, 0))
     with pytest.raises(DetectFTError, match="RGB uint8"):
         preprocess(image.astype(np.float32), spec)
 
