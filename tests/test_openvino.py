@@ -156,7 +156,8 @@ def openvino_int8(openvino_ir, tmp_path_factory) -> dict:
     args = ["export", str(openvino_ir["checkpoint"]), "--output", str(out / "model.xml"), "--int8"]
     done = run_python(CLI, *args, "export.int8_max_map_drop=100", "--json", str(report), timeout=600)
     assert done.returncode == 0, done.stderr
-    return {**openvino_ir, "int8_xml": out / "model.int8.xml", "int8_report": json.loads(report.read_text())}
+    report = json.loads(report.read_text())
+    return {**openvino_ir, "int8_xml": out / "model.int8.xml", "int8_report": report, "stdout": done.stdout}
 
 
 def test_int8_ir_is_written_gated_and_runs_like_an_ir(openvino_int8):
@@ -169,6 +170,8 @@ def test_int8_ir_is_written_gated_and_runs_like_an_ir(openvino_int8):
         "report.json",
     ]
     assert "FakeQuantize" in xml.read_text() and "FakeQuantize" not in xml.with_name("model.xml").read_text()
+    assert "Statistics collection" not in openvino_int8["stdout"], "NNCF's progress bars belong on stderr"
+    assert "mAP50" in openvino_int8["stdout"], "the report table stays on stdout"
     int8 = openvino_int8["int8_report"]["int8"]
     assert int8["output"] == str(xml) and int8["gate"] == "passed" and int8["calibration_images"] > 0
     assert int8["map_diff_points"] >= -100 and int8["speed"]["speedup"] > 0

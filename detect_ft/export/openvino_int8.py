@@ -11,9 +11,11 @@ boxes by whole quantisation steps and change which detections survive NMS. NNCF 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -96,13 +98,14 @@ def quantize_openvino(
     level = nncf_log.level
     nncf_log.setLevel(logging.WARNING)  # NNCF logs every float op it leaves alone (hundreds of lines) at INFO
     try:
-        quantized = nncf.quantize(
-            model,
-            nncf.Dataset(list(images), lambda image: preprocess(image, spec)),
-            preset=nncf.QuantizationPreset.PERFORMANCE,
-            subset_size=len(images),
-            ignored_scope=nncf.IgnoredScope(names=kept_float, validate=False),
-        )
+        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars; stdout is the command's report
+            quantized = nncf.quantize(
+                model,
+                nncf.Dataset(list(images), lambda image: preprocess(image, spec)),
+                preset=nncf.QuantizationPreset.PERFORMANCE,
+                subset_size=len(images),
+                ignored_scope=nncf.IgnoredScope(names=kept_float, validate=False),
+            )
     finally:
         nncf_log.setLevel(level)
     description = "NNCF post-training quantisation, symmetric int8 weights and activations, body only"
