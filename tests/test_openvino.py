@@ -94,6 +94,27 @@ def test_predict_cli_runs_the_ir_without_torch(openvino_ir, tmp_path):
     assert isinstance(predictions, list) and len(list(out.glob("*.jpg"))) + len(list(out.glob("*.png"))) > 0
 
 
+def test_models_freed_in_any_order_leave_signals_deliverable(openvino_ir):
+    # OpenVINO gives the compiling thread a signal stack of its own and puts back, when a model is freed, the
+    # one it found, which may be a freed model's: a signal then killed the process (SIGCHLD while torch's
+    # DataLoader watches it, Ctrl-C). Here: two models freed in the order they were made, then a child exits.
+    code = (
+        "import faulthandler, gc, signal, subprocess, sys\n"
+        "from detect_ft.inference.openvino_runtime import OpenVINODetector\n"
+        "faulthandler.enable()\n"
+        "signal.signal(signal.SIGCHLD, lambda *_: None)\n"
+        "first, second = OpenVINODetector(sys.argv[1]), OpenVINODetector(sys.argv[1])\n"
+        "del first\n"
+        "gc.collect()\n"
+        "del second\n"
+        "gc.collect()\n"
+        "subprocess.run([sys.executable, '-c', 'pass'], check=True)\n"
+        "print('signals still delivered')\n"
+    )
+    done = run_python(code, str(openvino_ir["xml"]))
+    assert done.returncode == 0 and "signals still delivered" in done.stdout, (done.returncode, done.stderr[-500:])
+
+
 def test_missing_openvino_is_one_line_naming_the_extra(openvino_ir, tmp_path):
     block = "import sys; sys.modules['openvino'] = None\nfrom detect_ft.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
     hint = "pip install 'detect-ft[openvino]'"

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from detect_ft.inference.openvino_runtime import INSTALL_HINT, import_openvino, read_ir_metadata
+from detect_ft.inference.openvino_runtime import INSTALL_HINT, import_openvino, kept_signal_stack, read_ir_metadata
 from detect_ft.inference.predictions import METADATA_KEY
 from detect_ft.inference.runtime import preprocess
 from detect_ft.utils.errors import DetectFTError
@@ -98,7 +98,8 @@ def quantize_openvino(
     level = nncf_log.level
     nncf_log.setLevel(logging.WARNING)  # NNCF logs every float op it leaves alone (hundreds of lines) at INFO
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars; stdout is the command's report
+        # NNCF's progress bars go to stderr (stdout is the command's report); it compiles models as it goes.
+        with contextlib.redirect_stdout(sys.stderr), kept_signal_stack():
             quantized = nncf.quantize(
                 model,
                 nncf.Dataset(list(images), lambda image: preprocess(image, spec)),

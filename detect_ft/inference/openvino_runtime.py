@@ -10,8 +10,11 @@ saying how to install it. Nothing here imports torch.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
-from typing import Any, Optional
+import sys
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -44,6 +47,51 @@ def read_ir_metadata(model: Any, path: str | os.PathLike) -> dict[str, Any]:
             "(export the checkpoint to a .xml with `detect-ft export`)"
         )
     return parse_metadata(str(model.get_rt_info([METADATA_KEY]).astype(str)), path)
+
+
+class _SignalStack(ctypes.Structure):
+    """Linux's ``stack_t``, a thread's alternate signal stack (``sigaltstack(2)``)."""
+
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+SS_DISABLE = 2  # stack_t.ss_flags: no alternate signal stack
+
+
+def _sigaltstack() -> Any:
+    """libc's ``sigaltstack`` on Linux, None elsewhere or when it cannot be found."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).sigaltstack
+    except (OSError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def kept_signal_stack() -> Iterator[None]:
+    """Give the calling thread back its alternate signal stack when the block ends (Linux; elsewhere a no-op).
+
+    For blocks that compile OpenVINO models. OpenVINO's CPU plugin (2026.4) gives the thread that compiles a
+    model a signal stack of its own and, when the model is freed, puts back the one it found there, even
+    when that was the stack of a model freed since: two models freed in the order they were compiled leave
+    the thread on freed memory, and the next signal it handles (Ctrl-C; a child process exiting while
+    torch's DataLoader watches SIGCHLD) kills the process with a segmentation fault. With the stack given
+    back after every compile, every model finds, and puts back, the same one.
+    """
+    sigaltstack = _sigaltstack()
+    saved = _SignalStack()
+    if sigaltstack is None or sigaltstack(None, ctypes.byref(saved)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        current = _SignalStack()
+        sigaltstack(None, ctypes.byref(current))
+        if (current.ss_sp, current.ss_size) != (saved.ss_sp, saved.ss_size):
+            saved.ss_flags &= SS_DISABLE  # when set, flags may only say whether the stack is disabled
+            sigaltstack(ctypes.byref(saved), None)
 
 
 class OpenVINODetector(EdgeDetector):
@@ -92,8 +140,9 @@ class OpenVINODetector(EdgeDetector):
             # OpenVINO splits its threads over NUM_STREAMS streams; one infer request per stream, each run
             # from its own thread (InferRequest.infer releases the GIL), keeps them all busy.
             config["NUM_STREAMS"] = streams
-        self.compiled = core.compile_model(model, "CPU", config)
-        self._requests = [self.compiled.create_infer_request() for _ in range(streams)]
+        with kept_signal_stack():
+            self.compiled = core.compile_model(model, "CPU", config)
+            self._requests = [self.compiled.create_infer_request() for _ in range(streams)]
         self._use_metadata(path, metadata, conf)
         self._use_streams(streams)
 
