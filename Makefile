@@ -20,18 +20,11 @@ demo: setup
 # models), each with one torch thread (tests/conftest.py); on 2 cores about 1.5x faster than one process.
 XDIST := -n auto --maxprocesses 4
 
-# tests/test_openvino.py runs in one process of its own after the rest: in a pytest-xdist worker that had run
-# most of the suite, the worker process died during its INT8 (NNCF) tests, in every full run; never in one
-# process. Not root-caused yet (memory stayed under 4 GB; an empty stdin for child processes did not help).
-OWN_PROCESS := tests/test_openvino.py
-
 test: setup
-	$(BIN)/python -m pytest -q $(XDIST) -m "slow or not slow" --ignore $(OWN_PROCESS)
-	$(BIN)/python -m pytest -q -p no:xdist -m "slow or not slow" $(OWN_PROCESS)
+	$(BIN)/python -m pytest -q $(XDIST) -m "slow or not slow"
 
 test-fast: setup
-	$(BIN)/python -m pytest -q $(XDIST) --ignore $(OWN_PROCESS)
-	$(BIN)/python -m pytest -q -p no:xdist $(OWN_PROCESS)
+	$(BIN)/python -m pytest -q $(XDIST)
 
 lint: setup
 	$(BIN)/ruff check .
