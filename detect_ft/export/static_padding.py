@@ -9,9 +9,10 @@ When a convolution's input height and width are multiples of its stride, 'same' 
 whatever the size: ``(k - 1) * dilation + 1 - stride`` pixels, the odd one after (bottom/right). The
 detectors guarantee such sizes: their in-graph transform resizes to a fixed size (SSD) or pads the batch to
 a multiple of ``size_divisible`` (two-stage, RetinaNet, FCOS). :func:`freeze_same_padding` checks that
-guarantee against each convolution's place in the network (its cumulative stride) and swaps the
-convolutions it holds for into :class:`StaticSameConv2d`, which the exporter writes as one ``Conv`` with
-asymmetric ``pads``: the same numbers, no ``Pad`` op, no shape arithmetic.
+guarantee against each convolution's place in the network (its cumulative stride) and, where it holds,
+swaps in a :class:`StaticSameConv2d`, which the exporter writes as one ``Conv`` with asymmetric ``pads``:
+the same numbers, no ``Pad`` op, no shape arithmetic (measured on the fine-tuned Lite0 SSDLite, 640x480
+frames, onnxruntime on 2 threads: 16.8 -> 13.6 ms per image).
 """
 
 from __future__ import annotations
