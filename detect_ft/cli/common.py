@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Iterator
 
 from detect_ft.config.schema import Config, load_config
+from detect_ft.engine.logs import bare_stdout_handler
 from detect_ft.utils.errors import DetectFTError
 
 
@@ -56,9 +57,8 @@ def command_logging() -> Iterator[None]:
     if any(h.get_name() == CONSOLE_HANDLER for h in logger.handlers):
         yield
         return
-    handler = logging.StreamHandler(sys.stdout)
+    handler = bare_stdout_handler()
     handler.set_name(CONSOLE_HANDLER)
-    handler.setFormatter(logging.Formatter("%(message)s"))
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

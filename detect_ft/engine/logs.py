@@ -30,6 +30,13 @@ from detect_ft.utils.atomic_io import atomic_path, dumps_json, json_safe, write_
 PACKAGE_LOGGER = "detect_ft"
 
 
+def bare_stdout_handler() -> logging.Handler:
+    """A handler writing each record's bare message to the ``sys.stdout`` of now, as ``print`` would."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
 @contextlib.contextmanager
 def console_messages(is_main: bool = True) -> Iterator[None]:
     """Within this block, show the ``detect_ft`` loggers' INFO messages to a caller who configured no logging.
@@ -49,8 +56,7 @@ def console_messages(is_main: bool = True) -> Iterator[None]:
     if not is_main:
         logger.setLevel(logging.WARNING)
     elif not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler = bare_stdout_handler()
         logger.addHandler(handler)
         if level == logging.NOTSET:  # a level the caller set on the logger stays
             logger.setLevel(logging.INFO)
