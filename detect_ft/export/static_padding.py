@@ -17,6 +17,7 @@ frames, onnxruntime on 2 threads: 16.8 -> 13.6 ms per image).
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import torch
@@ -123,10 +124,11 @@ def freeze_same_padding(model: nn.Module) -> int:
     For an eval-mode copy that is about to be traced (:func:`detect_ft.export.onnx_export.exportable`);
     the outputs are unchanged for every input the detector can give those layers.
     """
-    from timm.layers import Conv2dSame
-
+    timm_layers = sys.modules.get("timm.layers")
+    if timm_layers is None:  # a model holding timm layers was built with timm imported; spare others the import
+        return 0
     multiple = backbone_input_multiple(model)
-    convs = {name: module for name, module in model.named_modules() if type(module) is Conv2dSame}
+    convs = {name: module for name, module in model.named_modules() if type(module) is timm_layers.Conv2dSame}
     if multiple is None or not convs or not hasattr(model, "backbone"):
         return 0
     swapped = 0
