@@ -37,9 +37,8 @@ class _PaddedConv(torch.autograd.Function):
     """``conv2d(pad(x))``, exported as a single ONNX ``Conv`` carrying the padding in its ``pads``."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, pads, kernel, stride, dilation, groups):  # noqa: ARG004 (ctx: autograd's)
-        left, right, top, bottom = pads
-        return F.conv2d(F.pad(x, (left, right, top, bottom)), weight, bias, stride, 0, dilation, groups)
+    def forward(ctx, x, weight, bias, pads, kernel, stride, dilation, groups):
+        return F.conv2d(F.pad(x, pads), weight, bias, stride, 0, dilation, groups)  # pads: (left, right, top, bottom)
 
     @staticmethod
     def symbolic(g, x, weight, bias, pads, kernel, stride, dilation, groups):
