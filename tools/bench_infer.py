@@ -70,6 +70,7 @@ from detect_ft.export.pipeline import cpu_int8_support, export_detector
 from detect_ft.export.quantize import Int8Options, int8_path_for, quantize_int8
 from detect_ft.inference import EdgeDetector
 from detect_ft.inference.predictions import open_onnx_session
+from detect_ft.inference.runtime import stream_threads
 from detect_ft.models import MODELS, build_model, load_detector
 
 MODELS_TO_BENCH = ("ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn")
@@ -426,8 +427,10 @@ def main_batch_throughput(args: argparse.Namespace, checkpoints: dict[str, str],
     """``--batch-throughput N``: :func:`batch_throughput` of each model, as one table."""
     batch = args.batch_throughput
     rows = [batch_throughput(name, args, checkpoints, work, synthetic) for name in checkpoints or [BATCH_MODEL]]
+    stream_total = STREAMS * stream_threads(args.threads, STREAMS)  # each stream gets at least one thread
     print(
-        f"onnxruntime fp32, {args.threads} threads in all ({STREAMS} streams: {STREAMS} sessions sharing them), "
+        f"onnxruntime fp32, {args.threads} threads ({STREAMS} streams: {STREAMS} sessions, {stream_total} threads "
+        "in all), "
         f"{args.warmup} warm-up + {args.runs} timed rounds, each round all images through predict_batch "
         "(preprocessing included); (x) = images/s over batch 1's"
     )

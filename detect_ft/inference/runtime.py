@@ -114,7 +114,7 @@ class EdgeDetector:
         path: the ``.onnx`` file (fp32 or INT8).
         providers: onnxruntime execution providers (default: CPU).
         threads: intra-op threads (default: onnxruntime's choice, all cores); with ``streams`` > 1, the
-            total, split evenly over the streams (default: ``os.cpu_count()``).
+            total, split evenly over the streams, at least one each (default: ``os.cpu_count()``).
         conf: default score threshold of :meth:`predict` (0 keeps everything the graph returns).
         streams: parallel sessions of the file that :meth:`predict_batch` runs images on concurrently
             (throughput on folders and videos; each costs one more copy of the model in memory).
