@@ -236,7 +236,7 @@ def test_check_data_prints_default_and_fitted_anchors(tmp_path, capsys) -> None:
     config.write_text(yaml.safe_dump({"data": {"format": "coco", "root": str(data_dir), "train": "train.json"}}))
     assert main(["check-data", str(config), "--split", "train", "--fast"]) == 0
     out = capsys.readouterr().out
-    assert "== anchors of ssdlite320_mobilenet_v3_large" in out and "320x320" in out
+    assert "== anchors of ssdlite320_efficientnet_lite0" in out and "320x320" in out
     assert "default: sizes [[0.2, 0.35" in out and "fitted: sizes" in out and "model.anchor_sizes=[[" in out
     assert main(["check-data", str(config), "--split", "train", "--fast", "model.name=fcos_resnet50_fpn"]) == 0
     assert "== anchors" not in capsys.readouterr().out

@@ -16,8 +16,9 @@ import yaml
 from helpers import CATEGORY_IDS, CLASSES
 
 from detect_ft import Detector
-from detect_ft.api.options import dotted_overrides
+from detect_ft.api.options import dotted_overrides, resolve_config
 from detect_ft.cli.main import main
+from detect_ft.config import Config
 from detect_ft.data.load import load_split
 from detect_ft.export import compare_detections
 from detect_ft.utils.errors import ConfigError, DetectFTError
@@ -138,6 +139,17 @@ def test_overrides_by_short_or_dotted_name():
         dotted_overrides({"batch_size": 4})
     with pytest.raises(ConfigError, match="no config section has it"):
         dotted_overrides({"epohcs": 4})
+
+
+def test_a_config_object_leaves_its_default_keys_to_the_models_recipe():
+    assert resolve_config(Config(), {}).model.weights == "imagenet"  # the default model's recipe
+    chosen = Config()
+    chosen.model.weights, chosen.train.lr = "none", 0.5
+    resolved = resolve_config(chosen, {"train.epochs": 3})
+    assert (resolved.model.weights, resolved.train.lr, resolved.train.epochs) == ("none", 0.5, 3)
+    recipe_free = Config()
+    recipe_free.model.name = "ssdlite320_mobilenet_v3_large"  # no recipe: the dataclass default (COCO) stays
+    assert resolve_config(recipe_free, {}).model.weights == "coco"
 
 
 def _readme_snippet() -> str:

@@ -85,7 +85,16 @@ def test_saved_config_loads_back_equal(tmp_path):
     cfg = load_config(None, ["train.epochs=7", "data.classes=[a, b]", "model.min_size=160", "train.milestones=[3, 5]"])
     save_config(cfg, tmp_path / "run" / "config.yaml")
     assert load_config(tmp_path / "run" / "config.yaml") == cfg
-    assert Config() == load_config()
+
+
+def test_the_defaults_are_the_default_models_recipe_over_config():
+    """The default model trains offline: its recipe, not the dataclass default (COCO), picks its weights."""
+    cfg = load_config()
+    assert cfg.model.name == Config().model.name == "ssdlite320_efficientnet_lite0"
+    assert cfg.model.weights == "imagenet" and "model.weights=imagenet" in cfg.applied_recipe
+    assert load_config(None, ["model.weights=none"]).model.weights == "none"
+    recipe_free = load_config(None, ["model.name=ssdlite320_mobilenet_v3_large"])
+    assert recipe_free.model.weights == "coco" and recipe_free.applied_recipe == ()
 
 
 def test_config_from_dict_checks_as_load_config_does_and_names_the_source():
@@ -94,7 +103,7 @@ def test_config_from_dict_checks_as_load_config_does_and_names_the_source():
     assert config_from_dict(saved) == cfg
     again = config_from_dict(saved, ["train.epochs=2"], source="checkpoint best.pt")
     assert again.train.epochs == 2 and again.data.classes == ["a", "b"] and saved["train"]["epochs"] == 7
-    assert config_from_dict({}) == Config() == load_config()
+    assert config_from_dict({}) == load_config()
     # the same one-line messages as a YAML file
     for data, pattern in (
         ({"train": {"epohcs": 3}}, "unknown config key 'train.epohcs'; did you mean 'train.epochs'"),
@@ -197,7 +206,7 @@ def test_model_input_sizes_are_bounded():
 )
 def test_training_values_out_of_range_are_one_line_config_errors(override, allowed):
     with pytest.raises(ConfigError, match=allowed) as info:
-        load_config(None, [override])
+        load_config(None, ["train.optimizer=sgd", override])  # SGD: the default model's recipe takes AdamW
     assert "\n" not in str(info.value)
 
 

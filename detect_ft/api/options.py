@@ -51,7 +51,14 @@ def resolve_config(config: ConfigSource, overrides: dict[str, Any]) -> Config:
     dotted ``overrides`` applied, checked, and the model's recipe filling the keys left unset."""
     texts = override_list(overrides)
     if isinstance(config, Config):
-        return config_from_dict(config_to_dict(config), texts, source="the Config object")
+        # keys still at their defaults count as unset, as in a YAML file that leaves them out, so the
+        # model's recipe fills them (Config() itself names a model whose recipe picks its weights)
+        defaults = config_to_dict(Config())
+        given = {
+            section: {key: value for key, value in values.items() if value != defaults[section][key]}
+            for section, values in config_to_dict(config).items()
+        }
+        return config_from_dict(given, texts, source="the Config object")
     if isinstance(config, dict):
         return config_from_dict(config, texts, source="the config dict")
     return load_config(config, texts)

@@ -74,8 +74,10 @@ __all__ = [
 
 @dataclass
 class ModelConfig:
-    name: str = "ssdlite320_mobilenet_v3_large"
-    weights: str = "coco"  # coco | imagenet | none | path to a state dict or detect-ft checkpoint
+    # the default works offline (ImageNet weights from a package) and its recipe was chosen on four datasets
+    name: str = "ssdlite320_efficientnet_lite0"
+    # coco | imagenet | none | path to a state dict or detect-ft checkpoint; unset: the model's recipe may choose
+    weights: str = "coco"
     backbone: str = ""  # timm models only: another timm backbone (e.g. convnext_atto); "" = the model's own
     init_from_coco_names: bool = True  # start head rows of classes named like COCO classes from COCO rows
     trainable_backbone_layers: Optional[int] = None  # torchvision semantics; None = torchvision default
