@@ -76,3 +76,4 @@ def test_models_command_prints_the_table(capsys):
     for name, spec in MODELS.items():
         line = next(line for line in out.splitlines() if line.startswith(name + " "))
         assert str(spec.figures.latency_ms) in line and f"{default_weights(spec)}:" in line
+    assert "A config without model.name trains ssdlite320_efficientnet_lite0." in out
