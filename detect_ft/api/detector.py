@@ -130,23 +130,33 @@ class Detector:
 
     @classmethod
     def create(
-        cls, name: str, *, classes: Sequence[str], weights: str = "coco", device: str = "auto", **model_options: Any
+        cls,
+        name: str,
+        *,
+        classes: Sequence[str],
+        weights: Optional[str] = None,
+        device: str = "auto",
+        **model_options: Any,
     ) -> "Detector":
         """A new detector ``name`` (see ``detect-ft models``) with class heads for ``classes``.
 
         ``weights``: ``coco`` (torchvision's COCO detector; heads of classes named like a COCO class start
         from that class's row), ``imagenet`` (backbone only), ``none``, or a file (state dict or detect-ft
-        checkpoint). ``model_options`` go to :func:`detect_ft.models.build_model` (e.g. ``min_size``), and
+        checkpoint); None: the model's own pretrained start, the one ``detect-ft models`` lists (``coco``
+        for torchvision's detectors, ``imagenet`` for those on timm backbones). ``model_options`` go to :func:`detect_ft.models.build_model` (e.g. ``min_size``), and
         to :meth:`train` as ``model.*`` config keys.
         """
         from detect_ft.api.options import class_names_argument, device_argument, model_options_argument, path_argument
         from detect_ft.evaluation.evaluator import torch_predictor
-        from detect_ft.models import build_model
+        from detect_ft.models import MODELS, build_model
+        from detect_ft.models.zoo import default_weights
 
         where = "Detector.create"
         if not isinstance(name, str):
             raise ArgumentTypeError(f"{where}: name must be a model name (see detect-ft models), got {name!r}")
         classes = class_names_argument(where, classes)
+        if weights is None:
+            weights = default_weights(MODELS[name]) if name in MODELS else "coco"  # unknown: build_model says so
         weights = path_argument(where, "weights", weights, "coco, imagenet, none or the path of a weights file")
         model_options = model_options_argument(where, name, model_options)
         device = _torch_device(device_argument(where, device))
