@@ -25,7 +25,7 @@ def list_models() -> list[str]:
     return _list_models()
 
 
-def build_model(name: str, num_classes: int, weights: str = "coco", class_names=None, **options):
+def build_model(name: str, num_classes: int, weights: str | None = None, class_names=None, **options):
     """See :func:`detect_ft.models.build_model`."""
     from detect_ft.models import build_model as _build_model
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from helpers import CATEGORY_IDS, CLASSES
 
+import detect_ft
 from detect_ft import Detector
 from detect_ft.api.options import dotted_overrides, resolve_config
 from detect_ft.cli.main import main
@@ -304,6 +305,7 @@ def test_create_takes_one_class_as_a_string_and_refuses_repeated_names(small_det
 def test_create_starts_from_the_models_own_pretrained_weights_unless_told():
     # the EfficientNet-Lite models have no COCO weights: their default start is ImageNet (installed offline)
     assert Detector.create("ssdlite320_efficientnet_lite0", classes=["a"], device="cpu").weights == "imagenet"
+    assert detect_ft.build_model("ssdlite320_efficientnet_lite0", 1) is not None  # the same default
     with pytest.raises(ConfigError, match="has no COCO weights"):
         Detector.create("ssdlite320_efficientnet_lite0", classes=["a"], weights="coco")
     with pytest.raises(ConfigError, match="model"):

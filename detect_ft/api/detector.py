@@ -155,8 +155,8 @@ class Detector:
         if not isinstance(name, str):
             raise ArgumentTypeError(f"{where}: name must be a model name (see detect-ft models), got {name!r}")
         classes = class_names_argument(where, classes)
-        if weights is None:
-            weights = default_weights(MODELS[name]) if name in MODELS else "coco"  # unknown: build_model says so
+        if weights is None:  # the value train() passes on as model.weights; an unknown name: build_model says so
+            weights = default_weights(MODELS[name]) if name in MODELS else "none"
         weights = path_argument(where, "weights", weights, "coco, imagenet, none or the path of a weights file")
         model_options = model_options_argument(where, name, model_options)
         device = _torch_device(device_argument(where, device))

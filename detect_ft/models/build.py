@@ -29,13 +29,14 @@ from detect_ft.models.weights import (
     fetch_state_dict,
     read_weights_file,
 )
+from detect_ft.models.zoo import default_weights
 from detect_ft.utils.errors import ConfigError, WeightsError
 
 
 def build_model(
     name: str,
     num_classes: int,
-    weights: str = "coco",
+    weights: str | None = None,
     class_names: Sequence[str] | None = None,
     *,
     backbone: str | None = None,
@@ -54,7 +55,7 @@ def build_model(
     Args:
         weights: ``coco`` (torchvision's COCO detector weights), ``imagenet`` (ImageNet backbone only),
             ``none`` (random init) or a path to a full-detector state dict / detect-ft checkpoint of the
-            same architecture with any class count.
+            same architecture with any class count; None: the model's own (``detect-ft models`` lists it).
         class_names: K names, used to start head rows from matching source classes.
         backbone: for models on a timm backbone, another timm model name to use as the backbone
             (default: the registry's, e.g. ``tf_efficientnet_lite0``).
@@ -73,6 +74,7 @@ def build_model(
         in eval mode, returns per image ``{"boxes": (N, 4) xyxy pixels, "scores": (N,), "labels": (N,)}``.
     """
     spec = _checked_spec(name, num_classes, class_names, backbone)
+    weights = default_weights(spec) if weights is None else weights
     if spec.timm_backbone:
         model, pretrained = _build_timm(
             name, spec, backbone or spec.timm_backbone, num_classes, weights, class_names, init_from_coco_names
