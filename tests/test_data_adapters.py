@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from helpers import flat_image, voc_xml
 
+from detect_ft.cli.main import main
+from detect_ft.config import load_config
 from detect_ft.data.checks.findings import MISSING_IMAGE, UNKNOWN_CLASS
 from detect_ft.data.load import load_split
-from detect_ft.utils.errors import DataError
+from detect_ft.utils.errors import ConfigError, DataError
 
 # ---------------------------------------------------------------- COCO
 
@@ -169,6 +171,61 @@ def test_yolo_ultralytics_layout_list_file_and_bad_ids(tmp_path):
     (tmp_path / "labels" / "val" / "a.txt").write_text("0 0.5 0.5 0.5\n")
     with pytest.raises(DataError, match=r"a.txt line 1"):
         load_split(format="yolo", root=tmp_path, split="images/val")
+
+
+def _roboflow_export(root):
+    """A YOLO dataset as Roboflow exports it: split folders, and a data.yaml whose paths start with ../"""
+    for split in ("train", "valid"):
+        flat_image(root / split / "images" / "a.jpg", 40, 40)
+        (root / split / "labels").mkdir()
+        (root / split / "labels" / "a.txt").write_text("1 0.5 0.5 0.5 0.5\n")
+    (root / "data.yaml").write_text(
+        "train: ../train/images\nval: ../valid/images\ntest: ../test/images\nnc: 2\nnames: ['cat', 'dog']\n"
+        "roboflow:\n  workspace: w\n"
+    )
+    return root / "data.yaml"
+
+
+def test_an_ultralytics_dataset_file_is_a_config_of_its_data(tmp_path, capsys):
+    dataset_file = _roboflow_export(tmp_path / "export")
+    cfg = load_config(dataset_file, ["train.epochs=3"])
+    data = cfg.data
+    assert (data.format, data.root, data.train, data.val) == (
+        "yolo",
+        str(tmp_path / "export"),
+        "train/images",
+        "valid/images",
+    )
+    assert data.classes == ["cat", "dog"] and cfg.train.epochs == 3
+    assert main(["check-data", str(dataset_file), "--fast"]) == 0
+    assert "loaded 1 images, 1 boxes" in capsys.readouterr().out
+    # path: the dataset folder, relative to the file; names as a mapping
+    (tmp_path / "elsewhere.yaml").write_text("path: export\ntrain: train/images\nnames: {0: cat, 1: dog}\n")
+    data = load_config(tmp_path / "elsewhere.yaml").data
+    assert (data.root, data.train, data.val, data.classes) == (
+        str(tmp_path / "export"),
+        "train/images",
+        "",
+        ["cat", "dog"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train: a\nnames: {0: cat, 2: dog}", r"'names' ids must be 0..1, got \[0, 2\]"),
+        ("train: a\nnc: 3\nnames: [cat, dog]", "'nc' is 3 but 'names' lists 2"),
+        ("train: [a, b]\nnames: [cat]", "'train': got .*one images folder or list file per split"),
+        ("path: nowhere\ntrain: a\nnames: [cat]", "'path' nowhere is no folder"),
+        ("val: a\nnames: [cat]", "has no 'train' entry"),
+        ("train: a\nnames: 5", "'names' must be a list"),
+    ],
+)
+def test_a_bad_ultralytics_dataset_file_is_one_line_naming_the_file(tmp_path, text, message):
+    (tmp_path / "data.yaml").write_text(text + "\n")
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(tmp_path / "data.yaml")
+    assert "\n" not in str(info.value) and "data.yaml (a YOLO dataset file)" in str(info.value)
 
 
 def test_yolo_needs_names(tmp_path):

@@ -48,6 +48,7 @@ from detect_ft.data.checks.findings import (
     UNKNOWN_CLASS,
     UNREADABLE_IMAGE,
 )
+from detect_ft.data.formats.yolo_dataset_file import is_yolo_dataset_file, yolo_dataset_section
 from detect_ft.inference.slicing import MIN_TILE_SIDE, tiling_problem
 from detect_ft.utils.atomic_io import write_text_atomic
 from detect_ft.utils.errors import ConfigError
@@ -338,7 +339,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults, then the YAML file at ``path`` (if any), then each ``key=value`` override, then the model's
-    recipe for every key still unset (:func:`apply_model_recipe`); then check."""
+    recipe for every key still unset (:func:`apply_model_recipe`); then check. An Ultralytics dataset file
+    (``data.yaml`` with ``names``, ``train``, ``val``) stands for the ``data`` section it describes."""
     if path is None:
         return config_from_dict({}, overrides)
     path = Path(path)
@@ -351,6 +353,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     except RecursionError:
         raise ConfigError(f"config file {path} is nested too deeply to be a detect-ft config") from None
+    if is_yolo_dataset_file(data):  # an Ultralytics data.yaml: the data section it describes, defaults for the rest
+        return config_from_dict({"data": yolo_dataset_section(path, data)}, overrides, source=f"dataset file {path}")
     return config_from_dict(data, overrides, source=f"config file {path}")
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import yaml
@@ -61,14 +61,18 @@ def read_yolo_names(folders: list[Path]) -> Optional[tuple[dict[int, str], Path]
                 ) from None
             except RecursionError:
                 raise DataError(f"{path} is nested too deeply to be a YOLO data.yaml") from None
-            names = data.get("names") if isinstance(data, dict) else None
-            scalar = lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool)  # noqa: E731
-            if isinstance(names, list) and all(scalar(n) for n in names):
-                return {i: str(n) for i, n in enumerate(names)}, path
-            if isinstance(names, dict) and all(isinstance(k, int) and scalar(v) for k, v in names.items()):
-                return {int(k): str(v) for k, v in names.items()}, path
-            raise DataError(f"{path}: 'names' must be a list of names or a mapping id -> name, got {short_repr(names)}")
+            return yolo_names(data.get("names") if isinstance(data, dict) else None, path, DataError), path
     return None
+
+
+def yolo_names(names: Any, where: Any, error: type[Exception]) -> dict[int, str]:
+    """{yolo id: name} of a data.yaml's ``names`` (a list, or a mapping id -> name); ``error`` otherwise."""
+    scalar = lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool)  # noqa: E731
+    if isinstance(names, list) and all(scalar(n) for n in names):
+        return {i: str(n) for i, n in enumerate(names)}
+    if isinstance(names, dict) and all(isinstance(k, int) and scalar(v) for k, v in names.items()):
+        return {int(k): str(v) for k, v in names.items()}
+    raise error(f"{where}: 'names' must be a list of names or a mapping id -> name, got {short_repr(names)}")
 
 
 def label_path_for(image_path: Path, images_dir: Optional[Path] = None) -> Path:
