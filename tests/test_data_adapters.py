@@ -53,6 +53,30 @@ def test_coco_maps_ids_in_order_and_keeps_crowd_and_background(tmp_path):
     assert [r.image_id for r in records.records] == [7]
 
 
+def test_coco_leaves_out_a_category_that_only_groups_the_others(tmp_path, caplog, capsys):
+    # Roboflow's COCO exports: category 0 is every other one's supercategory and labels no box
+    grouped = [{"id": 5, "name": "dog", "supercategory": "pets"}, {"id": 3, "name": "bird", "supercategory": "pets"}]
+    pets = {"id": 0, "name": "pets", "supercategory": "none"}
+    boxes = [{"id": 1, "image_id": 7, "category_id": 5, "bbox": [10, 5, 20, 10]}]
+    _coco(tmp_path, categories=[pets, *grouped], annotations=boxes)
+    with caplog.at_level("INFO", logger="detect_ft"):
+        records, findings = load_split(format="coco", root=tmp_path, split="ann.json", images="imgs")
+    assert records.class_names == ["bird", "dog"] and records.category_ids == [3, 5] and findings == []
+    assert "category 0 'pets' left out of the classes" in caplog.text and "data.classes" in caplog.text
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{format: coco, root: {tmp_path}, images: imgs, train: ann.json, val: ann.json}}\n")
+    assert main(["check-data", str(config), "--fast"]) == 0  # the training split is read once
+    assert capsys.readouterr().out.count("left out of the classes") == 1
+    records, _ = load_split(format="coco", root=tmp_path, split="ann.json", images="imgs", classes=["pets", "dog"])
+    assert records.class_names == ["pets", "dog"]  # named: kept
+    labelling = {"id": 2, "image_id": 7, "category_id": 0, "bbox": [1, 1, 2, 2]}
+    _coco(tmp_path, categories=[pets, *grouped], annotations=[*boxes, labelling])  # it labels a box: a class
+    assert load_split(format="coco", root=tmp_path, split="ann.json", images="imgs")[0].class_names[0] == "pets"
+    ungrouped_bird = {"id": 3, "name": "bird"}
+    _coco(tmp_path, categories=[pets, grouped[0], ungrouped_bird], annotations=boxes)  # it does not group them all
+    assert load_split(format="coco", root=tmp_path, split="ann.json", images="imgs")[0].class_names[0] == "pets"
+
+
 def test_coco_user_classes_select_and_order(tmp_path):
     _coco(tmp_path)
     records, findings = load_split(

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     if not any(getattr(data, name) for name in wanted):
         raise DataError(f"{args.config}: data.{' / data.'.join(wanted)} not set; nothing to check")
 
-    val_classes = _val_classes(data) if "val" in wanted and data.train and data.val else list(data.classes) or None
+    # validation is scored against the training split's classes, so it is checked against them
+    val_classes = _val_classes(data) if wanted == ("val",) and data.train and data.val else list(data.classes) or None
     errors = 0
     for name in wanted:
         split = getattr(data, name)
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         records, split_errors = _check_one(spec, name, split, classes, decode=not args.fast, plots=args.plots)
         errors += split_errors
         if name == "train":
+            val_classes = records.class_names
             _print_anchors(cfg.model, records)
     if errors:
         print(f"{errors} finding(s) at policy 'error': fix the data or change the data.on_* policies")
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _val_classes(data) -> list[str]:
-    """The training split's class names: validation is scored against them, so it is checked against them."""
+    """The training split's class names, for checking the validation split alone."""
     from detect_ft.data.load import load_split
 
     train, _ = load_split(

@@ -3,7 +3,10 @@
 Category ids may be non-contiguous or start at 0: they are mapped to labels 1..K in order of id (or in
 the order of a user ``classes`` list), and the original ids are kept in ``DatasetRecords.category_ids``
 so predictions can be written back. COCO ``bbox`` is ``[x, y, w, h]`` in absolute pixels and becomes
-xyxy. Crowd annotations are kept with ``iscrowd=True`` (evaluation ignore regions only).
+xyxy. Crowd annotations are kept with ``iscrowd=True`` (evaluation ignore regions only). Without a user
+``classes`` list, a category that only groups the others (every other category names it as its
+``supercategory``) and labels no box is left out of the classes: Roboflow's COCO exports put one such
+category first, and as a class it would never see a box.
 
 Every field read is checked for its type: a value of the wrong type (``"iscrowd": "no"``, ``"width":
 "wide"``) is a DataError naming the file, the entry (index and id) and the field, never a guess: a
@@ -16,6 +19,7 @@ The writer (:func:`write_coco`) is the adapter's inverse: ``bbox = [x1, y1, x2 -
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -37,6 +41,8 @@ from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.utils.atomic_io import write_json_atomic
 from detect_ft.utils.errors import DataError
 from detect_ft.utils.limits import MAX_JSON_BYTES, check_size, short_repr
+
+logger = logging.getLogger(__name__)
 
 
 def read_json(path: Path) -> Any:
@@ -87,6 +93,12 @@ def load_coco(
     image_dir = Path(image_dir) if image_dir else json_path.parent
     data = _read_coco(json_path)
     categories = _read_categories(data["categories"], json_path)
+    if classes is None:
+        for cid in _grouping_categories(data["categories"], data["annotations"]):
+            logger.info("%s: category %d %r left out of the classes: it only groups the others (their "
+                        "supercategory) and labels no box; name it in data.classes to keep it", json_path, cid,
+                        categories[cid])  # fmt: skip
+            del categories[cid]
     names, id_of_name, label_of_id = _coco_classes(categories, classes, json_path)
 
     placer = ImagePlacer(
@@ -135,6 +147,19 @@ def _read_categories(entries: list, json_path: Path) -> dict[int, str]:
             raise DataError(f"{json_path}: category id {cid} appears twice in 'categories'; make ids unique")
         categories[cid] = name
     return categories
+
+
+def _grouping_categories(entries: list, annotations: list) -> list[int]:
+    """Ids of the categories (of ``entries``, already checked) that every other category names as its
+    ``supercategory`` and that no annotation uses."""
+    used = {ann.get("category_id") for ann in annotations if isinstance(ann, dict)}
+    return [
+        cat["id"]
+        for cat in entries
+        if len(entries) > 1
+        and cat["id"] not in used
+        and all(other.get("supercategory") == cat["name"] for other in entries if other is not cat)
+    ]
 
 
 def _coco_classes(
