@@ -153,6 +153,43 @@ def test_voc_corners_difficult_and_sorted_names(tmp_path):
     assert [r.file_name for r in records.records] == ["x2.jpg"]
 
 
+def _voc_folders(root):
+    """VOC as Roboflow exports it (and LabelImg saves it): split folders of images beside their XML files."""
+    for split, objects in (
+        ("train", [("dog", (1, 1, 64, 48)), ("cat", (11, 6, 30, 20))]),
+        ("valid", [("cat", (2, 2, 9, 9))]),
+    ):
+        flat_image(root / split / "p.jpg")
+        (root / split / "p.xml").write_text(voc_xml("p.jpg", objects))
+    flat_image(root / "train" / "unlabelled.jpg")  # an image without an XML file is no part of the split
+
+
+def test_voc_split_folders_of_images_beside_their_xml(tmp_path):
+    _voc_folders(tmp_path)
+    records, findings = load_split(format="voc", root=tmp_path, split="train")
+    assert findings == [] and records.class_names == ["cat", "dog"] and records.source == str(tmp_path / "train")
+    (record,) = records.records
+    assert record.image_path == str(tmp_path / "train" / "p.jpg") and record.labels.tolist() == [2, 1]
+    # validation against the training classes: 'dog' is found in the sibling folder
+    records, _ = load_split(format="voc", root=tmp_path, split="valid", classes=["cat", "dog"])
+    assert records.records[0].labels.tolist() == [1]
+    with pytest.raises(DataError, match=r"data.classes names \['dgo'\] that no annotation in .*train.*uses"):
+        load_split(format="voc", root=tmp_path, split="valid", classes=["cat", "dgo"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"folder .*empty holds no .xml annotation files"):
+        load_split(format="voc", root=tmp_path, split="empty")
+    with pytest.raises(DataError, match=r"nor a folder .*test exists.*a folder of images and their XML files"):
+        load_split(format="voc", root=tmp_path, split="test")
+    out = tmp_path / "as-coco"
+    assert (
+        main(
+            ["convert", "--from", "voc", "--to", "coco", "--root", str(tmp_path), "--split", "train", "--out", str(out)]
+        )
+        == 0
+    )
+    assert [image["file_name"] for image in json.loads((out / "train.json").read_text())["images"]] == ["images/p.jpg"]
+
+
 def test_voc_user_classes_and_errors(tmp_path):
     _voc(tmp_path)
     records, findings = load_split(format="voc", root=tmp_path, split="train", classes=["dog"])

@@ -85,7 +85,10 @@ def source_annotations(format: str, root: str | os.PathLike, split: str, records
     if format == "coco":
         return (resolve(root, split),)
     if format == "voc":
-        return (root / "Annotations", root / "ImageSets", resolve(root, split))
+        from detect_ft.data.formats.voc import voc_split
+
+        where = voc_split(root, split)
+        return (where.xml_dir, where.source) + ((root / "ImageSets",) if where.source.is_file() else ())
     from detect_ft.data.formats.yolo import label_path_for
 
     where = resolve(root, split)

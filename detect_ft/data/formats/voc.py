@@ -1,4 +1,5 @@
-"""Pascal VOC adapter: ``Annotations/<id>.xml`` + ``JPEGImages/`` + ``ImageSets/Main/<split>.txt``.
+"""Pascal VOC adapter: ``Annotations/<id>.xml`` + ``JPEGImages/`` + ``ImageSets/Main/<split>.txt``, or a
+split folder holding the images and their XML files side by side (Roboflow's VOC export, LabelImg's default).
 
 VOC corners are 1-based pixel indices (a box covering the whole image is ``1..W``). They become
 continuous xyxy as ``(xmin - 1, ymin - 1, xmax, ymax)``, so that box spans ``0..W``; the VOC writer in
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -33,22 +35,48 @@ from detect_ft.utils.errors import DataError
 from detect_ft.utils.limits import MAX_LIST_BYTES, MAX_XML_BYTES, check_size, read_text
 
 
-def voc_split_ids(root: str | os.PathLike, split: str) -> tuple[list[str], Path]:
-    """Image ids of a split and the list file they came from.
+@dataclass(frozen=True)
+class VocSplit:
+    """Where a split's annotations and images are: ``ids`` (XML file stems), ``source`` (the list file or
+    the folder, for messages), ``xml_dir`` and ``image_dir``, and ``class_dirs``, the folders searched for a
+    class name the split itself lacks (:func:`_check_classes_used`)."""
 
-    ``split`` is a split name (``root/ImageSets/Main/<split>.txt``) or a path to a list file (relative to
-    ``root``). Lines may carry a second column (VOC per-class lists); only the first token is the id.
+    ids: list[str]
+    source: Path
+    xml_dir: Path
+    image_dir: Path
+    class_dirs: tuple[Path, ...]
+
+
+def voc_split(root: str | os.PathLike, split: str) -> VocSplit:
+    """The split ``split`` names, relative to ``root``: a split name (``root/ImageSets/Main/<split>.txt``)
+    or list file of ids, read against ``root/Annotations`` and ``root/JPEGImages``; or a folder holding
+    the images and their ``.xml`` files side by side (a Roboflow VOC export, LabelImg's default). List
+    lines may carry a second column (VOC per-class lists); only the first token is the id.
     """
+    root = Path(root)
     candidate = resolve(root, split)
-    if candidate.is_file():
-        list_file = candidate
-    else:
-        list_file = Path(root) / "ImageSets" / "Main" / f"{split}.txt"
-        if not list_file.is_file():
+    list_file = candidate if candidate.is_file() else root / "ImageSets" / "Main" / f"{split}.txt"
+    if list_file.is_file():
+        return VocSplit(
+            _list_ids(list_file), list_file, root / "Annotations", root / "JPEGImages", (root / "Annotations",)
+        )
+    if candidate.is_dir():
+        ids = sorted(path.stem for path in candidate.glob("*.xml"))
+        if not ids:
             raise DataError(
-                f"VOC split '{split}': neither {candidate} nor {list_file} exists; set data.train/data.val to a "
-                f"split name under {Path(root) / 'ImageSets' / 'Main'} or to a list file"
+                f"VOC split '{split}': folder {candidate} holds no .xml annotation files; point data.train/data.val "
+                f"at the folder of images and their XML files, or at a split name under {root / 'ImageSets' / 'Main'}"
             )
+        siblings = tuple(sorted(p for p in candidate.parent.iterdir() if p.is_dir()))
+        return VocSplit(ids, candidate, candidate, candidate, siblings)
+    raise DataError(
+        f"VOC split '{split}': neither {list_file} nor a folder {candidate} exists; set data.train/data.val to a "
+        f"split name under {root / 'ImageSets' / 'Main'}, a list file, or a folder of images and their XML files"
+    )
+
+
+def _list_ids(list_file: Path) -> list[str]:
     text = read_text(list_file, MAX_LIST_BYTES, "VOC split list", DataError)
     ids = [line.split()[0] for line in text.splitlines() if line.strip()]
     if not ids:
@@ -59,7 +87,7 @@ def voc_split_ids(root: str | os.PathLike, split: str) -> tuple[list[str], Path]
                 f"VOC split list {list_file}: id {image_id[:80]!r} is a path, not an image id (a file "
                 "name without folder or suffix); fix the list"
             )
-    return ids, list_file
+    return ids
 
 
 def parse_voc_xml(path: Path) -> dict:
@@ -125,8 +153,8 @@ def load_voc(
     """Read a VOC split.
 
     Args:
-        root: the VOC folder holding Annotations/, JPEGImages/ and ImageSets/Main/.
-        split: split name or list file (see :func:`voc_split_ids`).
+        root: the VOC folder holding Annotations/, JPEGImages/ and ImageSets/Main/ (or the split folders).
+        split: split name, list file or folder of images and XML files (see :func:`voc_split`).
         classes: class list (label k = classes[k-1]); boxes of other names become ``unknown_class``
             findings. Without it, the names found in the split's XMLs, sorted. Each name must be used by
             some annotation of the dataset (this split, else any file in Annotations/), as COCO's
@@ -140,17 +168,17 @@ def load_voc(
         Records with boxes float32 xyxy in absolute pixels (0..W continuous), and findings.
     """
     root = Path(root)
-    ids, list_file = voc_split_ids(root, split)
-    parsed = [(image_id, parse_voc_xml(root / "Annotations" / f"{image_id}.xml")) for image_id in ids]
-    names = _voc_classes(root, parsed, classes, list_file)
+    where = voc_split(root, split)
+    parsed = [(image_id, parse_voc_xml(where.xml_dir / f"{image_id}.xml")) for image_id in where.ids]
+    names = _voc_classes(where, parsed, classes)
     label_of = {name: i + 1 for i, name in enumerate(names)}
 
     placer = ImagePlacer([root], allow_outside_root, apply_orientation)
     records, findings = [], placer.findings
     for index, (image_id, ann) in enumerate(parsed):
-        xml_path = root / "Annotations" / f"{image_id}.xml"
+        xml_path = where.xml_dir / f"{image_id}.xml"
         file_name = _file_name(image_id, ann)
-        image_path = root / "JPEGImages" / file_name
+        image_path = where.image_dir / file_name
         annotated = None if ann["width"] is None or ann["height"] is None else (ann["width"], ann["height"])
         size = placer.size(image_path, f"{xml_path}: <filename> {file_name!r}", annotated)
         if size is None:
@@ -171,7 +199,7 @@ def load_voc(
                 apply_orientation=apply_orientation,
             )
         )
-    return DatasetRecords(records, names, source=str(list_file)), findings
+    return DatasetRecords(records, names, source=str(where.source)), findings
 
 
 def _file_name(image_id: str, ann: dict) -> str:
@@ -180,14 +208,12 @@ def _file_name(image_id: str, ann: dict) -> str:
     return file_name if Path(file_name).suffix else file_name + ".jpg"
 
 
-def _voc_classes(
-    root: Path, parsed: list[tuple[str, dict]], classes: Optional[list[str]], list_file: Path
-) -> list[str]:
+def _voc_classes(where: VocSplit, parsed: list[tuple[str, dict]], classes: Optional[list[str]]) -> list[str]:
     """The class names in label order: ``classes`` (checked: not background, each used by some
     annotation), else the non-background names of the split's objects, sorted."""
     if classes:
-        check_not_background(list(classes), str(list_file))
-        _check_classes_used(root, list(classes), {o[0] for _, p in parsed for o in p["objects"]}, list_file)
+        check_not_background(list(classes), str(where.source))
+        _check_classes_used(where, list(classes), {o[0] for _, p in parsed for o in p["objects"]})
         return list(classes)
     return sorted({o[0] for _, p in parsed for o in p["objects"] if not is_background_name(o[0])})
 
@@ -214,18 +240,17 @@ def _voc_boxes(
     return boxes, labels, difficult
 
 
-def _check_classes_used(root: Path, classes: list[str], used: set[str], list_file: Path) -> None:
+def _check_classes_used(where: VocSplit, classes: list[str], used: set[str]) -> None:
     """DataError for names of ``classes`` that no annotation of the dataset uses.
 
     A typo in data.classes would otherwise train a class that never has a box. Names missing from the
-    split are looked up in the rest of Annotations/ (a validation split may lack a class), stopping as
-    soon as all are found; that scan happens only when the split itself lacks a name.
+    split are looked up in the rest of the dataset's XML files (``where.class_dirs``: a validation split
+    may lack a class), stopping as soon as all are found; that scan happens only when the split lacks a name.
     """
     missing = [c for c in classes if c not in used]
     if not missing:
         return
-    annotations = root / "Annotations"
-    for path in sorted(annotations.glob("*.xml")) if annotations.is_dir() else []:
+    for path in (path for folder in where.class_dirs for path in sorted(folder.glob("*.xml"))):
         try:
             names = {o[0] for o in parse_voc_xml(path)["objects"]}
         except DataError:
@@ -234,8 +259,9 @@ def _check_classes_used(root: Path, classes: list[str], used: set[str], list_fil
         if not missing:
             return
     raise DataError(
-        f"{list_file}: data.classes names {missing} that no annotation in {annotations} uses (the split uses "
-        f"{sorted(used)[:20]}); fix the spelling in data.classes or remove them"
+        f"{where.source}: data.classes names {missing} that no annotation in "
+        f"{', '.join(map(str, where.class_dirs))} uses (the split uses {sorted(used)[:20]}); fix the spelling "
+        "in data.classes or remove them"
     )
 
 
