@@ -94,11 +94,7 @@ def load_coco(
     data = _read_coco(json_path)
     categories = _read_categories(data["categories"], json_path)
     if classes is None:
-        for cid in _grouping_categories(data["categories"], data["annotations"]):
-            logger.info("%s: category %d %r left out of the classes: it only groups the others (their "
-                        "supercategory) and labels no box; name it in data.classes to keep it", json_path, cid,
-                        categories[cid])  # fmt: skip
-            del categories[cid]
+        _leave_out_grouping_categories(categories, data, json_path)
     names, id_of_name, label_of_id = _coco_classes(categories, classes, json_path)
 
     placer = ImagePlacer(
@@ -149,17 +145,22 @@ def _read_categories(entries: list, json_path: Path) -> dict[int, str]:
     return categories
 
 
-def _grouping_categories(entries: list, annotations: list) -> list[int]:
-    """Ids of the categories (of ``entries``, already checked) that every other category names as its
-    ``supercategory`` and that no annotation uses."""
-    used = {ann.get("category_id") for ann in annotations if isinstance(ann, dict)}
-    return [
-        cat["id"]
-        for cat in entries
-        if len(entries) > 1
-        and cat["id"] not in used
-        and all(other.get("supercategory") == cat["name"] for other in entries if other is not cat)
-    ]
+def _leave_out_grouping_categories(categories: dict[int, str], data: dict, json_path: Path) -> None:
+    """Remove from ``categories`` each category (of ``data``'s, already checked) that every other category
+    names as its ``supercategory`` and that no annotation uses, saying so."""
+    entries = data["categories"]
+    used = {ann.get("category_id") for ann in data["annotations"] if isinstance(ann, dict)}
+    for cat in entries:
+        others = [other for other in entries if other is not cat]
+        if others and cat["id"] not in used and all(o.get("supercategory") == cat["name"] for o in others):
+            logger.info(
+                "%s: category %d %r left out of the classes: it only groups the others (their supercategory) "
+                "and labels no box; name it in data.classes to keep it",
+                json_path,
+                cat["id"],
+                cat["name"],
+            )
+            del categories[cat["id"]]
 
 
 def _coco_classes(
