@@ -289,6 +289,21 @@ def test_a_bad_ultralytics_dataset_file_is_one_line_naming_the_file(tmp_path, te
     assert "\n" not in str(info.value) and "data.yaml (a YOLO dataset file)" in str(info.value)
 
 
+def test_yolo_labels_beside_their_images_as_labelimg_saves_them(tmp_path):
+    flat_image(tmp_path / "train" / "a.jpg", 100, 50)
+    flat_image(tmp_path / "train" / "b.png", 100, 50)
+    (tmp_path / "train" / "a.txt").write_text("0 0.5 0.5 0.2 0.4\n")
+    (tmp_path / "train" / "classes.txt").write_text("cat\n")
+    records, findings = load_split(format="yolo", root=tmp_path, split="train")
+    assert findings == [] and records.class_names == ["cat"]
+    a, b = records.records
+    np.testing.assert_allclose(a.boxes, [[40, 15, 60, 35]], atol=1e-4)
+    assert b.num_boxes == 0  # no label file beside it: background
+    (tmp_path / "train" / "a.txt").unlink()  # no label beside any image: a layout mistake, not a background set
+    with pytest.raises(DataError, match=r"no label file beside any of its 2 images, and no images/ folder"):
+        load_split(format="yolo", root=tmp_path, split="train")
+
+
 def test_yolo_needs_names(tmp_path):
     flat_image(tmp_path / "train" / "images" / "a.png")
     with pytest.raises(DataError, match="classes.txt or data.yaml"):

@@ -99,10 +99,7 @@ def source_annotations(format: str, root: str | os.PathLike, split: str, records
     ]
     labels = set()
     for record in records.records:
-        try:
-            labels.add(label_path_for(Path(record.image_path)).parent)
-        except DataError:
-            pass
+        labels.add(label_path_for(Path(record.image_path)).parent)
     if where.is_dir():
         labels.add(where / "labels")
     return (where, *names, *sorted(labels)) if where.is_file() else (*names, *sorted(labels))

@@ -1,8 +1,8 @@
 """YOLO txt adapter: ``images/`` + ``labels/`` with one ``class cx cy w h`` line per box (normalised).
 
 Layouts: a split folder holding ``images/`` and ``labels/`` (``root/train/images``), an images folder whose
-labels sit at the same place under ``labels`` (``root/images/train`` -> ``root/labels/train``), or a list
-file of image paths. Class names come from ``classes.txt`` or ``data.yaml`` (``names:`` list or dict),
+labels sit at the same place under ``labels`` (``root/images/train`` -> ``root/labels/train``), a folder of
+images with each label file beside its image (LabelImg's YOLO output), or a list file of image paths. Class names come from ``classes.txt`` or ``data.yaml`` (``names:`` list or dict),
 searched in the split folder, its parent and ``root``. YOLO class id ``k`` becomes label ``k + 1``.
 A missing label file means a background image. Polygon lines (``class x1 y1 x2 y2 ...``, YOLO
 segmentation) are reduced to their bounding box. Coordinates above 1 (beyond a small tolerance for
@@ -28,10 +28,8 @@ from detect_ft.data.image import IMAGE_SUFFIXES
 from detect_ft.data.paths import (
     ImagePlacer,
     is_background_name,
-    outside_root_finding,
     resolve,
     select_classes,
-    size_or_finding,
 )
 from detect_ft.data.records import DatasetRecords, ImageRecord
 from detect_ft.utils.atomic_io import write_text_atomic
@@ -76,7 +74,8 @@ def yolo_names(names: Any, where: Any, error: type[Exception]) -> dict[int, str]
 
 
 def label_path_for(image_path: Path, images_dir: Optional[Path] = None) -> Path:
-    """The label file of an image: same relative path under ``labels/`` with a ``.txt`` suffix."""
+    """The label file of an image: same relative path under ``labels/`` with a ``.txt`` suffix; for an
+    image under no ``images`` folder, the ``.txt`` of the same name beside it (LabelImg's YOLO layout)."""
     parts = list(image_path.parts)
     if images_dir is not None:
         rel = image_path.relative_to(images_dir)
@@ -85,15 +84,7 @@ def label_path_for(image_path: Path, images_dir: Optional[Path] = None) -> Path:
         if parts[i] == "images":
             parts[i] = "labels"
             return Path(*parts).with_suffix(".txt")
-    raise DataError(f"image {image_path} is not under an 'images' folder, so its YOLO label file cannot be found")
-
-
-def _label_path_or_none(image_path: Path) -> Optional[Path]:
-    """:func:`label_path_for`, or None (the error is raised when the entry is used, after the path check)."""
-    try:
-        return label_path_for(image_path)
-    except DataError:
-        return None
+    return image_path.with_suffix(".txt")
 
 
 def yolo_image_list(root: Path, split: str) -> tuple[list[tuple[Path, str, Path]], Path]:
@@ -102,7 +93,7 @@ def yolo_image_list(root: Path, split: str) -> tuple[list[tuple[Path, str, Path]
     if where.is_file():
         text = read_text(where, MAX_LIST_BYTES, "YOLO image list", DataError)
         paths = [resolve(root, line.strip()) for line in text.splitlines() if line.strip()]
-        return [(p, p.name, _label_path_or_none(p)) for p in paths], where
+        return [(p, p.name, label_path_for(p)) for p in paths], where
     if not where.is_dir():
         raise DataError(f"YOLO split '{split}': {where} is neither a folder nor a list file; fix data.train/data.val")
     images_dir = where / "images" if (where / "images").is_dir() else where
@@ -110,7 +101,14 @@ def yolo_image_list(root: Path, split: str) -> tuple[list[tuple[Path, str, Path]
     if not found:
         raise DataError(f"YOLO split folder {images_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     base = images_dir if images_dir != where else None
-    return [(p, p.relative_to(images_dir).as_posix(), label_path_for(p, base)) for p in found], where
+    listed = [(p, p.relative_to(images_dir).as_posix(), label_path_for(p, base)) for p in found]
+    if all(label == image.with_suffix(".txt") and not label.is_file() for image, _, label in listed):
+        raise DataError(
+            f"YOLO split folder {where}: no label file beside any of its {len(found)} images, and no images/ "
+            "folder; put each image's 'class cx cy w h' lines in a .txt of the same name beside it, or the "
+            "images in images/ and the labels in labels/"
+        )
+    return listed, where
 
 
 def _parse_lines(label_path: Path) -> list[tuple[str, list[float]]]:
@@ -177,10 +175,9 @@ def load_yolo(
     placer = ImagePlacer(roots, allow_outside_root, apply_orientation)
     records, findings = [], placer.findings
     for index, (image_path, file_name, label_path) in enumerate(images):
-        placed = _place_yolo_image(image_path, label_path, f"{where}: {entry} {file_name!r}", placer)
-        if placed is None:
+        size = placer.size(image_path, f"{where}: {entry} {file_name!r}")
+        if size is None:
             continue
-        size, label_path = placed
         boxes, labels = _yolo_boxes(label_path, size, label_of_id, id_names, findings)
         if not boxes and not keep_background:
             continue
@@ -198,29 +195,6 @@ def load_yolo(
         )
     category_ids = [id_of_name[n] + 1 for n in names]
     return DatasetRecords(records, names, category_ids, source=str(where)), findings
-
-
-def _place_yolo_image(
-    image_path: Path, label_path: Optional[Path], where: str, placer: ImagePlacer
-) -> Optional[tuple[tuple[int, int], Path]]:
-    """``(size, label_path)`` of one listed image, or None when it is left out (outside ``placer.roots``
-    and not allowed, or unreadable), with the reason in ``placer.findings``.
-
-    Unlike :meth:`ImagePlacer.size`, the label file is located between the root check and the image
-    read: an image not under an ``images`` folder is a DataError, also when the image itself is missing.
-    """
-    outside = outside_root_finding(image_path, placer.roots, where)
-    if outside is not None:
-        placer.findings.append(outside)
-        if not placer.allow_outside_root:
-            return None
-    if label_path is None:
-        label_path = label_path_for(image_path)  # raises: not under an images folder
-    size, finding = size_or_finding(image_path, placer.apply_orientation)
-    if finding is not None:
-        placer.findings.append(finding)
-        return None
-    return size, label_path
 
 
 def _yolo_classes(
