@@ -300,8 +300,10 @@ def test_yolo_labels_beside_their_images_as_labelimg_saves_them(tmp_path):
     np.testing.assert_allclose(a.boxes, [[40, 15, 60, 35]], atol=1e-4)
     assert b.num_boxes == 0  # no label file beside it: background
     (tmp_path / "train" / "a.txt").unlink()  # no label beside any image: a layout mistake, not a background set
-    with pytest.raises(DataError, match=r"no label file beside any of its 2 images, and no images/ folder"):
-        load_split(format="yolo", root=tmp_path, split="train")
+    (tmp_path / "list.txt").write_text("train/a.jpg\ntrain/b.png\n")
+    for split in ("train", "list.txt"):
+        with pytest.raises(DataError, match=r"no label file beside any of its 2 images, and no images/ folder"):
+            load_split(format="yolo", root=tmp_path, split=split)
 
 
 def test_yolo_needs_names(tmp_path):

@@ -93,7 +93,7 @@ def yolo_image_list(root: Path, split: str) -> tuple[list[tuple[Path, str, Path]
     if where.is_file():
         text = read_text(where, MAX_LIST_BYTES, "YOLO image list", DataError)
         paths = [resolve(root, line.strip()) for line in text.splitlines() if line.strip()]
-        return [(p, p.name, label_path_for(p)) for p in paths], where
+        return _with_some_label([(p, p.name, label_path_for(p)) for p in paths], where), where
     if not where.is_dir():
         raise DataError(f"YOLO split '{split}': {where} is neither a folder nor a list file; fix data.train/data.val")
     images_dir = where / "images" if (where / "images").is_dir() else where
@@ -102,13 +102,19 @@ def yolo_image_list(root: Path, split: str) -> tuple[list[tuple[Path, str, Path]
         raise DataError(f"YOLO split folder {images_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     base = images_dir if images_dir != where else None
     listed = [(p, p.relative_to(images_dir).as_posix(), label_path_for(p, base)) for p in found]
-    if all(label == image.with_suffix(".txt") and not label.is_file() for image, _, label in listed):
+    return _with_some_label(listed, where), where
+
+
+def _with_some_label(listed: list[tuple[Path, str, Path]], where: Path) -> list[tuple[Path, str, Path]]:
+    """``listed``, unless every image is under no ``images`` folder and has no label file beside it: then
+    the labels are elsewhere (a layout YOLO does not have), not every image a background one."""
+    if listed and all(label == image.with_suffix(".txt") and not label.is_file() for image, _, label in listed):
         raise DataError(
-            f"YOLO split folder {where}: no label file beside any of its {len(found)} images, and no images/ "
+            f"YOLO split {where}: no label file beside any of its {len(listed)} images, and no images/ "
             "folder; put each image's 'class cx cy w h' lines in a .txt of the same name beside it, or the "
             "images in images/ and the labels in labels/"
         )
-    return listed, where
+    return listed
 
 
 def _parse_lines(label_path: Path) -> list[tuple[str, list[float]]]:
