@@ -143,8 +143,9 @@ class Detector:
         ``weights``: ``coco`` (torchvision's COCO detector; heads of classes named like a COCO class start
         from that class's row), ``imagenet`` (backbone only), ``none``, or a file (state dict or detect-ft
         checkpoint); None: the model's own pretrained start, the one ``detect-ft models`` lists (``coco``
-        for torchvision's detectors, ``imagenet`` for those on timm backbones). ``model_options`` go to :func:`detect_ft.models.build_model` (e.g. ``min_size``), and
-        to :meth:`train` as ``model.*`` config keys.
+        for torchvision's detectors, ``imagenet`` for those on timm backbones). ``model_options`` go to
+        :func:`detect_ft.models.build_model` (e.g. ``min_size``), and to :meth:`train` as ``model.*`` config
+        keys.
         """
         from detect_ft.api.options import class_names_argument, device_argument, model_options_argument, path_argument
         from detect_ft.evaluation.evaluator import torch_predictor

@@ -157,7 +157,8 @@ def load_voc(
         split: split name, list file or folder of images and XML files (see :func:`voc_split`).
         classes: class list (label k = classes[k-1]); boxes of other names become ``unknown_class``
             findings. Without it, the names found in the split's XMLs, sorted. Each name must be used by
-            some annotation of the dataset (this split, else any file in Annotations/), as COCO's
+            some annotation of the dataset (this split, else any file in Annotations/ or, for a split
+            folder, in the folders beside it), as COCO's
             categories must exist; a name meaning background is refused.
         keep_background: keep images without objects.
         allow_outside_root: keep images whose ``<filename>`` is absolute or leaves ``root`` (else they

@@ -2,8 +2,9 @@
 
 Layouts: a split folder holding ``images/`` and ``labels/`` (``root/train/images``), an images folder whose
 labels sit at the same place under ``labels`` (``root/images/train`` -> ``root/labels/train``), a folder of
-images with each label file beside its image (LabelImg's YOLO output), or a list file of image paths. Class names come from ``classes.txt`` or ``data.yaml`` (``names:`` list or dict),
-searched in the split folder, its parent and ``root``. YOLO class id ``k`` becomes label ``k + 1``.
+images with each label file beside its image (LabelImg's YOLO output), or a list file of image paths.
+Class names come from ``classes.txt`` or ``data.yaml`` (``names:`` list or dict), searched in the split
+folder, its parent and ``root``. YOLO class id ``k`` becomes label ``k + 1``.
 A missing label file means a background image. Polygon lines (``class x1 y1 x2 y2 ...``, YOLO
 segmentation) are reduced to their bounding box. Coordinates above 1 (beyond a small tolerance for
 boxes sticking out) mean the file is in pixel units, which YOLO does not use: that is refused with the
