@@ -75,7 +75,7 @@ def test_class_filter_and_in_memory_images(exported_onnx):
 
 
 @pytest.mark.parametrize("fmt", ["coco", "voc", "yolo"])
-def test_predict_save_format_round_trips_through_the_adapters(exported_onnx, tmp_path, fmt):
+def test_predict_save_format_round_trips_through_the_adapters(exported_onnx, tmp_path, fmt, capsys):
     out = tmp_path / fmt
     argv = [
         "predict",
@@ -90,8 +90,10 @@ def test_predict_save_format_round_trips_through_the_adapters(exported_onnx, tmp
     ]
     assert main(argv) == 0
     rows = json.loads((out / "predictions.json").read_text())
-    split = {"coco": "predictions.json", "voc": "predictions", "yolo": "predictions"}[fmt]
-    records, _ = load_split(format=fmt, root=out / "dataset", split=split)
+    # the settings the command prints to train on the dataset it wrote
+    settings = dict(re.findall(r"data\.(\w+)=(\S+)", capsys.readouterr().out))
+    assert settings == {"format": fmt, "root": str(out / "dataset"), "train": settings["train"]}
+    records, _ = load_split(format=fmt, root=settings["root"], split=settings["train"])
     assert records.class_names == list(CLASSES) and len(records) == len(list(exported_onnx["images"].iterdir()))
     for record in records.records:
         mine = [r for r in rows if r["file_name"] == Path(record.file_name).name]

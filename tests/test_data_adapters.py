@@ -269,6 +269,9 @@ def test_an_ultralytics_dataset_file_is_a_config_of_its_data(tmp_path, capsys):
         "",
         ["cat", "dog"],
     )
+    # no train entry (predict --save-format yolo names its split 'predictions'): an override gives it
+    (tmp_path / "export" / "pseudo.yaml").write_text("predictions: train/images\nnames: [cat, dog]\n")
+    assert load_config(tmp_path / "export" / "pseudo.yaml", ["data.train=train/images"]).data.train == "train/images"
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ reads them: over the pixel limit (from the header) or truncated, a file stops th
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 BATCH_HELP = (
     "run up to N same-size images or frames at once (default 8; a .pt model takes them as one batch on a GPU, an "
@@ -123,8 +124,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"... and {len(summary['annotated']) - 5} more annotated files in {args.output}")
     print(f"wrote {summary['predictions']}")
     if summary["dataset"]:
+        root, written = Path(args.output) / "dataset", Path(summary["dataset"])
+        split = written.stem if args.save_format == "voc" else written.relative_to(root).as_posix()
         print(
-            f"wrote the predictions as a {args.save_format} dataset: data.root={args.output}/dataset, "
-            f"data.train={summary['dataset']}"
+            f"wrote the predictions as a {args.save_format} dataset: data.format={args.save_format} "
+            f"data.root={root} data.train={split}"
         )
     return 0

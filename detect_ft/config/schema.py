@@ -354,7 +354,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     except RecursionError:
         raise ConfigError(f"config file {path} is nested too deeply to be a detect-ft config") from None
     if is_yolo_dataset_file(data):  # an Ultralytics data.yaml: the data section it describes, defaults for the rest
-        return config_from_dict({"data": yolo_dataset_section(path, data)}, overrides, source=f"dataset file {path}")
+        need_train = not any(parse_override(text)[0] == "data.train" for text in overrides or [])
+        section = yolo_dataset_section(path, data, need_train=need_train)
+        return config_from_dict({"data": section}, overrides, source=f"dataset file {path}")
     return config_from_dict(data, overrides, source=f"config file {path}")
 
 

@@ -24,9 +24,10 @@ def is_yolo_dataset_file(data: Any) -> bool:
     return isinstance(data, dict) and "names" in data and not isinstance(data.get("train"), dict)
 
 
-def yolo_dataset_section(file: Path, data: dict) -> dict[str, Any]:
+def yolo_dataset_section(file: Path, data: dict, *, need_train: bool = True) -> dict[str, Any]:
     """The ``data`` config section (format, root, train, val, classes) that the dataset file ``file``
-    (parsed as ``data``) describes; a one-line ConfigError naming the entry and the fix otherwise."""
+    (parsed as ``data``) describes; a one-line ConfigError naming the entry and the fix otherwise.
+    ``need_train``: a file without a ``train`` entry is an error (not when an override gives data.train)."""
     where = f"{file} (a YOLO dataset file)"
     ids = yolo_names(data.get("names"), where, ConfigError)
     if sorted(ids) != list(range(len(ids))):
@@ -40,8 +41,11 @@ def yolo_dataset_section(file: Path, data: dict) -> dict[str, Any]:
         entry = _split_entry(root, data.get(key), f"{where} '{key}'")
         if entry is not None:
             section[key] = entry
-    if "train" not in section:
-        raise ConfigError(f"{where} has no 'train' entry; add train: <images folder or list file> (relative to {root})")
+    if "train" not in section and need_train:
+        raise ConfigError(
+            f"{where} has no 'train' entry; add train: <images folder or list file> (relative to {root}), "
+            "or pass data.train=<split>"
+        )
     return section
 
 
