@@ -204,7 +204,10 @@ def format_summary(
     elif notes:
         lines.append(f"validation: {notes[-1]}; best.pt not written (last.pt holds the final weights)")
     else:
-        lines.append("no validation ran (data.val empty or train.eval_interval=0): best.pt not written")
+        lines.append(
+            "no validation ran (data.val empty or train.eval_interval=0): best.pt not written; last.pt holds "
+            "the final weights (export and predict take it; without validation it has no per-class thresholds)"
+        )
     lines.append(f"run directory: {run_dir}")
     for path in files:
         if path.exists():
