@@ -191,7 +191,7 @@ def test_a_validation_without_countable_boxes_trains_and_says_so(tmp_path, messa
 def test_a_run_without_validation_says_which_checkpoint_to_use(tmp_path, messages) -> None:
     fit(stub_run([[1.0]], eval_interval=0), built_in_hooks(tmp_path))
     assert not (tmp_path / "checkpoints" / "best.pt").exists() and (tmp_path / "checkpoints" / "last.pt").is_file()
-    assert "best.pt not written; last.pt holds the final weights (export and predict take it" in messages.text
+    assert "best.pt not written; last.pt holds the final weights, without per-class" in messages.text
 
 
 class Poison(Hook):

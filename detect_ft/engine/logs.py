@@ -206,7 +206,8 @@ def format_summary(
     else:
         lines.append(
             "no validation ran (data.val empty or train.eval_interval=0): best.pt not written; last.pt holds "
-            "the final weights (export and predict take it; without validation it has no per-class thresholds)"
+            "the final weights, without per-class thresholds (predict takes it; export needs a data.val for its "
+            "parity check, or --no-verify)"
         )
     lines.append(f"run directory: {run_dir}")
     for path in files:
