@@ -269,6 +269,10 @@ def test_an_ultralytics_dataset_file_is_a_config_of_its_data(tmp_path, capsys):
         "",
         ["cat", "dog"],
     )
+    # a detect-ft config with a stray 'names' key is still read as a config (and the key refused)
+    (tmp_path / "config.yaml").write_text("data: {format: yolo}\nnames: [cat]\n")
+    with pytest.raises(ConfigError, match="config key ''names'': got \\['cat'\\]; allowed: a mapping"):
+        load_config(tmp_path / "config.yaml")
     # no train entry (predict --save-format yolo names its split 'predictions'): an override gives it
     (tmp_path / "export" / "pseudo.yaml").write_text("predictions: train/images\nnames: [cat, dog]\n")
     assert load_config(tmp_path / "export" / "pseudo.yaml", ["data.train=train/images"]).data.train == "train/images"

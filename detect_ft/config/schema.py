@@ -353,7 +353,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     except RecursionError:
         raise ConfigError(f"config file {path} is nested too deeply to be a detect-ft config") from None
-    if is_yolo_dataset_file(data):  # an Ultralytics data.yaml: the data section it describes, defaults for the rest
+    # an Ultralytics data.yaml stands for the data section it describes; a config's sections hold mappings
+    sections = [f.name for f in dataclasses.fields(Config)]
+    if is_yolo_dataset_file(data) and not any(isinstance(data.get(s), dict) for s in sections):
         need_train = not any(parse_override(text)[0] == "data.train" for text in overrides or [])
         section = yolo_dataset_section(path, data, need_train=need_train)
         return config_from_dict({"data": section}, overrides, source=f"dataset file {path}")

@@ -19,8 +19,8 @@ from detect_ft.utils.limits import short_repr
 
 
 def is_yolo_dataset_file(data: Any) -> bool:
-    """Whether a parsed YAML mapping is an Ultralytics dataset file rather than a detect-ft config (whose
-    top-level keys are sections holding mappings)."""
+    """Whether a parsed YAML mapping looks like an Ultralytics dataset file (``names`` and no ``train``
+    mapping); the config loader also checks that no other detect-ft section holds a mapping."""
     return isinstance(data, dict) and "names" in data and not isinstance(data.get("train"), dict)
 
 
