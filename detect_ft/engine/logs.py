@@ -207,7 +207,7 @@ def format_summary(
         lines.append(
             "no validation ran (data.val empty or train.eval_interval=0): best.pt not written; last.pt holds "
             "the final weights, without per-class thresholds (predict takes it; export needs a data.val for its "
-            "parity check, or --no-verify)"
+            "parity check, or export.verify=false)"
         )
     lines.append(f"run directory: {run_dir}")
     for path in files:
