@@ -95,6 +95,9 @@ def test_the_defaults_are_the_default_models_recipe_over_config():
     assert load_config(None, ["model.weights=none"]).model.weights == "none"
     recipe_free = load_config(None, ["model.name=ssdlite320_mobilenet_v3_large"])
     assert recipe_free.model.weights == "coco" and recipe_free.applied_recipe == ()
+    # COCO weights asked for without a model: the config relied on the earlier default, which had them
+    with pytest.raises(ConfigError, match=r"model.weights=coco but no model.name.*ssdlite320_mobilenet_v3_large was"):
+        load_config(None, ["model.weights=coco"])
 
 
 def test_config_from_dict_checks_as_load_config_does_and_names_the_source():

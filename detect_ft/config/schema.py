@@ -387,8 +387,24 @@ def config_from_dict(data: Any, overrides: list[str] | None = None, source: str 
     explicit |= overridden
     if cfg.model.name in model_names():
         cfg.applied_recipe = tuple(apply_model_recipe(cfg, explicit))
+    if "model.name" not in explicit and cfg.model.weights == "coco":
+        _refuse_coco_for_the_default_model(cfg.model.name, source)
     cfg.check()
     return cfg
+
+
+def _refuse_coco_for_the_default_model(name: str, source: str) -> None:
+    """A config that asks for COCO weights but names no model relied on the default before 2026-12-05
+    (SSDlite-MobileNetV3, which has COCO weights); the default now has none: say so, not only that."""
+    from detect_ft.models import MODELS
+
+    spec = MODELS.get(name)
+    if spec is not None and spec.coco_weights is None:
+        raise ConfigError(
+            f"{source}: model.weights=coco but no model.name, and the default model {name} has no COCO "
+            "weights; set model.name (ssdlite320_mobilenet_v3_large was the default before 2026-12-05) or "
+            "model.weights=imagenet"
+        )
 
 
 def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
