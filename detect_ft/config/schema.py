@@ -32,6 +32,7 @@ from detect_ft.config.values import (
     input_side,
     model_names,
     positive,
+    refuse_coco_for_the_default_model,
     set_key,
 )
 from detect_ft.data.checks.findings import (
@@ -353,9 +354,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     except RecursionError:
         raise ConfigError(f"config file {path} is nested too deeply to be a detect-ft config") from None
-    # an Ultralytics data.yaml stands for the data section it describes; a config's sections hold mappings
-    sections = [f.name for f in dataclasses.fields(Config)]
-    if is_yolo_dataset_file(data) and not any(isinstance(data.get(s), dict) for s in sections):
+    if is_yolo_dataset_file(data, [f.name for f in dataclasses.fields(Config)]):  # stands for its data section
         need_train = not any(parse_override(text)[0] == "data.train" for text in overrides or [])
         section = yolo_dataset_section(path, data, need_train=need_train)
         return config_from_dict({"data": section}, overrides, source=f"dataset file {path}")
@@ -388,23 +387,9 @@ def config_from_dict(data: Any, overrides: list[str] | None = None, source: str 
     if cfg.model.name in model_names():
         cfg.applied_recipe = tuple(apply_model_recipe(cfg, explicit))
     if "model.name" not in explicit and cfg.model.weights == "coco":
-        _refuse_coco_for_the_default_model(cfg.model.name, source)
+        refuse_coco_for_the_default_model(cfg.model.name, source)
     cfg.check()
     return cfg
-
-
-def _refuse_coco_for_the_default_model(name: str, source: str) -> None:
-    """A config that asks for COCO weights but names no model relied on the default before 2026-12-05
-    (SSDlite-MobileNetV3, which has COCO weights); the default now has none: say so, not only that."""
-    from detect_ft.models import MODELS
-
-    spec = MODELS.get(name)
-    if spec is not None and spec.coco_weights is None:
-        raise ConfigError(
-            f"{source}: model.weights=coco but no model.name, and the default model {name} has no COCO "
-            "weights; set model.name (ssdlite320_mobilenet_v3_large was the default before 2026-12-05) or "
-            "model.weights=imagenet"
-        )
 
 
 def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:

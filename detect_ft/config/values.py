@@ -167,6 +167,20 @@ def apply_model_recipe(cfg: Any, explicit: set[str]) -> list[str]:
     return used
 
 
+def refuse_coco_for_the_default_model(name: str, source: str) -> None:
+    """A config that asks for COCO weights but names no model relied on the default before 2026-12-05
+    (SSDlite-MobileNetV3, which has COCO weights); the default now has none: say so, not only that."""
+    from detect_ft.models import MODELS
+
+    spec = MODELS.get(name)
+    if spec is not None and spec.coco_weights is None:
+        raise ConfigError(
+            f"{source}: model.weights=coco but no model.name, and the default model {name} has no COCO "
+            "weights; set model.name (ssdlite320_mobilenet_v3_large was the default before 2026-12-05) or "
+            "model.weights=imagenet"
+        )
+
+
 def set_key(cfg: Any, key: str, value: Any) -> None:
     """Set the dotted ``key`` (``section.name``; a bare section takes a mapping) of the config dataclass
     ``cfg`` to ``value``, converted against the field's type hint; ConfigError for unknown keys or values."""

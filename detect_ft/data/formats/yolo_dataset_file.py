@@ -11,17 +11,21 @@ default the file's folder) relative to the file's folder, else to the current di
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from detect_ft.data.formats.yolo import yolo_names
 from detect_ft.utils.errors import ConfigError
 from detect_ft.utils.limits import short_repr
 
 
-def is_yolo_dataset_file(data: Any) -> bool:
-    """Whether a parsed YAML mapping looks like an Ultralytics dataset file (``names`` and no ``train``
-    mapping); the config loader also checks that no other detect-ft section holds a mapping."""
-    return isinstance(data, dict) and "names" in data and not isinstance(data.get("train"), dict)
+def is_yolo_dataset_file(data: Any, config_sections: Sequence[str]) -> bool:
+    """Whether a parsed YAML mapping is an Ultralytics dataset file (it has ``names``) rather than a
+    detect-ft config, whose ``config_sections`` hold mappings (a dataset file's ``train`` is a path)."""
+    return (
+        isinstance(data, dict)
+        and "names" in data
+        and not any(isinstance(data.get(section), dict) for section in config_sections)
+    )
 
 
 def yolo_dataset_section(file: Path, data: dict, *, need_train: bool = True) -> dict[str, Any]:
