@@ -181,12 +181,8 @@ def test_voc_split_folders_of_images_beside_their_xml(tmp_path):
     with pytest.raises(DataError, match=r"nor a folder .*test exists.*a folder of images and their XML files"):
         load_split(format="voc", root=tmp_path, split="test")
     out = tmp_path / "as-coco"
-    assert (
-        main(
-            ["convert", "--from", "voc", "--to", "coco", "--root", str(tmp_path), "--split", "train", "--out", str(out)]
-        )
-        == 0
-    )
+    argv = ["convert", "--from", "voc", "--to", "coco", "--root", str(tmp_path), "--split", "train", "--out", str(out)]
+    assert main(argv) == 0
     assert [image["file_name"] for image in json.loads((out / "train.json").read_text())["images"]] == ["images/p.jpg"]
 
 
