@@ -48,7 +48,8 @@ def override_list(overrides: dict[str, Any]) -> list[str]:
 
 def resolve_config(config: ConfigSource, overrides: dict[str, Any]) -> Config:
     """``config`` (YAML path, ``{section: {key: value}}`` dict, Config, or None for the defaults) with the
-    dotted ``overrides`` applied, checked, and the model's recipe filling the keys left unset."""
+    dotted ``overrides`` applied, checked, and the model's recipe filling the keys left unset (a Config's
+    keys at their defaults count as unset; an override keeps a default value against the recipe)."""
     texts = override_list(overrides)
     if isinstance(config, Config):
         # keys still at their defaults count as unset, as in a YAML file that leaves them out, so the
