@@ -146,6 +146,9 @@ def test_overrides_by_short_or_dotted_name():
 
 def test_a_config_object_leaves_its_default_keys_to_the_models_recipe():
     assert resolve_config(Config(), {}).model.weights == "imagenet"  # the default model's recipe
+    assert (
+        resolve_config(Config(), {}).train.lr == 0.002 and resolve_config(Config(), {"train.lr": 0.01}).train.lr == 0.01
+    )
     chosen = Config()
     chosen.model.weights, chosen.train.lr = "none", 0.5
     resolved = resolve_config(chosen, {"train.epochs": 3})
