@@ -150,9 +150,9 @@ def _leave_out_grouping_categories(categories: dict[int, str], data: dict, json_
     names as its ``supercategory`` and that no annotation uses, saying so."""
     entries = data["categories"]
     used = {ann.get("category_id") for ann in data["annotations"] if isinstance(ann, dict)}
-    for cat in entries:
-        others = [other for other in entries if other is not cat]
-        if others and cat["id"] not in used and all(o.get("supercategory") == cat["name"] for o in others):
+    for cat in entries if len(entries) > 1 else ():
+        others = (other for other in entries if other is not cat)  # lazily: the first mismatch ends the check
+        if cat["id"] not in used and all(o.get("supercategory") == cat["name"] for o in others):
             logger.info(
                 "%s: category %d %r left out of the classes: it only groups the others (their supercategory) "
                 "and labels no box; name it in data.classes to keep it",
